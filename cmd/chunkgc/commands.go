@@ -1,0 +1,308 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+
+	"go.uber.org/zap"
+
+	"chunkgc/chunkstore"
+	"chunkgc/datastore"
+	"chunkgc/gc"
+	"chunkgc/tuning"
+)
+
+func runCreate(ctx context.Context, e *env, args []string) error {
+	fs := e.flags("create")
+	reuse := fs.Bool("reuse", false, "adopt an existing datastore: verify its layout instead of creating it")
+	ownerName := fs.String("owner", "backup", "user (and its group) that owns the chunk store")
+	comment := fs.String("comment", "", "comment stored in the config")
+	var props tuning.Props
+	fs.Var(&props, "tuning", "tuning property string, e.g. gc-atime-safety-check=0")
+	if err := e.parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 2 {
+		return usagef("want NAME PATH, have %d arguments", fs.NArg())
+	}
+	name, path := fs.Arg(0), fs.Arg(1)
+	if err := tuning.ValidateStoreName(name); err != nil {
+		return usagef("%v", err)
+	}
+	if !filepath.IsAbs(path) {
+		return usagef("datastore path %q must be absolute", path)
+	}
+	cfg, err := tuning.ReadConfig(e.configPath)
+	if err != nil {
+		return err
+	}
+	if ds, ok := cfg.Datastore(name); ok {
+		return fmt.Errorf("datastore %q already exists in %s (path %s)", name, e.configPath, ds.Path)
+	}
+	t := props.Apply(tuning.Defaults())
+	owner, err := defaultOwner(e.log, *ownerName)
+	if err != nil {
+		return err
+	}
+	log := e.log.With(zap.String("store", name), zap.String("path", path))
+	opts := chunkstore.Options{Log: log, Owner: owner, SyncLevel: t.SyncLevel}
+
+	var store *chunkstore.Store
+	if *reuse {
+		store, err = chunkstore.Open(path, opts)
+		if err != nil {
+			return fmt.Errorf("reuse datastore %s: %w", path, err)
+		}
+		defer store.Close()
+		if err := store.VerifyLayout(ctx); err != nil {
+			return fmt.Errorf("reuse datastore %s: %w", path, err)
+		}
+		log.Info("existing chunk store layout verified")
+	} else {
+		last := -1
+		store, err = chunkstore.Create(ctx, path, opts, func(done, total int) {
+			if pct := 100 * done / total; pct/10 != last/10 {
+				last = pct
+				log.Info("creating chunk store", zap.Int("percent", pct))
+			}
+		})
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+	}
+
+	if t.AtimeSafetyCheck {
+		res, err := store.ProbeAtime(ctx)
+		if err != nil {
+			return fmt.Errorf("datastore %s not registered: %w", name, err)
+		}
+		log.Info("access time update check successful", zap.String("fs", res.FSType), zap.String("mount-options", res.MountOptions))
+	} else {
+		log.Warn("access time update check skipped by tuning (gc-atime-safety-check=0)")
+	}
+
+	cfg.SetDatastore(tuning.Datastore{Name: name, Path: path, Tuning: props.String(), Comment: *comment})
+	gid := -1
+	if owner.Active() {
+		gid = owner.GID
+	}
+	if err := cfg.WriteFile(e.configPath, 0, gid); err != nil {
+		return fmt.Errorf("register datastore %s: %w", name, err)
+	}
+	log.Info("datastore registered", zap.String("config", e.configPath))
+	fmt.Fprintf(e.stdout, "datastore %s created at %s\n", name, path)
+	return nil
+}
+
+func runCheckAtime(ctx context.Context, e *env, args []string) error {
+	fs := e.flags("check-atime")
+	if err := e.parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("want STORE")
+	}
+	ref, err := e.resolveStore(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	owner, err := defaultOwner(e.log, "backup")
+	if err != nil {
+		return err
+	}
+	store, err := e.openStore(ref, owner, ref.tuning(tuning.Props{}))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	res, err := store.ProbeAtime(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "atime probe passed on %s (%s, %s)\n", ref.base, res.FSType, res.MountOptions)
+	return nil
+}
+
+func runGC(ctx context.Context, e *env, args []string) error {
+	fs := e.flags("gc")
+	var props tuning.Props
+	fs.Var(&props, "tuning", "tuning overrides, e.g. gc-atime-cutoff=60,gc-cache-capacity=0")
+	dryRun := fs.Bool("dry-run", false, "mark and count, but remove nothing and keep .gc-status")
+	output := fs.String("output", "text", "text or json (final status on stdout)")
+	if err := e.parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("want STORE")
+	}
+	if *output != "text" && *output != "json" {
+		return usagef("--output %q: want text or json", *output)
+	}
+	ref, err := e.resolveStore(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	t := ref.tuning(props)
+	owner, err := defaultOwner(e.log, "backup")
+	if err != nil {
+		return err
+	}
+	store, err := e.openStore(ref, owner, t)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	locks, err := e.openLockDir(ref.name, owner)
+	if err != nil {
+		return err
+	}
+	st, err := gc.Run(ctx, store, locks, gc.Options{
+		Log: e.log.With(zap.String("store", ref.name)), StoreName: ref.name,
+		Tuning: t, DryRun: *dryRun, Owner: owner,
+	})
+	if err != nil {
+		return err
+	}
+	return printStatus(e, st, *output)
+}
+
+func printStatus(e *env, st *gc.Status, output string) error {
+	if output == "json" {
+		b, err := json.Marshal(st)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(e.stdout, "%s\n", b)
+		return err
+	}
+	return st.WriteReport(e.stdout)
+}
+
+func runStatus(ctx context.Context, e *env, args []string) error {
+	fs := e.flags("status")
+	output := fs.String("output", "text", "text or json")
+	if err := e.parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("want STORE")
+	}
+	if *output != "text" && *output != "json" {
+		return usagef("--output %q: want text or json", *output)
+	}
+	ref, err := e.resolveStore(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	st, err := gc.ReadStatus(ref.base)
+	if err != nil {
+		return fmt.Errorf("datastore %s: %w", ref.name, err)
+	}
+	return printStatus(e, st, *output)
+}
+
+func runIngest(ctx context.Context, e *env, args []string) error {
+	fs := e.flags("ingest")
+	nsFlag := fs.String("ns", "", "namespace, e.g. a/b")
+	chunkSize := fs.Int("chunk-size", 4<<20, "fixed chunk size in bytes (power of two, 64 KiB … 16 MiB)")
+	if err := e.parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() < 3 {
+		return usagef("want STORE TYPE/ID FILE...")
+	}
+	ns, err := datastore.ParseNamespace(*nsFlag)
+	if err != nil {
+		return usagef("--ns: %v", err)
+	}
+	g, err := datastore.ParseGroup(fs.Arg(1))
+	if err != nil {
+		return usagef("%v", err)
+	}
+	g.NS = ns
+	ref, err := e.resolveStore(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	owner, err := defaultOwner(e.log, "backup")
+	if err != nil {
+		return err
+	}
+	store, err := e.openStore(ref, owner, ref.tuning(tuning.Props{}))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	locks, err := e.openLockDir(ref.name, owner)
+	if err != nil {
+		return err
+	}
+	snap, err := datastore.Ingest(ctx, store, locks, g, fs.Args()[2:], datastore.IngestOptions{NS: ns, ChunkSize: *chunkSize}, e.log)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, filepath.Join(ref.base, snap.RelPath()))
+	return nil
+}
+
+func runForget(ctx context.Context, e *env, args []string) error {
+	fs := e.flags("forget")
+	nsFlag := fs.String("ns", "", "namespace, e.g. a/b")
+	if err := e.parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 2 {
+		return usagef("want STORE TYPE/ID/TIME")
+	}
+	ns, err := datastore.ParseNamespace(*nsFlag)
+	if err != nil {
+		return usagef("--ns: %v", err)
+	}
+	snap, err := datastore.ParseSnapshot(fs.Arg(1))
+	if err != nil {
+		return usagef("%v", err)
+	}
+	snap.NS = ns
+	ref, err := e.resolveStore(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	owner, err := defaultOwner(e.log, "backup")
+	if err != nil {
+		return err
+	}
+	locks, err := e.openLockDir(ref.name, owner)
+	if err != nil {
+		return err
+	}
+	if err := datastore.Forget(ctx, ref.base, locks, snap, e.log); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "removed %s\n", snap.RelPath())
+	return nil
+}
+
+func runSnapshots(ctx context.Context, e *env, args []string) error {
+	fs := e.flags("snapshots")
+	if err := e.parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("want STORE")
+	}
+	ref, err := e.resolveStore(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	snaps, err := datastore.ListAllSnapshots(ref.base)
+	if err != nil {
+		return err
+	}
+	for _, s := range snaps {
+		fmt.Fprintln(e.stdout, s.RelPath())
+	}
+	return nil
+}

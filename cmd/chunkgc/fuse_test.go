@@ -1,0 +1,9 @@
+package main
+
+import (
+	"testing"
+
+	"chunkgc/internal/atimefuse"
+)
+
+func fuseMount(t *testing.T) string { return atimefuse.Mount(t, t.TempDir()) }

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"chunkgc/chunkstore"
+	"chunkgc/locking"
+	"chunkgc/tuning"
+)
+
+// defaultLockRoot holds one lock directory per store (SPEC §7).
+const defaultLockRoot = "/run/chunkgc/locks"
+
+// storeRef is a resolved STORE argument.
+type storeRef struct {
+	name   string       // configured name, or the escaped path for an unconfigured path
+	base   string       // absolute base path
+	config tuning.Props // tuning from the datastore config (empty for a bare path)
+}
+
+// resolveStore maps STORE to a store: a configured name, or a path when it
+// contains '/'.
+func (e *env) resolveStore(arg string) (*storeRef, error) {
+	cfg, err := tuning.ReadConfig(e.configPath)
+	if err != nil {
+		return nil, err
+	}
+	if !strings.Contains(arg, "/") {
+		ds, ok := cfg.Datastore(arg)
+		if !ok {
+			return nil, fmt.Errorf("datastore %q is not configured in %s (give a path containing '/' to use an unconfigured store)", arg, e.configPath)
+		}
+		props, err := tuning.Parse(ds.Tuning)
+		if err != nil {
+			return nil, fmt.Errorf("datastore %q in %s: %w", arg, e.configPath, err)
+		}
+		return &storeRef{name: ds.Name, base: ds.Path, config: props}, nil
+	}
+	base, err := filepath.Abs(arg)
+	if err != nil {
+		return nil, fmt.Errorf("store path %s: %w", arg, err)
+	}
+	for _, ds := range cfg.Datastores() {
+		if filepath.Clean(ds.Path) == base {
+			props, err := tuning.Parse(ds.Tuning)
+			if err != nil {
+				return nil, fmt.Errorf("datastore %q in %s: %w", ds.Name, e.configPath, err)
+			}
+			return &storeRef{name: ds.Name, base: base, config: props}, nil
+		}
+	}
+	return &storeRef{name: locking.EscapePath(base), base: base}, nil
+}
+
+// tuning applies defaults < config < command line, per key.
+func (r *storeRef) tuning(cli tuning.Props) tuning.Tuning {
+	return r.config.Merge(cli).Apply(tuning.Defaults())
+}
+
+// lockDir opens the store's lock directory: <lock-root>/<name>.
+func (e *env) openLockDir(name string, owner chunkstore.Owner) (*locking.Dir, error) {
+	root := e.lockDir
+	if root == "" {
+		root = defaultLockRoot
+	}
+	uid, gid := -1, -1
+	if owner.Active() {
+		uid, gid = owner.UID, owner.GID
+	}
+	return locking.OpenDir(filepath.Join(root, name), uid, gid)
+}
+
+// defaultOwner is the backup user when it exists; otherwise ownership is left
+// alone (a machine without a backup user, or a demo run as a normal user).
+func defaultOwner(log *zap.Logger, name string) (chunkstore.Owner, error) {
+	o, err := chunkstore.LookupOwner(name)
+	if err == nil {
+		return o, nil
+	}
+	if name != "backup" {
+		return chunkstore.Owner{UID: -1, GID: -1}, fmt.Errorf("--owner %s: %w", name, err)
+	}
+	log.Warn("no backup user on this machine, leaving ownership alone", zap.Error(err))
+	return chunkstore.Owner{UID: -1, GID: -1}, nil
+}
+
+func (e *env) openStore(ref *storeRef, owner chunkstore.Owner, t tuning.Tuning) (*chunkstore.Store, error) {
+	if fi, err := os.Stat(ref.base); err != nil {
+		return nil, fmt.Errorf("datastore %s: %w", ref.name, err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("datastore %s: %s is not a directory", ref.name, ref.base)
+	}
+	s, err := chunkstore.Open(ref.base, chunkstore.Options{Log: e.log, Owner: owner, SyncLevel: t.SyncLevel})
+	if err != nil {
+		return nil, fmt.Errorf("datastore %s: %w", ref.name, err)
+	}
+	return s, nil
+}
+

@@ -1,0 +1,345 @@
+package gc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"chunkgc/blob"
+	"chunkgc/chunkstore"
+	"chunkgc/datastore"
+	"chunkgc/index"
+	"chunkgc/locking"
+)
+
+// batchSize is the number of digests handed to a touch worker at once.
+const batchSize = 1024
+
+// maxMissingWarnings bounds the per-chunk warnings for missing chunks; the
+// rest are counted and summarised.
+const maxMissingWarnings = 100
+
+type batch struct {
+	index string // relative path, for warnings
+	n     int
+	d     [batchSize]blob.Digest
+}
+
+// marker is phase 1: one walker (the caller's goroutine) lists groups and
+// snapshots and streams index digests in batches to touch workers.
+type marker struct {
+	store *chunkstore.Store
+	locks *locking.Dir
+	opts  *Options
+	log   *zap.Logger
+	base  string
+	cache *digestCache
+
+	ctx    context.Context // cancelled on the first worker error
+	cancel context.CancelCauseFunc
+	work   chan *batch
+	pool   sync.Pool
+
+	initial map[string]bool // initial listing: rel path -> still unmarked
+	marked  map[string]bool // rel paths counted already
+
+	indexFiles   int64
+	indexBytes   uint64
+	newIndexes   int64
+	strange      int64
+	totalIndexes int
+
+	missing      atomic.Int64
+	cacheHits    atomic.Int64
+	cacheLookups atomic.Int64
+	touched      atomic.Int64
+}
+
+func mark(parent context.Context, store *chunkstore.Store, locks *locking.Dir, opts *Options, log *zap.Logger, st *Status) error {
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	m := &marker{
+		store: store, locks: locks, opts: opts, log: log, base: store.Base(),
+		cache:   newDigestCache(opts.Tuning.CacheCapacity),
+		ctx:     ctx,
+		cancel:  cancel,
+		work:    make(chan *batch, 2*opts.workers()),
+		initial: make(map[string]bool),
+		marked:  make(map[string]bool),
+	}
+	m.pool.New = func() any { return new(batch) }
+
+	var wg sync.WaitGroup
+	for range opts.workers() {
+		wg.Go(m.touchWorker)
+	}
+	walkErr := m.walk()
+	close(m.work)
+	wg.Wait()
+
+	if parent.Err() != nil {
+		return errCanceled(parent, "phase 1")
+	}
+	if walkErr == nil {
+		walkErr = context.Cause(ctx)
+		if errors.Is(walkErr, context.Canceled) {
+			walkErr = nil
+		}
+	}
+	if walkErr != nil {
+		return fmt.Errorf("phase 1: %w", walkErr)
+	}
+	st.IndexFileCount = m.indexFiles
+	st.IndexDataBytes = m.indexBytes
+	st.NewIndexFiles = m.newIndexes
+	st.StrangeIndexFiles = m.strange
+	st.MissingChunks = m.missing.Load()
+	st.CacheHits = m.cacheHits.Load()
+	st.CacheLookups = m.cacheLookups.Load()
+	if n := st.MissingChunks; n > maxMissingWarnings {
+		log.Warn("more chunks were missing than were logged", zap.Int64("missing", n), zap.Int("logged", maxMissingWarnings))
+	}
+	log.Info("phase 1 finished", zap.Int64("index-files", m.indexFiles), zap.Int64("touched", m.touched.Load()),
+		zap.Int64("cache-hits", st.CacheHits), zap.Int64("missing", st.MissingChunks),
+		zap.Int64("strange-index-files", m.strange), zap.Int64("new-index-files", m.newIndexes))
+	return nil
+}
+
+// walk runs in the caller's goroutine: initial listing, groups newest first,
+// then the index files no group walk reached.
+func (m *marker) walk() error {
+	err := datastore.WalkIndexFiles(m.ctx, m.base, m.log, func(rel string) error {
+		m.initial[rel] = true
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list index files: %w", err)
+	}
+	m.totalIndexes = len(m.initial)
+	m.log.Info("listed index files", zap.Int("count", m.totalIndexes))
+
+	nss, err := datastore.ListNamespaces(m.base)
+	if err != nil {
+		return fmt.Errorf("list namespaces: %w", err)
+	}
+	for _, ns := range nss {
+		groups, err := datastore.ListGroups(m.base, ns)
+		if err != nil {
+			return fmt.Errorf("list groups of namespace %q: %w", ns.String(), err)
+		}
+		for _, g := range groups {
+			if err := m.markGroup(g); err != nil {
+				return err
+			}
+		}
+	}
+
+	var rest []string
+	for rel, unmarked := range m.initial {
+		if unmarked {
+			rest = append(rest, rel)
+		}
+	}
+	slices.Sort(rest)
+	for _, rel := range rest {
+		ok, err := m.markIndex(rel)
+		if err != nil {
+			return err
+		}
+		if ok {
+			m.strange++
+			m.log.Info("marked index file outside the expected scheme", zap.String("index", rel))
+		}
+	}
+	return nil
+}
+
+// markGroup marks every index of g, newest snapshot first. If the newest
+// snapshot's index vanished before it was opened, a prune removed it after a
+// backup finished a newer snapshot that may reuse its chunks untouched: list
+// the group again (SPEC §6.3).
+func (m *marker) markGroup(g datastore.Group) error {
+	for attempt := 0; ; attempt++ {
+		if attempt > groupRetries {
+			return fmt.Errorf("group %s: newest snapshot kept vanishing, gave up after %d attempts", g.RelPath(), attempt)
+		}
+		retry, err := m.markGroupOnce(g, attempt)
+		if err != nil || !retry {
+			return err
+		}
+		m.log.Info("newest snapshot vanished while marking, listing group again",
+			zap.String("group", g.RelPath()), zap.Int("attempt", attempt+1))
+	}
+}
+
+func (m *marker) markGroupOnce(g datastore.Group, attempt int) (retry bool, err error) {
+	if attempt == groupRetries {
+		timeout := m.opts.GroupLockTimeout
+		if timeout == 0 {
+			timeout = 10 * time.Minute
+		}
+		lock, err := m.locks.LockGroup(m.ctx, g.NS, g.Type, g.ID, locking.Exclusive, timeout)
+		if err != nil {
+			return false, fmt.Errorf("lock group %s for the last re-list: %w", g.RelPath(), err)
+		}
+		defer lock.Unlock()
+	}
+	snaps, err := datastore.ListSnapshots(m.base, g)
+	if err != nil {
+		return false, fmt.Errorf("list snapshots of %s: %w", g.RelPath(), err)
+	}
+	if h := m.opts.hooks.afterGroupList; h != nil {
+		h(g, attempt)
+	}
+	for i := len(snaps) - 1; i >= 0; i-- {
+		newest := i == len(snaps)-1
+		s := snaps[i]
+		names, err := datastore.IndexFiles(m.base, s)
+		if errors.Is(err, fs.ErrNotExist) {
+			if newest {
+				return true, nil
+			}
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("list index files of %s: %w", s.RelPath(), err)
+		}
+		for _, name := range names {
+			rel := s.RelPath() + "/" + name
+			ok, err := m.markIndex(rel)
+			if err != nil {
+				return false, err
+			}
+			if !ok && newest {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
+// markIndex opens rel and streams its digests to the workers. It reports
+// false when the index vanished (pruned) before it could be opened.
+func (m *marker) markIndex(rel string) (bool, error) {
+	if err := m.ctx.Err(); err != nil {
+		return false, context.Cause(m.ctx)
+	}
+	path := filepath.Join(m.base, rel)
+	r, err := index.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		m.log.Info("index file vanished, pruned concurrently", zap.String("index", rel))
+		if m.initial[rel] {
+			m.initial[rel] = false
+		}
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer r.Close()
+
+	unmarked, listed := m.initial[rel]
+	if !m.marked[rel] {
+		m.marked[rel] = true
+		m.indexFiles++
+		m.indexBytes += r.DataBytes()
+		if !listed {
+			m.newIndexes++
+			m.log.Info("encountered new index file, counting it", zap.String("index", rel))
+		}
+	}
+	if unmarked {
+		m.initial[rel] = false
+	}
+
+	b := m.pool.Get().(*batch)
+	b.index, b.n = rel, 0
+	err = r.Each(func(d *blob.Digest) error {
+		b.d[b.n] = *d
+		b.n++
+		if b.n == batchSize {
+			if err := m.send(b); err != nil {
+				return err
+			}
+			b = m.pool.Get().(*batch)
+			b.index, b.n = rel, 0
+		}
+		return nil
+	})
+	if err == nil && b.n > 0 {
+		err = m.send(b)
+	} else {
+		m.pool.Put(b)
+	}
+	if err != nil {
+		return false, fmt.Errorf("mark %s: %w", path, err)
+	}
+	if n := len(m.marked); m.totalIndexes > 0 && n%max(1, m.totalIndexes/10) == 0 {
+		m.log.Info("marked index files", zap.Int("done", n), zap.Int("listed", m.totalIndexes),
+			zap.Int("percent", min(100, 100*n/m.totalIndexes)))
+	}
+	return true, nil
+}
+
+func (m *marker) send(b *batch) error {
+	select {
+	case m.work <- b:
+		return nil
+	case <-m.ctx.Done():
+		m.pool.Put(b)
+		return context.Cause(m.ctx)
+	}
+}
+
+// touchWorker touches every digest of the batches it receives. The first
+// error other than a missing chunk cancels the whole phase.
+func (m *marker) touchWorker() {
+	done := m.ctx.Done()
+	for b := range m.work {
+		select {
+		case <-done:
+			m.pool.Put(b)
+			continue // drain
+		default:
+		}
+		var hits, lookups, touched int64
+		for i := range b.n {
+			d := &b.d[i]
+			if m.cache != nil {
+				lookups++
+				if m.cache.seenOrAdd(d) {
+					hits++
+					continue
+				}
+			}
+			err := m.store.Touch(*d)
+			if err == nil {
+				touched++
+				continue
+			}
+			if !errors.Is(err, fs.ErrNotExist) {
+				m.cancel(fmt.Errorf("touch chunk %s referenced by %s: %w", d, b.index, err))
+				break
+			}
+			if n := m.missing.Add(1); n <= maxMissingWarnings {
+				m.log.Warn("chunk referenced by index is missing", zap.Stringer("digest", d), zap.String("index", b.index))
+			}
+			if _, err := m.store.TouchBad(*d); err != nil {
+				m.cancel(fmt.Errorf("touch bad copies of missing chunk %s: %w", d, err))
+				break
+			}
+		}
+		m.cacheHits.Add(hits)
+		m.cacheLookups.Add(lookups)
+		m.touched.Add(touched)
+		m.pool.Put(b)
+	}
+}

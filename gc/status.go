@@ -1,0 +1,195 @@
+package gc
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"chunkgc/chunkstore"
+)
+
+// StatusFile is the name of the GC result file in the store's base directory.
+const StatusFile = ".gc-status"
+
+// Status is the result of a GC run, as written to .gc-status. The first
+// eleven fields carry PBS's names and meaning; the rest are chunkgc's.
+type Status struct {
+	UPID           string `json:"upid"`
+	IndexFileCount int64  `json:"index-file-count"`
+	IndexDataBytes uint64 `json:"index-data-bytes"`
+	DiskBytes      uint64 `json:"disk-bytes"`
+	DiskChunks     int64  `json:"disk-chunks"`
+	RemovedBytes   uint64 `json:"removed-bytes"`
+	RemovedChunks  int64  `json:"removed-chunks"`
+	PendingBytes   uint64 `json:"pending-bytes"`
+	PendingChunks  int64  `json:"pending-chunks"`
+	RemovedBad     int64  `json:"removed-bad"`
+	StillBad       int64  `json:"still-bad"`
+
+	MissingChunks     int64   `json:"missing-chunks"`
+	StrangeIndexFiles int64   `json:"strange-index-files"`
+	NewIndexFiles     int64   `json:"new-index-files"`
+	NotChunks         int64   `json:"not-chunk-files"`
+	CacheHits         int64   `json:"cache-hits"`
+	CacheLookups      int64   `json:"cache-lookups"`
+	StartTime         int64   `json:"start-time"`
+	MinAtime          int64   `json:"min-atime"`
+	OldestWriter      int64   `json:"oldest-writer"`
+	DurationPhase1    float64 `json:"duration-phase1-s"`
+	DurationPhase2    float64 `json:"duration-phase2-s"`
+	DryRun            bool    `json:"dry-run,omitempty"`
+}
+
+// writeStatus replaces <base>/.gc-status atomically: tmp file, fsync, chown,
+// rename, fsync of the directory.
+func writeStatus(base string, st *Status, owner chunkstore.Owner) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("encode gc status: %w", err)
+	}
+	b = append(b, '\n')
+	path := filepath.Join(base, StatusFile)
+	f, err := os.CreateTemp(base, StatusFile+".tmp_*")
+	if err != nil {
+		return fmt.Errorf("write gc status %s: %w", path, err)
+	}
+	tmp := f.Name()
+	fail := func(err error) error {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("write gc status %s: %w", path, err)
+	}
+	if _, err := f.Write(b); err != nil {
+		return fail(err)
+	}
+	if err := f.Chmod(0o644); err != nil {
+		return fail(err)
+	}
+	if owner.Active() {
+		if err := f.Chown(owner.UID, owner.GID); err != nil {
+			return fail(err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write gc status %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write gc status %s: %w", path, err)
+	}
+	if d, err := os.Open(base); err == nil {
+		err = d.Sync()
+		d.Close()
+		if err != nil {
+			return fmt.Errorf("sync %s: %w", base, err)
+		}
+	}
+	return nil
+}
+
+// ReadStatus reads <base>/.gc-status. A store that was never collected gives
+// an error wrapping fs.ErrNotExist.
+func ReadStatus(base string) (*Status, error) {
+	path := filepath.Join(base, StatusFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read gc status: %w", err)
+	}
+	var st Status
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("parse gc status %s: %w", path, err)
+	}
+	return &st, nil
+}
+
+// HumanBytes formats n with binary units to at most three decimals, as PBS
+// prints byte figures: "0 B", "159 B", "1.5 KiB", "4.008 MiB".
+func HumanBytes(n uint64) string {
+	if n < 1024 {
+		return strconv.FormatUint(n, 10) + " B"
+	}
+	units := []string{"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
+	v := float64(n)
+	i := -1
+	for v >= 1024 && i < len(units)-1 {
+		v /= 1024
+		i++
+	}
+	s := strconv.FormatFloat(v, 'f', 3, 64)
+	s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
+	return s + " " + units[i]
+}
+
+// DedupFactor is index-data-bytes / disk-bytes, 1.00 when disk-bytes is 0.
+func (s *Status) DedupFactor() float64 {
+	if s.DiskBytes == 0 {
+		return 1
+	}
+	return float64(s.IndexDataBytes) / float64(s.DiskBytes)
+}
+
+// CacheHitRatio is the share of digest lookups the cache answered.
+func (s *Status) CacheHitRatio() float64 {
+	if s.CacheLookups == 0 {
+		return 0
+	}
+	return float64(s.CacheHits) / float64(s.CacheLookups)
+}
+
+// ReportLines are the end-of-run report lines, in PBS's wording.
+func (s *Status) ReportLines() []string {
+	var l []string
+	add := func(format string, a ...any) { l = append(l, fmt.Sprintf(format, a...)) }
+	verb := "Removed"
+	if s.DryRun {
+		verb = "Would remove"
+	}
+	add("%s garbage: %s", verb, HumanBytes(s.RemovedBytes))
+	add("%s chunks: %d", verb, s.RemovedChunks)
+	if s.PendingBytes > 0 {
+		add("Pending removals: %s (in %d chunks)", HumanBytes(s.PendingBytes), s.PendingChunks)
+	}
+	if s.RemovedBad > 0 {
+		add("%s bad chunks: %d", verb, s.RemovedBad)
+	}
+	if s.StillBad > 0 {
+		add("Leftover bad chunks: %d", s.StillBad)
+	}
+	if s.MissingChunks > 0 {
+		add("Missing chunks: %d", s.MissingChunks)
+	}
+	if s.StrangeIndexFiles > 0 {
+		add("Index files outside the expected scheme: %d", s.StrangeIndexFiles)
+	}
+	add("Original data usage: %s", HumanBytes(s.IndexDataBytes))
+	if s.IndexDataBytes > 0 {
+		add("On-Disk usage: %s (%.2f%%)", HumanBytes(s.DiskBytes), 100*float64(s.DiskBytes)/float64(s.IndexDataBytes))
+	} else {
+		add("On-Disk usage: %s", HumanBytes(s.DiskBytes))
+	}
+	add("On-Disk chunks: %d", s.DiskChunks)
+	add("Deduplication factor: %.2f", s.DedupFactor())
+	if s.DiskChunks > 0 {
+		add("Average chunk size: %s", HumanBytes(s.DiskBytes/uint64(s.DiskChunks)))
+	}
+	add("Digest cache hit ratio: %.2f%% (%d of %d lookups)", 100*s.CacheHitRatio(), s.CacheHits, s.CacheLookups)
+	return l
+}
+
+// WriteReport prints the report lines to w.
+func (s *Status) WriteReport(w io.Writer) error {
+	for _, line := range s.ReportLines() {
+		if _, err := fmt.Fprintln(w, line); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,245 @@
+package gc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sync"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"chunkgc/chunkstore"
+)
+
+// sweepCounts are one worker's phase 2 counters, merged at the end so the
+// result does not depend on how prefix dirs were spread over workers.
+type sweepCounts struct {
+	diskBytes, removedBytes, pendingBytes uint64
+	diskChunks, removedChunks             int64
+	pendingChunks, removedBad, stillBad   int64
+	notChunks                             int64
+}
+
+func (c *sweepCounts) add(o *sweepCounts) {
+	c.diskBytes += o.diskBytes
+	c.removedBytes += o.removedBytes
+	c.pendingBytes += o.pendingBytes
+	c.diskChunks += o.diskChunks
+	c.removedChunks += o.removedChunks
+	c.pendingChunks += o.pendingChunks
+	c.removedBad += o.removedBad
+	c.stillBad += o.stillBad
+	c.notChunks += o.notChunks
+}
+
+// keep counts a chunk that stays, exactly as PBS does: pending when its atime
+// is before the oldest writer's start, else on disk. Bad chunks count as
+// still-bad when pending and only by their bytes when on disk.
+func (c *sweepCounts) keep(atime, oldestWriter int64, size uint64, bad bool) {
+	if atime < oldestWriter {
+		if bad {
+			c.stillBad++
+		} else {
+			c.pendingChunks++
+		}
+		c.pendingBytes += size
+		return
+	}
+	if !bad {
+		c.diskChunks++
+	}
+	c.diskBytes += size
+}
+
+func (c *sweepCounts) removed(size uint64, bad bool) {
+	if bad {
+		c.removedBad++
+	} else {
+		c.removedChunks++
+	}
+	c.removedBytes += size
+}
+
+type candidate struct {
+	name string
+	bad  bool
+}
+
+type sweeper struct {
+	store        *chunkstore.Store
+	log          *zap.Logger
+	dryRun       bool
+	minAtime     int64
+	oldestWriter int64
+	next         atomic.Int64 // next prefix dir to take
+	done         atomic.Int64 // prefix dirs finished
+}
+
+func sweep(parent context.Context, store *chunkstore.Store, opts *Options, log *zap.Logger, st *Status) error {
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	s := &sweeper{store: store, log: log, dryRun: opts.DryRun, minAtime: st.MinAtime, oldestWriter: st.OldestWriter}
+
+	var (
+		mu    sync.Mutex
+		total sweepCounts
+		wg    sync.WaitGroup
+	)
+	for range opts.workers() {
+		wg.Go(func() {
+			var c sweepCounts
+			if err := s.worker(ctx, &c); err != nil {
+				cancel(err)
+			}
+			mu.Lock()
+			total.add(&c)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if parent.Err() != nil {
+		return errCanceled(parent, "phase 2")
+	}
+	if err := context.Cause(ctx); err != nil {
+		return fmt.Errorf("phase 2: %w", err)
+	}
+	st.DiskBytes, st.DiskChunks = total.diskBytes, total.diskChunks
+	st.RemovedBytes, st.RemovedChunks = total.removedBytes, total.removedChunks
+	st.PendingBytes, st.PendingChunks = total.pendingBytes, total.pendingChunks
+	st.RemovedBad, st.StillBad = total.removedBad, total.stillBad
+	st.NotChunks = total.notChunks
+	if total.notChunks > 0 {
+		log.Info("files in the chunk store that are not chunks were left alone", zap.Int64("count", total.notChunks))
+	}
+	return nil
+}
+
+func (s *sweeper) worker(ctx context.Context, c *sweepCounts) error {
+	done := ctx.Done()
+	var cands []candidate
+	for {
+		p := s.next.Add(1) - 1
+		if p >= chunkstore.PrefixCount {
+			return nil
+		}
+		select {
+		case <-done:
+			return context.Cause(ctx)
+		default:
+		}
+		var err error
+		cands, err = s.prefix(ctx, uint16(p), c, cands[:0])
+		if err != nil {
+			return err
+		}
+		if n := s.done.Add(1); n%(chunkstore.PrefixCount/10) == 0 {
+			s.log.Info("sweep progress", zap.Int64("percent", 100*n/chunkstore.PrefixCount))
+		}
+	}
+}
+
+// prefix sweeps one prefix dir: a lock-free pass classifies and counts every
+// entry and collects the candidates; then, under the dir's exclusive lock,
+// each candidate is stat'ed again and unlinked only if it is still garbage.
+func (s *sweeper) prefix(ctx context.Context, p uint16, c *sweepCounts, cands []candidate) ([]candidate, error) {
+	dir, err := s.store.OpenPrefix(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		s.log.Warn("prefix directory missing, nothing to sweep there", zap.Uint16("prefix", p))
+		return cands, nil
+	}
+	if err != nil {
+		return cands, fmt.Errorf("open prefix dir: %w", err)
+	}
+	defer dir.Close()
+
+	var st unix.Stat_t
+	done := ctx.Done()
+	err = dir.ReadNames(func(name []byte, _ uint8) error {
+		select {
+		case <-done:
+			return context.Cause(ctx)
+		default:
+		}
+		kind, _ := chunkstore.Classify(name)
+		if kind == chunkstore.KindOther {
+			c.notChunks++
+			return nil
+		}
+		n := string(name)
+		if err := dir.Stat(n, &st); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFREG {
+			return nil
+		}
+		bad := kind == chunkstore.KindBad
+		if st.Atim.Sec < s.minAtime {
+			cands = append(cands, candidate{name: n, bad: bad})
+			return nil
+		}
+		c.keep(st.Atim.Sec, s.oldestWriter, uint64(st.Size), bad)
+		return nil
+	})
+	if err != nil {
+		return cands, fmt.Errorf("sweep %s: %w", dir.Name(), err)
+	}
+	if len(cands) == 0 {
+		return cands, nil
+	}
+	if s.dryRun {
+		for _, cd := range cands {
+			if err := dir.Stat(cd.name, &st); err == nil {
+				c.removed(uint64(st.Size), cd.bad)
+			}
+		}
+		return cands, nil
+	}
+	unlock, err := dir.Lock(true)
+	if err != nil {
+		return cands, fmt.Errorf("lock prefix dir %s: %w", dir.Name(), err)
+	}
+	err = s.removeLocked(ctx, dir, cands, c)
+	return cands, errors.Join(err, unlock())
+}
+
+func (s *sweeper) removeLocked(ctx context.Context, dir *chunkstore.PrefixDir, cands []candidate, c *sweepCounts) error {
+	var st unix.Stat_t
+	done := ctx.Done()
+	for _, cd := range cands {
+		select {
+		case <-done:
+			return context.Cause(ctx)
+		default:
+		}
+		if err := dir.Stat(cd.name, &st); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			return fmt.Errorf("sweep %s/%s: %w", dir.Name(), cd.name, err)
+		}
+		if st.Atim.Sec >= s.minAtime || st.Mode&unix.S_IFMT != unix.S_IFREG {
+			c.keep(st.Atim.Sec, s.oldestWriter, uint64(st.Size), cd.bad)
+			continue
+		}
+		if err := dir.Unlink(cd.name); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			if cd.bad {
+				c.stillBad++
+			}
+			return fmt.Errorf("remove %s/%s: %w", dir.Name(), cd.name, err)
+		}
+		c.removed(uint64(st.Size), cd.bad)
+		if ce := s.log.Check(zap.DebugLevel, "chunk removed"); ce != nil {
+			ce.Write(zap.String("chunk", dir.Name()+"/"+cd.name))
+		}
+	}
+	return nil
+}

@@ -1,0 +1,184 @@
+package projecttest
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+type goPackage struct {
+	ImportPath string
+	Dir        string
+	Doc        string
+	Name       string
+	Imports    []string
+	Deps       []string
+	Module     *struct{ Path string }
+	Standard   bool
+}
+
+func listPackages(t *testing.T, args ...string) []goPackage {
+	t.Helper()
+	cmd := exec.Command("go", append([]string{"list", "-json"}, args...)...)
+	cmd.Dir = repoRoot(t)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list %v: %v", args, err)
+	}
+	var pkgs []goPackage
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for dec.More() {
+		var p goPackage
+		if err := dec.Decode(&p); err != nil {
+			t.Fatalf("decode go list output: %v", err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	return pkgs
+}
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestEveryPackageHasDoc(t *testing.T) {
+	for _, p := range listPackages(t, "./...") {
+		if strings.TrimSpace(p.Doc) == "" {
+			t.Errorf("package %s has no doc comment", p.ImportPath)
+		}
+	}
+}
+
+// layer is the position of each package in the one-way import order; a
+// package may import only packages of a lower layer.
+var layer = map[string]int{
+	"chunkgc/tuning":      0,
+	"chunkgc/blob":        0,
+	"chunkgc/locking":     1,
+	"chunkgc/index":       1,
+	"chunkgc/chunkstore":  2,
+	"chunkgc/datastore":   3,
+	"chunkgc/gc":          4,
+	"chunkgc/cmd/chunkgc": 5,
+}
+
+func TestImportsFlowOneWay(t *testing.T) {
+	for _, p := range listPackages(t, "./...") {
+		from, ok := layer[p.ImportPath]
+		if !ok {
+			if !strings.HasPrefix(p.ImportPath, "chunkgc/internal/") && !strings.HasPrefix(p.ImportPath, "chunkgc/bench") {
+				t.Errorf("package %s has no place in the import order; add it to layer", p.ImportPath)
+			}
+			continue
+		}
+		for _, imp := range p.Imports {
+			if !strings.HasPrefix(imp, "chunkgc/") {
+				continue
+			}
+			if strings.HasPrefix(imp, "chunkgc/internal/") {
+				t.Errorf("%s (non-test code) imports test support package %s", p.ImportPath, imp)
+				continue
+			}
+			to, ok := layer[imp]
+			if !ok || to >= from {
+				t.Errorf("%s (layer %d) must not import %s (layer %d)", p.ImportPath, from, imp, to)
+			}
+		}
+	}
+}
+
+// allowed is the dependency budget of the chunkgc binary: the four required
+// modules plus what they pull in. README "Dependencies" explains each.
+var allowed = []string{
+	"golang.org/x/sys",
+	"github.com/klauspost/compress",
+	"github.com/minio/sha256-simd",
+	"github.com/klauspost/cpuid/v2", // sha256-simd's CPU feature detection
+	"go.uber.org/zap",
+	"go.uber.org/multierr", // zap's
+}
+
+func TestDependencyBudget(t *testing.T) {
+	pkgs := listPackages(t, "-deps", "./cmd/chunkgc")
+	mods := map[string]bool{}
+	for _, p := range pkgs {
+		if p.Standard || p.Module == nil || p.Module.Path == "chunkgc" {
+			continue
+		}
+		mods[p.Module.Path] = true
+	}
+	for m := range mods {
+		if !slices.Contains(allowed, m) {
+			t.Errorf("chunkgc binary links module %s, which is not in the dependency budget (README Dependencies)", m)
+		}
+	}
+	readme, err := os.ReadFile(filepath.Join(repoRoot(t), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range append(slices.Clone(allowed), "github.com/hanwen/go-fuse/v2") {
+		if !bytes.Contains(readme, []byte(m)) {
+			t.Errorf("README.md does not mention dependency %s", m)
+		}
+	}
+}
+
+// TestSystemdUnitsVerify runs systemd-analyze verify on the shipped units,
+// with ExecStart pointed at a freshly built binary (verify checks that the
+// executable exists).
+func TestSystemdUnitsVerify(t *testing.T) {
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skip("systemd-analyze not installed")
+		}
+		t.Fatal("systemd-analyze not installed (CI installs systemd)")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "chunkgc")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/chunkgc")
+	build.Dir = repoRoot(t)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	for _, unit := range []string{"chunkgc-gc@.service", "chunkgc-gc@.timer"} {
+		b, err := os.ReadFile(filepath.Join(repoRoot(t), "systemd", unit))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = bytes.ReplaceAll(b, []byte("/usr/local/bin/chunkgc"), []byte(bin))
+		inst := strings.Replace(unit, "@.", "@store1.", 1)
+		if err := os.WriteFile(filepath.Join(dir, inst), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(analyze, "verify", "--man=no",
+		filepath.Join(dir, "chunkgc-gc@store1.service"), filepath.Join(dir, "chunkgc-gc@store1.timer"))
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	svc, _ := os.ReadFile(filepath.Join(repoRoot(t), "systemd", "chunkgc-gc@.service"))
+	for _, want := range []string{"Type=oneshot", "ExecStart=/usr/local/bin/chunkgc gc", "IOSchedulingClass=idle", "Nice=", "SuccessExitStatus=75"} {
+		if !bytes.Contains(svc, []byte(want)) {
+			t.Errorf("chunkgc-gc@.service lacks %q", want)
+		}
+	}
+	tmr, _ := os.ReadFile(filepath.Join(repoRoot(t), "systemd", "chunkgc-gc@.timer"))
+	for _, want := range []string{"OnCalendar=daily", "Persistent=true", "RandomizedDelaySec="} {
+		if !bytes.Contains(tmr, []byte(want)) {
+			t.Errorf("chunkgc-gc@.timer lacks %q", want)
+		}
+	}
+}
