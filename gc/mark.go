@@ -71,18 +71,22 @@ func mark(parent context.Context, store *chunkstore.Store, locks *locking.Dir, o
 		cache:   newDigestCache(opts.Tuning.CacheCapacity),
 		ctx:     ctx,
 		cancel:  cancel,
-		work:    make(chan *batch, 2*opts.workers()),
 		initial: make(map[string]bool),
 		marked:  make(map[string]bool),
 	}
 	m.pool.New = func() any { return new(batch) }
 
 	var wg sync.WaitGroup
-	for range opts.workers() {
-		wg.Go(m.touchWorker)
+	if n := opts.workers(); n > 1 {
+		m.work = make(chan *batch, 2*n)
+		for range n {
+			wg.Go(m.touchWorker)
+		}
 	}
 	walkErr := m.walk()
-	close(m.work)
+	if m.work != nil {
+		close(m.work)
+	}
 	wg.Wait()
 
 	if parent.Err() != nil {
@@ -290,6 +294,10 @@ func (m *marker) markIndex(rel string) (bool, error) {
 }
 
 func (m *marker) send(b *batch) error {
+	if m.work == nil { // one worker: strictly sequential, touch inline
+		m.touchBatch(b)
+		return context.Cause(m.ctx)
+	}
 	select {
 	case m.work <- b:
 		return nil
@@ -299,47 +307,52 @@ func (m *marker) send(b *batch) error {
 	}
 }
 
-// touchWorker touches every digest of the batches it receives. The first
-// error other than a missing chunk cancels the whole phase.
+// touchWorker touches the digests of every batch it receives.
 func (m *marker) touchWorker() {
-	done := m.ctx.Done()
 	for b := range m.work {
-		select {
-		case <-done:
-			m.pool.Put(b)
-			continue // drain
-		default:
-		}
-		var hits, lookups, touched int64
-		for i := range b.n {
-			d := &b.d[i]
-			if m.cache != nil {
-				lookups++
-				if m.cache.seenOrAdd(d) {
-					hits++
-					continue
-				}
-			}
-			err := m.store.Touch(*d)
-			if err == nil {
-				touched++
-				continue
-			}
-			if !errors.Is(err, fs.ErrNotExist) {
-				m.cancel(fmt.Errorf("touch chunk %s referenced by %s: %w", d, b.index, err))
-				break
-			}
-			if n := m.missing.Add(1); n <= maxMissingWarnings {
-				m.log.Warn("chunk referenced by index is missing", zap.Stringer("digest", d), zap.String("index", b.index))
-			}
-			if _, err := m.store.TouchBad(*d); err != nil {
-				m.cancel(fmt.Errorf("touch bad copies of missing chunk %s: %w", d, err))
-				break
-			}
-		}
+		m.touchBatch(b)
+	}
+}
+
+// touchBatch touches every digest of b and returns b to the pool. The first
+// error other than a missing chunk cancels the whole phase.
+func (m *marker) touchBatch(b *batch) {
+	defer m.pool.Put(b)
+	select {
+	case <-m.ctx.Done():
+		return
+	default:
+	}
+	var hits, lookups, touched int64
+	defer func() {
 		m.cacheHits.Add(hits)
 		m.cacheLookups.Add(lookups)
 		m.touched.Add(touched)
-		m.pool.Put(b)
+	}()
+	for i := range b.n {
+		d := &b.d[i]
+		if m.cache != nil {
+			lookups++
+			if m.cache.seenOrAdd(d) {
+				hits++
+				continue
+			}
+		}
+		err := m.store.Touch(*d)
+		if err == nil {
+			touched++
+			continue
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			m.cancel(fmt.Errorf("touch chunk %s referenced by %s: %w", d, b.index, err))
+			return
+		}
+		if n := m.missing.Add(1); n <= maxMissingWarnings {
+			m.log.Warn("chunk referenced by index is missing", zap.Stringer("digest", d), zap.String("index", b.index))
+		}
+		if _, err := m.store.TouchBad(*d); err != nil {
+			m.cancel(fmt.Errorf("touch bad copies of missing chunk %s: %w", d, err))
+			return
+		}
 	}
 }

@@ -1,0 +1,95 @@
+// Package chunkstore creates, reads, touches and removes the chunk files of a
+// PBS-style datastore: .chunks/XXXX/<digest>.
+//
+// # Layout
+//
+//	<base>/                  0755
+//	<base>/.lock             0644, empty: the store lock (package locking)
+//	<base>/.chunks/          0750
+//	<base>/.chunks/0000 … ffff   the PrefixCount (65,536) prefix dirs, 0750
+//	<base>/.chunks/bb9f/bb9f8df6…3af8   a chunk, named by its 64 lowercase hex digit
+//	                                     SHA-256 digest, in the dir named by its
+//	                                     first four digits
+//	<base>/.chunks/XXXX/<digest>.N.bad  a copy found corrupt by verification, N = 0..9
+//
+// [Create] makes base, .chunks, every prefix dir (mkdirat on the .chunks fd)
+// and .lock, all owned by the backup user and group ([Owner]) when run as
+// root. base must be absent or empty, where hidden entries and lost+found do
+// not count; so a Create that was interrupted (.chunks and some prefix dirs
+// exist) is finished by running it again, which accepts every prefix dir
+// that is already a directory and creates the rest. [Store.VerifyLayout]
+// checks an existing store for create --reuse and names every missing,
+// mistyped or wrongly owned prefix dir in a [*LayoutError].
+//
+// [Classify] sorts prefix dir entries by name: exactly 64 lowercase hex
+// digits is a chunk, that plus ".N.bad" a bad chunk, anything else (e.g. a
+// leftover <digest>.tmp_<random>) is not a chunk and is never touched or
+// removed.
+//
+// # Insert
+//
+// [Store.Insert] writes a chunk the way PBS does, so that no file ever has a
+// name that does not match its content: under a shared flock on the prefix
+// dir it fstatats the chunk; if it exists, it touches it and reports it
+// pre-existing. Otherwise it writes <digest>.tmp_<random> (O_EXCL, 0644),
+// fsyncs it when the sync level is "file", fchowns it to the backup user when
+// root, and renames it into place (and fsyncs the prefix dir for "file"). On
+// any error the tmp file is removed. The "filesystem" sync level does nothing
+// per chunk; the writer calls [Store.SyncFS] (syncfs) once at the end of its
+// session.
+//
+// Ownership matters beyond tidiness (seed 002): a chunk created by root and
+// left owned by root can no longer be touched by a writer running as the
+// backup user. utimensat with {UTIME_NOW, UTIME_OMIT} changes only one
+// timestamp, which the kernel allows only to the file's owner (or
+// CAP_FOWNER), and fails with EPERM otherwise.
+//
+// # Touch
+//
+// A touch sets the atime to now and leaves the mtime alone:
+// utimensat(dirfd, name, {UTIME_NOW, UTIME_OMIT}, AT_SYMLINK_NOFOLLOW).
+// [Store.Touch] uses the .chunks fd and the name "XXXX/<digest>" (one
+// syscall, no open of the prefix dir); [PrefixDir.Touch] uses the prefix dir
+// fd. A missing chunk is never a success: the error is an *fs.PathError that
+// matches fs.ErrNotExist. [Store.TouchBad] touches the existing
+// <digest>.N.bad copies of a chunk. Touches take no lock: GC's mark runs
+// before its sweep, and GC is the only remover.
+//
+// # Prefix locks
+//
+// A prefix dir is its own lock: flock on its O_DIRECTORY fd
+// ([PrefixDir.Lock]). A writer ([Store.Insert]) holds LOCK_SH while it checks
+// whether a chunk exists and touches or creates it; GC's sweep holds LOCK_EX
+// around the fresh fstatat and unlink of each candidate. So a chunk a writer
+// has just found and touched cannot be removed on the strength of a stat
+// taken before the touch. The locks are blocking (EINTR retried) and are
+// dropped when the [PrefixDir] is closed.
+//
+// # Atime probe
+//
+// GC decides what is garbage by atime, so it must know that touching a chunk
+// moves its atime. [Store.ProbeAtime] (SPEC §5) inserts the 4 MiB zero chunk,
+// sleeps 1 s (timestamps are coarse-grained), statx()es it (with birth
+// time), touches it and statx()es it again. A changed inode or birth time
+// means the chunk was replaced under the probe: it retries once, then fails
+// with [ErrProbeChunkReplaced]. An atime that did not increase fails with a
+// [*ProbeError] matching [ErrAtimeNotHonoured], after a warning that logs
+// both timestamp sets and whether the chunk was pre-existing or newly
+// inserted. Success logs "atime probe passed" with the filesystem type and
+// mount options, found in /proc/self/mountinfo (the mount with the longest
+// mount point containing the store), or else from the statfs magic.
+//
+// # Test seam
+//
+// Every syscall the store makes on its files goes through the unexported
+// sysOps interface; realSys makes them with x/sys/unix *at calls on held
+// directory fds, retries EINTR and returns *fs.PathError. Tests set the
+// unexported Options.sys to a wrapper that embeds realSys and fails or
+// perturbs the Nth call of one method (an errno, or a rename that replaces
+// the probe chunk), counting calls so that each test asserts its fault fired.
+// Faults that can be made real are made real instead: loop-mounted ext4, xfs
+// and btrfs, tmpfs, and a FUSE filesystem that drops atime updates
+// (chunkgc/internal/testfs, chunkgc/internal/atimefuse). BenchmarkTouch shows
+// that the interface call costs nanoseconds against the microseconds of the
+// syscall.
+package chunkstore

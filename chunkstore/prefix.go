@@ -1,0 +1,233 @@
+package chunkstore
+
+import (
+	"encoding/binary"
+	"io/fs"
+
+	"golang.org/x/sys/unix"
+
+	"chunkgc/blob"
+)
+
+// direntBufSize is the size of the buffer ReadNames hands to getdents64: a
+// prefix dir of a big store holds a few hundred entries of ~88 bytes, which
+// this reads in one or two calls.
+const direntBufSize = 32 << 10
+
+// PrefixDir is an open prefix directory .chunks/xxxx: an O_DIRECTORY fd on
+// which GC's mark and sweep list, stat, touch and unlink chunks with *at
+// calls, and which carries the prefix dir's flock (doc "Prefix locks"). It is
+// not safe for concurrent use.
+type PrefixDir struct {
+	s       *Store
+	fd      int
+	name    string // "xxxx"
+	dirPath string // base/.chunks/xxxx
+}
+
+// OpenPrefix opens prefix dir p: openat(.chunks fd, "xxxx",
+// O_RDONLY|O_DIRECTORY|O_CLOEXEC|O_NOFOLLOW). A missing dir gives an
+// *fs.PathError matching fs.ErrNotExist; a symlink or a file is an error too.
+func (s *Store) OpenPrefix(p uint16) (*PrefixDir, error) {
+	name := prefixName(p)
+	dirPath := s.chunks + "/" + name
+	fd, err := s.sys.Openat(s.chunksFd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, withPath(err, dirPath)
+	}
+	return &PrefixDir{s: s, fd: fd, name: name, dirPath: dirPath}, nil
+}
+
+// Name returns the prefix dir's name, its 4 hex digits.
+func (p *PrefixDir) Name() string { return p.name }
+
+// path returns the full path of entry name of the prefix dir.
+func (p *PrefixDir) path(name string) string { return p.dirPath + "/" + name }
+
+// Close closes the dir fd, which drops any flock held through it.
+func (p *PrefixDir) Close() error {
+	if p.fd < 0 {
+		return nil
+	}
+	err := unix.Close(p.fd)
+	p.fd = -1
+	if err != nil {
+		return &fs.PathError{Op: "close", Path: p.dirPath, Err: err}
+	}
+	return nil
+}
+
+// Lock takes a blocking flock on the prefix dir, LOCK_EX when exclusive,
+// LOCK_SH otherwise (EINTR is retried). unlock releases it; closing the
+// PrefixDir releases it too.
+func (p *PrefixDir) Lock(exclusive bool) (unlock func() error, err error) {
+	how := unix.LOCK_SH
+	if exclusive {
+		how = unix.LOCK_EX
+	}
+	if err := p.s.sys.Flock(p.fd, how); err != nil {
+		return nil, withPath(err, p.dirPath)
+	}
+	return func() error {
+		if err := p.s.sys.Flock(p.fd, unix.LOCK_UN); err != nil {
+			return withPath(err, p.dirPath)
+		}
+		return nil
+	}, nil
+}
+
+// ReadNames calls fn with the name and d_type (unix.DT_*) of every entry of
+// the prefix dir except "." and "..", in directory order, from the start of
+// the dir on every call. It reads with getdents64 into a buffer reused across
+// calls and parses the records itself (unix.ParseDirent drops d_type), so it
+// does not allocate per entry. name is valid only during the call of fn.
+// d_type may be DT_UNKNOWN on some filesystems: then use [PrefixDir.Stat].
+// An error from fn stops the listing and is returned as is.
+func (p *PrefixDir) ReadNames(fn func(name []byte, dtype uint8) error) error {
+	if _, err := p.s.sys.Seek(p.fd, 0, 0); err != nil {
+		return withPath(err, p.dirPath)
+	}
+	buf := p.s.bufs.Get().(*[direntBufSize]byte)
+	defer p.s.bufs.Put(buf)
+	return readDirents(p.s.sys, p.fd, p.dirPath, buf[:], fn)
+}
+
+// readDirents lists the dir fd (at path) with getdents64 into buf and calls fn
+// for every entry but "." and "..". Errors from getdents are *fs.PathError
+// naming path; errors from fn are returned as is.
+func readDirents(sys sysOps, fd int, path string, buf []byte, fn func(name []byte, dtype uint8) error) error {
+	// struct linux_dirent64 { u64 d_ino; s64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
+	const (
+		reclenOff = 16
+		typeOff   = 18
+		nameOff   = 19
+	)
+	for {
+		n, err := sys.Getdents(fd, buf)
+		if err != nil {
+			return withPath(err, path)
+		}
+		if n <= 0 {
+			return nil
+		}
+		for off := 0; off < n; {
+			if off+nameOff > n {
+				return &fs.PathError{Op: "getdents64", Path: path, Err: unix.EIO}
+			}
+			reclen := int(binary.NativeEndian.Uint16(buf[off+reclenOff:]))
+			if reclen < nameOff || off+reclen > n {
+				return &fs.PathError{Op: "getdents64", Path: path, Err: unix.EIO}
+			}
+			rec := buf[off : off+reclen]
+			off += reclen
+			if binary.NativeEndian.Uint64(rec) == 0 { // d_ino 0: a deleted entry
+				continue
+			}
+			name := rec[nameOff:]
+			for i, c := range name {
+				if c == 0 {
+					name = name[:i]
+					break
+				}
+			}
+			if len(name) == 0 || name[0] == '.' && (len(name) == 1 || len(name) == 2 && name[1] == '.') {
+				continue
+			}
+			if err := fn(name, rec[typeOff]); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// Stat stats entry name of the prefix dir without following symlinks
+// (fstatat AT_SYMLINK_NOFOLLOW). Errors are *fs.PathError naming the full
+// path; a missing entry matches fs.ErrNotExist.
+func (p *PrefixDir) Stat(name string, st *unix.Stat_t) error {
+	if err := p.s.sys.Fstatat(p.fd, name, st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return withPath(err, p.path(name))
+	}
+	return nil
+}
+
+// Touch sets the atime of entry name to now, leaving its mtime alone
+// (utimensat on the dir fd, {UTIME_NOW, UTIME_OMIT}, AT_SYMLINK_NOFOLLOW). A
+// missing entry is an error matching fs.ErrNotExist.
+func (p *PrefixDir) Touch(name string) error {
+	if err := p.s.sys.UtimesNanoAt(p.fd, name, p.s.touchTimes[:], unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return withPath(err, p.path(name))
+	}
+	return nil
+}
+
+// Unlink removes entry name of the prefix dir (unlinkat on the dir fd). A
+// missing entry is an error matching fs.ErrNotExist.
+func (p *PrefixDir) Unlink(name string) error {
+	if err := p.s.sys.Unlinkat(p.fd, name, 0); err != nil {
+		return withPath(err, p.path(name))
+	}
+	return nil
+}
+
+// Kind is what a prefix dir entry is, judged by its name alone.
+type Kind uint8
+
+const (
+	// KindOther is any name that is not a chunk's, e.g. a leftover
+	// <digest>.tmp_<random>: GC never touches or removes it.
+	KindOther Kind = iota
+	// KindChunk is exactly 64 lowercase hex digits: a chunk.
+	KindChunk
+	// KindBad is 64 lowercase hex digits and ".N.bad", N = 0..9: a copy of
+	// a chunk that verification found corrupt.
+	KindBad
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindChunk:
+		return "chunk"
+	case KindBad:
+		return "bad chunk"
+	default:
+		return "not a chunk"
+	}
+}
+
+// Classify tells what the prefix dir entry called name is and, for chunks and
+// bad chunks, returns the digest its name spells. It does not allocate.
+func Classify(name []byte) (k Kind, d blob.Digest) {
+	const hexLen = 2 * blob.DigestSize
+	switch len(name) {
+	case hexLen:
+		k = KindChunk
+	case hexLen + len(".N.bad"):
+		s := name[hexLen:]
+		if s[0] != '.' || s[1] < '0' || s[1] > '9' || string(s[2:]) != ".bad" {
+			return KindOther, blob.Digest{}
+		}
+		k = KindBad
+	default:
+		return KindOther, blob.Digest{}
+	}
+	for i := range blob.DigestSize {
+		hi, ok1 := unhex(name[2*i])
+		lo, ok2 := unhex(name[2*i+1])
+		if !ok1 || !ok2 {
+			return KindOther, blob.Digest{}
+		}
+		d[i] = hi<<4 | lo
+	}
+	return k, d
+}
+
+// unhex decodes one lowercase hex digit.
+func unhex(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
+}

@@ -1,0 +1,315 @@
+package chunkstore
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/sys/unix"
+
+	"chunkgc/internal/atimefuse"
+	"chunkgc/internal/testfs"
+)
+
+// zeroPrefix is the prefix dir of the probe's zero chunk.
+const zeroPrefix = 0xbb9f
+
+// onlyLog returns the one log entry with message msg, failing unless there is
+// exactly one.
+func onlyLog(t testing.TB, logs *observer.ObservedLogs, level zapcore.Level, msg string) observer.LoggedEntry {
+	t.Helper()
+	entries := logs.FilterMessage(msg).FilterLevelExact(level).All()
+	if len(entries) != 1 {
+		t.Fatalf("want one %v log %q, got %d (all logs: %v)", level, msg, len(entries), logs.All())
+	}
+	return entries[0]
+}
+
+// TestProbeAtimeFilesystems runs the real probe (1 s sleep included) on every
+// filesystem chunk stores live on, with the atime mount options that matter:
+// utimensat sets the atime explicitly, which noatime and relatime do not
+// suppress, so it must pass everywhere.
+func TestProbeAtimeFilesystems(t *testing.T) {
+	tests := []struct {
+		name     string
+		fstype   string
+		give     string // mount options
+		wantType string
+		wantOpt  string // among the reported mount options, if set
+	}{
+		{"ext4", "ext4", "", "ext4", "relatime"},
+		{"ext4 noatime", "ext4", "noatime", "ext4", "noatime"},
+		{"ext4 relatime", "ext4", "relatime", "ext4", "relatime"},
+		{"ext4 strictatime", "ext4", "strictatime", "ext4", "rw"},
+		{"ext4 lazytime", "ext4", "lazytime", "ext4", "lazytime"},
+		{"xfs", "xfs", "", "xfs", "rw"},
+		{"xfs noatime", "xfs", "noatime", "xfs", "noatime"},
+		{"btrfs", "btrfs", "", "btrfs", "rw"},
+		{"btrfs noatime", "btrfs", "noatime", "btrfs", "noatime"},
+		{"tmpfs", "tmpfs", "", "tmpfs", "rw"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			mnt := testfs.Loop(t, tt.fstype, tt.give, 0)
+			opts, logs := observedOpts(t)
+			s := miniStore(t, filepath.Join(mnt, "store"), opts, zeroPrefix)
+
+			res, err := s.ProbeAtime(context.Background())
+			ok(t, err)
+			_, d := zeroChunk(t)
+			equal(t, "Path", s.ChunkPath(d), res.Path)
+			equal(t, "PreExisting", false, res.PreExisting)
+			equal(t, "Retried", false, res.Retried)
+			equal(t, "FSType", tt.wantType, res.FSType)
+			if !strings.Contains(","+res.MountOptions+",", ","+tt.wantOpt+",") {
+				t.Errorf("MountOptions %q lack %q", res.MountOptions, tt.wantOpt)
+			}
+			if !res.After.Atime.After(res.Before.Atime) {
+				t.Errorf("atime %v -> %v did not move", res.Before.Atime, res.After.Atime)
+			}
+			if !res.After.Mtime.Equal(res.Before.Mtime) {
+				t.Errorf("mtime %v -> %v moved", res.Before.Mtime, res.After.Mtime)
+			}
+			e := onlyLog(t, logs, zapcore.InfoLevel, "atime probe passed")
+			equal(t, "logged fs_type", any(tt.wantType), e.ContextMap()["fs_type"])
+			equal(t, "logged mount options", any(res.MountOptions), e.ContextMap()["mount_options"])
+
+			// Again, now with the chunk pre-existing.
+			res, err = s.ProbeAtime(context.Background())
+			ok(t, err)
+			equal(t, "PreExisting", true, res.PreExisting)
+		})
+	}
+}
+
+// TestProbeAtimeFailsOnFUSE: on a filesystem that accepts utimensat but drops
+// the atime, the probe fails with ErrAtimeNotHonoured after logging a
+// warning with both timestamp sets.
+func TestProbeAtimeFailsOnFUSE(t *testing.T) {
+	t.Parallel()
+	backing := t.TempDir()
+	ok(t, os.MkdirAll(filepath.Join(backing, chunksName, prefixName(zeroPrefix)), 0o750))
+	mnt := atimefuse.Mount(t, backing)
+	opts, logs := observedOpts(t)
+	s, err := Open(mnt, opts)
+	ok(t, err)
+	t.Cleanup(func() { ok(t, s.Close()) }) // before the unmount
+	_, d := zeroChunk(t)
+
+	for _, pre := range []bool{false, true} {
+		res, err := s.ProbeAtime(context.Background())
+		if !errors.Is(err, ErrAtimeNotHonoured) {
+			t.Fatalf("probe on atimefuse: want ErrAtimeNotHonoured, got %v", err)
+		}
+		pe, isPE := errors.AsType[*ProbeError](err)
+		if !isPE {
+			t.Fatalf("probe on atimefuse: want *ProbeError, got %T", err)
+		}
+		equal(t, "ProbeError.Path", s.ChunkPath(d), pe.Path)
+		equal(t, "ProbeError.PreExisting", pre, pe.PreExisting)
+		equal(t, "result PreExisting", pre, res.PreExisting)
+		equal(t, "FSType", "fuse."+atimefuse.Name, res.FSType)
+		for _, want := range []string{s.ChunkPath(d), "does not honour atime updates"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not contain %q", err, want)
+			}
+		}
+		if !pe.After.Atime.Equal(pe.Before.Atime) {
+			t.Errorf("atimefuse moved the atime: %v -> %v", pe.Before.Atime, pe.After.Atime)
+		}
+
+		e := onlyLog(t, logs, zapcore.WarnLevel, "atime probe failed: touching the chunk did not update its atime")
+		m := e.ContextMap()
+		equal(t, "logged pre_existing", any(pre), m["pre_existing"])
+		wantState := "newly inserted"
+		if pre {
+			wantState = "pre-existing"
+		}
+		equal(t, "logged chunk_state", any(wantState), m["chunk_state"])
+		equal(t, "logged chunk", any(s.ChunkPath(d)), m["chunk"])
+		for _, set := range []string{"before", "after"} {
+			times, isMap := m[set].(map[string]any)
+			if !isMap {
+				t.Fatalf("logged %s: %#v", set, m[set])
+			}
+			for _, f := range []string{"atime", "mtime", "ctime"} {
+				if _, err := time.Parse(time.RFC3339Nano, times[f].(string)); err != nil {
+					t.Errorf("logged %s.%s: %v", set, f, err)
+				}
+			}
+		}
+		logs.TakeAll()
+	}
+	if logs.FilterMessage("atime probe passed").Len() != 0 {
+		t.Error("probe logged success")
+	}
+}
+
+func TestProbeAtimeReplacedChunk(t *testing.T) {
+	tests := []struct {
+		name        string
+		give        []int32 // Statx calls before which the chunk is replaced
+		wantErr     error
+		wantRetried bool
+	}{
+		{"between the stats", []int32{2}, nil, true},
+		{"twice", []int32{2, 4}, ErrProbeChunkReplaced, true},
+		{"before the first stat", []int32{1}, nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			base := t.TempDir()
+			f := &replaceOnStatx{t: t, chunks: filepath.Join(base, chunksName), at: map[int32]bool{}}
+			for _, n := range tt.give {
+				f.at[n] = true
+			}
+			opts, logs := observedOpts(t)
+			opts.sys = f
+			s := miniStore(t, base, opts, zeroPrefix)
+
+			res, err := s.ProbeAtime(context.Background())
+			equal(t, "faults fired", int32(len(tt.give)), f.fired.Load())
+			if tt.wantErr == nil {
+				ok(t, err)
+			} else if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("want %v, got %v", tt.wantErr, err)
+			}
+			equal(t, "Retried", tt.wantRetried, res.Retried)
+			n := logs.FilterMessage("atime probe chunk was replaced during the probe, retrying once").Len()
+			equal(t, "retry logs", map[bool]int{false: 0, true: 1}[tt.wantRetried], n)
+			if errors.Is(err, ErrProbeChunkReplaced) && !strings.Contains(err.Error(), "changed twice") {
+				t.Errorf("error %q does not say the chunk changed twice", err)
+			}
+		})
+	}
+}
+
+func TestProbeAtimeTouchEIO(t *testing.T) {
+	f := &utimesFault{failAt: 1, err: unix.EIO}
+	opts := testOpts(t)
+	opts.sys = f
+	opts.probeDelay = time.Millisecond // fails before the atime matters
+	s := miniStore(t, t.TempDir(), opts, zeroPrefix)
+	_, err := s.ProbeAtime(context.Background())
+	equal(t, "fault fired", int32(1), f.fired.Load())
+	if !errors.Is(err, unix.EIO) || errors.Is(err, ErrAtimeNotHonoured) {
+		t.Fatalf("probe: want EIO, got %v", err)
+	}
+	_, d := zeroChunk(t)
+	if !strings.Contains(err.Error(), s.ChunkPath(d)) {
+		t.Errorf("error %q does not name the chunk", err)
+	}
+}
+
+func TestProbeAtimeCancelled(t *testing.T) {
+	s := miniStore(t, t.TempDir(), testOpts(t), zeroPrefix)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := s.ProbeAtime(ctx) // the real 1 s sleep: it must not be waited out
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("probe on a cancelled context: %v", err)
+	}
+}
+
+// TestProbeAtimeOwnership is seed 002: as root, the probe's zero chunk (like
+// every dir of the store) belongs to the backup user, so that a probe or a
+// writer running later as the backup user can touch it. A root-owned chunk
+// makes utimensat({UTIME_NOW, UTIME_OMIT}) fail with EPERM for them.
+func TestProbeAtimeOwnership(t *testing.T) {
+	testfs.RequireRoot(t)
+	owner, err := LookupOwner("backup")
+	ok(t, err)
+	mnt := testfs.Tmpfs(t, "")
+	makeTraversable(t, mnt)
+	base := filepath.Join(mnt, "store")
+	opts := testOpts(t)
+	opts.Owner = owner
+	s, err := Create(context.Background(), base, opts, nil)
+	ok(t, err)
+	defer s.Close()
+
+	res, err := s.ProbeAtime(context.Background())
+	ok(t, err)
+	st := lstat(t, res.Path)
+	if int(st.Uid) != owner.UID || int(st.Gid) != owner.GID {
+		t.Fatalf("zero chunk owned by %d:%d, want %v", st.Uid, st.Gid, owner)
+	}
+	ok(t, s.VerifyLayout(context.Background()))
+
+	bin := copyTestBinary(t)
+	t.Run("probe as backup user", func(t *testing.T) {
+		out, err := runAsBackup(t, bin, base)
+		if err != nil {
+			t.Fatalf("probe as the backup user: %v\n%s", err, out)
+		}
+		if !strings.Contains(out, "probe passed as uid 34") {
+			t.Fatalf("helper output: %s", out)
+		}
+	})
+	t.Run("root-owned chunk fails as backup user", func(t *testing.T) {
+		ok(t, os.Lchown(res.Path, 0, 0))
+		defer func() { ok(t, os.Lchown(res.Path, owner.UID, owner.GID)) }()
+		out, err := runAsBackup(t, bin, base)
+		if err == nil {
+			t.Fatalf("probe as the backup user on a root-owned chunk succeeded: %s", out)
+		}
+		if !strings.Contains(out, "utimensat") || !strings.Contains(out, "operation not permitted") {
+			t.Fatalf("want EPERM from utimensat, got: %s", out)
+		}
+	})
+}
+
+// makeTraversable gives group and others search permission on the dirs
+// between the temp dir root and dir, so that the backup user can reach it.
+func makeTraversable(t testing.TB, dir string) {
+	t.Helper()
+	root := filepath.Clean(os.TempDir())
+	for d := dir; strings.HasPrefix(d, root+"/"); d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		ok(t, err)
+		ok(t, os.Chmod(d, fi.Mode().Perm()|0o011))
+	}
+}
+
+// copyTestBinary copies the test binary where the backup user can run it
+// (go test builds it in a private dir).
+func copyTestBinary(t testing.TB) string {
+	t.Helper()
+	exe, err := os.Executable()
+	ok(t, err)
+	dir := t.TempDir()
+	makeTraversable(t, dir)
+	dst := filepath.Join(dir, "chunkstore.test")
+	in, err := os.Open(exe)
+	ok(t, err)
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o755)
+	ok(t, err)
+	_, err = io.Copy(out, in)
+	ok(t, err)
+	ok(t, out.Close())
+	return dst
+}
+
+// runAsBackup runs the atime probe on base in the test binary bin as uid and
+// gid 34 and returns its combined output.
+func runAsBackup(t testing.TB, bin, base string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(bin, base)
+	cmd.Env = append(os.Environ(), helperEnv+"=probe")
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 34, Gid: 34}}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}

@@ -1,0 +1,218 @@
+package chunkstore
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"chunkgc/blob"
+	"chunkgc/tuning"
+)
+
+// PrefixCount is the number of prefix directories: .chunks/0000 … .chunks/ffff.
+const PrefixCount = 65536
+
+const (
+	chunksName = ".chunks"
+	lockName   = ".lock"
+
+	// prefixDirMode and baseMode are the modes Create gives the directories
+	// it makes, lockMode that of .lock, chunkMode that of a chunk file.
+	prefixDirMode = 0o750
+	baseMode      = 0o755
+	lockMode      = 0o644
+	chunkMode     = 0o644
+)
+
+// Owner is the user and group that own the store's directories and chunk
+// files (the backup user). UID -1 leaves ownership alone; GID -1 with a UID
+// changes only the user. The zero Owner is root:root.
+type Owner struct{ UID, GID int }
+
+// LookupOwner returns the Owner of the user called name, with the user's
+// primary group ("backup" is 34:34 on Debian).
+func LookupOwner(name string) (Owner, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return Owner{UID: -1, GID: -1}, fmt.Errorf("look up owner %s: %w", name, err)
+	}
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil {
+		return Owner{UID: -1, GID: -1}, fmt.Errorf("look up owner %s: uid %q: %w", name, u.Uid, err)
+	}
+	gid, err := strconv.Atoi(u.Gid)
+	if err != nil {
+		return Owner{UID: -1, GID: -1}, fmt.Errorf("look up owner %s: gid %q: %w", name, u.Gid, err)
+	}
+	return Owner{UID: uid, GID: gid}, nil
+}
+
+// Active reports whether the store chowns what it creates to o: when the
+// process runs as root and o.UID >= 0. Another user cannot chown, and its
+// files are its own anyway.
+func (o Owner) Active() bool { return o.UID >= 0 && os.Geteuid() == 0 }
+
+// String returns "uid:gid".
+func (o Owner) String() string { return strconv.Itoa(o.UID) + ":" + strconv.Itoa(o.GID) }
+
+// owns reports whether st is owned by o, for the fields of o that are set.
+func (o Owner) owns(st *unix.Stat_t) bool {
+	if o.UID >= 0 && int(st.Uid) != o.UID {
+		return false
+	}
+	return o.GID < 0 || int(st.Gid) == o.GID
+}
+
+// Options configure [Open] and [Create].
+type Options struct {
+	// Log receives the store's log lines; nil means zap.NewNop().
+	Log *zap.Logger
+	// Owner owns every directory and chunk file the store creates, when
+	// [Owner.Active].
+	Owner Owner
+	// SyncLevel says how new chunks are made durable: SyncFile fsyncs every
+	// chunk file and its prefix dir; SyncFilesystem leaves it to one
+	// [Store.SyncFS] at the end of a session; SyncNone does nothing.
+	SyncLevel tuning.SyncLevel
+
+	// sys is the syscall seam (see doc "Test seam"); nil means realSys{}.
+	sys sysOps
+	// probeDelay replaces the atime probe's 1 s sleep when > 0; only tests
+	// that do not depend on the atime moving set it.
+	probeDelay time.Duration
+}
+
+// Store is an open chunk store: the base directory and an O_DIRECTORY fd of
+// its .chunks directory, through which every chunk operation goes.
+type Store struct {
+	base       string
+	chunks     string // base/.chunks
+	chunksFd   int
+	log        *zap.Logger
+	owner      Owner
+	chown      bool // owner.Active() at open
+	syncLevel  tuning.SyncLevel
+	sys        sysOps
+	probeDelay time.Duration
+
+	// touchTimes is {UTIME_NOW, UTIME_OMIT}: atime to now, mtime untouched.
+	// A field, so that passing it to the seam does not allocate.
+	touchTimes [2]unix.Timespec
+	// bufs holds *[direntBufSize]byte getdents buffers for ReadNames.
+	bufs sync.Pool
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+func newStore(base string, opts Options) *Store {
+	s := &Store{
+		base:       base,
+		chunks:     base + "/" + chunksName,
+		chunksFd:   -1,
+		log:        opts.Log,
+		owner:      opts.Owner,
+		chown:      opts.Owner.Active(),
+		syncLevel:  opts.SyncLevel,
+		sys:        opts.sys,
+		probeDelay: opts.probeDelay,
+		touchTimes: [2]unix.Timespec{{Nsec: unix.UTIME_NOW}, {Nsec: unix.UTIME_OMIT}},
+	}
+	if s.log == nil {
+		s.log = zap.NewNop()
+	}
+	if s.sys == nil {
+		s.sys = realSys{}
+	}
+	s.bufs.New = func() any { return new([direntBufSize]byte) }
+	return s
+}
+
+// cleanBase checks that base is absolute and returns it cleaned.
+func cleanBase(base string) (string, error) {
+	if !filepath.IsAbs(base) {
+		return "", fmt.Errorf("chunk store path %q is not absolute", base)
+	}
+	return filepath.Clean(base), nil
+}
+
+// Open opens the chunk store at base, which must be an absolute path whose
+// .chunks is a directory. It does not check the prefix dirs: see
+// [Store.VerifyLayout].
+func Open(base string, opts Options) (*Store, error) {
+	base, err := cleanBase(base)
+	if err != nil {
+		return nil, fmt.Errorf("open chunk store: %w", err)
+	}
+	s := newStore(base, opts)
+	fd, err := s.sys.Openat(unix.AT_FDCWD, s.chunks, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open chunk store %s: %w", base, withPath(err, s.chunks))
+	}
+	s.chunksFd = fd
+	return s, nil
+}
+
+// Close closes the .chunks fd. PrefixDirs opened from the store stay usable
+// until they are closed themselves.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		if err := unix.Close(s.chunksFd); err != nil {
+			s.closeErr = fmt.Errorf("close chunk store %s: %w", s.base, &fs.PathError{Op: "close", Path: s.chunks, Err: err})
+		}
+		s.chunksFd = -1
+	})
+	return s.closeErr
+}
+
+// Base returns the store's base directory (absolute, cleaned).
+func (s *Store) Base() string { return s.base }
+
+// ChunkPath returns base/.chunks/xxxx/<64 hex digits>, the file of chunk d.
+func (s *Store) ChunkPath(d blob.Digest) string {
+	b := make([]byte, 0, len(s.chunks)+1+5+2*blob.DigestSize)
+	b = append(b, s.chunks...)
+	b = append(b, '/')
+	return string(appendRelName(b, d))
+}
+
+// appendRelName appends "xxxx/<hex>", the chunk's name relative to .chunks.
+func appendRelName(b []byte, d blob.Digest) []byte {
+	b = appendPrefixName(b, d.Prefix())
+	b = append(b, '/')
+	return d.AppendHex(b)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendPrefixName appends the 4 hex digits naming prefix dir p.
+func appendPrefixName(b []byte, p uint16) []byte {
+	return append(b, hexDigits[p>>12], hexDigits[p>>8&0xf], hexDigits[p>>4&0xf], hexDigits[p&0xf])
+}
+
+func prefixName(p uint16) string {
+	var b [4]byte
+	return string(appendPrefixName(b[:0], p))
+}
+
+// withPath returns err with the path of the *fs.PathError it holds set to
+// path (the seam reports names relative to a dirfd, users want full paths);
+// any other error is wrapped naming path.
+func withPath(err error, path string) error {
+	if err == nil {
+		return nil
+	}
+	if pe, ok := errors.AsType[*fs.PathError](err); ok {
+		return &fs.PathError{Op: pe.Op, Path: path, Err: pe.Err}
+	}
+	return fmt.Errorf("%s: %w", path, err)
+}

@@ -1,0 +1,200 @@
+package chunkstore
+
+import (
+	"io/fs"
+
+	"golang.org/x/sys/unix"
+)
+
+// sysOps is every syscall chunkstore makes on a store, except close(2).
+// realSys is the default; tests set the unexported Options.sys to a wrapper
+// that embeds realSys and injects an errno (or a real change to the files) at
+// a precise call. Names are relative to the dirfd given; errors are
+// *fs.PathError naming the relative name (empty for fd-only calls), which the
+// Store rewrites to the full path.
+type sysOps interface {
+	Openat(dirfd int, name string, flags int, mode uint32) (int, error)
+	Mkdirat(dirfd int, name string, mode uint32) error
+	Fchmodat(dirfd int, name string, mode uint32) error
+	Fchownat(dirfd int, name string, uid, gid, flags int) error
+	Fchown(fd, uid, gid int) error
+	Fstatat(dirfd int, name string, st *unix.Stat_t, flags int) error
+	Statx(dirfd int, name string, flags, mask int, stx *unix.Statx_t) error
+	UtimesNanoAt(dirfd int, name string, ts []unix.Timespec, flags int) error
+	Unlinkat(dirfd int, name string, flags int) error
+	Renameat(olddirfd int, oldname string, newdirfd int, newname string) error
+	Getdents(fd int, buf []byte) (int, error)
+	Seek(fd int, offset int64, whence int) (int64, error)
+	Flock(fd, how int) error
+	Write(fd int, p []byte) (int, error)
+	Fsync(fd int) error
+	Syncfs(fd int) error
+	Fstatfs(fd int, st *unix.Statfs_t) error
+}
+
+// realSys makes the syscalls through x/sys/unix, retrying EINTR (x/sys does
+// not, and FUSE and NFS can return it) and turning every errno into an
+// *fs.PathError.
+type realSys struct{}
+
+var _ sysOps = realSys{}
+
+func pathErr(op, name string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &fs.PathError{Op: op, Path: name, Err: err}
+}
+
+func (realSys) Openat(dirfd int, name string, flags int, mode uint32) (int, error) {
+	for {
+		fd, err := unix.Openat(dirfd, name, flags, mode)
+		if err != unix.EINTR {
+			return fd, pathErr("openat", name, err)
+		}
+	}
+}
+
+func (realSys) Mkdirat(dirfd int, name string, mode uint32) error {
+	for {
+		err := unix.Mkdirat(dirfd, name, mode)
+		if err != unix.EINTR {
+			return pathErr("mkdirat", name, err)
+		}
+	}
+}
+
+func (realSys) Fchmodat(dirfd int, name string, mode uint32) error {
+	for {
+		err := unix.Fchmodat(dirfd, name, mode, 0)
+		if err != unix.EINTR {
+			return pathErr("fchmodat", name, err)
+		}
+	}
+}
+
+func (realSys) Fchownat(dirfd int, name string, uid, gid, flags int) error {
+	for {
+		err := unix.Fchownat(dirfd, name, uid, gid, flags)
+		if err != unix.EINTR {
+			return pathErr("fchownat", name, err)
+		}
+	}
+}
+
+func (realSys) Fchown(fd, uid, gid int) error {
+	for {
+		err := unix.Fchown(fd, uid, gid)
+		if err != unix.EINTR {
+			return pathErr("fchown", "", err)
+		}
+	}
+}
+
+func (realSys) Fstatat(dirfd int, name string, st *unix.Stat_t, flags int) error {
+	for {
+		err := unix.Fstatat(dirfd, name, st, flags)
+		if err != unix.EINTR {
+			return pathErr("fstatat", name, err)
+		}
+	}
+}
+
+func (realSys) Statx(dirfd int, name string, flags, mask int, stx *unix.Statx_t) error {
+	for {
+		err := unix.Statx(dirfd, name, flags, mask, stx)
+		if err != unix.EINTR {
+			return pathErr("statx", name, err)
+		}
+	}
+}
+
+func (realSys) UtimesNanoAt(dirfd int, name string, ts []unix.Timespec, flags int) error {
+	for {
+		err := unix.UtimesNanoAt(dirfd, name, ts, flags)
+		if err != unix.EINTR {
+			return pathErr("utimensat", name, err)
+		}
+	}
+}
+
+func (realSys) Unlinkat(dirfd int, name string, flags int) error {
+	for {
+		err := unix.Unlinkat(dirfd, name, flags)
+		if err != unix.EINTR {
+			return pathErr("unlinkat", name, err)
+		}
+	}
+}
+
+func (realSys) Renameat(olddirfd int, oldname string, newdirfd int, newname string) error {
+	for {
+		err := unix.Renameat(olddirfd, oldname, newdirfd, newname)
+		if err != unix.EINTR {
+			return pathErr("renameat", newname, err)
+		}
+	}
+}
+
+func (realSys) Getdents(fd int, buf []byte) (int, error) {
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err != unix.EINTR {
+			return n, pathErr("getdents64", "", err)
+		}
+	}
+}
+
+func (realSys) Seek(fd int, offset int64, whence int) (int64, error) {
+	for {
+		off, err := unix.Seek(fd, offset, whence)
+		if err != unix.EINTR {
+			return off, pathErr("lseek", "", err)
+		}
+	}
+}
+
+func (realSys) Flock(fd, how int) error {
+	for {
+		err := unix.Flock(fd, how)
+		if err != unix.EINTR {
+			return pathErr("flock", "", err)
+		}
+	}
+}
+
+func (realSys) Write(fd int, p []byte) (int, error) {
+	for {
+		n, err := unix.Write(fd, p)
+		if err != unix.EINTR {
+			return n, pathErr("write", "", err)
+		}
+	}
+}
+
+func (realSys) Fsync(fd int) error {
+	for {
+		err := unix.Fsync(fd)
+		if err != unix.EINTR {
+			return pathErr("fsync", "", err)
+		}
+	}
+}
+
+func (realSys) Syncfs(fd int) error {
+	for {
+		err := unix.Syncfs(fd)
+		if err != unix.EINTR {
+			return pathErr("syncfs", "", err)
+		}
+	}
+}
+
+func (realSys) Fstatfs(fd int, st *unix.Statfs_t) error {
+	for {
+		err := unix.Fstatfs(fd, st)
+		if err != unix.EINTR {
+			return pathErr("fstatfs", "", err)
+		}
+	}
+}

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"chunkgc/internal/storetest"
+	"chunkgc/internal/testfs"
+)
+
+// TestBackupsRacingGC: backups ingest files whose chunks are old garbage
+// while GC sweeps again and again. Every chunk of every finished index must
+// exist afterwards. Real processes on both sides.
+func TestBackupsRacingGC(t *testing.T) {
+	rounds := 4
+	if os.Getenv("CHUNKGC_LONG") != "" {
+		rounds = 60
+	}
+	mnt := testfs.Loop(t, "ext4", "", 1<<30)
+	c := newCLI(t)
+	base := filepath.Join(mnt, "s")
+	wantCode(t, c.run("create", "--tuning", "gc-atime-safety-check=0", "racestore", base), exitOK)
+	src := t.TempDir()
+
+	for round := range rounds {
+		// A file of 256 chunks of 64 KiB, backed up once, forgotten, aged:
+		// its chunks are now garbage that the next backup of the same file
+		// needs again.
+		file := filepath.Join(src, fmt.Sprintf("disk%d", round))
+		data := make([]byte, 256*64<<10)
+		for i := range data {
+			data[i] = byte(i/7 + round*31 + i>>16)
+		}
+		if err := os.WriteFile(file, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r := c.run("ingest", "--chunk-size", "65536", "racestore", "vm/900", file)
+		wantCode(t, r, exitOK)
+		snap := strings.TrimSpace(r.stdout)
+		rel, err := filepath.Rel(base, snap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantCode(t, c.run("forget", "racestore", rel), exitOK)
+		old := time.Now().Add(-72 * time.Hour)
+		ageAll(t, base, old)
+
+		var wg sync.WaitGroup
+		var ingestErr error
+		var ingestOut string
+		wg.Go(func() {
+			cmd := c.cmd("ingest", "--chunk-size", "65536", "racestore", "vm/901", file)
+			out, err := cmd.Output()
+			ingestOut, ingestErr = string(out), err
+		})
+		wg.Go(func() {
+			for range 3 {
+				cmd := c.cmd("gc", "--tuning", "gc-atime-safety-check=0,gc-concurrency=2", "racestore")
+				if out, err := cmd.CombinedOutput(); err != nil {
+					if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != exitBusy {
+						t.Errorf("gc: %v\n%s", err, out)
+					}
+				}
+			}
+		})
+		wg.Wait()
+		if ingestErr != nil {
+			t.Fatalf("round %d: ingest: %v", round, ingestErr)
+		}
+		if _, refs := storetest.CheckReferenced(t, base); refs == 0 {
+			t.Fatalf("round %d: no references checked; ingest printed %q", round, ingestOut)
+		}
+		if t.Failed() {
+			t.Fatalf("round %d lost chunks", round)
+		}
+	}
+}
+
+func ageAll(t *testing.T, base string, when time.Time) {
+	t.Helper()
+	err := filepath.WalkDir(filepath.Join(base, ".chunks"), func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			return os.Chtimes(p, when, when)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,140 @@
+package datastore
+
+import (
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"chunkgc/index"
+)
+
+func ok(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("unexpected error: %v", err)
+	}
+}
+
+func equal[T comparable](t testing.TB, what string, want, got T) {
+	t.Helper()
+	if want != got {
+		t.Errorf("%s: want %v, got %v", what, want, got)
+	}
+}
+
+// equalLists compares two lists in order and prints the missing and extra
+// items on a mismatch.
+func equalLists(t testing.TB, what string, want, got []string) {
+	t.Helper()
+	if slices.Equal(want, got) {
+		return
+	}
+	var missing, extra []string
+	for _, w := range want {
+		if !slices.Contains(got, w) {
+			missing = append(missing, w)
+		}
+	}
+	for _, g := range got {
+		if !slices.Contains(want, g) {
+			extra = append(extra, g)
+		}
+	}
+	t.Errorf("%s differ\nwant:\n\t%s\ngot:\n\t%s\nmissing: %q\nextra: %q", what,
+		strings.Join(want, "\n\t"), strings.Join(got, "\n\t"), missing, extra)
+}
+
+// entry is one item of a declarative fixture tree, relative to its base.
+type entry func(t testing.TB, base string)
+
+// mkTree builds the entries under base, creating parent dirs as needed.
+func mkTree(t testing.TB, base string, entries ...entry) {
+	t.Helper()
+	for _, e := range entries {
+		e(t, base)
+	}
+}
+
+func mkParent(t testing.TB, p string) {
+	t.Helper()
+	ok(t, os.MkdirAll(filepath.Dir(p), 0o755))
+}
+
+// idx is an empty, valid index file (fixed or dynamic by its suffix): it
+// references no chunk, so the store invariant holds without chunks.
+func idx(rel string) entry {
+	return func(t testing.TB, base string) {
+		t.Helper()
+		p := filepath.Join(base, rel)
+		mkParent(t, p)
+		if k, _ := index.KindOf(rel); k == index.Dynamic {
+			ok(t, index.WriteDynamicFile(p, nil, nil))
+		} else {
+			ok(t, index.WriteFixedFile(p, 0, 4096, nil))
+		}
+	}
+}
+
+// file is a plain file.
+func file(rel string) entry {
+	return func(t testing.TB, base string) {
+		t.Helper()
+		p := filepath.Join(base, rel)
+		mkParent(t, p)
+		ok(t, os.WriteFile(p, []byte(rel), 0o644))
+	}
+}
+
+// dir is an empty directory.
+func dir(rel string) entry {
+	return func(t testing.TB, base string) {
+		t.Helper()
+		ok(t, os.MkdirAll(filepath.Join(base, rel), 0o755))
+	}
+}
+
+// symlink is a symlink to target (used as is).
+func symlink(rel, target string) entry {
+	return func(t testing.TB, base string) {
+		t.Helper()
+		p := filepath.Join(base, rel)
+		mkParent(t, p)
+		ok(t, os.Symlink(target, p))
+	}
+}
+
+// fifo is a named pipe.
+func fifo(rel string) entry {
+	return func(t testing.TB, base string) {
+		t.Helper()
+		p := filepath.Join(base, rel)
+		mkParent(t, p)
+		ok(t, unix.Mkfifo(p, 0o644))
+	}
+}
+
+// needRoot skips t when not root, unless CI is set, where it fails.
+func needRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "" {
+		t.Skip("needs root: " + why)
+	}
+	t.Fatal("needs root under CI: " + why)
+}
+
+// isPermission reports whether err says permission denied.
+func isPermission(err error) bool {
+	return errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)
+}
+
+func nativePutUint64(b []byte, v uint64) { binary.NativeEndian.PutUint64(b, v) }
+func nativePutUint16(b []byte, v uint16) { binary.NativeEndian.PutUint16(b, v) }

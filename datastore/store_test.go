@@ -1,0 +1,91 @@
+package datastore
+
+import (
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
+
+	"chunkgc/chunkstore"
+	"chunkgc/internal/storetest"
+	"chunkgc/locking"
+	"chunkgc/tuning"
+)
+
+// testStore is a chunk store with its lock directory, checked for the store
+// invariants when the test ends.
+type testStore struct {
+	base  string
+	store *chunkstore.Store
+	lk    *locking.Dir
+	log   *zap.Logger
+	logs  *observer.ObservedLogs // Info and above
+}
+
+func newTestStore(t *testing.T) *testStore {
+	t.Helper()
+	dir := t.TempDir()
+	base := filepath.Join(dir, "store")
+	store, err := chunkstore.Create(t.Context(), base,
+		chunkstore.Options{Log: zaptest.NewLogger(t), Owner: chunkstore.Owner{UID: -1, GID: -1}, SyncLevel: tuning.SyncNone}, nil)
+	ok(t, err)
+	t.Cleanup(func() {
+		storetest.CheckReferenced(t, base)
+		storetest.CheckNoTmp(t, base)
+		ok(t, store.Close())
+	})
+	lk, err := locking.OpenDir(filepath.Join(dir, "locks"), -1, -1)
+	ok(t, err)
+	core, logs := observer.New(zap.InfoLevel)
+	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core))
+	return &testStore{base: base, store: store, lk: lk, log: log, logs: logs}
+}
+
+// at returns a fake clock fixed at the given snapshot time.
+func at(t testing.TB, ts string) func() time.Time {
+	t.Helper()
+	tm, okay := parseTime(ts)
+	if !okay {
+		t.Fatalf("bad time %q", ts)
+	}
+	return func() time.Time { return tm.Add(300 * time.Millisecond) }
+}
+
+// writeSource writes a source file of n bytes (random, with one run of
+// zeros that repeats a chunk) and returns its path.
+func writeSource(t testing.TB, name string, n int, seed uint64) string {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, seed))
+	data := make([]byte, n)
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	clear(data[n/4 : n/2])
+	p := filepath.Join(t.TempDir(), name)
+	ok(t, os.WriteFile(p, data, 0o644))
+	return p
+}
+
+// ingest creates a snapshot at time ts from files, with 64 KiB chunks.
+func (s *testStore) ingest(t *testing.T, g Group, ts string, files ...string) Snapshot {
+	t.Helper()
+	snap, err := Ingest(t.Context(), s.store, s.lk, g, files, IngestOptions{ChunkSize: MinChunkSize, Now: at(t, ts)}, s.log)
+	ok(t, err)
+	equal(t, "snapshot time", ts, snap.TimeString())
+	return snap
+}
+
+func exists(t testing.TB, p string) bool {
+	t.Helper()
+	_, err := os.Lstat(p)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	return err == nil
+}

@@ -1,0 +1,165 @@
+package locking
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const backupUID, backupGID = 34, 34 // Debian's backup user and group
+
+// TestDirOnTmpfs opens a lock directory on a tmpfs as root with the backup
+// user as owner: everything it creates belongs to backup, what existed
+// before keeps its owner.
+func TestDirOnTmpfs(t *testing.T) {
+	mnt := mountTmpfs(t)
+	path := filepath.Join(mnt, "chunkgc", "locks", "store1")
+	d, err := OpenDir(path, backupUID, backupGID)
+	ok(t, err)
+	equal(t, path, d.Path())
+
+	var sfs unix.Statfs_t
+	ok(t, unix.Statfs(d.Path(), &sfs))
+	equal(t, int64(unix.TMPFS_MAGIC), int64(sfs.Type))
+
+	assertOwner := func(p string, uid, gid uint32) {
+		t.Helper()
+		gotUID, gotGID := owner(t, p)
+		if gotUID != uid || gotGID != gid {
+			t.Errorf("%s: owner %d:%d, want %d:%d", p, gotUID, gotGID, uid, gid)
+		}
+	}
+	assertOwner(mnt, 0, 0)
+	for _, p := range []string{"chunkgc", "chunkgc/locks", "chunkgc/locks/store1", "chunkgc/locks/store1/writers"} {
+		assertOwner(filepath.Join(mnt, p), backupUID, backupGID)
+	}
+
+	gc, err := d.GCLock()
+	ok(t, err)
+	assertOwner(gc.Path(), backupUID, backupGID)
+	if _, err := d.GCLock(); !errors.Is(err, ErrLocked) {
+		t.Errorf("second GCLock: want ErrLocked, got %v", err)
+	}
+	ok(t, gc.Unlock())
+
+	g, err := d.LockGroup(t.Context(), []string{"ns1", "ns2"}, "vm", "100", Exclusive, 0)
+	ok(t, err)
+	equal(t, filepath.Join(path, "ns1:ns2", "vm-100"), g.Path())
+	assertOwner(filepath.Join(path, "ns1:ns2"), backupUID, backupGID)
+	assertOwner(g.Path(), backupUID, backupGID)
+	ok(t, g.Unlock())
+
+	long := strings.Repeat("x", 300)
+	s, err := d.LockSnapshot(t.Context(), nil, "ct", long, "2025-04-04T15:02:49Z", Exclusive, 0)
+	ok(t, err)
+	equal(t, filepath.Join(path, LockFileName(nil, "ct/"+long+"/2025-04-04T15:02:49Z")), s.Path())
+	assertOwner(filepath.Join(path, "hashed"), backupUID, backupGID)
+	assertOwner(s.Path(), backupUID, backupGID)
+	ok(t, s.RemoveAndUnlock())
+
+	w, err := d.RegisterWriter(time.Now())
+	ok(t, err)
+	assertOwner(w.Path(), backupUID, backupGID)
+	ok(t, w.Close())
+
+	// A second OpenDir of the existing directory changes nothing.
+	_, err = OpenDir(path, 0, 0)
+	ok(t, err)
+	assertOwner(path, backupUID, backupGID)
+}
+
+// TestOpenDirNoOwner: uid -1 leaves ownership to the process.
+func TestOpenDirNoOwner(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "a", "b")
+	d, err := OpenDir(path, -1, -1)
+	ok(t, err)
+	uid, gid := owner(t, filepath.Join(path, "writers"))
+	equal(t, uint32(os.Geteuid()), uid)
+	equal(t, uint32(os.Getegid()), gid)
+	g, err := d.LockGroup(t.Context(), nil, "vm", "100", Exclusive, 0)
+	ok(t, err)
+	uid, _ = owner(t, g.Path())
+	equal(t, uint32(os.Geteuid()), uid)
+	ok(t, g.Unlock())
+}
+
+func TestOpenDirNotADirectory(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "file")
+	ok(t, os.WriteFile(path, nil, 0o644))
+	if _, err := OpenDir(path, -1, -1); !errors.Is(err, unix.ENOTDIR) {
+		t.Fatalf("want ENOTDIR, got %v", err)
+	}
+}
+
+// TestSnapshotLockFileIsPBSs: the file LockSnapshot locks is the one PBS
+// names, and a process holding that file (as PBS would) keeps chunkgc out.
+func TestSnapshotLockFileIsPBSs(t *testing.T) {
+	d, err := OpenDir(t.TempDir(), -1, -1)
+	ok(t, err)
+	ns := []string{"ns1", "ns2", "ns3", "ns4", "ns5", "ns6", "ns7"}
+	pbsPath := filepath.Join(d.Path(), `ns1:ns2:ns3:ns4:ns5:ns6:ns7/vm-100-2022\x2d05\x2d02T08\x3a11\x3a33Z`)
+
+	l, err := d.LockSnapshot(t.Context(), ns, "vm", "100", "2022-05-02T08:11:33Z", Shared, 0)
+	ok(t, err)
+	equal(t, pbsPath, l.Path())
+	ok(t, l.Unlock())
+
+	h := startProc(t, "flock", pbsPath, "sh", "0")
+	h.expectLocked()
+	l, err = d.LockSnapshot(t.Context(), ns, "vm", "100", "2022-05-02T08:11:33Z", Shared, 0)
+	ok(t, err) // readers share
+	ok(t, l.Unlock())
+	_, err = d.LockSnapshot(t.Context(), ns, "vm", "100", "2022-05-02T08:11:33Z", Exclusive, 0)
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("exclusive beside a reader: want ErrLocked, got %v", err)
+	}
+	// The group lock is a different file.
+	g, err := d.LockGroup(t.Context(), ns, "vm", "100", Exclusive, 0)
+	ok(t, err)
+	equal(t, filepath.Join(d.Path(), "ns1:ns2:ns3:ns4:ns5:ns6:ns7", "vm-100"), g.Path())
+	ok(t, g.Unlock())
+}
+
+func TestLockInvalidNames(t *testing.T) {
+	d, err := OpenDir(filepath.Join(t.TempDir(), "locks"), -1, -1)
+	ok(t, err)
+	tests := []struct {
+		name string
+		ns   []string
+		typ  string
+		id   string
+	}{
+		{name: "empty id", typ: "vm"},
+		{name: "empty type", id: "100"},
+		{name: "slash in id", typ: "vm", id: "100/x"},
+		{name: "nul in id", typ: "vm", id: "1\x000"},
+		{name: "dotdot namespace", ns: []string{".."}, typ: "vm", id: "100"},
+		{name: "dot namespace", ns: []string{"."}, typ: "vm", id: "100"},
+		{name: "empty namespace component", ns: []string{"a", ""}, typ: "vm", id: "100"},
+		{name: "slash in namespace", ns: []string{"a/b"}, typ: "vm", id: "100"},
+		{name: "colon in namespace", ns: []string{"a:b"}, typ: "vm", id: "100"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if l, err := d.LockGroup(t.Context(), tt.ns, tt.typ, tt.id, Exclusive, 0); err == nil {
+				l.Unlock()
+				t.Fatalf("LockGroup locked %s", l.Path())
+			}
+			if l, err := d.LockSnapshot(t.Context(), tt.ns, tt.typ, tt.id, "2025-04-04T15:02:49Z", Exclusive, 0); err == nil {
+				l.Unlock()
+				t.Fatalf("LockSnapshot locked %s", l.Path())
+			}
+		})
+	}
+	if _, err := d.LockSnapshot(t.Context(), nil, "vm", "100", "", Exclusive, 0); err == nil {
+		t.Error("LockSnapshot with an empty time succeeded")
+	}
+	entries, err := os.ReadDir(filepath.Dir(d.Path()))
+	ok(t, err)
+	equal(t, 1, len(entries)) // nothing created beside the lock dir
+}

@@ -1,0 +1,111 @@
+// Package locking implements chunkgc's lock protocol (SPEC §7): the store
+// lock, the GC lock, the writer registry, and the group and snapshot locks
+// shared with PBS ≥ 3.4.
+//
+// Every lock is a kernel lock (flock, or an OFD lock) on a file that is open
+// as long as the lock is held. A holder that dies releases its locks with its
+// file descriptors, so there are no stale locks and nothing ever "breaks" a
+// lock: breaking a lock means deciding that someone else no longer holds it,
+// and that can be wrong (seed 003). A [Lock] is released with [Lock.Unlock],
+// or with [Lock.RemoveAndUnlock], which also removes its file.
+//
+// Waiting for a lock ([Flock] and the [Dir] methods with a timeout > 0) polls
+// flock(LOCK_NB) in the calling goroutine with an exponential backoff (1 ms
+// to 50 ms) on a timer raced against ctx.Done(): a blocking flock cannot be
+// interrupted from Go, and a goroutine parked in one would outlive a
+// cancelled call. Polling is not fair: a steady stream of shared holders can
+// keep an exclusive waiter out until its timeout. Timeout 0 tries once.
+// A lock held elsewhere gives a [*LockedError] (errors.Is [ErrLocked]).
+//
+// # Store lock
+//
+// [OFDLock] takes an OFD write lock (fcntl F_OFD_SETLK, F_WRLCK, whole file)
+// on <base>/.lock, non-blocking, for the whole GC run. PBS daemons hold
+// classic POSIX read locks (F_SETLK, F_RDLCK) on that file while a backup
+// runs; on Linux OFD and classic locks conflict, so GC does not start while a
+// PBS writer is active, and a PBS writer cannot start while GC runs. It is an
+// OFD lock and not a classic one because a classic lock is dropped when the
+// process closes any fd of the file, which any library code could do. .lock is
+// created if missing, owned like its parent (the store base) when root.
+//
+// # GC lock
+//
+// [Dir.GCLock] takes flock LOCK_EX|LOCK_NB on <lockdir>/gc: one GC per store
+// on this host. The lock directory ([DefaultDir]: /run/chunkgc/locks/<store>)
+// is on tmpfs, so lock files cost no disk I/O, do not depend on the store's
+// filesystem supporting flock, and vanish at reboot together with every
+// process that could hold them. [OpenDir] creates it and, as root, gives the
+// directories and files it creates to the backup user.
+//
+// # Writer registry
+//
+// A chunkgc writer session registers before it touches or inserts its first
+// chunk ([Dir.RegisterWriter]) and unregisters when done ([Writer.Close]).
+// Its entry is <lockdir>/writers/<random>, flocked LOCK_EX by the writer for
+// as long as it lives, holding its start time in unix nanoseconds (decimal).
+// The entry becomes visible only complete and locked: it is created as the
+// hidden writers/.tmp-<random> (O_CREAT|O_EXCL), flocked, written, then
+// renamed into place. [Dir.OldestWriter], which GC calls after recording its
+// start, tries flock LOCK_EX|LOCK_NB on every entry:
+//
+//   - held, visible name: a live writer; its start time counts towards
+//     oldest_writer;
+//   - held, hidden name: a registration in progress; its writer has not begun
+//     work, so it is ignored;
+//   - free: its writer died (the kernel released its lock); GC removes the
+//     entry while holding the lock, after a double-stat shows the name still
+//     refers to the file it locked, and counts it.
+//
+// A GC can reap a hidden entry between the writer's O_EXCL create and its
+// flock. The writer then either finds the lock held (EWOULDBLOCK) or, having
+// locked the unlinked file, fails to rename it (ENOENT); in both cases it
+// starts over with a new name. Close unlinks the entry while still holding
+// its lock, so a GC never takes the lock of a file that is still linked and
+// belongs to a live writer.
+//
+// # Group and snapshot locks
+//
+// [Dir.LockGroup] and [Dir.LockSnapshot] flock the file [LockFileName] names
+// under the lock directory, exactly as PBS ≥ 3.4 does under
+// /run/proxmox-backup/locks/<store>: the namespace components joined with
+// ":" as a directory (none for the root namespace), then the relative path
+// "vm/100" or "vm/100/2022-05-02T08:11:33Z" escaped as a systemd unit name,
+// e.g. ns1:ns2/vm-100-2022\x2d05\x2d02T08\x3a11\x3a33Z. The escaping is
+// PBS's escape_unit, which escapes ":" where systemd-escape keeps it
+// ([EscapePath] is the systemd-escape --path one). A name of 255 bytes or
+// more becomes hashed/<first 80 bytes>...<last 80 bytes>-<sha256 hex of the
+// unescaped path>. Pointing chunkgc's lock directory at
+// /run/proxmox-backup/locks/<store> makes chunkgc and PBS exclude each other.
+// Exclusive is for writing or removing, shared for reading.
+//
+// # Double-stat
+//
+// A lock file can be removed (seed 000): A holds the lock and removes the
+// file; B, which had opened the old file before, gets its flock as soon as A
+// releases, while C creates a new file at the same path and locks it too.
+// B and C would both believe they hold the exclusive lock. So after every
+// successful flock, the lock fstats its fd and stats the path (without
+// following symlinks): if the path is gone or names another device/inode, or
+// the locked file has no links left, the lock is on a file nobody else will
+// look at. It is dropped at once and the acquisition retries on the file now
+// at the path (within the timeout), or fails with [ErrReplaced] (timeout 0,
+// or no time left). The caller gets a [Lock] only when the check passed, so
+// a holder can trust that the path names its file, which is what makes
+// removing lock files safe (seed 001). A waiter also re-checks the path each
+// time it finds the lock held, so it does not keep waiting on a removed file
+// whose holder has not released it yet.
+//
+// # Removals
+//
+// Removing a snapshot takes its exclusive lock, removes the snapshot
+// directory, and then releases the lock with [Lock.RemoveAndUnlock], which
+// unlinks the lock file while still holding the lock (after checking the path
+// still names the locked file) and only then unlocks. Removing a group that
+// became empty takes the group's exclusive lock, uses rmdir (never a
+// recursive delete after an emptiness check: a snapshot created in between
+// would be deleted, seed 000), treats ENOTEMPTY as "a new snapshot arrived,
+// keep the group", and removes the group's lock file with RemoveAndUnlock.
+// Because every taker double-stats, a waiter that locked the unlinked file
+// notices and moves on to the path's new file. Only exclusive flocks may
+// remove their file; a shared holder never does.
+package locking

@@ -1,0 +1,271 @@
+package locking
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// tmpWriterPrefix marks a registry entry still being set up. Hidden
+	// entries never count as live writers.
+	tmpWriterPrefix = ".tmp-"
+	// registerAttempts bounds the retries of RegisterWriter when a GC reaps
+	// its half-made entry each time.
+	registerAttempts = 100
+)
+
+// Writer is a live entry in the writer registry (§7.3): while it is open, GC
+// counts its start time into oldest_writer. Its methods are safe for
+// concurrent use.
+type Writer struct {
+	lock  *Lock
+	start time.Time
+}
+
+// RegisterWriter adds a writer session that started at now to the registry
+// and returns it once the entry is live. Call it before touching or
+// inserting the first chunk, and Close it when the session is done.
+//
+// The entry is made without a window in which a GC could see it unlocked or
+// without its start time: it is created as a hidden "writers/.tmp-<random>"
+// (O_EXCL), flocked LOCK_EX, given the start time (unix nanoseconds in
+// decimal), and only then renamed to "writers/<random>". A GC that reaps the
+// hidden entry before the flock (it takes that lock) makes the flock or the
+// rename fail, and registration starts over with a new name.
+func (d *Dir) RegisterWriter(now time.Time) (*Writer, error) {
+	wdir := filepath.Join(d.path, writersDir)
+	dir, err := os.Open(wdir)
+	if err != nil {
+		return nil, fmt.Errorf("register writer: %w", err)
+	}
+	defer dir.Close()
+	dfd := int(dir.Fd())
+	content := strconv.AppendInt(nil, now.UnixNano(), 10)
+	for range registerAttempts {
+		name := strings.ToLower(rand.Text())
+		w, err := d.tryRegister(dfd, wdir, name, content)
+		if err != nil {
+			return nil, fmt.Errorf("register writer: %w", err)
+		}
+		if w != nil {
+			w.start = now
+			return w, nil
+		}
+	}
+	return nil, fmt.Errorf("register writer in %s: entry reaped %d times in a row", wdir, registerAttempts)
+}
+
+// tryRegister makes one attempt; it returns nil, nil when the entry was
+// taken away from under it and the caller should try again.
+func (d *Dir) tryRegister(dfd int, wdir, name string, content []byte) (*Writer, error) {
+	tmp := tmpWriterPrefix + name
+	tmpPath := filepath.Join(wdir, tmp)
+	fd, err := ignoringEINTR2(func() (int, error) {
+		return unix.Openat(dfd, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o644)
+	})
+	if errors.Is(err, unix.EEXIST) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, &fs.PathError{Op: "create", Path: tmpPath, Err: err}
+	}
+	if d.afterTmpCreate != nil {
+		d.afterTmpCreate(tmpPath)
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			closeFD(fd, tmpPath)
+		}
+	}()
+	err = ignoringEINTR(func() error { return unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) })
+	if errors.Is(err, unix.EWOULDBLOCK) {
+		return nil, nil // a GC is reaping it
+	}
+	if err != nil {
+		return nil, &fs.PathError{Op: "flock", Path: tmpPath, Err: err}
+	}
+	if err := chownCreated(fd, tmpPath, d.uid, d.gid); err != nil {
+		return nil, err
+	}
+	if _, err := ignoringEINTR2(func() (int, error) { return unix.Pwrite(fd, content, 0) }); err != nil {
+		return nil, &fs.PathError{Op: "write", Path: tmpPath, Err: err}
+	}
+	err = ignoringEINTR(func() error { return unix.Renameat(dfd, tmp, dfd, name) })
+	if errors.Is(err, unix.ENOENT) {
+		return nil, nil // reaped between create and flock; we hold an orphan
+	}
+	if err != nil {
+		unix.Unlinkat(dfd, tmp, 0)
+		return nil, &fs.PathError{Op: "rename", Path: tmpPath, Err: err}
+	}
+	keep = true
+	return &Writer{lock: &Lock{path: filepath.Join(wdir, name), kind: kindFlockExclusive, fd: fd}}, nil
+}
+
+// Start returns the start time the writer registered with.
+func (w *Writer) Start() time.Time { return w.start }
+
+// Path returns the writer's registry entry.
+func (w *Writer) Path() string { return w.lock.Path() }
+
+// Close removes the writer's entry while still holding its lock, then
+// releases the lock. A second call returns an error matching fs.ErrClosed.
+func (w *Writer) Close() error {
+	if err := w.lock.RemoveAndUnlock(); err != nil {
+		return fmt.Errorf("close writer: %w", err)
+	}
+	return nil
+}
+
+// OldestWriter lists the writer registry and returns the earliest start time
+// of a live writer and the number of live writers; found is false when there
+// is none.
+//
+// An entry whose flock (LOCK_EX|LOCK_NB) it can take belongs to a writer
+// that died: it is removed while holding that lock, after a double-stat
+// shows the name still refers to the locked file, and counted in one info
+// line. Hidden entries (registrations in progress) never count as live; they
+// are reaped like stale ones when their lock can be taken. An entry whose
+// content is not a start time counts with its modification time, with a
+// warning; entries that are not regular files are skipped with a warning.
+func (d *Dir) OldestWriter(log *zap.Logger) (oldest time.Time, live int, found bool, err error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	wdir := filepath.Join(d.path, writersDir)
+	dir, err := os.Open(wdir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return time.Time{}, 0, false, nil // no registry: nobody registered
+	}
+	if err != nil {
+		return time.Time{}, 0, false, fmt.Errorf("list writers: %w", err)
+	}
+	defer dir.Close()
+	names, err := dir.Readdirnames(-1)
+	if err != nil {
+		return time.Time{}, 0, false, fmt.Errorf("list writers: %w", err)
+	}
+	dfd := int(dir.Fd())
+	stale := 0
+	for _, name := range names {
+		e, err := inspectWriter(dfd, wdir, name)
+		if err != nil {
+			return time.Time{}, 0, false, fmt.Errorf("list writers: %w", err)
+		}
+		switch e.state {
+		case entryLive:
+			if e.fromMtime {
+				log.Warn("writer registry entry holds no start time, using its modification time",
+					zap.String("entry", filepath.Join(wdir, name)), zap.Time("start", e.start))
+			}
+			live++
+			if !found || e.start.Before(oldest) {
+				oldest, found = e.start, true
+			}
+		case entryStale:
+			stale++
+			if ce := log.Check(zap.DebugLevel, "removed stale writer registry entry"); ce != nil {
+				ce.Write(zap.String("entry", filepath.Join(wdir, name)))
+			}
+		case entryForeign:
+			log.Warn("skipping writer registry entry that is not a regular file",
+				zap.String("entry", filepath.Join(wdir, name)))
+		}
+	}
+	if stale > 0 {
+		log.Info("removed stale writer registry entries", zap.String("dir", wdir), zap.Int("stale", stale))
+	}
+	return oldest, live, found, nil
+}
+
+type entryState uint8
+
+const (
+	entryGone    entryState = iota // vanished, replaced, or a registration in progress
+	entryLive                      // a live writer
+	entryStale                     // a dead writer's entry, now removed
+	entryForeign                   // not a regular file
+)
+
+type writerEntry struct {
+	state     entryState
+	start     time.Time
+	fromMtime bool
+}
+
+// inspectWriter classifies registry entry name and removes it if stale.
+func inspectWriter(dfd int, wdir, name string) (writerEntry, error) {
+	path := filepath.Join(wdir, name)
+	fd, err := ignoringEINTR2(func() (int, error) {
+		return unix.Openat(dfd, name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	})
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return writerEntry{state: entryGone}, nil // closed by its writer meanwhile
+	case errors.Is(err, unix.ELOOP):
+		return writerEntry{state: entryForeign}, nil // a symlink
+	case err != nil:
+		return writerEntry{}, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer closeFD(fd, path)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return writerEntry{}, &fs.PathError{Op: "fstat", Path: path, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return writerEntry{state: entryForeign}, nil
+	}
+	err = ignoringEINTR(func() error { return unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) })
+	switch {
+	case errors.Is(err, unix.EWOULDBLOCK):
+		if strings.HasPrefix(name, ".") {
+			return writerEntry{state: entryGone}, nil // being registered: not yet working
+		}
+		return readStart(fd, path, &st)
+	case err != nil:
+		return writerEntry{}, &fs.PathError{Op: "flock", Path: path, Err: err}
+	}
+	// We hold the lock, so its writer is gone. Remove the entry, but only if
+	// the name still refers to the file we locked.
+	var pst unix.Stat_t
+	err = ignoringEINTR(func() error { return unix.Fstatat(dfd, name, &pst, unix.AT_SYMLINK_NOFOLLOW) })
+	if errors.Is(err, unix.ENOENT) {
+		return writerEntry{state: entryGone}, nil
+	}
+	if err != nil {
+		return writerEntry{}, &fs.PathError{Op: "stat", Path: path, Err: err}
+	}
+	if pst.Dev != st.Dev || pst.Ino != st.Ino {
+		return writerEntry{state: entryGone}, nil
+	}
+	err = ignoringEINTR(func() error { return unix.Unlinkat(dfd, name, 0) })
+	if err != nil && !errors.Is(err, unix.ENOENT) {
+		return writerEntry{}, &fs.PathError{Op: "unlink", Path: path, Err: err}
+	}
+	return writerEntry{state: entryStale}, nil
+}
+
+// readStart reads a live entry's start time.
+func readStart(fd int, path string, st *unix.Stat_t) (writerEntry, error) {
+	var buf [32]byte
+	n, err := ignoringEINTR2(func() (int, error) { return unix.Pread(fd, buf[:], 0) })
+	if err != nil {
+		return writerEntry{}, &fs.PathError{Op: "read", Path: path, Err: err}
+	}
+	ns, err := strconv.ParseInt(strings.TrimSpace(string(buf[:n])), 10, 64)
+	if err != nil {
+		return writerEntry{state: entryLive, start: time.Unix(st.Mtim.Unix()), fromMtime: true}, nil
+	}
+	return writerEntry{state: entryLive, start: time.Unix(0, ns)}, nil
+}

@@ -1,0 +1,469 @@
+package tuning
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func ok(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("unexpected error: %v", err)
+	}
+}
+
+func equal[T any](t *testing.T, want, got T) {
+	t.Helper()
+	if !reflect.DeepEqual(want, got) {
+		t.Errorf("\nwant %#v\ngot  %#v", want, got)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	want := Tuning{
+		AtimeSafetyCheck: true,
+		AtimeCutoff:      1445 * time.Minute,
+		CacheCapacity:    1048576,
+		SyncLevel:        SyncFilesystem,
+		ChunkOrder:       OrderInode,
+		Concurrency:      0,
+	}
+	equal(t, want, Defaults())
+	equal(t, Defaults(), Props{}.Apply(Defaults()))
+}
+
+func TestKeys(t *testing.T) {
+	equal(t, []string{"gc-atime-safety-check", "gc-atime-cutoff", "gc-cache-capacity", "sync-level", "chunk-order", "gc-concurrency"}, Keys())
+	k := Keys()
+	k[0] = "changed"
+	if Keys()[0] != KeyAtimeSafetyCheck {
+		t.Error("Keys returns a shared slice")
+	}
+}
+
+func TestEnumStrings(t *testing.T) {
+	tests := []struct {
+		give fmtStringer
+		want string
+	}{
+		{SyncNone, "none"},
+		{SyncFilesystem, "filesystem"},
+		{SyncFile, "file"},
+		{SyncLevel(9), "SyncLevel(9)"},
+		{OrderNone, "none"},
+		{OrderInode, "inode"},
+		{ChunkOrder(7), "ChunkOrder(7)"},
+	}
+	for _, tt := range tests {
+		if got := tt.give.String(); got != tt.want {
+			t.Errorf("%#v.String() = %q, want %q", tt.give, got, tt.want)
+		}
+	}
+}
+
+type fmtStringer interface{ String() string }
+
+// TestParseGood covers every key with good values, every boolean spelling
+// and both ends of every range; want is the Tuning after Apply over
+// Defaults and wantString the canonical form.
+func TestParseGood(t *testing.T) {
+	d := Defaults()
+	with := func(f func(*Tuning)) Tuning {
+		t := Defaults()
+		f(&t)
+		return t
+	}
+	tests := []struct {
+		give       string
+		want       Tuning
+		wantString string
+	}{
+		{"", d, ""},
+		{"   ", d, ""},
+
+		{"gc-atime-safety-check=1", with(func(t *Tuning) { t.AtimeSafetyCheck = true }), "gc-atime-safety-check=true"},
+		{"gc-atime-safety-check=true", d, "gc-atime-safety-check=true"},
+		{"gc-atime-safety-check=TRUE", d, "gc-atime-safety-check=true"},
+		{"gc-atime-safety-check=yes", d, "gc-atime-safety-check=true"},
+		{"gc-atime-safety-check=Yes", d, "gc-atime-safety-check=true"},
+		{"gc-atime-safety-check=on", d, "gc-atime-safety-check=true"},
+		{"gc-atime-safety-check=ON", d, "gc-atime-safety-check=true"},
+		{"gc-atime-safety-check=0", with(func(t *Tuning) { t.AtimeSafetyCheck = false }), "gc-atime-safety-check=false"},
+		{"gc-atime-safety-check=false", with(func(t *Tuning) { t.AtimeSafetyCheck = false }), "gc-atime-safety-check=false"},
+		{"gc-atime-safety-check=False", with(func(t *Tuning) { t.AtimeSafetyCheck = false }), "gc-atime-safety-check=false"},
+		{"gc-atime-safety-check=no", with(func(t *Tuning) { t.AtimeSafetyCheck = false }), "gc-atime-safety-check=false"},
+		{"gc-atime-safety-check=NO", with(func(t *Tuning) { t.AtimeSafetyCheck = false }), "gc-atime-safety-check=false"},
+		{"gc-atime-safety-check=off", with(func(t *Tuning) { t.AtimeSafetyCheck = false }), "gc-atime-safety-check=false"},
+		{"gc-atime-safety-check=oFF", with(func(t *Tuning) { t.AtimeSafetyCheck = false }), "gc-atime-safety-check=false"},
+
+		{"gc-atime-cutoff=1", with(func(t *Tuning) { t.AtimeCutoff = time.Minute }), "gc-atime-cutoff=1"},
+		{"gc-atime-cutoff=60", with(func(t *Tuning) { t.AtimeCutoff = time.Hour }), "gc-atime-cutoff=60"},
+		{"gc-atime-cutoff=0060", with(func(t *Tuning) { t.AtimeCutoff = time.Hour }), "gc-atime-cutoff=60"},
+		{"gc-atime-cutoff=2880", with(func(t *Tuning) { t.AtimeCutoff = 48 * time.Hour }), "gc-atime-cutoff=2880"},
+
+		{"gc-cache-capacity=0", with(func(t *Tuning) { t.CacheCapacity = 0 }), "gc-cache-capacity=0"},
+		{"gc-cache-capacity=-0", with(func(t *Tuning) { t.CacheCapacity = 0 }), "gc-cache-capacity=0"},
+		{"gc-cache-capacity=1024", with(func(t *Tuning) { t.CacheCapacity = 1024 }), "gc-cache-capacity=1024"},
+		{"gc-cache-capacity=8388608", with(func(t *Tuning) { t.CacheCapacity = 8388608 }), "gc-cache-capacity=8388608"},
+
+		{"sync-level=none", with(func(t *Tuning) { t.SyncLevel = SyncNone }), "sync-level=none"},
+		{"sync-level=filesystem", d, "sync-level=filesystem"},
+		{"sync-level=file", with(func(t *Tuning) { t.SyncLevel = SyncFile }), "sync-level=file"},
+
+		{"chunk-order=none", with(func(t *Tuning) { t.ChunkOrder = OrderNone }), "chunk-order=none"},
+		{"chunk-order=inode", d, "chunk-order=inode"},
+
+		{"gc-concurrency=0", d, "gc-concurrency=0"},
+		{"gc-concurrency=1", with(func(t *Tuning) { t.Concurrency = 1 }), "gc-concurrency=1"},
+		{"gc-concurrency=256", with(func(t *Tuning) { t.Concurrency = 256 }), "gc-concurrency=256"},
+
+		{
+			"gc-atime-safety-check=0,gc-atime-cutoff=60",
+			with(func(t *Tuning) { t.AtimeSafetyCheck = false; t.AtimeCutoff = time.Hour }),
+			"gc-atime-safety-check=false,gc-atime-cutoff=60",
+		},
+		{
+			" sync-level = file ,\tchunk-order=none , gc-concurrency=8 ",
+			with(func(t *Tuning) { t.SyncLevel = SyncFile; t.ChunkOrder = OrderNone; t.Concurrency = 8 }),
+			"sync-level=file,chunk-order=none,gc-concurrency=8",
+		},
+		// A repeated key takes its last value at its first position.
+		{
+			"gc-atime-cutoff=10,sync-level=none,gc-atime-cutoff=20",
+			with(func(t *Tuning) { t.AtimeCutoff = 20 * time.Minute; t.SyncLevel = SyncNone }),
+			"gc-atime-cutoff=20,sync-level=none",
+		},
+		// PBS writes its keys sorted; that order is kept.
+		{
+			"chunk-order=none,gc-atime-cutoff=1445,gc-atime-safety-check=1,gc-cache-capacity=524288,sync-level=file",
+			with(func(t *Tuning) { t.ChunkOrder = OrderNone; t.CacheCapacity = 524288; t.SyncLevel = SyncFile }),
+			"chunk-order=none,gc-atime-cutoff=1445,gc-atime-safety-check=true,gc-cache-capacity=524288,sync-level=file",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.give, func(t *testing.T) {
+			p, err := Parse(tt.give)
+			ok(t, err)
+			equal(t, tt.want, p.Apply(Defaults()))
+			equal(t, tt.wantString, p.String())
+			q, err := Parse(p.String())
+			ok(t, err)
+			equal(t, p, q)
+		})
+	}
+}
+
+// TestParseBad covers bad values, both ends out of range and malformed
+// strings. wantIn are substrings of the message: the key, and the range or
+// the allowed values.
+func TestParseBad(t *testing.T) {
+	type keyErr = KeyError
+	tests := []struct {
+		give     string
+		wantKey  *keyErr // nil for a *SyntaxError
+		wantItem string  // SyntaxError.Item
+		wantMsg  string  // the whole message
+		wantIn   []string
+	}{
+		{give: "=", wantItem: "=", wantIn: []string{`"="`, "missing key"}},
+		{give: "=5", wantItem: "=5", wantIn: []string{"missing key"}},
+		{give: "a", wantItem: "a", wantIn: []string{`tuning "a"`, "missing '='"}},
+		{give: "gc-atime-cutoff", wantItem: "gc-atime-cutoff", wantIn: []string{"gc-atime-cutoff", "missing '='"}},
+		{give: ",,", wantItem: ",,", wantIn: []string{`",,"`, "empty item"}},
+		{give: ",", wantItem: ",", wantIn: []string{"empty item"}},
+		{give: "gc-atime-cutoff=60,", wantItem: "gc-atime-cutoff=60,", wantIn: []string{"empty item"}},
+		{give: "gc-atime-cutoff=60,,sync-level=file", wantItem: "gc-atime-cutoff=60,,sync-level=file", wantIn: []string{"empty item"}},
+		{give: "gc-atime-cutoff=60 sync-level=file", wantKey: &keyErr{Key: "gc-atime-cutoff", Value: "60 sync-level=file"}, wantIn: []string{"not a decimal integer"}},
+
+		{
+			give: "a=", wantKey: &keyErr{Key: "a", Value: ""},
+			wantMsg: `tuning a=: unknown key (known keys: gc-atime-safety-check, gc-atime-cutoff, gc-cache-capacity, sync-level, chunk-order, gc-concurrency)`,
+		},
+		{give: "foo=1", wantKey: &keyErr{Key: "foo", Value: "1"}, wantIn: []string{"tuning foo=1", "unknown key", "gc-atime-cutoff", "gc-concurrency"}},
+		{give: "GC-ATIME-CUTOFF=60", wantKey: &keyErr{Key: "GC-ATIME-CUTOFF", Value: "60"}, wantIn: []string{"unknown key"}},
+		{give: "gc-atime-cutoff=60,foo=1", wantKey: &keyErr{Key: "foo", Value: "1"}, wantIn: []string{"unknown key"}},
+
+		{give: "gc-atime-safety-check=", wantKey: &keyErr{Key: "gc-atime-safety-check", Value: ""}, wantIn: []string{"tuning gc-atime-safety-check=: not a boolean", "1/0, true/false, yes/no or on/off"}},
+		{give: "gc-atime-safety-check=2", wantKey: &keyErr{Key: "gc-atime-safety-check", Value: "2"}, wantIn: []string{"not a boolean"}},
+		{give: "gc-atime-safety-check=y", wantKey: &keyErr{Key: "gc-atime-safety-check", Value: "y"}, wantIn: []string{"not a boolean"}},
+		{give: "gc-atime-safety-check=enabled", wantKey: &keyErr{Key: "gc-atime-safety-check", Value: "enabled"}, wantIn: []string{"not a boolean"}},
+
+		{give: "gc-atime-cutoff=abc", wantKey: &keyErr{Key: "gc-atime-cutoff", Value: "abc"}, wantMsg: "tuning gc-atime-cutoff=abc: not a decimal integer (want 1..2880 (minutes))"},
+		{give: "gc-atime-cutoff=", wantKey: &keyErr{Key: "gc-atime-cutoff", Value: ""}, wantIn: []string{"not a decimal integer", "1..2880"}},
+		{give: "gc-atime-cutoff=0", wantKey: &keyErr{Key: "gc-atime-cutoff", Value: "0"}, wantMsg: "tuning gc-atime-cutoff=0: out of range 1..2880 (minutes)"},
+		{give: "gc-atime-cutoff=-1", wantKey: &keyErr{Key: "gc-atime-cutoff", Value: "-1"}, wantMsg: "tuning gc-atime-cutoff=-1: out of range 1..2880 (minutes)"},
+		{give: "gc-atime-cutoff=2881", wantKey: &keyErr{Key: "gc-atime-cutoff", Value: "2881"}, wantMsg: "tuning gc-atime-cutoff=2881: out of range 1..2880 (minutes)"},
+		{give: "gc-atime-cutoff=99999999999999999999", wantKey: &keyErr{Key: "gc-atime-cutoff", Value: "99999999999999999999"}, wantIn: []string{"out of range 1..2880"}},
+		{give: "gc-atime-cutoff=-99999999999999999999", wantKey: &keyErr{Key: "gc-atime-cutoff", Value: "-99999999999999999999"}, wantIn: []string{"out of range 1..2880"}},
+		{give: "gc-atime-cutoff=+60", wantKey: &keyErr{Key: "gc-atime-cutoff", Value: "+60"}, wantIn: []string{"not a decimal integer"}},
+		{give: "gc-atime-cutoff=0x10", wantKey: &keyErr{Key: "gc-atime-cutoff", Value: "0x10"}, wantIn: []string{"not a decimal integer"}},
+		{give: "gc-atime-cutoff=1_000", wantKey: &keyErr{Key: "gc-atime-cutoff", Value: "1_000"}, wantIn: []string{"not a decimal integer"}},
+		{give: "gc-atime-cutoff=1.5", wantKey: &keyErr{Key: "gc-atime-cutoff", Value: "1.5"}, wantIn: []string{"not a decimal integer"}},
+		{give: "gc-atime-cutoff=60m", wantKey: &keyErr{Key: "gc-atime-cutoff", Value: "60m"}, wantIn: []string{"not a decimal integer"}},
+		{give: "gc-atime-cutoff=-", wantKey: &keyErr{Key: "gc-atime-cutoff", Value: "-"}, wantIn: []string{"not a decimal integer"}},
+		{give: "gc-atime-cutoff=６０", wantKey: &keyErr{Key: "gc-atime-cutoff", Value: "６０"}, wantIn: []string{"not a decimal integer"}},
+
+		{give: "gc-cache-capacity=-1", wantKey: &keyErr{Key: "gc-cache-capacity", Value: "-1"}, wantMsg: "tuning gc-cache-capacity=-1: out of range 0..8388608 (entries)"},
+		{give: "gc-cache-capacity=8388609", wantKey: &keyErr{Key: "gc-cache-capacity", Value: "8388609"}, wantMsg: "tuning gc-cache-capacity=8388609: out of range 0..8388608 (entries)"},
+		{give: "gc-cache-capacity=1M", wantKey: &keyErr{Key: "gc-cache-capacity", Value: "1M"}, wantIn: []string{"not a decimal integer", "0..8388608"}},
+
+		{give: "gc-concurrency=-1", wantKey: &keyErr{Key: "gc-concurrency", Value: "-1"}, wantMsg: "tuning gc-concurrency=-1: out of range 0..256 (workers, 0 = automatic)"},
+		{give: "gc-concurrency=257", wantKey: &keyErr{Key: "gc-concurrency", Value: "257"}, wantMsg: "tuning gc-concurrency=257: out of range 0..256 (workers, 0 = automatic)"},
+		{give: "gc-concurrency=auto", wantKey: &keyErr{Key: "gc-concurrency", Value: "auto"}, wantIn: []string{"not a decimal integer", "0..256"}},
+
+		{give: "sync-level=", wantKey: &keyErr{Key: "sync-level", Value: ""}, wantIn: []string{"unknown value", "none, filesystem, file"}},
+		{give: "sync-level=fsync", wantKey: &keyErr{Key: "sync-level", Value: "fsync"}, wantMsg: "tuning sync-level=fsync: unknown value (want one of none, filesystem, file)"},
+		{give: "sync-level=FILE", wantKey: &keyErr{Key: "sync-level", Value: "FILE"}, wantIn: []string{"unknown value"}},
+		{give: "chunk-order=atime", wantKey: &keyErr{Key: "chunk-order", Value: "atime"}, wantMsg: "tuning chunk-order=atime: unknown value (want one of none, inode)"},
+		{give: "chunk-order=1", wantKey: &keyErr{Key: "chunk-order", Value: "1"}, wantIn: []string{"none, inode"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.give, func(t *testing.T) {
+			p, err := Parse(tt.give)
+			if err == nil {
+				t.Fatalf("Parse(%q) = %q, want an error", tt.give, p)
+			}
+			equal(t, Props{}, p)
+			msg := err.Error()
+			if !strings.HasPrefix(msg, "tuning ") {
+				t.Errorf("message %q does not start with \"tuning \"", msg)
+			}
+			if tt.wantMsg != "" && msg != tt.wantMsg {
+				t.Errorf("message\nwant %s\ngot  %s", tt.wantMsg, msg)
+			}
+			for _, s := range tt.wantIn {
+				if !strings.Contains(msg, s) {
+					t.Errorf("message %q does not contain %q", msg, s)
+				}
+			}
+			if tt.wantKey != nil {
+				ke, isKE := errors.AsType[*KeyError](err)
+				if !isKE {
+					t.Fatalf("error %T %v, want *KeyError", err, err)
+				}
+				equal(t, tt.wantKey.Key, ke.Key)
+				equal(t, tt.wantKey.Value, ke.Value)
+				if !strings.Contains(msg, ke.Key) {
+					t.Errorf("message %q does not name key %q", msg, ke.Key)
+				}
+				return
+			}
+			se, isSE := errors.AsType[*SyntaxError](err)
+			if !isSE {
+				t.Fatalf("error %T %v, want *SyntaxError", err, err)
+			}
+			equal(t, tt.wantItem, se.Item)
+		})
+	}
+}
+
+// TestParseRangeInMessage checks that every numeric key's errors name the
+// key and its range, at both ends.
+func TestParseRangeInMessage(t *testing.T) {
+	for _, sp := range specs {
+		if sp.kind != kindInt {
+			continue
+		}
+		rng := strings.Join([]string{itoa(sp.min), itoa(sp.max)}, "..")
+		for _, v := range []int64{sp.min - 1, sp.max + 1} {
+			_, err := Parse(sp.key + "=" + itoa(v))
+			if err == nil || !strings.Contains(err.Error(), sp.key) || !strings.Contains(err.Error(), rng) {
+				t.Errorf("%s=%d: error %v, want one naming the key and %s", sp.key, v, err, rng)
+			}
+		}
+		for _, v := range []int64{sp.min, sp.max} {
+			if _, err := Parse(sp.key + "=" + itoa(v)); err != nil {
+				t.Errorf("%s=%d: %v", sp.key, v, err)
+			}
+		}
+	}
+}
+
+func itoa(n int64) string {
+	if n < 0 {
+		return "-" + itoa(-n)
+	}
+	if n < 10 {
+		return string(rune('0' + n))
+	}
+	return itoa(n/10) + itoa(n%10)
+}
+
+func mustParse(t *testing.T, s string) Props {
+	t.Helper()
+	p, err := Parse(s)
+	ok(t, err)
+	return p
+}
+
+// TestPrecedence checks defaults < config < command line, per key.
+func TestPrecedence(t *testing.T) {
+	tests := []struct {
+		name   string
+		config string
+		cli    string
+		want   func(*Tuning)
+	}{
+		{"defaults", "", "", func(*Tuning) {}},
+		{"config only", "gc-atime-cutoff=60,sync-level=file", "", func(t *Tuning) {
+			t.AtimeCutoff = time.Hour
+			t.SyncLevel = SyncFile
+		}},
+		{"cli only", "", "gc-atime-safety-check=off", func(t *Tuning) { t.AtimeSafetyCheck = false }},
+		{"cli wins per key", "gc-atime-cutoff=60,sync-level=file", "gc-atime-cutoff=120", func(t *Tuning) {
+			t.AtimeCutoff = 2 * time.Hour
+			t.SyncLevel = SyncFile // from config: cli does not name it
+		}},
+		{"disjoint keys", "gc-cache-capacity=0", "chunk-order=none,gc-concurrency=3", func(t *Tuning) {
+			t.CacheCapacity = 0
+			t.ChunkOrder = OrderNone
+			t.Concurrency = 3
+		}},
+		{"cli sets the default back", "gc-atime-safety-check=0,sync-level=none", "gc-atime-safety-check=1,sync-level=filesystem", func(*Tuning) {}},
+		{"every key both", "gc-atime-safety-check=0,gc-atime-cutoff=1,gc-cache-capacity=1,sync-level=none,chunk-order=none,gc-concurrency=1",
+			"gc-atime-safety-check=1,gc-atime-cutoff=2880,gc-cache-capacity=8388608,sync-level=file,chunk-order=inode,gc-concurrency=256",
+			func(t *Tuning) {
+				t.AtimeCutoff = 48 * time.Hour
+				t.CacheCapacity = 8388608
+				t.SyncLevel = SyncFile
+				t.Concurrency = 256
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want := Defaults()
+			tt.want(&want)
+			got := mustParse(t, tt.config).Merge(mustParse(t, tt.cli)).Apply(Defaults())
+			equal(t, want, got)
+			// The same through the flag: config first, then --tuning.
+			p := mustParse(t, tt.config)
+			ok(t, p.Set(tt.cli))
+			equal(t, want, p.Apply(Defaults()))
+		})
+	}
+}
+
+func TestMerge(t *testing.T) {
+	p := mustParse(t, "sync-level=none,gc-atime-cutoff=10")
+	q := mustParse(t, "gc-concurrency=2,gc-atime-cutoff=20")
+	m := p.Merge(q)
+	equal(t, "sync-level=none,gc-atime-cutoff=20,gc-concurrency=2", m.String())
+	// Neither operand changes.
+	equal(t, "sync-level=none,gc-atime-cutoff=10", p.String())
+	equal(t, "gc-concurrency=2,gc-atime-cutoff=20", q.String())
+	m2 := m.Merge(mustParse(t, "sync-level=file"))
+	equal(t, "sync-level=none,gc-atime-cutoff=20,gc-concurrency=2", m.String())
+	equal(t, "sync-level=file,gc-atime-cutoff=20,gc-concurrency=2", m2.String())
+	equal(t, Props{}, Props{}.Merge(Props{}))
+	equal(t, p, p.Merge(Props{}))
+	equal(t, p, Props{}.Merge(p))
+}
+
+func TestHasGetLen(t *testing.T) {
+	p := mustParse(t, "gc-atime-safety-check=No,gc-atime-cutoff=007")
+	for _, key := range Keys() {
+		want := key == KeyAtimeSafetyCheck || key == KeyAtimeCutoff
+		if p.Has(key) != want {
+			t.Errorf("Has(%q) = %v, want %v", key, !want, want)
+		}
+	}
+	if p.Has("foo") {
+		t.Error(`Has("foo") = true`)
+	}
+	v, found := p.Get(KeyAtimeSafetyCheck)
+	equal(t, "false", v)
+	equal(t, true, found)
+	v, _ = p.Get(KeyAtimeCutoff)
+	equal(t, "7", v)
+	_, found = p.Get(KeySyncLevel)
+	equal(t, false, found)
+	equal(t, 2, p.Len())
+	equal(t, 0, Props{}.Len())
+}
+
+// TestFlagRepeated checks that --tuning may be repeated and later values
+// win per key, and that a bad value is a flag error naming the key.
+func TestFlagRepeated(t *testing.T) {
+	var p Props
+	fs := flag.NewFlagSet("gc", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Var(&p, "tuning", "tuning property string")
+	ok(t, fs.Parse([]string{
+		"--tuning", "gc-atime-cutoff=60,sync-level=none",
+		"--tuning", "gc-atime-safety-check=0",
+		"--tuning=gc-atime-cutoff=90",
+		"STORE",
+	}))
+	equal(t, "gc-atime-cutoff=90,sync-level=none,gc-atime-safety-check=false", p.String())
+	equal(t, []string{"STORE"}, fs.Args())
+
+	fs = flag.NewFlagSet("gc", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var q Props
+	fs.Var(&q, "tuning", "")
+	err := fs.Parse([]string{"--tuning", "gc-atime-cutoff=60", "--tuning", "gc-atime-cutoff=0"})
+	if err == nil || !strings.Contains(err.Error(), "gc-atime-cutoff=0: out of range 1..2880") {
+		t.Errorf("error %v, want one naming gc-atime-cutoff and its range", err)
+	}
+	// A failed Set leaves the earlier value.
+	equal(t, "gc-atime-cutoff=60", q.String())
+}
+
+func TestSetEmpty(t *testing.T) {
+	p := mustParse(t, "sync-level=file")
+	ok(t, p.Set(""))
+	equal(t, "sync-level=file", p.String())
+}
+
+func TestStringRoundTrip(t *testing.T) {
+	for _, s := range []string{
+		"",
+		"gc-atime-safety-check=on",
+		"gc-concurrency=0,chunk-order=inode,sync-level=none,gc-cache-capacity=0000,gc-atime-cutoff=2880,gc-atime-safety-check=OFF",
+		" gc-atime-cutoff = 5 , gc-atime-cutoff = 6 ",
+	} {
+		p := mustParse(t, s)
+		q := mustParse(t, p.String())
+		equal(t, p, q)
+		equal(t, p.String(), q.String())
+		equal(t, p.Apply(Defaults()), q.Apply(Defaults()))
+	}
+}
+
+func TestKeyErrorQuotes(t *testing.T) {
+	_, err := Parse("gc-atime-cutoff=1 2")
+	equal(t, `tuning "gc-atime-cutoff=1 2": not a decimal integer (want 1..2880 (minutes))`, err.Error())
+	_, err = Parse("sync-level=\x00")
+	if strings.ContainsRune(err.Error(), 0) {
+		t.Errorf("message %q holds a NUL", err)
+	}
+}
+
+func TestSpecsConsistent(t *testing.T) {
+	seen := map[string]bool{}
+	for _, sp := range specs {
+		if seen[sp.key] {
+			t.Errorf("key %s twice", sp.key)
+		}
+		seen[sp.key] = true
+		switch sp.kind {
+		case kindInt:
+			if sp.min > sp.max || sp.unit == "" {
+				t.Errorf("%s: bad range or unit", sp.key)
+			}
+		case kindEnum:
+			if len(sp.values) == 0 || slices.Contains(sp.values, "") {
+				t.Errorf("%s: bad values", sp.key)
+			}
+		case kindBool:
+		default:
+			t.Errorf("%s: no kind", sp.key)
+		}
+	}
+}

@@ -1,0 +1,161 @@
+package tuning
+
+import (
+	"strconv"
+	"time"
+)
+
+// SyncLevel says how durably a chunk store writes new chunks (tuning key
+// sync-level, as in PBS).
+type SyncLevel uint8
+
+// The sync levels, from cheapest to safest.
+const (
+	// SyncNone leaves flushing to the kernel: a crash can lose or truncate
+	// chunks written shortly before it.
+	SyncNone SyncLevel = iota
+	// SyncFilesystem syncs the whole filesystem (syncfs) at the end of a
+	// write session instead of every file. The PBS default.
+	SyncFilesystem
+	// SyncFile fsyncs every chunk file, and its directory, before renaming
+	// it into place.
+	SyncFile
+)
+
+var syncLevelNames = []string{"none", "filesystem", "file"}
+
+// String returns the property value: "none", "filesystem" or "file".
+func (l SyncLevel) String() string {
+	if int(l) < len(syncLevelNames) {
+		return syncLevelNames[l]
+	}
+	return "SyncLevel(" + strconv.Itoa(int(l)) + ")"
+}
+
+// ChunkOrder says in which order phase 1 touches the chunks of one index
+// file (tuning key chunk-order, as in PBS).
+type ChunkOrder uint8
+
+// The chunk orders.
+const (
+	// OrderNone touches chunks in index order.
+	OrderNone ChunkOrder = iota
+	// OrderInode sorts the chunks of an index by inode number first, which
+	// is faster on spinning disks. The PBS default.
+	OrderInode
+)
+
+var chunkOrderNames = []string{"none", "inode"}
+
+// String returns the property value: "none" or "inode".
+func (o ChunkOrder) String() string {
+	if int(o) < len(chunkOrderNames) {
+		return chunkOrderNames[o]
+	}
+	return "ChunkOrder(" + strconv.Itoa(int(o)) + ")"
+}
+
+// Tuning holds every safety margin and knob of a run. Its zero value is not
+// useful: start from [Defaults] and apply [Props] over it. Each field names
+// its property key; the ranges are those [Parse] enforces.
+type Tuning struct {
+	// AtimeSafetyCheck (gc-atime-safety-check, default true) runs the atime
+	// probe before phase 1 and on datastore create. Turning it off is
+	// logged: on a filesystem that ignores atime updates GC would delete
+	// chunks that are still referenced.
+	AtimeSafetyCheck bool
+	// AtimeCutoff (gc-atime-cutoff, in minutes, default 1445 = 24 h 5 min,
+	// range 1..2880) is how long before the start of a GC a chunk must have
+	// last been touched to count as garbage. It is always a whole number of
+	// minutes.
+	AtimeCutoff time.Duration
+	// CacheCapacity (gc-cache-capacity, entries, default 1048576, range
+	// 0..8388608) bounds the cache of digests already touched in phase 1;
+	// 0 disables the cache.
+	CacheCapacity int
+	// SyncLevel (sync-level, default filesystem) says how durably new
+	// chunks are written.
+	SyncLevel SyncLevel
+	// ChunkOrder (chunk-order, default inode) is the order in which the
+	// chunks of one index are touched.
+	ChunkOrder ChunkOrder
+	// Concurrency (gc-concurrency, workers, default 0, range 0..256) is the
+	// number of workers for mark and sweep; 0 picks a count from the CPUs.
+	// A chunkgc extension, not a PBS key.
+	Concurrency int
+}
+
+// Defaults returns the tuning used when no property overrides a key.
+func Defaults() Tuning {
+	return Tuning{
+		AtimeSafetyCheck: true,
+		AtimeCutoff:      1445 * time.Minute,
+		CacheCapacity:    1 << 20,
+		SyncLevel:        SyncFilesystem,
+		ChunkOrder:       OrderInode,
+		Concurrency:      0,
+	}
+}
+
+// The property keys.
+const (
+	KeyAtimeSafetyCheck = "gc-atime-safety-check"
+	KeyAtimeCutoff      = "gc-atime-cutoff"
+	KeyCacheCapacity    = "gc-cache-capacity"
+	KeySyncLevel        = "sync-level"
+	KeyChunkOrder       = "chunk-order"
+	KeyConcurrency      = "gc-concurrency"
+)
+
+type kind uint8
+
+const (
+	kindBool kind = iota + 1
+	kindInt
+	kindEnum
+)
+
+// spec describes one property key: its type, range and where it goes in a
+// Tuning.
+type spec struct {
+	key      string
+	kind     kind
+	min, max int64    // kindInt
+	unit     string   // kindInt, for messages
+	values   []string // kindEnum: the value names, index = the constant
+	set      func(t *Tuning, v int64)
+}
+
+// specs lists the keys in documentation order. It is never modified.
+var specs = []spec{
+	{key: KeyAtimeSafetyCheck, kind: kindBool,
+		set: func(t *Tuning, v int64) { t.AtimeSafetyCheck = v != 0 }},
+	{key: KeyAtimeCutoff, kind: kindInt, min: 1, max: 2880, unit: "minutes",
+		set: func(t *Tuning, v int64) { t.AtimeCutoff = time.Duration(v) * time.Minute }},
+	{key: KeyCacheCapacity, kind: kindInt, min: 0, max: 8 << 20, unit: "entries",
+		set: func(t *Tuning, v int64) { t.CacheCapacity = int(v) }},
+	{key: KeySyncLevel, kind: kindEnum, values: syncLevelNames,
+		set: func(t *Tuning, v int64) { t.SyncLevel = SyncLevel(v) }},
+	{key: KeyChunkOrder, kind: kindEnum, values: chunkOrderNames,
+		set: func(t *Tuning, v int64) { t.ChunkOrder = ChunkOrder(v) }},
+	{key: KeyConcurrency, kind: kindInt, min: 0, max: 256, unit: "workers, 0 = automatic",
+		set: func(t *Tuning, v int64) { t.Concurrency = int(v) }},
+}
+
+func lookup(key string) *spec {
+	for i := range specs {
+		if specs[i].key == key {
+			return &specs[i]
+		}
+	}
+	return nil
+}
+
+// Keys returns the known property keys, in documentation order.
+func Keys() []string {
+	keys := make([]string, len(specs))
+	for i := range specs {
+		keys[i] = specs[i].key
+	}
+	return keys
+}
