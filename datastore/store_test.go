@@ -14,6 +14,7 @@ import (
 
 	"chunkgc/chunkstore"
 	"chunkgc/internal/storetest"
+	"chunkgc/internal/testfs"
 	"chunkgc/locking"
 	"chunkgc/tuning"
 )
@@ -28,9 +29,20 @@ type testStore struct {
 	logs  *observer.ObservedLogs // Info and above
 }
 
+// scratchDir is where a test store lives: a tmpfs mounted for the test when
+// root (creating and removing 65,536 prefix dirs on a disk takes tens of
+// seconds), else t.TempDir().
+func scratchDir(t testing.TB) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return t.TempDir()
+	}
+	return testfs.Tmpfs(t, "")
+}
+
 func newTestStore(t *testing.T) *testStore {
 	t.Helper()
-	dir := t.TempDir()
+	dir := scratchDir(t)
 	base := filepath.Join(dir, "store")
 	store, err := chunkstore.Create(t.Context(), base,
 		chunkstore.Options{Log: zaptest.NewLogger(t), Owner: chunkstore.Owner{UID: -1, GID: -1}, SyncLevel: tuning.SyncNone}, nil)

@@ -67,7 +67,9 @@ func TestDigestCacheHitsAndZero(t *testing.T) {
 	}
 	disabled := newDigestCache(0)
 	d := digestN(1)
-	if disabled.seenOrAdd(&d) || disabled.seenOrAdd(&d) {
+	first := disabled.seenOrAdd(&d)
+	second := disabled.seenOrAdd(&d)
+	if first || second {
 		t.Fatal("a disabled cache remembered a digest")
 	}
 }

@@ -352,8 +352,8 @@ func TestStrangeIndexFiles(t *testing.T) {
 	a, _ := f.chunk(1000, 72*time.Hour)
 	b, _ := f.chunk(1100, 72*time.Hour)
 	c, _ := f.chunk(1200, 72*time.Hour)
-	f.snapshot("stray/dir", a)                  // outside the scheme
-	f.snapshot("vm/100/not-a-timestamp", b)     // a group with a non-snapshot dir
+	f.snapshot("stray/dir", a)              // outside the scheme
+	f.snapshot("vm/100/not-a-timestamp", b) // a group with a non-snapshot dir
 	f.snapshot("ns/x/ns/y/host/h1/2025-01-01T00:00:00Z", c)
 	st, err := f.run()
 	ok(t, err)

@@ -41,6 +41,11 @@ func runCreate(ctx context.Context, e *env, args []string) error {
 	if ds, ok := cfg.Datastore(name); ok {
 		return fmt.Errorf("datastore %q already exists in %s (path %s)", name, e.configPath, ds.Path)
 	}
+	for _, ds := range cfg.Datastores() {
+		if filepath.Clean(ds.Path) == filepath.Clean(path) {
+			return fmt.Errorf("datastore path %s is already registered as %q in %s", path, ds.Name, e.configPath)
+		}
+	}
 	t := props.Apply(tuning.Defaults())
 	owner, err := defaultOwner(e.log, *ownerName)
 	if err != nil {

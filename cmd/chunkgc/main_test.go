@@ -223,11 +223,11 @@ func TestBadInput(t *testing.T) {
 		{"unknown tuning key", []string{"gc", "--tuning", "gc-bogus=1", dir + "/s"}, exitUsage, "gc-bogus"},
 		{"cutoff out of range", []string{"gc", "--tuning", "gc-atime-cutoff=0", dir + "/s"}, exitUsage, "1..2880"},
 		{"cutoff too large", []string{"gc", "--tuning", "gc-atime-cutoff=2881", dir + "/s"}, exitUsage, "2881"},
-		{"bad bool", []string{"create", "--tuning", "gc-atime-safety-check=maybe", "s1", dir + "/s"}, exitUsage, "gc-atime-safety-check"},
+		{"bad bool", []string{"create", "--tuning", "gc-atime-safety-check=maybe", "st1", dir + "/s"}, exitUsage, "gc-atime-safety-check"},
 		{"missing store path", []string{"gc", dir + "/does-not-exist"}, exitError, dir + "/does-not-exist"},
-		{"unconfigured name", []string{"gc", "nosuchstore"}, exitError, `"nosuchstore" is not configured`},
-		{"relative path", []string{"create", "s1", "relative/path"}, exitUsage, "must be absolute"},
-		{"file where a dir is expected", []string{"create", "s1", file}, exitError, file},
+		{"unconfigured name", []string{"gc", "nosuchstore"}, exitError, "is not configured"},
+		{"relative path", []string{"create", "st1", "relative/path"}, exitUsage, "must be absolute"},
+		{"file where a dir is expected", []string{"create", "st1", file}, exitError, file},
 		{"gc on a file", []string{"gc", file}, exitError, file},
 		{"bad store name", []string{"create", "a/b", dir + "/s"}, exitUsage, "a/b"},
 	}
@@ -518,7 +518,12 @@ func TestKill9AtRandomPoints(t *testing.T) {
 // TestDemoAsNormalUser runs `chunkgc demo` as the unprivileged backup user,
 // the way a newcomer runs it, and checks it removes the garbage it made.
 func TestDemoAsNormalUser(t *testing.T) {
-	dir := t.TempDir()
+	// Not t.TempDir: its parent is 0700 root, which the backup user cannot enter.
+	dir, err := os.MkdirTemp("", "chunkgc-demo-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	cmd := exec.Command(binPath, "demo", "--log-format", "console", filepath.Join(dir, "demo"))
 	cmd.Env = append(os.Environ(), "CHUNKGC_LOCK_DIR=", "CHUNKGC_CONFIG=")
 	if os.Geteuid() == 0 {

@@ -101,4 +101,3 @@ func (e *env) openStore(ref *storeRef, owner chunkstore.Owner, t tuning.Tuning) 
 	}
 	return s, nil
 }
-
