@@ -31,6 +31,9 @@ type forgetHooks struct {
 	// the group was found to hold no snapshot and before anything in it is
 	// removed: where seed 000's TOCTOU window would be.
 	beforeGroupRemoval func()
+	// beforeRmdir runs after the owner file was unlinked, just before the
+	// rmdir of the group directory.
+	beforeRmdir func()
 }
 
 // Forget removes snapshot s from the store at base, and then its group if
@@ -220,6 +223,9 @@ func removeGroupIfEmpty(ctx context.Context, base string, lk *locking.Dir, g Gro
 	owner, err := takeOwnerFile(gfd, gdir)
 	if err != nil {
 		return fmt.Errorf("remove empty group: %w", err)
+	}
+	if hooks.beforeRmdir != nil {
+		hooks.beforeRmdir()
 	}
 	err = ignoringEINTR(func() error { return unix.Unlinkat(tfd, g.ID, unix.AT_REMOVEDIR) })
 	switch {
