@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Benchmarks chunkgc against the syscall floor and a sequential GC on a
+# loop-mounted ext4 (root). Prints medians and ratios (README "Performance").
+#
+#   sudo bench/run.sh                 # 1,000,000 chunks, 100 indexes, warm and cold
+#   N=4000000 sudo bench/run.sh       # the memory check at 4M chunks
+#   RUNS=7 WORKERS=16 bench/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-1000000}
+M=${M:-100}
+RUNS=${RUNS:-5}
+WORKERS=${WORKERS:-0}
+WORK=${WORK:-/var/tmp/chunkgc-bench}
+mkdir -p "$WORK"
+go build -o "$WORK/chunkgc" ./cmd/chunkgc
+go build -o "$WORK/floor" ./bench/floor
+go build -o "$WORK/genstore" ./bench/genstore
+go build -o "$WORK/compare" ./bench/compare
+
+img="$WORK/store-$N.img"
+mnt="$WORK/mnt-$N"
+mkdir -p "$mnt"
+if ! mountpoint -q "$mnt"; then
+	if [ ! -f "$img" ]; then
+		# Small blobs live inline in the inode: the fixture costs inodes, not blocks.
+		truncate -s $(( N * 512 + (1 << 30) )) "$img"
+		mkfs.ext4 -q -F -N $((N + 131072)) -I 256 -O inline_data "$img"
+		mount -o loop "$img" "$mnt"
+		"$WORK/genstore" -chunks "$N" -indexes "$M" -garbage 0 -size 40 "$mnt/store"
+	else
+		mount -o loop "$img" "$mnt"
+	fi
+fi
+trap 'umount "$mnt" || umount -l "$mnt"' EXIT
+"$WORK/compare" -store "$mnt/store" -bin "$WORK/chunkgc" -floor "$WORK/floor" -runs "$RUNS" -workers "$WORKERS" -lock-dir "$WORK/locks"
+if [ "$(id -u)" = 0 ] && [ "${COLD:-1}" = 1 ]; then
+	"$WORK/compare" -cold -store "$mnt/store" -bin "$WORK/chunkgc" -floor "$WORK/floor" -runs "$RUNS" -workers "$WORKERS" -lock-dir "$WORK/locks"
+fi
