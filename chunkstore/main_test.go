@@ -232,7 +232,6 @@ func (f *utimesFault) UtimesNanoAt(dirfd int, name string, ts []unix.Timespec, f
 // copy over it, at the given Statx calls (1-based).
 type replaceOnStatx struct {
 	realSys
-	t            testing.TB
 	chunks       string // the .chunks dir the names are relative to
 	at           map[int32]bool
 	calls, fired atomic.Int32

@@ -43,26 +43,37 @@ func TestProbeAtimeFilesystems(t *testing.T) {
 		name     string
 		fstype   string
 		give     string // mount options
+		full     bool   // a full store made by Create, not just .chunks/bb9f
 		wantType string
 		wantOpt  string // among the reported mount options, if set
 	}{
-		{"ext4", "ext4", "", "ext4", "relatime"},
-		{"ext4 noatime", "ext4", "noatime", "ext4", "noatime"},
-		{"ext4 relatime", "ext4", "relatime", "ext4", "relatime"},
-		{"ext4 strictatime", "ext4", "strictatime", "ext4", "rw"},
-		{"ext4 lazytime", "ext4", "lazytime", "ext4", "lazytime"},
-		{"xfs", "xfs", "", "xfs", "rw"},
-		{"xfs noatime", "xfs", "noatime", "xfs", "noatime"},
-		{"btrfs", "btrfs", "", "btrfs", "rw"},
-		{"btrfs noatime", "btrfs", "noatime", "btrfs", "noatime"},
-		{"tmpfs", "tmpfs", "", "tmpfs", "rw"},
+		{"ext4", "ext4", "", true, "ext4", "relatime"},
+		{"ext4 noatime", "ext4", "noatime", false, "ext4", "noatime"},
+		{"ext4 relatime", "ext4", "relatime", false, "ext4", "relatime"},
+		{"ext4 strictatime", "ext4", "strictatime", false, "ext4", "rw"},
+		{"ext4 lazytime", "ext4", "lazytime", false, "ext4", "lazytime"},
+		{"xfs", "xfs", "", true, "xfs", "rw"},
+		{"xfs noatime", "xfs", "noatime", false, "xfs", "noatime"},
+		{"btrfs", "btrfs", "", true, "btrfs", "rw"},
+		{"btrfs noatime", "btrfs", "noatime", false, "btrfs", "noatime"},
+		{"tmpfs", "tmpfs", "", true, "tmpfs", "rw"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			mnt := testfs.Loop(t, tt.fstype, tt.give, 0)
 			opts, logs := observedOpts(t)
-			s := miniStore(t, filepath.Join(mnt, "store"), opts, zeroPrefix)
+			base := filepath.Join(mnt, "store")
+			var s *Store
+			if tt.full {
+				var err error
+				s, err = Create(context.Background(), base, opts, nil)
+				ok(t, err)
+				t.Cleanup(func() { ok(t, s.Close()) })
+				ok(t, s.VerifyLayout(context.Background()))
+			} else {
+				s = miniStore(t, base, opts, zeroPrefix)
+			}
 
 			res, err := s.ProbeAtime(context.Background())
 			ok(t, err)
@@ -103,7 +114,7 @@ func TestProbeAtimeFailsOnFUSE(t *testing.T) {
 	opts, logs := observedOpts(t)
 	s, err := Open(mnt, opts)
 	ok(t, err)
-	t.Cleanup(func() { ok(t, s.Close()) }) // before the unmount
+	t.Cleanup(func() { checkNoTmp(t, s); ok(t, s.Close()) }) // before the unmount
 	_, d := zeroChunk(t)
 
 	for _, pre := range []bool{false, true} {
@@ -170,7 +181,7 @@ func TestProbeAtimeReplacedChunk(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			base := t.TempDir()
-			f := &replaceOnStatx{t: t, chunks: filepath.Join(base, chunksName), at: map[int32]bool{}}
+			f := &replaceOnStatx{chunks: filepath.Join(base, chunksName), at: map[int32]bool{}}
 			for _, n := range tt.give {
 				f.at[n] = true
 			}
@@ -237,7 +248,7 @@ func TestProbeAtimeOwnership(t *testing.T) {
 	opts.Owner = owner
 	s, err := Create(context.Background(), base, opts, nil)
 	ok(t, err)
-	defer s.Close()
+	t.Cleanup(func() { checkNoTmp(t, s); ok(t, s.Close()) })
 
 	res, err := s.ProbeAtime(context.Background())
 	ok(t, err)

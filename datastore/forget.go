@@ -205,6 +205,10 @@ func removeGroupIfEmpty(ctx context.Context, base string, lk *locking.Dir, g Gro
 	defer unix.Close(gfd)
 
 	ents, err := readDirents(gfd, gdir, make([]byte, direntBufSize))
+	if errors.Is(err, unix.ENOENT) {
+		removed = true // removed after the open, by someone outside the lock protocol
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("remove empty group: %w", err)
 	}

@@ -119,18 +119,6 @@ func fifo(rel string) entry {
 	}
 }
 
-// needRoot skips t when not root, unless CI is set, where it fails.
-func needRoot(t testing.TB, why string) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "" {
-		t.Skip("needs root: " + why)
-	}
-	t.Fatal("needs root under CI: " + why)
-}
-
 // isPermission reports whether err says permission denied.
 func isPermission(err error) bool {
 	return errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)

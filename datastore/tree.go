@@ -1,7 +1,6 @@
 package datastore
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -101,10 +100,6 @@ func (n Namespace) RelPath() string {
 	return nsDir + "/" + strings.Join(n, "/"+nsDir+"/")
 }
 
-// compareNamespaces orders namespaces component by component, a parent
-// before its children: the order of a depth-first walk with sorted children.
-func compareNamespaces(a, b Namespace) int { return slices.Compare(a, b) }
-
 // Group is a backup group: a type (vm, ct or host) and an id in a namespace.
 type Group struct {
 	NS   Namespace
@@ -158,10 +153,6 @@ func (g Group) RelPath() string {
 // RelPath. Only for the root namespace does ParseGroup read it back.
 func (g Group) String() string { return g.RelPath() }
 
-func compareGroups(a, b Group) int {
-	return cmp.Or(compareNamespaces(a.NS, b.NS), strings.Compare(a.Type, b.Type), strings.Compare(a.ID, b.ID))
-}
-
 // Snapshot is one backup of a group, named by its time (whole seconds, UTC).
 type Snapshot struct {
 	Group
@@ -197,10 +188,6 @@ func (s Snapshot) RelPath() string { return s.Group.RelPath() + "/" + s.TimeStri
 // String returns the snapshot as PBS prints it with its namespace: the same
 // as RelPath.
 func (s Snapshot) String() string { return s.RelPath() }
-
-func compareSnapshots(a, b Snapshot) int {
-	return cmp.Or(compareGroups(a.Group, b.Group), a.Time.Compare(b.Time))
-}
 
 // readDirs lists the subdirectories of dir (not symlinks to directories)
 // whose names pass keep, sorted by name. A missing dir gives an empty list.

@@ -27,6 +27,9 @@ type walkHooks struct {
 	// any of its entries is looked at; rel is "" for base. It may change
 	// the entries' types.
 	afterList func(rel string, ents []dirent)
+	// afterOpen runs after a subdirectory was opened and before it is
+	// listed.
+	afterOpen func(rel string)
 }
 
 // WalkIndexFiles calls fn with the path, relative to base and with "/"
@@ -85,6 +88,12 @@ func (w *walker) dir(fd int, rel string) error {
 		return context.Cause(w.ctx)
 	}
 	ents, err := readDirents(fd, w.path(rel), w.buf)
+	if rel != "" && errors.Is(err, unix.ENOENT) {
+		// Linux's getdents fails with ENOENT on a directory that was
+		// removed after it was opened.
+		w.vanished(rel)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("walk index files: %w", err)
 	}
@@ -156,6 +165,9 @@ func (w *walker) subdir(fd int, name, rel string) error {
 		return w.fail("open", rel, err)
 	}
 	defer unix.Close(cfd)
+	if w.hooks.afterOpen != nil {
+		w.hooks.afterOpen(rel)
+	}
 	return w.dir(cfd, rel)
 }
 

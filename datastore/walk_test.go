@@ -161,6 +161,23 @@ func TestWalkIndexFilesConcurrentChanges(t *testing.T) {
 	}
 }
 
+// TestWalkIndexFilesRemovedAfterOpen removes a snapshot directory between
+// its open and its listing: getdents then fails with ENOENT, which is a
+// concurrent prune like any other.
+func TestWalkIndexFilesRemovedAfterOpen(t *testing.T) {
+	base := newFixture(t)
+	fired := false
+	got, err := walkAll(t, base, walkHooks{afterOpen: func(rel string) {
+		if rel == "vm/100/"+t2 {
+			fired = true
+			ok(t, os.RemoveAll(filepath.Join(base, rel)))
+		}
+	}})
+	ok(t, err)
+	equal(t, "hook fired", true, fired)
+	equalLists(t, "index files", without(fixtureIndexes, func(rel string) bool { return strings.HasPrefix(rel, "vm/100/"+t2+"/") }), got)
+}
+
 func TestWalkIndexFilesStops(t *testing.T) {
 	base := newFixture(t)
 	errStop := errors.New("stop")
