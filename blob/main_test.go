@@ -1,48 +1,18 @@
 package blob
 
 import (
+	"chunkgc/internal/leakcheck"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
 	"math/rand/v2"
 	"os"
-	"runtime"
 	"strings"
 	"testing"
 )
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if g := leakedGoroutines(); len(g) > 0 {
-			fmt.Fprintf(os.Stderr, "leaked goroutines:\n\n%s\n", strings.Join(g, "\n\n"))
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// leakedGoroutines returns the stacks of goroutines still running in this
-// package or in the zstd codecs it shares. The codecs are only used for
-// whole buffers and must never start any. Goroutines that are just exiting
-// get a few scheduler rounds to finish.
-func leakedGoroutines() []string {
-	var leaked []string
-	for range 100 {
-		leaked = leaked[:0]
-		buf := make([]byte, 1<<20)
-		n := runtime.Stack(buf, true)
-		for i, g := range strings.Split(string(buf[:n]), "\n\n") {
-			if i > 0 && (strings.Contains(g, "chunkgc/blob.") || strings.Contains(g, "klauspost/compress")) {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) == 0 {
-			return nil
-		}
-		runtime.Gosched()
-	}
-	return leaked
+	os.Exit(leakcheck.Run(m, "chunkgc/blob.", "klauspost/compress"))
 }
 
 func ok(t testing.TB, err error) {

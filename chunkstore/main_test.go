@@ -1,12 +1,12 @@
 package chunkstore
 
 import (
+	"chunkgc/internal/leakcheck"
 	"context"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -31,14 +31,7 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv(helperEnv); mode != "" {
 		os.Exit(runHelper(mode, os.Args[len(os.Args)-1]))
 	}
-	code := m.Run()
-	if code == 0 {
-		if leaked := leakedGoroutines(); leaked != "" {
-			fmt.Fprintf(os.Stderr, "goroutines leaked by the tests:\n%s\n", leaked)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(leakcheck.Run(m, "chunkgc/", "go-fuse"))
 }
 
 // runHelper runs in the re-executed test binary. Mode "probe" opens the store
@@ -61,33 +54,6 @@ func runHelper(mode, base string) int {
 	}
 	fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", mode)
 	return 2
-}
-
-// leakedGoroutines returns the stacks of goroutines still running code of
-// this module or of go-fuse after the tests, or "". Goroutines that were
-// told to stop may take a moment to exit after their owner stopped waiting
-// for them, so it looks again a few times before reporting.
-func leakedGoroutines() string {
-	var leaked []string
-	for i := range 20 {
-		leaked = leaked[:0]
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		for g := range strings.SplitSeq(string(buf), "\n\n") {
-			if strings.Contains(g, "TestMain") || strings.Contains(g, "leakedGoroutines") {
-				continue
-			}
-			if strings.Contains(g, "chunkgc/") || strings.Contains(g, "go-fuse") {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) == 0 {
-			return ""
-		}
-		runtime.Gosched()
-		time.Sleep(time.Duration(i) * time.Millisecond)
-	}
-	return strings.Join(leaked, "\n\n")
 }
 
 func ok(t testing.TB, err error) {

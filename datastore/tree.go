@@ -23,8 +23,8 @@ const TimeLayout = "2006-01-02T15:04:05Z"
 // nsDir is the directory that holds the child namespaces of a namespace.
 const nsDir = "ns"
 
-// groupTypes are the backup group types, sorted.
-var groupTypes = [...]string{"ct", "host", "vm"}
+// groupTypes returns the backup group types, sorted.
+func groupTypes() [3]string { return [...]string{"ct", "host", "vm"} }
 
 // validName reports whether s is a PBS "safe id", the syntax of namespace
 // components and group ids: [A-Za-z0-9_][A-Za-z0-9._\-]*.
@@ -46,7 +46,11 @@ func validName(s string) bool {
 
 // validType reports whether s is a backup group type: vm, ct or host.
 func validType(s string) bool {
-	return slices.Contains(groupTypes[:], s)
+	switch s {
+	case "vm", "ct", "host":
+		return true
+	}
+	return false
 }
 
 // parseTime parses a snapshot directory name. Only the canonical form is
@@ -246,7 +250,7 @@ func ListNamespaces(base string) ([]Namespace, error) {
 func ListGroups(base string, ns Namespace) ([]Group, error) {
 	nsPath := filepath.Join(base, ns.RelPath())
 	var groups []Group
-	for _, typ := range groupTypes {
+	for _, typ := range groupTypes() {
 		ids, err := readDirs(filepath.Join(nsPath, typ), validName)
 		if err != nil {
 			return nil, err

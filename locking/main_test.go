@@ -2,6 +2,7 @@ package locking
 
 import (
 	"bufio"
+	"chunkgc/internal/leakcheck"
 	"context"
 	"errors"
 	"fmt"
@@ -27,36 +28,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) == "1" {
 		os.Exit(helperMain(os.Args[1:]))
 	}
-	code := m.Run()
-	if code == 0 {
-		if g := leakedGoroutines(); len(g) > 0 {
-			fmt.Fprintf(os.Stderr, "leaked goroutines:\n\n%s\n", strings.Join(g, "\n\n"))
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// leakedGoroutines returns the stacks of goroutines that tests of this
-// package started and did not wait for. Goroutines that are just exiting get
-// a few scheduler rounds to finish.
-func leakedGoroutines() []string {
-	var leaked []string
-	for range 100 {
-		leaked = leaked[:0]
-		buf := make([]byte, 1<<20)
-		n := runtime.Stack(buf, true)
-		for i, g := range strings.Split(string(buf[:n]), "\n\n") {
-			if i > 0 && strings.Contains(g, "chunkgc/locking.") {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) == 0 {
-			return nil
-		}
-		runtime.Gosched()
-	}
-	return leaked
+	os.Exit(leakcheck.Run(m, "chunkgc/locking."))
 }
 
 // helperMain runs one helper command. It reports on stdout, one line per

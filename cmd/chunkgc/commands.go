@@ -110,24 +110,16 @@ func runCheckAtime(ctx context.Context, e *env, args []string) error {
 	if fs.NArg() != 1 {
 		return usagef("want STORE")
 	}
-	ref, err := e.resolveStore(fs.Arg(0))
+	o, err := e.open(fs.Arg(0), tuning.Props{})
 	if err != nil {
 		return err
 	}
-	owner, err := defaultOwner(e.log, "backup")
+	defer o.Close()
+	res, err := o.store.ProbeAtime(ctx)
 	if err != nil {
 		return err
 	}
-	store, err := e.openStore(ref, owner, ref.tuning(tuning.Props{}))
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	res, err := store.ProbeAtime(ctx)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(e.stdout, "atime probe passed on %s (%s, %s)\n", ref.base, res.FSType, res.MountOptions)
+	fmt.Fprintf(e.stdout, "atime probe passed on %s (%s, %s)\n", o.base, res.FSType, res.MountOptions)
 	return nil
 }
 
@@ -146,27 +138,14 @@ func runGC(ctx context.Context, e *env, args []string) error {
 	if *output != "text" && *output != "json" {
 		return usagef("--output %q: want text or json", *output)
 	}
-	ref, err := e.resolveStore(fs.Arg(0))
+	o, err := e.open(fs.Arg(0), props)
 	if err != nil {
 		return err
 	}
-	t := ref.tuning(props)
-	owner, err := defaultOwner(e.log, "backup")
-	if err != nil {
-		return err
-	}
-	store, err := e.openStore(ref, owner, t)
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	locks, err := e.openLockDir(ref.name, owner)
-	if err != nil {
-		return err
-	}
-	st, err := gc.Run(ctx, store, locks, gc.Options{
-		Log: e.log.With(zap.String("store", ref.name)), StoreName: ref.name,
-		Tuning: t, DryRun: *dryRun, Owner: owner,
+	defer o.Close()
+	st, err := gc.Run(ctx, o.store, o.locks, gc.Options{
+		Log: e.log.With(zap.String("store", o.name)), StoreName: o.name,
+		Tuning: o.tuning, DryRun: *dryRun, Owner: o.owner,
 	})
 	if err != nil {
 		return err
@@ -228,28 +207,16 @@ func runIngest(ctx context.Context, e *env, args []string) error {
 		return usagef("%v", err)
 	}
 	g.NS = ns
-	ref, err := e.resolveStore(fs.Arg(0))
+	o, err := e.open(fs.Arg(0), tuning.Props{})
 	if err != nil {
 		return err
 	}
-	owner, err := defaultOwner(e.log, "backup")
+	defer o.Close()
+	snap, err := datastore.Ingest(ctx, o.store, o.locks, g, fs.Args()[2:], datastore.IngestOptions{NS: ns, ChunkSize: *chunkSize}, e.log)
 	if err != nil {
 		return err
 	}
-	store, err := e.openStore(ref, owner, ref.tuning(tuning.Props{}))
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	locks, err := e.openLockDir(ref.name, owner)
-	if err != nil {
-		return err
-	}
-	snap, err := datastore.Ingest(ctx, store, locks, g, fs.Args()[2:], datastore.IngestOptions{NS: ns, ChunkSize: *chunkSize}, e.log)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(e.stdout, filepath.Join(ref.base, snap.RelPath()))
+	fmt.Fprintln(e.stdout, filepath.Join(o.base, snap.RelPath()))
 	return nil
 }
 
@@ -271,19 +238,12 @@ func runForget(ctx context.Context, e *env, args []string) error {
 		return usagef("%v", err)
 	}
 	snap.NS = ns
-	ref, err := e.resolveStore(fs.Arg(0))
+	o, err := e.open(fs.Arg(0), tuning.Props{})
 	if err != nil {
 		return err
 	}
-	owner, err := defaultOwner(e.log, "backup")
-	if err != nil {
-		return err
-	}
-	locks, err := e.openLockDir(ref.name, owner)
-	if err != nil {
-		return err
-	}
-	if err := datastore.Forget(ctx, ref.base, locks, snap, e.log); err != nil {
+	defer o.Close()
+	if err := datastore.Forget(ctx, o.base, o.locks, snap, e.log); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "removed %s\n", snap.RelPath())

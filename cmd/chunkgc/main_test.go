@@ -20,6 +20,7 @@ import (
 	"chunkgc/blob"
 	"chunkgc/chunkstore"
 	"chunkgc/index"
+	"chunkgc/internal/leakcheck"
 	"chunkgc/internal/storetest"
 	"chunkgc/internal/testfs"
 	"chunkgc/tuning"
@@ -47,7 +48,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	os.Chmod(dir, 0o755)
-	code := m.Run()
+	code := leakcheck.Run(m, "chunkgc/")
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -101,3 +101,35 @@ func (e *env) openStore(ref *storeRef, owner chunkstore.Owner, t tuning.Tuning) 
 	}
 	return s, nil
 }
+
+// opened is a resolved STORE with its store and lock directory open.
+type opened struct {
+	*storeRef
+	owner  chunkstore.Owner
+	tuning tuning.Tuning
+	store  *chunkstore.Store
+	locks  *locking.Dir
+}
+
+// open resolves STORE, applies defaults < config < cli tuning, and opens the
+// chunk store and its lock directory. The backup user owns what is created.
+func (e *env) open(arg string, cli tuning.Props) (*opened, error) {
+	ref, err := e.resolveStore(arg)
+	if err != nil {
+		return nil, err
+	}
+	o := &opened{storeRef: ref, tuning: ref.tuning(cli)}
+	if o.owner, err = defaultOwner(e.log, "backup"); err != nil {
+		return nil, err
+	}
+	if o.store, err = e.openStore(ref, o.owner, o.tuning); err != nil {
+		return nil, err
+	}
+	if o.locks, err = e.openLockDir(ref.name, o.owner); err != nil {
+		o.store.Close()
+		return nil, err
+	}
+	return o, nil
+}
+
+func (o *opened) Close() error { return o.store.Close() }
