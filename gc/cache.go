@@ -2,6 +2,7 @@ package gc
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"sync"
 
 	"chunkgc/blob"
@@ -64,7 +65,7 @@ func (c *digestCache) seenOrAdd(d *blob.Digest) bool {
 		if s.cur.slots == nil {
 			s.cur.init(s.genCap)
 		} else {
-			s.cur.clear()
+			s.cur.clear() // keeps the grown table: the next generation fills it too
 		}
 	}
 	s.cur.add(d, h)
@@ -87,23 +88,24 @@ func (c *digestCache) len() int {
 }
 
 // digestTable is an open-addressing set of digests with linear probing,
-// 32 bytes a slot: a 1M-entry cache costs ~45 MiB instead of a Go map's ~80.
-// The all-zero digest marks an empty slot; the real all-zero digest (never
-// seen in practice) is tracked by hasZero.
+// 32 bytes a slot. It starts small and grows up to maxSlots, sized so the
+// load stays <= 3/4 at the generation's capacity: a full 1M-digest cache
+// costs ~43 MiB, a small store's cache only what it holds. Slots are found by
+// fast range reduction (hash * size >> 64), so sizes need not be powers of
+// two. The all-zero digest marks an empty slot; the real all-zero digest
+// (never seen in practice) is tracked by hasZero.
 type digestTable struct {
-	slots   []blob.Digest
-	mask    uint64
-	n       int
-	hasZero bool
+	slots    []blob.Digest
+	maxSlots int
+	n        int
+	hasZero  bool
 }
 
+const minSlots = 256
+
 func (t *digestTable) init(capacity int) {
-	size := 16
-	for size*3 < capacity*4 { // load factor <= 0.75
-		size *= 2
-	}
-	t.slots = make([]blob.Digest, size)
-	t.mask = uint64(size - 1)
+	t.maxSlots = capacity*4/3 + 1
+	t.slots = make([]blob.Digest, min(minSlots, t.maxSlots))
 	t.n = 0
 	t.hasZero = false
 }
@@ -114,6 +116,11 @@ func (t *digestTable) clear() {
 	t.hasZero = false
 }
 
+func (t *digestTable) slot(h uint64) int {
+	hi, _ := bits.Mul64(h, uint64(len(t.slots)))
+	return int(hi)
+}
+
 func (t *digestTable) contains(d *blob.Digest, h uint64) bool {
 	if t.slots == nil {
 		return false
@@ -121,12 +128,15 @@ func (t *digestTable) contains(d *blob.Digest, h uint64) bool {
 	if *d == (blob.Digest{}) {
 		return t.hasZero
 	}
-	for i := h & t.mask; ; i = (i + 1) & t.mask {
+	for i := t.slot(h); ; {
 		switch t.slots[i] {
 		case *d:
 			return true
 		case blob.Digest{}:
 			return false
+		}
+		if i++; i == len(t.slots) {
+			i = 0
 		}
 	}
 }
@@ -139,7 +149,14 @@ func (t *digestTable) add(d *blob.Digest, h uint64) {
 		}
 		return
 	}
-	for i := h & t.mask; ; i = (i + 1) & t.mask {
+	if (t.n+1)*4 > len(t.slots)*3 && len(t.slots) < t.maxSlots {
+		t.grow()
+	}
+	t.insert(d, h)
+}
+
+func (t *digestTable) insert(d *blob.Digest, h uint64) {
+	for i := t.slot(h); ; {
 		switch t.slots[i] {
 		case *d:
 			return
@@ -148,5 +165,21 @@ func (t *digestTable) add(d *blob.Digest, h uint64) {
 			t.n++
 			return
 		}
+		if i++; i == len(t.slots) {
+			i = 0
+		}
 	}
+}
+
+// grow rehashes into a table twice the size (at most maxSlots).
+func (t *digestTable) grow() {
+	old := t.slots
+	t.slots = make([]blob.Digest, min(2*len(old), t.maxSlots))
+	n := t.n
+	for i := range old {
+		if old[i] != (blob.Digest{}) {
+			t.insert(&old[i], binary.LittleEndian.Uint64(old[i][8:16]))
+		}
+	}
+	t.n = n // insert counted the re-inserted digests again
 }

@@ -447,3 +447,27 @@ func TestCacheDisabledSameResult(t *testing.T) {
 		t.Error("the cache found no duplicate in two snapshots sharing chunks")
 	}
 }
+
+// TestConcurrencyDeterministic: the strictly sequential path (one worker)
+// and a wide parallel one produce the same status on the same store.
+func TestConcurrencyDeterministic(t *testing.T) {
+	f := newFixture(t)
+	ps, _ := buildAccountingStore(f)
+	for i := range 40 { // spread chunks over many prefix dirs and indexes
+		d, _ := f.chunk(700+i, 72*time.Hour)
+		if i%2 == 0 {
+			f.snapshot("host/h"+string(rune('a'+i%20))+"/2025-01-01T00:00:00Z", d)
+		}
+	}
+	seq, err := f.run(func(o *Options) { o.Tuning.Concurrency = 1; o.DryRun = true })
+	ok(t, err)
+	par, err := f.run(func(o *Options) { o.Tuning.Concurrency = 16 })
+	ok(t, err)
+	checkCounters(t, *seq, *par)
+	equal(t, "index files", seq.IndexFileCount, par.IndexFileCount)
+	equal(t, "index data bytes", seq.IndexDataBytes, par.IndexDataBytes)
+	equal(t, "missing", seq.MissingChunks, par.MissingChunks)
+	if par.RemovedChunks < 20 || len(ps) == 0 {
+		t.Fatalf("fixture removes too little to compare: %+v", par)
+	}
+}
