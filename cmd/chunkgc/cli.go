@@ -135,7 +135,9 @@ func exitCode(ctx context.Context, e *env, name string, err error) int {
 		}
 		return code
 	}
-	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+	// After SIGINT/SIGTERM every error is the interruption's, whatever the
+	// step that noticed it wrapped it in.
+	if ctx.Err() != nil {
 		code := exitInterrupted
 		if sigTerm(ctx) {
 			code = 128 + int(unix.SIGTERM)

@@ -545,3 +545,26 @@ func TestDemoAsNormalUser(t *testing.T) {
 	}
 	storetest.CheckReferenced(t, filepath.Join(dir, "demo", "store"))
 }
+
+// TestSIGINTDuringProbe: Ctrl-C while the probe waits its second exits 130,
+// removes nothing and leaves the locks free.
+func TestSIGINTDuringProbe(t *testing.T) {
+	mnt := testfs.Loop(t, "ext4", "", 256<<20)
+	s := makeStore(t, filepath.Join(mnt, "s"), 10, 10)
+	c := newCLI(t)
+	gc, log := startGC(t, c, s.base)
+	waitLog(t, log, "using access time cutoff")
+	if err := gc.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	for log.Scan() {
+	}
+	err := gc.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 130 {
+		t.Fatalf("exit %v, want 130", err)
+	}
+	if countExisting(s.garbage) != len(s.garbage) {
+		t.Fatal("an interrupted GC removed chunks")
+	}
+	wantCode(t, c.run("gc", "--tuning", "gc-atime-safety-check=0", s.base), exitOK, "Removed chunks: 10")
+}
