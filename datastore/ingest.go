@@ -20,6 +20,7 @@ import (
 	"chunkgc/blob"
 	"chunkgc/chunkstore"
 	"chunkgc/index"
+	"chunkgc/internal/atomicfile"
 	"chunkgc/locking"
 )
 
@@ -337,7 +338,7 @@ func (in *ingest) createSnapshotDir(ctx context.Context) (Snapshot, *locking.Loc
 		}
 		err = mkdirOwned(filepath.Join(gdir, s.TimeString()), in.own)
 		if err == nil {
-			if err := syncDir(gdir); err != nil {
+			if err := atomicfile.SyncDir(gdir); err != nil {
 				return Snapshot{}, nil, errors.Join(err, lock.Unlock())
 			}
 			return s, lock, nil
@@ -482,50 +483,11 @@ func mkdirOwned(p string, own fileOwner) error {
 	return own.chown(p)
 }
 
-// syncDir fsyncs directory p.
-func syncDir(p string) error {
-	d, err := os.Open(p)
-	if err != nil {
-		return err
-	}
-	return errors.Join(d.Sync(), d.Close())
-}
-
-// writeFileAtomic writes data to path: a hidden temporary file in the same
-// directory, fsync, chmod 0644, chown, rename, fsync of the directory.
-func writeFileAtomic(path string, data []byte, own fileOwner) (err error) {
-	dir, name := filepath.Split(path)
-	f, err := os.CreateTemp(dir, "."+name+".tmp_*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-			err = fmt.Errorf("write %s: %w", path, err)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		return err
-	}
+// writeFileAtomic writes data to path (0644, chowned) with atomicfile.
+func writeFileAtomic(path string, data []byte, own fileOwner) error {
+	owner := atomicfile.NoOwner
 	if own.active {
-		if err := f.Chown(own.uid, own.gid); err != nil {
-			return err
-		}
+		owner = atomicfile.Owner{UID: own.uid, GID: own.gid}
 	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
+	return atomicfile.WriteBytes(path, data, 0o644, owner)
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"chunkgc/chunkstore"
+	"chunkgc/internal/atomicfile"
 )
 
 // StatusFile is the name of the GC result file in the store's base directory.
@@ -46,51 +47,18 @@ type Status struct {
 
 // writeStatus replaces <base>/.gc-status atomically: tmp file, fsync, chown,
 // rename, fsync of the directory.
-func writeStatus(base string, st *Status, owner chunkstore.Owner) error {
+func writeStatus(base string, st *Status, o chunkstore.Owner) error {
 	b, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("encode gc status: %w", err)
 	}
 	b = append(b, '\n')
-	path := filepath.Join(base, StatusFile)
-	f, err := os.CreateTemp(base, StatusFile+".tmp_*")
-	if err != nil {
-		return fmt.Errorf("write gc status %s: %w", path, err)
+	owner := atomicfile.NoOwner
+	if o.Active() {
+		owner = atomicfile.Owner{UID: o.UID, GID: o.GID}
 	}
-	tmp := f.Name()
-	fail := func(err error) error {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("write gc status %s: %w", path, err)
-	}
-	if _, err := f.Write(b); err != nil {
-		return fail(err)
-	}
-	if err := f.Chmod(0o644); err != nil {
-		return fail(err)
-	}
-	if owner.Active() {
-		if err := f.Chown(owner.UID, owner.GID); err != nil {
-			return fail(err)
-		}
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write gc status %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write gc status %s: %w", path, err)
-	}
-	if d, err := os.Open(base); err == nil {
-		err = d.Sync()
-		d.Close()
-		if err != nil {
-			return fmt.Errorf("sync %s: %w", base, err)
-		}
+	if err := atomicfile.WriteBytes(filepath.Join(base, StatusFile), b, 0o644, owner); err != nil {
+		return fmt.Errorf("gc status: %w", err)
 	}
 	return nil
 }

@@ -8,12 +8,12 @@ import (
 	"hash"
 	"io"
 	"os"
-	"path/filepath"
 	"time"
 
 	sha256 "github.com/minio/sha256-simd"
 
 	"chunkgc/blob"
+	"chunkgc/internal/atomicfile"
 )
 
 // errWriterClosed is returned by Add after Close.
@@ -215,41 +215,12 @@ func newUUID() [16]byte {
 	return u
 }
 
-func writeFile(path string, fill func(f *os.File, uuid [16]byte, ctime int64) error) (err error) {
-	dir, name := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, name+".tmp_*")
+func writeFile(path string, fill func(f *os.File, uuid [16]byte, ctime int64) error) error {
+	err := atomicfile.Write(path, 0o644, atomicfile.NoOwner, func(f *os.File) error {
+		return fill(f, newUUID(), time.Now().Unix())
+	})
 	if err != nil {
-		return fmt.Errorf("write index %s: %w", path, err)
+		return fmt.Errorf("index: %w", err)
 	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-			err = fmt.Errorf("write index %s: %w", path, err)
-		}
-	}()
-	if err := fill(f, newUUID(), time.Now().Unix()); err != nil {
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	return errors.Join(d.Sync(), d.Close())
+	return nil
 }

@@ -1,4 +1,4 @@
-// Command compare times the syscall floor, a strictly sequential GC
+// Command compare times the syscall floor (with N workers and with one), a strictly sequential GC
 // (gc-concurrency=1, what PBS does) and the parallel GC on one store, in
 // alternation, and prints medians and ratios. Every variant runs as its own
 // process so wall time and peak RSS are measured the same way for all.
@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -51,6 +52,7 @@ func main() {
 		{name: "floor", args: []string{*floor, "-workers", fmt.Sprint(w), *store}},
 		{name: "sequential", args: gcArgs(1)},
 		{name: "parallel", args: gcArgs(w)},
+		{name: "floor-1", args: []string{*floor, "-workers", "1", *store}},
 	}
 	for r := range *runs {
 		for i := range vs {
@@ -61,7 +63,7 @@ func main() {
 					os.Exit(1)
 				}
 			}
-			wall, rss, err := measure(v.args)
+			wall, rss, err := measure(v.args, strings.HasPrefix(v.name, "floor"))
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "compare: %s: %v\n", v.name, err)
 				os.Exit(1)
@@ -82,18 +84,33 @@ func main() {
 	}
 	fmt.Printf("ratio parallel/floor      %.2f  (target <= 1.25)\n", med(vs[2])/med(vs[0]))
 	fmt.Printf("ratio sequential/parallel %.2f  (target >= 1.8 warm, >= 2 cold)\n", med(vs[1])/med(vs[2]))
+	fmt.Printf("ceiling floor-1/floor     %.2f  (what the kernel allows: the same syscalls, 1 vs %d workers)\n", med(vs[3])/med(vs[0]), w)
 }
 
-func measure(args []string) (time.Duration, int64, error) {
+// measure runs args and returns its wall time and peak RSS. For the floor
+// (selfTimed) the time is the one it prints for its syscalls alone
+// ("total=Xs"), not counting how it read the digests beforehand.
+func measure(args []string, selfTimed bool) (time.Duration, int64, error) {
 	cmd := exec.Command(args[0], args[1:]...)
-	var stderr strings.Builder
+	var stderr, stdout strings.Builder
 	cmd.Stderr = &stderr
-	cmd.Stdout = nil
+	cmd.Stdout = &stdout
 	t0 := time.Now()
 	err := cmd.Run()
 	wall := time.Since(t0)
 	if err != nil {
 		return 0, 0, fmt.Errorf("%v: %v\n%s", args, err, stderr.String())
+	}
+	if selfTimed {
+		i := strings.LastIndex(stdout.String(), "total=")
+		if i < 0 {
+			return 0, 0, fmt.Errorf("%v printed no total=: %s", args, stdout.String())
+		}
+		secs, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(stdout.String()[i+6:]), "s"), 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("%v: %w", args, err)
+		}
+		wall = time.Duration(secs * float64(time.Second))
 	}
 	ru, _ := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	var rss int64

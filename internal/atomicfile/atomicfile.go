@@ -1,0 +1,90 @@
+// Package atomicfile replaces a file so that a reader, or a crash, sees the
+// old content or the new one, never a mix.
+//
+// # Protocol
+//
+// A temporary file <name>.tmp_<random> is created in the target's directory
+// and filled; then chmod, chown (when asked), fsync, close, rename over the
+// target, fsync of the directory. On any error the temporary file is
+// removed. Temporary names end in ".tmp_<random>", so they never carry the
+// suffix of an index (.fidx/.didx) and GC's walk does not take them for one.
+//
+// It is the one place the index writer, snapshot creation and .gc-status
+// writes share; tuning keeps its own copy so that it stays a leaf package.
+package atomicfile
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Owner is who the file is chowned to; UID < 0 leaves ownership alone.
+type Owner struct{ UID, GID int }
+
+// NoOwner leaves ownership as the process creates it.
+var NoOwner = Owner{UID: -1, GID: -1}
+
+// Write atomically replaces path with what fill writes into the open
+// temporary file (which fill must not close). Errors name path.
+func Write(path string, perm os.FileMode, owner Owner, fill func(f *os.File) error) (err error) {
+	dir, name := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, name+".tmp_*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	closed := false
+	defer func() {
+		if err != nil {
+			if !closed {
+				f.Close()
+			}
+			os.Remove(tmp)
+			err = fmt.Errorf("write %s: %w", path, err)
+		}
+	}()
+	if err := fill(f); err != nil {
+		return err
+	}
+	if err := f.Chmod(perm); err != nil {
+		return err
+	}
+	if owner.UID >= 0 {
+		if err := f.Chown(owner.UID, owner.GID); err != nil {
+			return err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	closed = true
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return SyncDir(dir)
+}
+
+// WriteBytes is Write with fixed content.
+func WriteBytes(path string, data []byte, perm os.FileMode, owner Owner) error {
+	return Write(path, perm, owner, func(f *os.File) error {
+		_, err := f.Write(data)
+		return err
+	})
+}
+
+// SyncDir fsyncs a directory, making a rename or create in it durable.
+func SyncDir(path string) error {
+	d, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	return errors.Join(d.Sync(), d.Close())
+}
