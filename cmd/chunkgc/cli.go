@@ -57,13 +57,13 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"create", "[--reuse] [--owner USER] [--tuning PROPS] NAME PATH   create or adopt a datastore; probe; register", runCreate},
+		{"create", "[--reuse] [--owner USER] [--tuning PROPS] [--comment C] NAME PATH   create or adopt; probe; register", runCreate},
 		{"gc", "[--tuning PROPS] [--dry-run] [--output text|json] STORE   run garbage collection", runGC},
 		{"check-atime", "STORE                                            run the atime probe only", runCheckAtime},
 		{"status", "[--output text|json] STORE                            print the last GC result", runStatus},
 		{"demo", "[DIR]                                                  build a sample store and collect it", runDemo},
 		{"ingest", "[--ns NS] [--chunk-size N] STORE TYPE/ID FILE...    back up files into a new snapshot", runIngest},
-		{"forget", "STORE [NS/]TYPE/ID/TIME                              remove one snapshot", runForget},
+		{"forget", "[--ns NS] STORE TYPE/ID/TIME                          remove one snapshot", runForget},
 		{"snapshots", "STORE                                            list snapshots", runSnapshots},
 	}
 }
@@ -77,7 +77,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, `
 common flags (after the command name):
   --config FILE        datastore config (default /etc/chunkgc/datastore.cfg, env CHUNKGC_CONFIG)
-  --lock-dir DIR       lock directory (default /run/chunkgc/locks/STORE, env CHUNKGC_LOCK_DIR)
+  --lock-dir DIR       root of the per-store lock dirs (default /run/chunkgc/locks, env CHUNKGC_LOCK_DIR)
   --log-format F       console or json (default: console on a terminal, else json)
   --log-level L        debug, info, warn, error (default info)
 
@@ -164,7 +164,7 @@ func (e *env) flags(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet("chunkgc "+name, flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	fs.StringVar(&e.configPath, "config", envOr("CHUNKGC_CONFIG", tuning.DefaultConfigPath), "datastore config file")
-	fs.StringVar(&e.lockDir, "lock-dir", os.Getenv("CHUNKGC_LOCK_DIR"), "lock directory (default /run/chunkgc/locks/STORE)")
+	fs.StringVar(&e.lockDir, "lock-dir", os.Getenv("CHUNKGC_LOCK_DIR"), "root of the per-store lock directories (default /run/chunkgc/locks)")
 	fs.StringVar(&e.logFormat, "log-format", "", "console or json (default: console on a terminal)")
 	fs.StringVar(&e.logLevel, "log-level", "info", "debug, info, warn or error")
 	return fs
