@@ -83,3 +83,101 @@ func BenchmarkReadNames(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(want)*b.N)/b.Elapsed().Seconds(), "entries/s")
 }
+
+// BenchmarkStoreTouch touches one chunk by digest: through a reused
+// [Toucher] (GC's mark) it must not allocate; [Store.Touch] allocates its
+// Toucher. "seam" is realSys.UtimesNanoAt alone, which NUL-terminates the
+// name on its stack, against "x/sys", which copies it to the heap.
+//
+// go test -run '^$' -bench StoreTouch -benchmem -count 5 -cpu 2 ./chunkstore
+func BenchmarkStoreTouch(b *testing.B) {
+	blb, d := testChunk(b, "bench store touch")
+	s := miniStore(b, b.TempDir(), testOpts(b), d.Prefix())
+	_, _, err := s.Insert(blb, d)
+	ok(b, err)
+	name := string(appendRelName(nil, d))
+
+	b.Run("Toucher", func(b *testing.B) {
+		t := s.NewToucher()
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := t.Touch(d); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if n := testing.AllocsPerRun(100, func() { ok(b, t.Touch(d)) }); n != 0 {
+			b.Fatalf("Toucher.Touch: %v allocs/op, want 0", n)
+		}
+	})
+	b.Run("Store.Touch", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := s.Touch(d); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("seam", func(b *testing.B) {
+		var sys sysOps = realSys{}
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := sys.UtimesNanoAt(s.chunksFd, name, s.touchTimes[:], unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("x/sys", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := unix.UtimesNanoAt(s.chunksFd, name, s.touchTimes[:], unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkPrefixStat stats one chunk of a prefix dir by name: StatBytes,
+// with the name in a byte slice as ReadNames hands it out, must not
+// allocate; Stat with a string made from it allocates the string.
+//
+// go test -run '^$' -bench PrefixStat -benchmem -count 5 -cpu 2 ./chunkstore
+func BenchmarkPrefixStat(b *testing.B) {
+	blb, d := testChunk(b, "bench prefix stat")
+	s := miniStore(b, b.TempDir(), testOpts(b), d.Prefix())
+	_, _, err := s.Insert(blb, d)
+	ok(b, err)
+	dir, err := s.OpenPrefix(d.Prefix())
+	ok(b, err)
+	defer dir.Close()
+	name := d.AppendHex(nil)
+	var st unix.Stat_t
+
+	b.Run("StatBytes", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := dir.StatBytes(name, &st); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if n := testing.AllocsPerRun(100, func() { ok(b, dir.StatBytes(name, &st)) }); n != 0 {
+			b.Fatalf("StatBytes: %v allocs/op, want 0", n)
+		}
+	})
+	b.Run("Stat", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := dir.Stat(string(name), &st); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("x/sys", func(b *testing.B) {
+		n := string(name)
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := unix.Fstatat(dir.fd, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -55,6 +55,16 @@
 // <digest>.N.bad copies of a chunk. Touches take no lock: GC's mark runs
 // before its sweep, and GC is the only remover.
 //
+// GC touches and stats every chunk of a store, so those paths do not
+// allocate: a [Toucher] (one per mark worker) builds "XXXX/<digest>" in a
+// buffer of its own, [PrefixDir.StatBytes] stats a name straight from the
+// [PrefixDir.ReadNames] buffer, and realSys NUL-terminates names shorter
+// than 128 bytes on its stack and makes openat, fstatat and utimensat with
+// unix.Syscall6 itself (x/sys would copy every name to the heap). Only a
+// failed call allocates, for its error. BenchmarkStoreTouch,
+// BenchmarkPrefixStat and TestHotPathsDoNotAllocate hold this at 0
+// allocations per call.
+//
 // # Prefix locks
 //
 // A prefix dir is its own lock: flock on its O_DIRECTORY fd
@@ -83,7 +93,9 @@
 //
 // Every syscall the store makes on its files goes through the unexported
 // sysOps interface; realSys makes them with x/sys/unix *at calls on held
-// directory fds, retries EINTR and returns *fs.PathError. Tests set the
+// directory fds, retries EINTR and returns *fs.PathError. The allocation-free
+// paths above go through it too: they pass names that alias a reused buffer,
+// which an implementation must not keep past the call. Tests set the
 // unexported Options.sys to a wrapper that embeds realSys and fails or
 // perturbs the Nth call of one method (an errno, or a rename that replaces
 // the probe chunk), counting calls so that each test asserts its fault fired.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"unsafe"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -115,7 +116,7 @@ func (s *Store) writeChunk(dir *PrefixDir, name string, b []byte) (err error) {
 	}
 	if s.syncLevel == tuning.SyncFile {
 		if err := s.sys.Fsync(dir.fd); err != nil {
-			return withPath(err, dir.dirPath)
+			return withPath(err, dir.dirPath())
 		}
 	}
 	return nil
@@ -135,15 +136,9 @@ func (s *Store) SyncFS() error {
 // utimensat(.chunks fd, "xxxx/<digest>", {UTIME_NOW, UTIME_OMIT},
 // AT_SYMLINK_NOFOLLOW). It takes no lock (see doc "Touch"). A missing chunk
 // is never a success: the error is an *fs.PathError naming the chunk path
-// that matches fs.ErrNotExist (and unix.ENOENT).
-func (s *Store) Touch(d blob.Digest) error {
-	var buf [5 + 2*blob.DigestSize]byte
-	name := appendRelName(buf[:0], d)
-	if err := s.sys.UtimesNanoAt(s.chunksFd, string(name), s.touchTimes[:], unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return withPath(err, s.ChunkPath(d))
-	}
-	return nil
-}
+// that matches fs.ErrNotExist (and unix.ENOENT). It allocates a [Toucher]
+// per call; loops over many chunks use one Toucher instead.
+func (s *Store) Touch(d blob.Digest) error { return s.NewToucher().Touch(d) }
 
 // maxBad is the number of <digest>.N.bad copies a chunk can have (N = 0..9).
 const maxBad = 10
@@ -153,18 +148,55 @@ const maxBad = 10
 // returns how many it touched. Missing ones are skipped; any other error
 // stops it.
 func (s *Store) TouchBad(d blob.Digest) (touched int, err error) {
-	var buf [5 + 2*blob.DigestSize + 6]byte
-	name := appendRelName(buf[:0], d)
+	return s.NewToucher().TouchBad(d)
+}
+
+// relNameLen is the length of "xxxx/<64 hex digits>", a chunk's name
+// relative to .chunks.
+const relNameLen = 5 + 2*blob.DigestSize
+
+// Toucher touches chunks of a store by digest without allocating: it builds
+// each chunk's name relative to .chunks in a buffer of its own, which the
+// syscall reads in place. It is what GC's mark uses, one per worker; it is
+// not safe for concurrent use. Its methods behave exactly like
+// [Store.Touch] and [Store.TouchBad] (which use a fresh Toucher each).
+type Toucher struct {
+	s    *Store
+	name [relNameLen + len(".N.bad")]byte
+}
+
+// NewToucher returns a Toucher for chunks of s.
+func (s *Store) NewToucher() *Toucher { return &Toucher{s: s} }
+
+// utimes touches the chunk whose relative name is name, a slice of t.name.
+// The string handed to the seam aliases t.name for the call only (see
+// sysOps); nothing is allocated unless it fails.
+func (t *Toucher) utimes(name []byte) error {
+	s := t.s
+	return s.sys.UtimesNanoAt(s.chunksFd, unsafe.String(&name[0], len(name)), s.touchTimes[:], unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// Touch is [Store.Touch].
+func (t *Toucher) Touch(d blob.Digest) error {
+	if err := t.utimes(appendRelName(t.name[:0], d)); err != nil {
+		return withPath(err, t.s.ChunkPath(d))
+	}
+	return nil
+}
+
+// TouchBad is [Store.TouchBad].
+func (t *Toucher) TouchBad(d blob.Digest) (touched int, err error) {
+	name := appendRelName(t.name[:0], d)
 	name = append(name, ".0.bad"...)
 	digit := len(name) - 5
 	for n := range maxBad {
 		name[digit] = byte('0' + n)
-		err := s.sys.UtimesNanoAt(s.chunksFd, string(name), s.touchTimes[:], unix.AT_SYMLINK_NOFOLLOW)
+		err := t.utimes(name)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
 		if err != nil {
-			return touched, withPath(err, s.chunks+"/"+string(name))
+			return touched, withPath(err, t.s.chunks+"/"+string(name))
 		}
 		touched++
 	}

@@ -3,6 +3,7 @@ package chunkstore
 import (
 	"encoding/binary"
 	"io/fs"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -19,30 +20,39 @@ const direntBufSize = 32 << 10
 // calls, and which carries the prefix dir's flock (doc "Prefix locks"). It is
 // not safe for concurrent use.
 type PrefixDir struct {
-	s       *Store
-	fd      int
-	name    string // "xxxx"
-	dirPath string // base/.chunks/xxxx
+	s    *Store
+	fd   int
+	p    uint16
+	name [4]byte // "xxxx"
+	// Name and path strings are built only when asked for (errors, logs):
+	// sweep opens all 65,536 prefix dirs of a store.
 }
 
 // OpenPrefix opens prefix dir p: openat(.chunks fd, "xxxx",
 // O_RDONLY|O_DIRECTORY|O_CLOEXEC|O_NOFOLLOW). A missing dir gives an
 // *fs.PathError matching fs.ErrNotExist; a symlink or a file is an error too.
 func (s *Store) OpenPrefix(p uint16) (*PrefixDir, error) {
-	name := prefixName(p)
-	dirPath := s.chunks + "/" + name
-	fd, err := s.sys.Openat(s.chunksFd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	dir := &PrefixDir{s: s, fd: -1, p: p}
+	appendPrefixName(dir.name[:0], p)
+	fd, err := s.sys.Openat(s.chunksFd, unsafe.String(&dir.name[0], len(dir.name)), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 	if err != nil {
-		return nil, withPath(err, dirPath)
+		return nil, withPath(err, dir.dirPath())
 	}
-	return &PrefixDir{s: s, fd: fd, name: name, dirPath: dirPath}, nil
+	dir.fd = fd
+	return dir, nil
 }
 
 // Name returns the prefix dir's name, its 4 hex digits.
-func (p *PrefixDir) Name() string { return p.name }
+func (p *PrefixDir) Name() string { return string(p.name[:]) }
+
+// Prefix returns the prefix dir's number.
+func (p *PrefixDir) Prefix() uint16 { return p.p }
+
+// dirPath returns base/.chunks/xxxx.
+func (p *PrefixDir) dirPath() string { return p.s.chunks + "/" + string(p.name[:]) }
 
 // path returns the full path of entry name of the prefix dir.
-func (p *PrefixDir) path(name string) string { return p.dirPath + "/" + name }
+func (p *PrefixDir) path(name string) string { return p.dirPath() + "/" + name }
 
 // Close closes the dir fd, which drops any flock held through it.
 func (p *PrefixDir) Close() error {
@@ -52,7 +62,7 @@ func (p *PrefixDir) Close() error {
 	err := unix.Close(p.fd)
 	p.fd = -1
 	if err != nil {
-		return &fs.PathError{Op: "close", Path: p.dirPath, Err: err}
+		return &fs.PathError{Op: "close", Path: p.dirPath(), Err: err}
 	}
 	return nil
 }
@@ -66,11 +76,11 @@ func (p *PrefixDir) Lock(exclusive bool) (unlock func() error, err error) {
 		how = unix.LOCK_EX
 	}
 	if err := p.s.sys.Flock(p.fd, how); err != nil {
-		return nil, withPath(err, p.dirPath)
+		return nil, withPath(err, p.dirPath())
 	}
 	return func() error {
 		if err := p.s.sys.Flock(p.fd, unix.LOCK_UN); err != nil {
-			return withPath(err, p.dirPath)
+			return withPath(err, p.dirPath())
 		}
 		return nil
 	}, nil
@@ -85,17 +95,22 @@ func (p *PrefixDir) Lock(exclusive bool) (unlock func() error, err error) {
 // An error from fn stops the listing and is returned as is.
 func (p *PrefixDir) ReadNames(fn func(name []byte, dtype uint8) error) error {
 	if _, err := p.s.sys.Seek(p.fd, 0, 0); err != nil {
-		return withPath(err, p.dirPath)
+		return withPath(err, p.dirPath())
 	}
 	buf := p.s.bufs.Get().(*[direntBufSize]byte)
 	defer p.s.bufs.Put(buf)
-	return readDirents(p.s.sys, p.fd, p.dirPath, buf[:], fn)
+	return readDirentsAt(p.s.sys, p.fd, p.dirPath, buf[:], fn)
 }
 
 // readDirents lists the dir fd (at path) with getdents64 into buf and calls fn
 // for every entry but "." and "..". Errors from getdents are *fs.PathError
 // naming path; errors from fn are returned as is.
 func readDirents(sys sysOps, fd int, path string, buf []byte, fn func(name []byte, dtype uint8) error) error {
+	return readDirentsAt(sys, fd, func() string { return path }, buf, fn)
+}
+
+// readDirentsAt is readDirents with the path built only for an error.
+func readDirentsAt(sys sysOps, fd int, path func() string, buf []byte, fn func(name []byte, dtype uint8) error) error {
 	// struct linux_dirent64 { u64 d_ino; s64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
 	const (
 		reclenOff = 16
@@ -105,18 +120,18 @@ func readDirents(sys sysOps, fd int, path string, buf []byte, fn func(name []byt
 	for {
 		n, err := sys.Getdents(fd, buf)
 		if err != nil {
-			return withPath(err, path)
+			return withPath(err, path())
 		}
 		if n <= 0 {
 			return nil
 		}
 		for off := 0; off < n; {
 			if off+nameOff > n {
-				return &fs.PathError{Op: "getdents64", Path: path, Err: unix.EIO}
+				return &fs.PathError{Op: "getdents64", Path: path(), Err: unix.EIO}
 			}
 			reclen := int(binary.NativeEndian.Uint16(buf[off+reclenOff:]))
 			if reclen < nameOff || off+reclen > n {
-				return &fs.PathError{Op: "getdents64", Path: path, Err: unix.EIO}
+				return &fs.PathError{Op: "getdents64", Path: path(), Err: unix.EIO}
 			}
 			rec := buf[off : off+reclen]
 			off += reclen
@@ -146,6 +161,20 @@ func readDirents(sys sysOps, fd int, path string, buf []byte, fn func(name []byt
 func (p *PrefixDir) Stat(name string, st *unix.Stat_t) error {
 	if err := p.s.sys.Fstatat(p.fd, name, st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return withPath(err, p.path(name))
+	}
+	return nil
+}
+
+// StatBytes is [PrefixDir.Stat] for a name held in a byte slice, such as
+// the one [PrefixDir.ReadNames] passes: it does not allocate (unless it
+// fails), and it does not keep name, so the caller may reuse it at once.
+func (p *PrefixDir) StatBytes(name []byte, st *unix.Stat_t) error {
+	// The string aliases name only for the duration of the syscall; the
+	// seam copies it before keeping it (see sysOps), and the error names a
+	// freshly built full path.
+	n := unsafe.String(unsafe.SliceData(name), len(name))
+	if err := p.s.sys.Fstatat(p.fd, n, st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return withPath(err, p.path(string(name)))
 	}
 	return nil
 }

@@ -2,6 +2,8 @@ package chunkstore
 
 import (
 	"io/fs"
+	"strings"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -12,6 +14,12 @@ import (
 // a precise call. Names are relative to the dirfd given; errors are
 // *fs.PathError naming the relative name (empty for fd-only calls), which the
 // Store rewrites to the full path.
+//
+// A name may alias a buffer its caller reuses once the call returns (see
+// [Toucher] and [PrefixDir.StatBytes], which pass names built in place
+// without copying them to the heap). An implementation must not keep a name
+// beyond the call, except as the Path of the *fs.PathError it returns, which
+// every caller replaces at once by the full path (realSys clones it anyway).
 type sysOps interface {
 	Openat(dirfd int, name string, flags int, mode uint32) (int, error)
 	Mkdirat(dirfd int, name string, mode uint32) error
@@ -47,10 +55,28 @@ func pathErr(op, name string, err error) error {
 }
 
 func (realSys) Openat(dirfd int, name string, flags int, mode uint32) (int, error) {
+	if len(name) >= nameBufSize {
+		for {
+			fd, err := unix.Openat(dirfd, name, flags, mode)
+			if err != unix.EINTR {
+				return fd, pathErr("openat", strings.Clone(name), err)
+			}
+		}
+	}
+	var buf [nameBufSize]byte
+	p, e := cName(&buf, name)
+	if e != 0 {
+		return -1, errnoPathErr("openat", name, e)
+	}
 	for {
-		fd, err := unix.Openat(dirfd, name, flags, mode)
-		if err != unix.EINTR {
-			return fd, pathErr("openat", name, err)
+		// As unix.Openat, which adds O_LARGEFILE (0 on 64-bit architectures).
+		fd, _, e := unix.Syscall6(unix.SYS_OPENAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)), uintptr(flags|unix.O_LARGEFILE), uintptr(mode), 0, 0)
+		switch e {
+		case 0:
+			return int(fd), nil
+		case unix.EINTR: // interrupted: again
+		default:
+			return -1, errnoPathErr("openat", name, e)
 		}
 	}
 }
@@ -91,11 +117,54 @@ func (realSys) Fchown(fd, uid, gid int) error {
 	}
 }
 
+// nameBufSize bounds the names realSys NUL-terminates in a buffer on its own
+// stack for openat, fstatat and utimensat, the calls of GC's per-prefix and
+// per-chunk loops: a chunk name relative to .chunks, "xxxx/<64 hex
+// digits>.N.bad", is 75 bytes, a tmp file name 85. Longer names go through
+// x/sys, which copies them to the heap.
+const nameBufSize = 128
+
+// cName copies name and a NUL into buf and returns a pointer to it, or
+// EINVAL when name holds a NUL itself (as x/sys's BytePtrFromString does).
+// name must be shorter than nameBufSize. buf stays on the caller's stack:
+// the pointer only reaches the kernel as a uintptr syscall argument
+// (TestHotPathsDoNotAllocate, BenchmarkStoreTouch and BenchmarkPrefixStat
+// assert 0 allocs/op).
+func cName(buf *[nameBufSize]byte, name string) (*byte, unix.Errno) {
+	if strings.IndexByte(name, 0) >= 0 {
+		return nil, unix.EINVAL
+	}
+	buf[copy(buf[:], name)] = 0
+	return &buf[0], 0
+}
+
+// errnoPathErr is pathErr for a raw errno from unix.Syscall6. The name is
+// cloned: it may alias a buffer the caller reuses (see sysOps).
+func errnoPathErr(op, name string, e unix.Errno) error {
+	if e == 0 {
+		return nil
+	}
+	return &fs.PathError{Op: op, Path: strings.Clone(name), Err: e}
+}
+
 func (realSys) Fstatat(dirfd int, name string, st *unix.Stat_t, flags int) error {
+	if !fastFstatat || len(name) >= nameBufSize {
+		for {
+			err := unix.Fstatat(dirfd, name, st, flags)
+			if err != unix.EINTR {
+				return pathErr("fstatat", strings.Clone(name), err)
+			}
+		}
+	}
+	var buf [nameBufSize]byte
+	p, e := cName(&buf, name)
+	if e != 0 {
+		return errnoPathErr("fstatat", name, e)
+	}
 	for {
-		err := unix.Fstatat(dirfd, name, st, flags)
-		if err != unix.EINTR {
-			return pathErr("fstatat", name, err)
+		_, _, e := unix.Syscall6(sysFstatat, uintptr(dirfd), uintptr(unsafe.Pointer(p)), uintptr(unsafe.Pointer(st)), uintptr(flags), 0, 0)
+		if e != unix.EINTR {
+			return errnoPathErr("fstatat", name, e)
 		}
 	}
 }
@@ -110,10 +179,31 @@ func (realSys) Statx(dirfd int, name string, flags, mask int, stx *unix.Statx_t)
 }
 
 func (realSys) UtimesNanoAt(dirfd int, name string, ts []unix.Timespec, flags int) error {
+	if len(name) >= nameBufSize {
+		for {
+			err := unix.UtimesNanoAt(dirfd, name, ts, flags)
+			if err != unix.EINTR {
+				return pathErr("utimensat", strings.Clone(name), err)
+			}
+		}
+	}
+	// As unix.UtimesNanoAt: nil times means now for both; otherwise exactly two.
+	var times unsafe.Pointer
+	if ts != nil {
+		if len(ts) != 2 {
+			return errnoPathErr("utimensat", name, unix.EINVAL)
+		}
+		times = unsafe.Pointer(&ts[0])
+	}
+	var buf [nameBufSize]byte
+	p, e := cName(&buf, name)
+	if e != 0 {
+		return errnoPathErr("utimensat", name, e)
+	}
 	for {
-		err := unix.UtimesNanoAt(dirfd, name, ts, flags)
-		if err != unix.EINTR {
-			return pathErr("utimensat", name, err)
+		_, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)), uintptr(times), uintptr(flags), 0, 0)
+		if e != unix.EINTR {
+			return errnoPathErr("utimensat", name, e)
 		}
 	}
 }

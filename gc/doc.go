@@ -20,14 +20,18 @@
 // newer snapshot, which must be marked instead. Index files of the initial
 // listing that no group walk reached lie outside the expected scheme; they are
 // marked too and counted. A bounded digest cache skips chunks already touched.
+// Each touch worker has its own [chunkstore.Toucher], so touching allocates
+// nothing per chunk.
 //
 // # Phase 2: sweep
 //
 // Prefix directories are sharded across workers. Each entry is classified,
-// stat'ed and counted as on-disk, pending or garbage exactly like PBS. Garbage
-// is re-stat'ed and unlinked under the prefix directory's exclusive flock, so
-// a writer that touches or re-inserts the chunk under its shared flock cannot
-// lose it. Any error other than ENOENT stops the run: when unsure, keep data.
+// stat'ed straight from the listing buffer ([chunkstore.PrefixDir.StatBytes],
+// no allocation per entry) and counted as on-disk, pending or garbage exactly
+// like PBS; only a garbage candidate's name is copied. Garbage is re-stat'ed
+// and unlinked under the prefix directory's exclusive flock, so a writer that
+// touches or re-inserts the chunk under its shared flock cannot lose it. Any
+// error other than ENOENT stops the run: when unsure, keep data.
 //
 // # Status
 //
