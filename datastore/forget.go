@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"chunkgc/internal/eintr"
 	"chunkgc/locking"
 )
 
@@ -93,15 +94,7 @@ func removeSnapshot(ctx context.Context, base string, lk *locking.Dir, s Snapsho
 	}
 	removed := false
 	defer func() {
-		// The lock file goes only with the snapshot: if the directory is
-		// still there, whoever removes it next needs the lock.
-		var uerr error
-		if removed {
-			uerr = lock.RemoveAndUnlock()
-		} else {
-			uerr = lock.Unlock()
-		}
-		if uerr != nil {
+		if uerr := release(lock, removed); uerr != nil {
 			err = errors.Join(err, fmt.Errorf("forget snapshot %s: %w", dir, uerr))
 		}
 	}()
@@ -164,13 +157,7 @@ func removeGroupIfEmpty(ctx context.Context, base string, lk *locking.Dir, g Gro
 	}
 	removed := false
 	defer func() {
-		var uerr error
-		if removed {
-			uerr = lock.RemoveAndUnlock()
-		} else {
-			uerr = lock.Unlock()
-		}
-		if uerr != nil {
+		if uerr := release(lock, removed); uerr != nil {
 			err = errors.Join(err, fmt.Errorf("remove empty group %s: %w", gdir, uerr))
 		}
 	}()
@@ -231,7 +218,7 @@ func removeGroupIfEmpty(ctx context.Context, base string, lk *locking.Dir, g Gro
 	if hooks.beforeRmdir != nil {
 		hooks.beforeRmdir()
 	}
-	err = ignoringEINTR(func() error { return unix.Unlinkat(tfd, g.ID, unix.AT_REMOVEDIR) })
+	err = eintr.Retry(func() error { return unix.Unlinkat(tfd, g.ID, unix.AT_REMOVEDIR) })
 	switch {
 	case err == nil:
 		removed = true
@@ -266,7 +253,7 @@ type ownerFile struct {
 // open as gfd. A missing owner file is not an error.
 func takeOwnerFile(gfd int, gdir string) (ownerFile, error) {
 	o := ownerFile{path: filepath.Join(gdir, ownerName)}
-	fd, err := ignoringEINTR2(func() (int, error) {
+	fd, err := eintr.Retry2(func() (int, error) {
 		return unix.Openat(gfd, ownerName, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	})
 	if errors.Is(err, unix.ENOENT) {
@@ -290,7 +277,7 @@ func takeOwnerFile(gfd int, gdir string) (ownerFile, error) {
 	}
 	o.present, o.data = true, data
 	o.mode, o.uid, o.gid = st.Mode&0o7777, int(st.Uid), int(st.Gid)
-	err = ignoringEINTR(func() error { return unix.Unlinkat(gfd, ownerName, 0) })
+	err = eintr.Retry(func() error { return unix.Unlinkat(gfd, ownerName, 0) })
 	if err != nil && !errors.Is(err, unix.ENOENT) {
 		return o, &fs.PathError{Op: "unlink", Path: o.path, Err: err}
 	}
@@ -303,7 +290,7 @@ func (o ownerFile) restore(gfd int) error {
 	if !o.present {
 		return nil
 	}
-	fd, err := ignoringEINTR2(func() (int, error) {
+	fd, err := eintr.Retry2(func() (int, error) {
 		return unix.Openat(gfd, ownerName, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, o.mode)
 	})
 	if errors.Is(err, unix.EEXIST) {
@@ -332,11 +319,21 @@ func (o ownerFile) restore(gfd int) error {
 // openDir opens directory name relative to dirfd without following a
 // symlink; path names it in errors.
 func openDir(dirfd int, name, path string) (int, error) {
-	fd, err := ignoringEINTR2(func() (int, error) {
+	fd, err := eintr.Retry2(func() (int, error) {
 		return unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	})
 	if err != nil {
 		return -1, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
 	return fd, nil
+}
+
+// release drops a snapshot or group lock. The lock file goes only with what
+// it guards: if the directory is still there, whoever removes it next needs
+// the same lock file, so it stays.
+func release(lock *locking.Lock, removed bool) error {
+	if removed {
+		return lock.RemoveAndUnlock()
+	}
+	return lock.Unlock()
 }

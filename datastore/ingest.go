@@ -21,6 +21,7 @@ import (
 	"chunkgc/chunkstore"
 	"chunkgc/index"
 	"chunkgc/internal/atomicfile"
+	"chunkgc/internal/eintr"
 	"chunkgc/locking"
 )
 
@@ -435,7 +436,7 @@ type fileOwner struct {
 // gives to the backup user.
 func ownerOf(base string) (fileOwner, error) {
 	var st unix.Stat_t
-	if err := ignoringEINTR(func() error { return unix.Stat(base, &st) }); err != nil {
+	if err := eintr.Retry(func() error { return unix.Stat(base, &st) }); err != nil {
 		return fileOwner{}, &fs.PathError{Op: "stat", Path: base, Err: err}
 	}
 	return fileOwner{uid: int(st.Uid), gid: int(st.Gid), active: os.Geteuid() == 0}, nil
@@ -445,7 +446,7 @@ func (o fileOwner) chown(path string) error {
 	if !o.active {
 		return nil
 	}
-	if err := ignoringEINTR(func() error { return unix.Lchown(path, o.uid, o.gid) }); err != nil {
+	if err := eintr.Retry(func() error { return unix.Lchown(path, o.uid, o.gid) }); err != nil {
 		return &fs.PathError{Op: "chown", Path: path, Err: err}
 	}
 	return nil
@@ -477,7 +478,7 @@ func mkdirs(base, rel string, own fileOwner) error {
 // mkdirOwned creates directory p (0755) and chowns it; an existing p gives
 // an error matching fs.ErrExist.
 func mkdirOwned(p string, own fileOwner) error {
-	if err := ignoringEINTR(func() error { return unix.Mkdir(p, 0o755) }); err != nil {
+	if err := eintr.Retry(func() error { return unix.Mkdir(p, 0o755) }); err != nil {
 		return &fs.PathError{Op: "mkdir", Path: p, Err: err}
 	}
 	return own.chown(p)

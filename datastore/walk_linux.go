@@ -12,6 +12,8 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"chunkgc/internal/eintr"
 )
 
 // direntBufSize is the getdents buffer: 8 KiB, as os.File.ReadDir uses.
@@ -58,7 +60,7 @@ func walkIndexFiles(ctx context.Context, base string, log *zap.Logger, fn func(r
 	if log == nil {
 		log = zap.NewNop()
 	}
-	fd, err := ignoringEINTR2(func() (int, error) {
+	fd, err := eintr.Retry2(func() (int, error) {
 		return unix.Open(base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	})
 	if err != nil {
@@ -113,7 +115,7 @@ func (w *walker) dir(fd int, rel string) error {
 		typ := e.typ
 		if typ == unix.DT_UNKNOWN {
 			var st unix.Stat_t
-			err := ignoringEINTR(func() error { return unix.Fstatat(fd, e.name, &st, unix.AT_SYMLINK_NOFOLLOW) })
+			err := eintr.Retry(func() error { return unix.Fstatat(fd, e.name, &st, unix.AT_SYMLINK_NOFOLLOW) })
 			if errors.Is(err, unix.ENOENT) {
 				w.vanished(crel)
 				continue
@@ -141,7 +143,7 @@ func (w *walker) dir(fd int, rel string) error {
 
 // subdir opens directory name of the open directory fd and walks it.
 func (w *walker) subdir(fd int, name, rel string) error {
-	cfd, err := ignoringEINTR2(func() (int, error) {
+	cfd, err := eintr.Retry2(func() (int, error) {
 		return unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	})
 	switch {
@@ -223,7 +225,7 @@ const (
 func readDirents(fd int, path string, buf []byte) ([]dirent, error) {
 	var ents []dirent
 	for {
-		n, err := ignoringEINTR2(func() (int, error) { return unix.Getdents(fd, buf) })
+		n, err := eintr.Retry2(func() (int, error) { return unix.Getdents(fd, buf) })
 		if err != nil {
 			return nil, &fs.PathError{Op: "getdents", Path: path, Err: err}
 		}
@@ -260,24 +262,4 @@ func parseDirents(b []byte, ents []dirent) ([]dirent, error) {
 		}
 	}
 	return ents, nil
-}
-
-// ignoringEINTR retries op while it fails with EINTR, which x/sys does not
-// do and which FUSE and NFS can return.
-func ignoringEINTR(op func() error) error {
-	for {
-		if err := op(); !errors.Is(err, unix.EINTR) {
-			return err
-		}
-	}
-}
-
-// ignoringEINTR2 is ignoringEINTR for an op with a result.
-func ignoringEINTR2[T any](op func() (T, error)) (T, error) {
-	for {
-		v, err := op()
-		if !errors.Is(err, unix.EINTR) {
-			return v, err
-		}
-	}
 }

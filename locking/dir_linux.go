@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"chunkgc/internal/eintr"
 )
 
 // defaultRoot holds one lock directory per store.
@@ -62,7 +64,7 @@ func (d *Dir) Path() string { return d.path }
 // created. A directory someone else creates concurrently is left as is.
 func (d *Dir) mkdirAll(p string) error {
 	var st unix.Stat_t
-	err := ignoringEINTR(func() error { return unix.Stat(p, &st) })
+	err := eintr.Retry(func() error { return unix.Stat(p, &st) })
 	if err == nil {
 		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			return &fs.PathError{Op: "mkdir", Path: p, Err: unix.ENOTDIR}
@@ -77,7 +79,7 @@ func (d *Dir) mkdirAll(p string) error {
 			return err
 		}
 	}
-	err = ignoringEINTR(func() error { return unix.Mkdir(p, 0o755) })
+	err = eintr.Retry(func() error { return unix.Mkdir(p, 0o755) })
 	if errors.Is(err, unix.EEXIST) {
 		return d.mkdirAll(p) // check that it is a directory
 	}
@@ -85,7 +87,7 @@ func (d *Dir) mkdirAll(p string) error {
 		return &fs.PathError{Op: "mkdir", Path: p, Err: err}
 	}
 	if d.uid >= 0 {
-		if err := ignoringEINTR(func() error { return unix.Lchown(p, d.uid, d.gid) }); err != nil {
+		if err := eintr.Retry(func() error { return unix.Lchown(p, d.uid, d.gid) }); err != nil {
 			return &fs.PathError{Op: "chown", Path: p, Err: err}
 		}
 	}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"chunkgc/internal/eintr"
 )
 
 // Mode is the kind of a flock: [Shared] or [Exclusive]. The zero Mode is
@@ -95,11 +97,11 @@ func (l *Lock) release(fd int) error {
 	var unlockErr error
 	if l.kind == kindOFD {
 		lk := unix.Flock_t{Type: unix.F_UNLCK, Whence: 0}
-		if err := ignoringEINTR(func() error { return unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk) }); err != nil {
+		if err := eintr.Retry(func() error { return unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk) }); err != nil {
 			unlockErr = &fs.PathError{Op: "fcntl F_OFD_SETLK F_UNLCK", Path: l.path, Err: err}
 		}
 	} else {
-		if err := ignoringEINTR(func() error { return unix.Flock(fd, unix.LOCK_UN) }); err != nil {
+		if err := eintr.Retry(func() error { return unix.Flock(fd, unix.LOCK_UN) }); err != nil {
 			unlockErr = &fs.PathError{Op: "flock LOCK_UN", Path: l.path, Err: err}
 		}
 	}
@@ -137,7 +139,7 @@ func removeIfSame(fd int, path string) error {
 	if !same {
 		return fmt.Errorf("remove lock %s: %w", path, ErrReplaced)
 	}
-	if err := ignoringEINTR(func() error { return unix.Unlink(path) }); err != nil {
+	if err := eintr.Retry(func() error { return unix.Unlink(path) }); err != nil {
 		return &fs.PathError{Op: "unlink", Path: path, Err: err}
 	}
 	return nil
@@ -210,7 +212,7 @@ func (f *flocker) lock(ctx context.Context, path string, mode Mode, timeout time
 		if f.beforeFlock != nil {
 			f.beforeFlock()
 		}
-		err := ignoringEINTR(func() error { return unix.Flock(fd, how|unix.LOCK_NB) })
+		err := eintr.Retry(func() error { return unix.Flock(fd, how|unix.LOCK_NB) })
 		switch {
 		case err == nil:
 			same, err := sameFile(fd, path)
@@ -310,7 +312,7 @@ func OFDLock(path string) (*Lock, error) {
 		return nil, err
 	}
 	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 0}
-	err = ignoringEINTR(func() error { return unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk) })
+	err = eintr.Retry(func() error { return unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk) })
 	if err != nil {
 		closeFD(fd, path)
 		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
@@ -332,14 +334,14 @@ const ownerOfParent = -2
 func openLockFile(path string, acc int, uid, gid int) (int, error) {
 	const flags = unix.O_CLOEXEC | unix.O_NOFOLLOW
 	for {
-		fd, err := ignoringEINTR2(func() (int, error) { return unix.Open(path, acc|flags, 0) })
+		fd, err := eintr.Retry2(func() (int, error) { return unix.Open(path, acc|flags, 0) })
 		if err == nil {
 			return fd, nil
 		}
 		if !errors.Is(err, unix.ENOENT) {
 			return -1, &fs.PathError{Op: "open", Path: path, Err: err}
 		}
-		fd, err = ignoringEINTR2(func() (int, error) { return unix.Open(path, acc|flags|unix.O_CREAT|unix.O_EXCL, 0o644) })
+		fd, err = eintr.Retry2(func() (int, error) { return unix.Open(path, acc|flags|unix.O_CREAT|unix.O_EXCL, 0o644) })
 		if errors.Is(err, unix.EEXIST) {
 			continue // created by someone else just now: open theirs
 		}
@@ -362,12 +364,12 @@ func chownCreated(fd int, path string, uid, gid int) error {
 	if uid == ownerOfParent {
 		var st unix.Stat_t
 		dir := filepath.Dir(path)
-		if err := ignoringEINTR(func() error { return unix.Stat(dir, &st) }); err != nil {
+		if err := eintr.Retry(func() error { return unix.Stat(dir, &st) }); err != nil {
 			return &fs.PathError{Op: "stat", Path: dir, Err: err}
 		}
 		uid, gid = int(st.Uid), int(st.Gid)
 	}
-	if err := ignoringEINTR(func() error { return unix.Fchown(fd, uid, gid) }); err != nil {
+	if err := eintr.Retry(func() error { return unix.Fchown(fd, uid, gid) }); err != nil {
 		return &fs.PathError{Op: "fchown", Path: path, Err: err}
 	}
 	return nil
@@ -377,10 +379,10 @@ func chownCreated(fd int, path string, uid, gid int) error {
 // open as fd (same device and inode, and that file still linked).
 func sameFile(fd int, path string) (bool, error) {
 	var fst, pst unix.Stat_t
-	if err := ignoringEINTR(func() error { return unix.Fstat(fd, &fst) }); err != nil {
+	if err := eintr.Retry(func() error { return unix.Fstat(fd, &fst) }); err != nil {
 		return false, &fs.PathError{Op: "fstat", Path: path, Err: err}
 	}
-	err := ignoringEINTR(func() error { return unix.Fstatat(unix.AT_FDCWD, path, &pst, unix.AT_SYMLINK_NOFOLLOW) })
+	err := eintr.Retry(func() error { return unix.Fstatat(unix.AT_FDCWD, path, &pst, unix.AT_SYMLINK_NOFOLLOW) })
 	if errors.Is(err, unix.ENOENT) {
 		return false, nil
 	}
@@ -396,22 +398,4 @@ func closeFD(fd int, path string) error {
 		return &fs.PathError{Op: "close", Path: path, Err: err}
 	}
 	return nil
-}
-
-// ignoringEINTR retries op while it fails with EINTR (x/sys does not).
-func ignoringEINTR(op func() error) error {
-	for {
-		if err := op(); !errors.Is(err, unix.EINTR) {
-			return err
-		}
-	}
-}
-
-func ignoringEINTR2[T any](op func() (T, error)) (T, error) {
-	for {
-		v, err := op()
-		if !errors.Is(err, unix.EINTR) {
-			return v, err
-		}
-	}
 }

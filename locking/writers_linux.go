@@ -13,6 +13,8 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"chunkgc/internal/eintr"
 )
 
 const (
@@ -70,7 +72,7 @@ func (d *Dir) RegisterWriter(now time.Time) (*Writer, error) {
 func (d *Dir) tryRegister(dfd int, wdir, name string, content []byte) (*Writer, error) {
 	tmp := tmpWriterPrefix + name
 	tmpPath := filepath.Join(wdir, tmp)
-	fd, err := ignoringEINTR2(func() (int, error) {
+	fd, err := eintr.Retry2(func() (int, error) {
 		return unix.Openat(dfd, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o644)
 	})
 	if errors.Is(err, unix.EEXIST) {
@@ -88,7 +90,7 @@ func (d *Dir) tryRegister(dfd int, wdir, name string, content []byte) (*Writer, 
 			closeFD(fd, tmpPath)
 		}
 	}()
-	err = ignoringEINTR(func() error { return unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) })
+	err = eintr.Retry(func() error { return unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) })
 	if errors.Is(err, unix.EWOULDBLOCK) {
 		return nil, nil // a GC is reaping it
 	}
@@ -98,10 +100,10 @@ func (d *Dir) tryRegister(dfd int, wdir, name string, content []byte) (*Writer, 
 	if err := chownCreated(fd, tmpPath, d.uid, d.gid); err != nil {
 		return nil, err
 	}
-	if _, err := ignoringEINTR2(func() (int, error) { return unix.Pwrite(fd, content, 0) }); err != nil {
+	if _, err := eintr.Retry2(func() (int, error) { return unix.Pwrite(fd, content, 0) }); err != nil {
 		return nil, &fs.PathError{Op: "write", Path: tmpPath, Err: err}
 	}
-	err = ignoringEINTR(func() error { return unix.Renameat(dfd, tmp, dfd, name) })
+	err = eintr.Retry(func() error { return unix.Renameat(dfd, tmp, dfd, name) })
 	if errors.Is(err, unix.ENOENT) {
 		return nil, nil // reaped between create and flock; we hold an orphan
 	}
@@ -207,7 +209,7 @@ type writerEntry struct {
 // inspectWriter classifies registry entry name and removes it if stale.
 func inspectWriter(dfd int, wdir, name string) (writerEntry, error) {
 	path := filepath.Join(wdir, name)
-	fd, err := ignoringEINTR2(func() (int, error) {
+	fd, err := eintr.Retry2(func() (int, error) {
 		return unix.Openat(dfd, name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	})
 	switch {
@@ -226,7 +228,7 @@ func inspectWriter(dfd int, wdir, name string) (writerEntry, error) {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return writerEntry{state: entryForeign}, nil
 	}
-	err = ignoringEINTR(func() error { return unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) })
+	err = eintr.Retry(func() error { return unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) })
 	switch {
 	case errors.Is(err, unix.EWOULDBLOCK):
 		if strings.HasPrefix(name, ".") {
@@ -239,7 +241,7 @@ func inspectWriter(dfd int, wdir, name string) (writerEntry, error) {
 	// We hold the lock, so its writer is gone. Remove the entry, but only if
 	// the name still refers to the file we locked.
 	var pst unix.Stat_t
-	err = ignoringEINTR(func() error { return unix.Fstatat(dfd, name, &pst, unix.AT_SYMLINK_NOFOLLOW) })
+	err = eintr.Retry(func() error { return unix.Fstatat(dfd, name, &pst, unix.AT_SYMLINK_NOFOLLOW) })
 	if errors.Is(err, unix.ENOENT) {
 		return writerEntry{state: entryGone}, nil
 	}
@@ -249,7 +251,7 @@ func inspectWriter(dfd int, wdir, name string) (writerEntry, error) {
 	if pst.Dev != st.Dev || pst.Ino != st.Ino {
 		return writerEntry{state: entryGone}, nil
 	}
-	err = ignoringEINTR(func() error { return unix.Unlinkat(dfd, name, 0) })
+	err = eintr.Retry(func() error { return unix.Unlinkat(dfd, name, 0) })
 	if err != nil && !errors.Is(err, unix.ENOENT) {
 		return writerEntry{}, &fs.PathError{Op: "unlink", Path: path, Err: err}
 	}
@@ -259,7 +261,7 @@ func inspectWriter(dfd int, wdir, name string) (writerEntry, error) {
 // readStart reads a live entry's start time.
 func readStart(fd int, path string, st *unix.Stat_t) (writerEntry, error) {
 	var buf [32]byte
-	n, err := ignoringEINTR2(func() (int, error) { return unix.Pread(fd, buf[:], 0) })
+	n, err := eintr.Retry2(func() (int, error) { return unix.Pread(fd, buf[:], 0) })
 	if err != nil {
 		return writerEntry{}, &fs.PathError{Op: "read", Path: path, Err: err}
 	}
