@@ -66,6 +66,7 @@ func (c *sweepCounts) removed(size uint64, bad bool) {
 type candidate struct {
 	name string
 	bad  bool
+	size uint64 // from the lock-free pass; a real run stats again under the lock
 }
 
 type sweeper struct {
@@ -181,7 +182,7 @@ func (s *sweeper) prefix(ctx context.Context, p uint16, c *sweepCounts, st *unix
 		}
 		bad := kind == chunkstore.KindBad
 		if st.Atim.Sec < s.minAtime {
-			cands = append(cands, candidate{name: string(name), bad: bad})
+			cands = append(cands, candidate{name: string(name), bad: bad, size: uint64(st.Size)})
 			return nil
 		}
 		c.keep(st.Atim.Sec, s.oldestWriter, uint64(st.Size), bad)
@@ -195,9 +196,7 @@ func (s *sweeper) prefix(ctx context.Context, p uint16, c *sweepCounts, st *unix
 	}
 	if s.dryRun {
 		for _, cd := range cands {
-			if err := dir.Stat(cd.name, st); err == nil {
-				c.removed(uint64(st.Size), cd.bad)
-			}
+			c.removed(cd.size, cd.bad)
 		}
 		return cands, nil
 	}

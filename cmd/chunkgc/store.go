@@ -35,11 +35,7 @@ func (e *env) resolveStore(arg string) (*storeRef, error) {
 		if !ok {
 			return nil, fmt.Errorf("datastore %q is not configured in %s (give a path containing '/' to use an unconfigured store)", arg, e.configPath)
 		}
-		props, err := tuning.Parse(ds.Tuning)
-		if err != nil {
-			return nil, fmt.Errorf("datastore %q in %s: %w", arg, e.configPath, err)
-		}
-		return &storeRef{name: ds.Name, base: ds.Path, config: props}, nil
+		return e.configuredRef(ds, ds.Path)
 	}
 	base, err := filepath.Abs(arg)
 	if err != nil {
@@ -47,14 +43,19 @@ func (e *env) resolveStore(arg string) (*storeRef, error) {
 	}
 	for _, ds := range cfg.Datastores() {
 		if filepath.Clean(ds.Path) == base {
-			props, err := tuning.Parse(ds.Tuning)
-			if err != nil {
-				return nil, fmt.Errorf("datastore %q in %s: %w", ds.Name, e.configPath, err)
-			}
-			return &storeRef{name: ds.Name, base: base, config: props}, nil
+			return e.configuredRef(ds, base)
 		}
 	}
 	return &storeRef{name: locking.EscapePath(base), base: base}, nil
+}
+
+// configuredRef is the store of a config section, with its tuning parsed.
+func (e *env) configuredRef(ds tuning.Datastore, base string) (*storeRef, error) {
+	props, err := tuning.Parse(ds.Tuning)
+	if err != nil {
+		return nil, fmt.Errorf("datastore %q in %s: %w", ds.Name, e.configPath, err)
+	}
+	return &storeRef{name: ds.Name, base: base, config: props}, nil
 }
 
 // tuning applies defaults < config < command line, per key.
