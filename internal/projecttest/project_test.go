@@ -70,11 +70,12 @@ var layer = map[string]int{
 	"chunkgc/datastore":   3,
 	"chunkgc/gc":          4,
 	"chunkgc/cmd/chunkgc": 5,
-	// internal/atomicfile and internal/eintr are the internal packages
+	// internal/atomicfile, internal/eintr and internal/nofollow are the internal packages
 	// production code may use: leaves below everything but tuning (which
 	// stays a leaf).
 	"chunkgc/internal/atomicfile": -1,
 	"chunkgc/internal/eintr":      -1,
+	"chunkgc/internal/nofollow":   -1,
 }
 
 func TestImportsFlowOneWay(t *testing.T) {

@@ -5,7 +5,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"chunkgc/internal/testfs"
 
 	"chunkgc/blob"
 	"chunkgc/index"
@@ -341,4 +347,47 @@ func TestCheckReferencedExcept(t *testing.T) {
 	if len(f.errors) != 2 || !strings.Contains(f.errors[0], lost.String()) || strings.Contains(strings.Join(f.errors, "\n"), never.String()) {
 		t.Errorf("want only the lost chunk %s reported, got %q", lost, f.errors)
 	}
+}
+
+func TestVictimNoticesChanges(t *testing.T) {
+	testfs.RequireRoot(t)
+	for _, c := range []struct {
+		name   string
+		change func(dir string) error
+	}{
+		{"touch", func(d string) error {
+			return unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(d, "bb9f", VictimDigest), []unix.Timespec{{Nsec: unix.UTIME_NOW}, {Nsec: unix.UTIME_OMIT}}, 0)
+		}},
+		{"remove", func(d string) error { return os.Remove(filepath.Join(d, "gc")) }},
+		{"create", func(d string) error { return os.WriteFile(filepath.Join(d, "new"), nil, 0o644) }},
+		{"chown", func(d string) error { return os.Lchown(filepath.Join(d, "vm-100"), BackupUID, BackupGID) }},
+		{"list", func(d string) error { _, err := os.ReadDir(filepath.Join(d, "writers")); return err }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			v := NewVictim(t)
+			v.Check(t) // unchanged: no error
+			if err := c.change(v.Dir); err != nil {
+				t.Fatal(err)
+			}
+			ft := &fakeTB{TB: t}
+			v.Check(ft)
+			if len(ft.errors) == 0 {
+				t.Errorf("Check missed a %s in the victim tree", c.name)
+			}
+		})
+	}
+}
+
+func TestAsBackupIsUnprivileged(t *testing.T) {
+	testfs.RequireRoot(t)
+	v := NewVictim(t)
+	dir := t.TempDir()
+	os.Chmod(dir, 0o777)
+	AsBackup(t, dir, `test "$(id -u)" = 34 && ln -s `+v.Dir+` link && ! rm -f `+v.Dir+`/gc 2>/dev/null && ! touch `+v.Dir+`/gc 2>/dev/null`)
+	if fi, err := os.Lstat(filepath.Join(dir, "link")); err != nil || fi.Sys().(*syscall.Stat_t).Uid != BackupUID {
+		t.Fatalf("planted link: %v", err)
+	}
+	stop := StartAsBackup(t, dir, `while :; do sleep 0.01; done`, time.Minute)
+	stop()
+	v.Check(t)
 }

@@ -1,0 +1,126 @@
+package nofollow
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func openRoot(t *testing.T, dir string) int {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
+}
+
+// tree builds root/a/b/f (a file), root/a/link -> outside, root/a/fifo,
+// root/lnk -> a, root/a/b/flink -> f, and returns root and outside.
+func tree(t *testing.T) (root, outside string) {
+	t.Helper()
+	root, outside = t.TempDir(), t.TempDir()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(filepath.Join(root, "a/b"), 0o755))
+	must(os.WriteFile(filepath.Join(root, "a/b/f"), []byte("in"), 0o644))
+	must(os.WriteFile(filepath.Join(outside, "f"), []byte("out"), 0o644))
+	must(os.Mkdir(filepath.Join(outside, "b"), 0o755))
+	must(os.WriteFile(filepath.Join(outside, "b/f"), []byte("out"), 0o644))
+	must(os.Symlink(outside, filepath.Join(root, "a/link")))
+	must(os.Symlink("a", filepath.Join(root, "lnk")))
+	must(os.Symlink("f", filepath.Join(root, "a/b/flink")))
+	must(unix.Mkfifo(filepath.Join(root, "a/fifo"), 0o644))
+	return root, outside
+}
+
+func TestOpenRefusesEverySymlink(t *testing.T) {
+	for _, steps := range []bool{false, true} {
+		t.Run(map[bool]string{false: "openat2", true: "component-wise"}[steps], func(t *testing.T) {
+			if steps {
+				noOpenat2.Store(true)
+				t.Cleanup(func() { noOpenat2.Store(false) })
+			}
+			root, _ := tree(t)
+			rfd := openRoot(t, root)
+			f, err := OpenFile(rfd, root, "a/b/f")
+			if err != nil {
+				t.Fatalf("plain file: %v", err)
+			}
+			f.Close()
+			for _, c := range []struct{ name, component string }{
+				{"lnk/b/f", "lnk"},
+				{"a/link/f", "a/link"},
+				{"a/link/b/f", "a/link"},
+				{"a/b/flink", "a/b/flink"},
+			} {
+				_, err := OpenFile(rfd, root, c.name)
+				if !errors.Is(err, ErrSymlink) {
+					t.Errorf("OpenFile %s: %v, want ErrSymlink", c.name, err)
+					continue
+				}
+				pe, _ := errors.AsType[*fs.PathError](err)
+				if want := filepath.Join(root, c.component); pe == nil || pe.Path != want {
+					t.Errorf("OpenFile %s: error %v names %v, want %s", c.name, err, pe, want)
+				}
+			}
+			if _, err := OpenDir(rfd, root, "a/link"); !errors.Is(err, ErrSymlink) {
+				t.Errorf("OpenDir a/link: %v, want ErrSymlink", err)
+			}
+			if _, err := OpenDir(rfd, root, "a/b/f"); !errors.Is(err, ErrNotDir) {
+				t.Errorf("OpenDir a/b/f: %v, want ErrNotDir", err)
+			}
+		})
+	}
+}
+
+func TestOpenFileFIFODoesNotBlock(t *testing.T) {
+	root, _ := tree(t)
+	rfd := openRoot(t, root)
+	_, err := OpenFile(rfd, root, "a/fifo")
+	if !errors.Is(err, ErrNotRegular) || !strings.Contains(err.Error(), "FIFO") {
+		t.Fatalf("OpenFile fifo: %v, want ErrNotRegular naming a FIFO", err)
+	}
+	if _, err := OpenFile(rfd, root, "a"); !errors.Is(err, ErrNotRegular) {
+		t.Fatalf("OpenFile dir: %v, want ErrNotRegular", err)
+	}
+}
+
+func TestBadNames(t *testing.T) {
+	root, _ := tree(t)
+	rfd := openRoot(t, root)
+	for _, n := range []string{"", "/etc", "a/../a/b/f", "./a", "a//b", "a/b/"} {
+		if _, err := Open(rfd, root, n, unix.O_RDONLY, 0); !errors.Is(err, ErrBadName) {
+			t.Errorf("Open %q: %v, want ErrBadName", n, err)
+		}
+	}
+}
+
+func TestMkdirAll(t *testing.T) {
+	root, outside := tree(t)
+	rfd := openRoot(t, root)
+	fd, err := MkdirAll(rfd, root, "x/y/z", 0o755, -1, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(fd)
+	if fi, err := os.Stat(filepath.Join(root, "x/y/z")); err != nil || !fi.IsDir() {
+		t.Fatalf("x/y/z not made: %v", err)
+	}
+	if _, err := MkdirAll(rfd, root, "a/link/new", 0o755, -1, -1); !errors.Is(err, ErrSymlink) {
+		t.Fatalf("MkdirAll through a symlink: %v, want ErrSymlink", err)
+	}
+	if _, err := os.Lstat(filepath.Join(outside, "new")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("MkdirAll created something outside: %v", err)
+	}
+}
