@@ -14,10 +14,15 @@
 package atomicfile
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Owner is who the file is chowned to; UID < 0 leaves ownership alone.
@@ -87,4 +92,76 @@ func SyncDir(path string) error {
 		return err
 	}
 	return errors.Join(d.Sync(), d.Close())
+}
+
+// WriteAt is Write for the file name in the directory open as dirfd (at
+// dirPath, for errors), for directories a less privileged user may change
+// while the caller works: the temporary file is created there with
+// O_CREAT|O_EXCL|O_NOFOLLOW and renamed with renameat, so nothing is
+// resolved through a path or a symlink. name must be a plain file name.
+func WriteAt(dirfd int, dirPath, name string, perm os.FileMode, owner Owner, fill func(f *os.File) error) (err error) {
+	path := dirPath + "/" + name
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return fmt.Errorf("write %s: invalid file name %q", path, name)
+	}
+	var f *os.File
+	var tmp string
+	for range 100 {
+		tmp = name + ".tmp_" + strings.ToLower(rand.Text())[:12]
+		fd, err := unix.Openat(dirfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("write %s: %w", path, &fs.PathError{Op: "create", Path: dirPath + "/" + tmp, Err: err})
+		}
+		f = os.NewFile(uintptr(fd), dirPath+"/"+tmp)
+		break
+	}
+	if f == nil {
+		return fmt.Errorf("write %s: no free temporary name", path)
+	}
+	closed := false
+	defer func() {
+		if err != nil {
+			if !closed {
+				f.Close()
+			}
+			unix.Unlinkat(dirfd, tmp, 0)
+			err = fmt.Errorf("write %s: %w", path, err)
+		}
+	}()
+	if err := fill(f); err != nil {
+		return err
+	}
+	if err := f.Chmod(perm); err != nil {
+		return err
+	}
+	if owner.UID >= 0 {
+		if err := f.Chown(owner.UID, owner.GID); err != nil {
+			return err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	closed = true
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := unix.Renameat(dirfd, tmp, dirfd, name); err != nil {
+		return &fs.PathError{Op: "rename", Path: path, Err: err}
+	}
+	if err := unix.Fsync(dirfd); err != nil {
+		return &fs.PathError{Op: "fsync", Path: dirPath, Err: err}
+	}
+	return nil
+}
+
+// WriteBytesAt is WriteAt with fixed content.
+func WriteBytesAt(dirfd int, dirPath, name string, data []byte, perm os.FileMode, owner Owner) error {
+	return WriteAt(dirfd, dirPath, name, perm, owner, func(f *os.File) error {
+		_, err := f.Write(data)
+		return err
+	})
 }

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestWriteReplacesAndLeavesNoTmp(t *testing.T) {
@@ -60,5 +62,37 @@ func TestWriteFailureKeepsOldAndNamesPath(t *testing.T) {
 	}
 	if err := WriteBytes(filepath.Join(dir, "missing", "f"), nil, 0o644, NoOwner); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing dir: %v", err)
+	}
+}
+
+func TestWriteAtReplacesSymlinkNotItsTarget(t *testing.T) {
+	dir, outside := t.TempDir(), t.TempDir()
+	target := filepath.Join(outside, "target")
+	if err := os.WriteFile(target, []byte("outside"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, filepath.Join(dir, "status")); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := WriteBytesAt(fd, dir, "status", []byte("new"), 0o644, NoOwner); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "outside" {
+		t.Fatalf("symlink target changed to %q", b)
+	}
+	fi, err := os.Lstat(filepath.Join(dir, "status"))
+	if err != nil || !fi.Mode().IsRegular() {
+		t.Fatalf("status is not a regular file now: %v %v", fi, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "status")); string(b) != "new" {
+		t.Fatalf("status = %q", b)
+	}
+	if err := WriteBytesAt(fd, dir, "../escape", nil, 0o644, NoOwner); err == nil {
+		t.Fatal("WriteBytesAt accepted a name with a slash")
 	}
 }
