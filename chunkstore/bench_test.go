@@ -27,7 +27,7 @@ func BenchmarkTouch(b *testing.B) {
 		}
 	})
 	b.Run("seam", func(b *testing.B) {
-		var sys sysOps = realSys{}
+		var sys Syscalls = RealSyscalls{}
 		b.ReportAllocs()
 		for b.Loop() {
 			if err := sys.UtimesNanoAt(s.chunksFd, name, times, unix.AT_SYMLINK_NOFOLLOW); err != nil {
@@ -45,7 +45,7 @@ func BenchmarkTouch(b *testing.B) {
 	})
 	// The seam alone, without the syscall: what it adds to each call.
 	b.Run("seam-overhead", func(b *testing.B) {
-		var sys sysOps = nopSys{}
+		var sys Syscalls = nopSys{}
 		b.ReportAllocs()
 		for b.Loop() {
 			if err := sys.UtimesNanoAt(s.chunksFd, name, times, unix.AT_SYMLINK_NOFOLLOW); err != nil {
@@ -56,7 +56,7 @@ func BenchmarkTouch(b *testing.B) {
 }
 
 // nopSys makes no syscall in UtimesNanoAt.
-type nopSys struct{ realSys }
+type nopSys struct{ RealSyscalls }
 
 func (nopSys) UtimesNanoAt(int, string, []unix.Timespec, int) error { return nil }
 
@@ -86,7 +86,7 @@ func BenchmarkReadNames(b *testing.B) {
 
 // BenchmarkStoreTouch touches one chunk by digest: through a reused
 // [Toucher] (GC's mark) it must not allocate; [Store.Touch] allocates its
-// Toucher. "seam" is realSys.UtimesNanoAt alone, which NUL-terminates the
+// Toucher. "seam" is RealSyscalls.UtimesNanoAt alone, which NUL-terminates the
 // name on its stack, against "x/sys", which copies it to the heap.
 //
 // go test -run '^$' -bench StoreTouch -benchmem -count 5 -cpu 2 ./chunkstore
@@ -118,7 +118,7 @@ func BenchmarkStoreTouch(b *testing.B) {
 		}
 	})
 	b.Run("seam", func(b *testing.B) {
-		var sys sysOps = realSys{}
+		var sys Syscalls = RealSyscalls{}
 		b.ReportAllocs()
 		for b.Loop() {
 			if err := sys.UtimesNanoAt(s.chunksFd, name, s.touchTimes[:], unix.AT_SYMLINK_NOFOLLOW); err != nil {

@@ -58,7 +58,7 @@
 // GC touches and stats every chunk of a store, so those paths do not
 // allocate: a [Toucher] (one per mark worker) builds "XXXX/<digest>" in a
 // buffer of its own, [PrefixDir.StatBytes] stats a name straight from the
-// [PrefixDir.ReadNames] buffer, and realSys NUL-terminates names shorter
+// [PrefixDir.ReadNames] buffer, and RealSyscalls NUL-terminates names shorter
 // than 128 bytes on its stack and makes openat, fstatat and utimensat with
 // unix.Syscall6 itself (x/sys would copy every name to the heap). Only a
 // failed call allocates, for its error. BenchmarkStoreTouch,
@@ -91,12 +91,12 @@
 //
 // # Test seam
 //
-// Every syscall the store makes on its files goes through the unexported
-// sysOps interface; realSys makes them with x/sys/unix *at calls on held
+// Every syscall the store makes on its files goes through the [Syscalls]
+// interface; RealSyscalls makes them with x/sys/unix *at calls on held
 // directory fds, retries EINTR and returns *fs.PathError. The allocation-free
 // paths above go through it too: they pass names that alias a reused buffer,
-// which an implementation must not keep past the call. Tests set the
-// unexported Options.sys to a wrapper that embeds realSys and fails or
+// which an implementation must not keep past the call. Tests set
+// [Options.Syscalls] to a wrapper that embeds RealSyscalls and fails or
 // perturbs the Nth call of one method (an errno, or a rename that replaces
 // the probe chunk), counting calls so that each test asserts its fault fired.
 // Faults that can be made real are made real instead: loop-mounted ext4, xfs

@@ -133,11 +133,13 @@ func (s *Store) SyncFS() error {
 }
 
 // Touch sets the atime of chunk d to now and leaves its mtime alone:
-// utimensat(.chunks fd, "xxxx/<digest>", {UTIME_NOW, UTIME_OMIT},
-// AT_SYMLINK_NOFOLLOW). It takes no lock (see doc "Touch"). A missing chunk
-// is never a success: the error is an *fs.PathError naming the chunk path
-// that matches fs.ErrNotExist (and unix.ENOENT). It allocates a [Toucher]
-// per call; loops over many chunks use one Toucher instead.
+// utimensat(prefix dir fd, "<digest>", {UTIME_NOW, UTIME_OMIT},
+// AT_SYMLINK_NOFOLLOW), on the prefix dir's fd from the store's table (doc
+// "No escape"). It takes no lock (see doc "Touch"). A missing chunk is never
+// a success: the error is an *fs.PathError naming the chunk path that
+// matches fs.ErrNotExist (and unix.ENOENT); a prefix dir that is a symlink
+// is an error matching [nofollow.ErrSymlink]. It allocates a [Toucher] per
+// call; loops over many chunks use one Toucher instead.
 func (s *Store) Touch(d blob.Digest) error { return s.NewToucher().Touch(d) }
 
 // maxBad is the number of <digest>.N.bad copies a chunk can have (N = 0..9).
@@ -151,34 +153,39 @@ func (s *Store) TouchBad(d blob.Digest) (touched int, err error) {
 	return s.NewToucher().TouchBad(d)
 }
 
-// relNameLen is the length of "xxxx/<64 hex digits>", a chunk's name
-// relative to .chunks.
-const relNameLen = 5 + 2*blob.DigestSize
-
 // Toucher touches chunks of a store by digest without allocating: it builds
-// each chunk's name relative to .chunks in a buffer of its own, which the
-// syscall reads in place. It is what GC's mark uses, one per worker; it is
-// not safe for concurrent use. Its methods behave exactly like
-// [Store.Touch] and [Store.TouchBad] (which use a fresh Toucher each).
+// each chunk's name in a buffer of its own, which the syscall reads in place,
+// relative to the fd of its prefix dir from the store's table. It is what
+// GC's mark uses, one per worker; it is not safe for concurrent use. Its
+// methods behave exactly like [Store.Touch] and [Store.TouchBad] (which use a
+// fresh Toucher each).
 type Toucher struct {
 	s    *Store
-	name [relNameLen + len(".N.bad")]byte
+	name [2*blob.DigestSize + len(".N.bad")]byte
 }
 
 // NewToucher returns a Toucher for chunks of s.
 func (s *Store) NewToucher() *Toucher { return &Toucher{s: s} }
 
-// utimes touches the chunk whose relative name is name, a slice of t.name.
-// The string handed to the seam aliases t.name for the call only (see
-// sysOps); nothing is allocated unless it fails.
-func (t *Toucher) utimes(name []byte) error {
+// utimes touches entry name (a slice of t.name) of the prefix dir open as
+// fd. The string handed to the seam aliases t.name for the call only (see
+// Syscalls); nothing is allocated unless it fails.
+func (t *Toucher) utimes(fd int, name []byte) error {
 	s := t.s
-	return s.sys.UtimesNanoAt(s.chunksFd, unsafe.String(&name[0], len(name)), s.touchTimes[:], unix.AT_SYMLINK_NOFOLLOW)
+	return s.sys.UtimesNanoAt(fd, unsafe.String(&name[0], len(name)), s.touchTimes[:], unix.AT_SYMLINK_NOFOLLOW)
 }
 
 // Touch is [Store.Touch].
 func (t *Toucher) Touch(d blob.Digest) error {
-	if err := t.utimes(appendRelName(t.name[:0], d)); err != nil {
+	fd, transient, err := t.s.prefixFd(d.Prefix(), t.name[:])
+	if err != nil {
+		return err
+	}
+	err = t.utimes(fd, d.AppendHex(t.name[:0]))
+	if transient {
+		unix.Close(fd)
+	}
+	if err != nil {
 		return withPath(err, t.s.ChunkPath(d))
 	}
 	return nil
@@ -186,17 +193,24 @@ func (t *Toucher) Touch(d blob.Digest) error {
 
 // TouchBad is [Store.TouchBad].
 func (t *Toucher) TouchBad(d blob.Digest) (touched int, err error) {
-	name := appendRelName(t.name[:0], d)
+	fd, transient, err := t.s.prefixFd(d.Prefix(), t.name[:])
+	if err != nil {
+		return 0, err
+	}
+	if transient {
+		defer unix.Close(fd)
+	}
+	name := d.AppendHex(t.name[:0])
 	name = append(name, ".0.bad"...)
 	digit := len(name) - 5
 	for n := range maxBad {
 		name[digit] = byte('0' + n)
-		err := t.utimes(name)
+		err := t.utimes(fd, name)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
 		if err != nil {
-			return touched, withPath(err, t.s.chunks+"/"+string(name))
+			return touched, withPath(err, t.s.ChunkPath(d)+string(name[2*blob.DigestSize:]))
 		}
 		touched++
 	}

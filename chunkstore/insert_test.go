@@ -121,7 +121,7 @@ func TestInsertMissingPrefixDir(t *testing.T) {
 // insertFault fails the first call of one of the calls Insert makes after
 // creating its tmp file, and records the tmp file it saw.
 type insertFault struct {
-	realSys
+	RealSyscalls
 	op    string
 	tmp   atomic.Value // string: the tmp name openat created
 	fired atomic.Int32
@@ -138,35 +138,35 @@ func (f *insertFault) Openat(dirfd int, name string, flags int, mode uint32) (in
 	if strings.Contains(name, ".tmp_") {
 		f.tmp.Store(name)
 	}
-	return f.realSys.Openat(dirfd, name, flags, mode)
+	return f.RealSyscalls.Openat(dirfd, name, flags, mode)
 }
 
 func (f *insertFault) Write(fd int, p []byte) (int, error) {
 	if err := f.fail("write", ""); err != nil {
 		return 0, err
 	}
-	return f.realSys.Write(fd, p)
+	return f.RealSyscalls.Write(fd, p)
 }
 
 func (f *insertFault) Fsync(fd int) error {
 	if err := f.fail("fsync", ""); err != nil {
 		return err
 	}
-	return f.realSys.Fsync(fd)
+	return f.RealSyscalls.Fsync(fd)
 }
 
 func (f *insertFault) Fchown(fd, uid, gid int) error {
 	if err := f.fail("fchown", ""); err != nil {
 		return err
 	}
-	return f.realSys.Fchown(fd, uid, gid)
+	return f.RealSyscalls.Fchown(fd, uid, gid)
 }
 
 func (f *insertFault) Renameat(olddirfd int, oldname string, newdirfd int, newname string) error {
 	if err := f.fail("renameat", newname); err != nil {
 		return err
 	}
-	return f.realSys.Renameat(olddirfd, oldname, newdirfd, newname)
+	return f.RealSyscalls.Renameat(olddirfd, oldname, newdirfd, newname)
 }
 
 // TestInsertFaultRemovesTmp: whichever step after creating the tmp file
@@ -178,7 +178,7 @@ func TestInsertFaultRemovesTmp(t *testing.T) {
 			b, d := testChunk(t, "data "+op)
 			f := &insertFault{op: op}
 			opts := testOpts(t)
-			opts.sys = f
+			opts.Syscalls = f
 			opts.SyncLevel = tuning.SyncFile
 			if op == "fchown" {
 				// Owner.Active needs root; without it Insert does
@@ -214,7 +214,7 @@ func TestInsertFaultRemovesTmp(t *testing.T) {
 // prefix dir is flocked shared: an exclusive try-lock from another fd fails
 // and a shared one succeeds.
 type lockProbe struct {
-	realSys
+	RealSyscalls
 	t       testing.TB
 	dirPath string
 	checked atomic.Int32
@@ -233,7 +233,7 @@ func (f *lockProbe) Fstatat(dirfd int, name string, st *unix.Stat_t, flags int) 
 		f.t.Errorf("LOCK_SH|LOCK_NB while Insert checks the chunk: %v", err)
 	}
 	f.checked.Add(1)
-	return f.realSys.Fstatat(dirfd, name, st, flags)
+	return f.RealSyscalls.Fstatat(dirfd, name, st, flags)
 }
 
 func TestInsertHoldsSharedPrefixLock(t *testing.T) {
@@ -241,7 +241,7 @@ func TestInsertHoldsSharedPrefixLock(t *testing.T) {
 	base := t.TempDir()
 	f := &lockProbe{t: t, dirPath: filepath.Join(base, ".chunks", prefixName(d.Prefix()))}
 	opts := testOpts(t)
-	opts.sys = f
+	opts.Syscalls = f
 	s := miniStore(t, base, opts, d.Prefix())
 	for range 2 { // new, then pre-existing
 		_, _, err := s.Insert(b, d)
@@ -335,7 +335,7 @@ func TestTouchFault(t *testing.T) {
 	b, d := testChunk(t, "eio")
 	f := &utimesFault{failAt: 1, err: unix.EIO}
 	opts := testOpts(t)
-	opts.sys = f
+	opts.Syscalls = f
 	s := miniStore(t, t.TempDir(), opts, d.Prefix())
 	_, _, err := s.Insert(b, d)
 	ok(t, err)

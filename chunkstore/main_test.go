@@ -180,7 +180,7 @@ func setTimes(t testing.TB, path string, atime, mtime time.Time) {
 
 // utimesFault fails the failAt-th UtimesNanoAt call with err.
 type utimesFault struct {
-	realSys
+	RealSyscalls
 	failAt       int32
 	err          unix.Errno
 	calls, fired atomic.Int32
@@ -191,13 +191,13 @@ func (f *utimesFault) UtimesNanoAt(dirfd int, name string, ts []unix.Timespec, f
 		f.fired.Add(1)
 		return &fs.PathError{Op: "utimensat", Path: name, Err: f.err}
 	}
-	return f.realSys.UtimesNanoAt(dirfd, name, ts, flags)
+	return f.RealSyscalls.UtimesNanoAt(dirfd, name, ts, flags)
 }
 
 // replaceOnStatx replaces the file it is about to stat, by renaming a fresh
 // copy over it, at the given Statx calls (1-based).
 type replaceOnStatx struct {
-	realSys
+	RealSyscalls
 	chunks       string // the .chunks dir the names are relative to
 	at           map[int32]bool
 	calls, fired atomic.Int32
@@ -219,5 +219,5 @@ func (f *replaceOnStatx) Statx(dirfd int, name string, flags, mask int, stx *uni
 		}
 		f.fired.Add(1)
 	}
-	return f.realSys.Statx(dirfd, name, flags, mask, stx)
+	return f.RealSyscalls.Statx(dirfd, name, flags, mask, stx)
 }

@@ -24,19 +24,23 @@ type PrefixDir struct {
 	fd   int
 	p    uint16
 	name [4]byte // "xxxx"
+	// cached: fd came from the store's prefix table (TakePrefix), whose
+	// fd budget Close gives back.
+	cached bool
 	// Name and path strings are built only when asked for (errors, logs):
 	// sweep opens all 65,536 prefix dirs of a store.
 }
 
 // OpenPrefix opens prefix dir p: openat(.chunks fd, "xxxx",
 // O_RDONLY|O_DIRECTORY|O_CLOEXEC|O_NOFOLLOW). A missing dir gives an
-// *fs.PathError matching fs.ErrNotExist; a symlink or a file is an error too.
+// error matching fs.ErrNotExist; a symlink is an error matching
+// [nofollow.ErrSymlink], a file one matching [nofollow.ErrNotDir]; each
+// names the dir.
 func (s *Store) OpenPrefix(p uint16) (*PrefixDir, error) {
 	dir := &PrefixDir{s: s, fd: -1, p: p}
-	appendPrefixName(dir.name[:0], p)
-	fd, err := s.sys.Openat(s.chunksFd, unsafe.String(&dir.name[0], len(dir.name)), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	fd, err := s.openPrefixFd(p, dir.name[:])
 	if err != nil {
-		return nil, withPath(err, dir.dirPath())
+		return nil, err
 	}
 	dir.fd = fd
 	return dir, nil
@@ -61,6 +65,10 @@ func (p *PrefixDir) Close() error {
 	}
 	err := unix.Close(p.fd)
 	p.fd = -1
+	if p.cached {
+		p.cached = false
+		fdBudget().Add(1)
+	}
 	if err != nil {
 		return &fs.PathError{Op: "close", Path: p.dirPath(), Err: err}
 	}
@@ -105,12 +113,12 @@ func (p *PrefixDir) ReadNames(fn func(name []byte, dtype uint8) error) error {
 // readDirents lists the dir fd (at path) with getdents64 into buf and calls fn
 // for every entry but "." and "..". Errors from getdents are *fs.PathError
 // naming path; errors from fn are returned as is.
-func readDirents(sys sysOps, fd int, path string, buf []byte, fn func(name []byte, dtype uint8) error) error {
+func readDirents(sys Syscalls, fd int, path string, buf []byte, fn func(name []byte, dtype uint8) error) error {
 	return readDirentsAt(sys, fd, func() string { return path }, buf, fn)
 }
 
 // readDirentsAt is readDirents with the path built only for an error.
-func readDirentsAt(sys sysOps, fd int, path func() string, buf []byte, fn func(name []byte, dtype uint8) error) error {
+func readDirentsAt(sys Syscalls, fd int, path func() string, buf []byte, fn func(name []byte, dtype uint8) error) error {
 	// struct linux_dirent64 { u64 d_ino; s64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
 	const (
 		reclenOff = 16
@@ -170,7 +178,7 @@ func (p *PrefixDir) Stat(name string, st *unix.Stat_t) error {
 // fails), and it does not keep name, so the caller may reuse it at once.
 func (p *PrefixDir) StatBytes(name []byte, st *unix.Stat_t) error {
 	// The string aliases name only for the duration of the syscall; the
-	// seam copies it before keeping it (see sysOps), and the error names a
+	// seam copies it before keeping it (see Syscalls), and the error names a
 	// freshly built full path.
 	n := unsafe.String(unsafe.SliceData(name), len(name))
 	if err := p.s.sys.Fstatat(p.fd, n, st, unix.AT_SYMLINK_NOFOLLOW); err != nil {

@@ -181,7 +181,7 @@ func TestReadDirentsSmallBuffer(t *testing.T) {
 	ok(t, err)
 	defer unix.Close(fd)
 	got := map[string]Kind{}
-	ok(t, readDirents(realSys{}, fd, "dir", make([]byte, 100), func(name []byte, _ uint8) error {
+	ok(t, readDirents(RealSyscalls{}, fd, "dir", make([]byte, 100), func(name []byte, _ uint8) error {
 		got[string(name)] = KindChunk
 		return nil
 	}))
@@ -192,14 +192,14 @@ func TestReadDirentsSmallBuffer(t *testing.T) {
 	fd2, err := unix.Open(filepath.Join(s.chunks, prefixName(p)), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	ok(t, err)
 	defer unix.Close(fd2)
-	err = readDirents(realSys{}, fd2, "dir", make([]byte, 8), func([]byte, uint8) error { return nil })
+	err = readDirents(RealSyscalls{}, fd2, "dir", make([]byte, 8), func([]byte, uint8) error { return nil })
 	if !errors.Is(err, unix.EINVAL) || !strings.Contains(err.Error(), "dir") {
 		t.Fatalf("tiny buffer: want EINVAL naming the dir, got %v", err)
 	}
 }
 
 // getdentsFault returns a malformed record.
-type getdentsFault struct{ realSys }
+type getdentsFault struct{ RealSyscalls }
 
 func (getdentsFault) Getdents(fd int, buf []byte) (int, error) {
 	clear(buf[:24])
@@ -209,7 +209,7 @@ func (getdentsFault) Getdents(fd int, buf []byte) (int, error) {
 
 func TestReadNamesMalformedRecord(t *testing.T) {
 	opts := testOpts(t)
-	opts.sys = getdentsFault{}
+	opts.Syscalls = getdentsFault{}
 	s := miniStore(t, t.TempDir(), opts, 7)
 	dir, err := s.OpenPrefix(7)
 	ok(t, err)

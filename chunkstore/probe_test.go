@@ -186,7 +186,7 @@ func TestProbeAtimeReplacedChunk(t *testing.T) {
 				f.at[n] = true
 			}
 			opts, logs := observedOpts(t)
-			opts.sys = f
+			opts.Syscalls = f
 			s := miniStore(t, base, opts, zeroPrefix)
 
 			res, err := s.ProbeAtime(context.Background())
@@ -209,7 +209,7 @@ func TestProbeAtimeReplacedChunk(t *testing.T) {
 func TestProbeAtimeTouchEIO(t *testing.T) {
 	f := &utimesFault{failAt: 1, err: unix.EIO}
 	opts := testOpts(t)
-	opts.sys = f
+	opts.Syscalls = f
 	opts.probeDelay = time.Millisecond // fails before the atime matters
 	s := miniStore(t, t.TempDir(), opts, zeroPrefix)
 	_, err := s.ProbeAtime(context.Background())

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"chunkgc/blob"
+	"chunkgc/internal/nofollow"
 	"chunkgc/tuning"
 )
 
@@ -84,24 +85,30 @@ type Options struct {
 	// [Store.SyncFS] at the end of a session; SyncNone does nothing.
 	SyncLevel tuning.SyncLevel
 
-	// sys is the syscall seam (see doc "Test seam"); nil means realSys{}.
-	sys sysOps
+	// Syscalls is the syscall seam (see doc "Test seam"): every syscall the
+	// store makes on its files goes through it. nil means RealSyscalls{};
+	// only tests set it, to inject an errno at a precise call.
+	Syscalls Syscalls
 	// probeDelay replaces the atime probe's 1 s sleep when > 0; only tests
 	// that do not depend on the atime moving set it.
 	probeDelay time.Duration
 }
 
-// Store is an open chunk store: the base directory and an O_DIRECTORY fd of
-// its .chunks directory, through which every chunk operation goes.
+// Store is an open chunk store: O_DIRECTORY fds of the base directory and of
+// its .chunks directory (opened from the base fd without following a
+// symlink), and a table of prefix dir fds, through which every chunk
+// operation goes (doc "No escape").
 type Store struct {
 	base       string
 	chunks     string // base/.chunks
+	baseFd     int
 	chunksFd   int
+	prefixes   prefixTable
 	log        *zap.Logger
 	owner      Owner
 	chown      bool // owner.Active() at open
 	syncLevel  tuning.SyncLevel
-	sys        sysOps
+	sys        Syscalls
 	probeDelay time.Duration
 
 	// touchTimes is {UTIME_NOW, UTIME_OMIT}: atime to now, mtime untouched.
@@ -118,12 +125,13 @@ func newStore(base string, opts Options) *Store {
 	s := &Store{
 		base:       base,
 		chunks:     base + "/" + chunksName,
+		baseFd:     -1,
 		chunksFd:   -1,
 		log:        opts.Log,
 		owner:      opts.Owner,
 		chown:      opts.Owner.Active(),
 		syncLevel:  opts.SyncLevel,
-		sys:        opts.sys,
+		sys:        opts.Syscalls,
 		probeDelay: opts.probeDelay,
 		touchTimes: [2]unix.Timespec{{Nsec: unix.UTIME_NOW}, {Nsec: unix.UTIME_OMIT}},
 	}
@@ -131,7 +139,7 @@ func newStore(base string, opts Options) *Store {
 		s.log = zap.NewNop()
 	}
 	if s.sys == nil {
-		s.sys = realSys{}
+		s.sys = RealSyscalls{}
 	}
 	s.bufs.New = func() any { return new([direntBufSize]byte) }
 	return s
@@ -146,33 +154,54 @@ func cleanBase(base string) (string, error) {
 }
 
 // Open opens the chunk store at base, which must be an absolute path whose
-// .chunks is a directory. It does not check the prefix dirs: see
-// [Store.VerifyLayout].
+// .chunks is a directory. base itself is resolved as a path (it is the
+// configured, trusted part); .chunks is opened from the base fd with
+// O_NOFOLLOW, so a .chunks that is a symlink is an error naming it (matching
+// [nofollow.ErrSymlink]), as is one that is not a directory. It does not
+// check the prefix dirs: see [Store.VerifyLayout] and [Store.CheckPrefixDirs].
 func Open(base string, opts Options) (*Store, error) {
 	base, err := cleanBase(base)
 	if err != nil {
 		return nil, fmt.Errorf("open chunk store: %w", err)
 	}
 	s := newStore(base, opts)
-	fd, err := s.sys.Openat(unix.AT_FDCWD, s.chunks, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, err := s.sys.Openat(unix.AT_FDCWD, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
+		return nil, fmt.Errorf("open chunk store %s: %w", base, withPath(err, base))
+	}
+	s.baseFd = fd
+	fd, err = s.sys.Openat(s.baseFd, chunksName, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		err = nofollow.Classify(s.baseFd, chunksName, err, true)
+		unix.Close(s.baseFd)
 		return nil, fmt.Errorf("open chunk store %s: %w", base, withPath(err, s.chunks))
 	}
 	s.chunksFd = fd
+	s.prefixes.init()
 	return s, nil
 }
 
-// Close closes the .chunks fd. PrefixDirs opened from the store stay usable
-// until they are closed themselves.
+// Close closes the store's fds, the cached prefix dir fds included. No
+// [Toucher] of the store may be in use. PrefixDirs opened from the store stay
+// usable until they are closed themselves.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.prefixes.closeAll()
 		if err := unix.Close(s.chunksFd); err != nil {
 			s.closeErr = fmt.Errorf("close chunk store %s: %w", s.base, &fs.PathError{Op: "close", Path: s.chunks, Err: err})
 		}
-		s.chunksFd = -1
+		if err := unix.Close(s.baseFd); err != nil && s.closeErr == nil {
+			s.closeErr = fmt.Errorf("close chunk store %s: %w", s.base, &fs.PathError{Op: "close", Path: s.base, Err: err})
+		}
+		s.chunksFd, s.baseFd = -1, -1
 	})
 	return s.closeErr
 }
+
+// BaseFD returns the O_DIRECTORY fd of the store's base directory, valid
+// until Close. Other packages resolve everything below the base from it
+// (the store lock, .gc-status, the index tree), never from the path.
+func (s *Store) BaseFD() int { return s.baseFd }
 
 // Base returns the store's base directory (absolute, cleaned).
 func (s *Store) Base() string { return s.base }

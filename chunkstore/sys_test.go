@@ -13,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// sysCall is one of the realSys calls that have a stack-buffer fast path.
+// sysCall is one of the RealSyscalls calls that have a stack-buffer fast path.
 type sysCall struct {
 	op   string
 	call func(dirfd int, name string) error
@@ -24,17 +24,17 @@ func sysCalls() []sysCall {
 	times := []unix.Timespec{{Nsec: unix.UTIME_NOW}, {Nsec: unix.UTIME_OMIT}}
 	return []sysCall{
 		{"openat", func(dirfd int, name string) error {
-			fd, err := realSys{}.Openat(dirfd, name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+			fd, err := RealSyscalls{}.Openat(dirfd, name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 			if err == nil {
 				unix.Close(fd)
 			}
 			return err
 		}},
 		{"fstatat", func(dirfd int, name string) error {
-			return realSys{}.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+			return RealSyscalls{}.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
 		}},
 		{"utimensat", func(dirfd int, name string) error {
-			return realSys{}.UtimesNanoAt(dirfd, name, times, unix.AT_SYMLINK_NOFOLLOW)
+			return RealSyscalls{}.UtimesNanoAt(dirfd, name, times, unix.AT_SYMLINK_NOFOLLOW)
 		}},
 	}
 }
@@ -90,7 +90,7 @@ func TestRealSysNames(t *testing.T) {
 }
 
 // TestRealSysErrorCopiesName: a name may alias a buffer the caller reuses
-// (sysOps), so the error must hold its own copy.
+// (Syscalls), so the error must hold its own copy.
 func TestRealSysErrorCopiesName(t *testing.T) {
 	dirfd, err := unix.Open(t.TempDir(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	ok(t, err)
@@ -119,7 +119,7 @@ func TestRealSysFstatatMatchesXSys(t *testing.T) {
 	for _, name := range []string{"f", "link"} {
 		for _, flags := range []int{0, unix.AT_SYMLINK_NOFOLLOW} {
 			var got, want unix.Stat_t
-			ok(t, realSys{}.Fstatat(dirfd, name, &got, flags))
+			ok(t, RealSyscalls{}.Fstatat(dirfd, name, &got, flags))
 			ok(t, unix.Fstatat(dirfd, name, &want, flags))
 			equal(t, name+" stat", want, got)
 		}
@@ -134,18 +134,18 @@ func TestRealSysUtimesTimes(t *testing.T) {
 	ok(t, err)
 	defer unix.Close(dirfd)
 
-	err = realSys{}.UtimesNanoAt(dirfd, "f", []unix.Timespec{{Nsec: unix.UTIME_NOW}}, 0)
+	err = RealSyscalls{}.UtimesNanoAt(dirfd, "f", []unix.Timespec{{Nsec: unix.UTIME_NOW}}, 0)
 	if !errors.Is(err, unix.EINVAL) {
 		t.Errorf("one timespec: want EINVAL, got %v", err)
 	}
 	setTimes(t, p, old, old)
-	ok(t, realSys{}.UtimesNanoAt(dirfd, "f", nil, 0)) // nil: both to now
+	ok(t, RealSyscalls{}.UtimesNanoAt(dirfd, "f", nil, 0)) // nil: both to now
 	st := lstat(t, p)
 	if !ts(st.Atim).After(old) || !ts(st.Mtim).After(old) {
 		t.Errorf("nil times: want atime and mtime now, got %v, %v", ts(st.Atim), ts(st.Mtim))
 	}
 	setTimes(t, p, old, old)
-	ok(t, realSys{}.UtimesNanoAt(dirfd, "f", []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_NOW}}, 0))
+	ok(t, RealSyscalls{}.UtimesNanoAt(dirfd, "f", []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_NOW}}, 0))
 	st = lstat(t, p)
 	equal(t, "atime", old, ts(st.Atim).UTC())
 	if !ts(st.Mtim).After(old) {
@@ -197,7 +197,7 @@ func TestToucherFault(t *testing.T) {
 	b, d := testChunk(t, "toucher eio")
 	f := &utimesFault{failAt: 2, err: unix.EIO}
 	opts := testOpts(t)
-	opts.sys = f
+	opts.Syscalls = f
 	s := miniStore(t, t.TempDir(), opts, d.Prefix())
 	_, _, err := s.Insert(b, d)
 	ok(t, err)
@@ -216,7 +216,7 @@ func TestToucherFault(t *testing.T) {
 
 // fstatatFault fails the failAt-th Fstatat call with err.
 type fstatatFault struct {
-	realSys
+	RealSyscalls
 	failAt       int32
 	err          unix.Errno
 	calls, fired atomic.Int32
@@ -227,14 +227,14 @@ func (f *fstatatFault) Fstatat(dirfd int, name string, st *unix.Stat_t, flags in
 		f.fired.Add(1)
 		return &fs.PathError{Op: "fstatat", Path: name, Err: f.err}
 	}
-	return f.realSys.Fstatat(dirfd, name, st, flags)
+	return f.RealSyscalls.Fstatat(dirfd, name, st, flags)
 }
 
 func TestStatBytes(t *testing.T) {
 	b, d := testChunk(t, "stat bytes")
 	f := &fstatatFault{err: unix.EIO}
 	opts := testOpts(t)
-	opts.sys = f
+	opts.Syscalls = f
 	s := miniStore(t, t.TempDir(), opts, d.Prefix())
 	_, _, err := s.Insert(b, d)
 	ok(t, err)

@@ -5,7 +5,7 @@ package chunkstore
 import "golang.org/x/sys/unix"
 
 // sysFstatat is the fstatat syscall that fills a unix.Stat_t on this
-// architecture, as x/sys's Fstatat calls it; realSys.Fstatat makes it
+// architecture, as x/sys's Fstatat calls it; RealSyscalls.Fstatat makes it
 // directly when fastFstatat.
 const (
 	sysFstatat  = unix.SYS_NEWFSTATAT

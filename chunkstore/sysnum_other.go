@@ -3,7 +3,7 @@
 package chunkstore
 
 // On this architecture x/sys's Fstatat converts the kernel's struct
-// (fstatat64, statx) into unix.Stat_t, so realSys.Fstatat always goes
+// (fstatat64, statx) into unix.Stat_t, so RealSyscalls.Fstatat always goes
 // through x/sys.
 const (
 	sysFstatat  = 0

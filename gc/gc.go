@@ -53,8 +53,14 @@ type hooks struct {
 	// afterGroupList runs after a group's snapshots were listed, before the
 	// first of them is opened.
 	afterGroupList func(g datastore.Group, attempt int)
-	// beforeSweep runs between phase 1 and phase 2.
+	// beforeSweep runs between phase 1 and phase 2, before the prefix
+	// dirs are checked.
 	beforeSweep func()
+	// afterPrefixCheck runs after the prefix dirs were checked, before the
+	// first is swept.
+	afterPrefixCheck func()
+	// untouchedLimit replaces maxUntouched when > 0.
+	untouchedLimit int
 }
 
 // workers returns the number of concurrent workers for mark and sweep.
@@ -132,7 +138,8 @@ func Run(ctx context.Context, store *chunkstore.Store, locks *locking.Dir, opts 
 
 	t1 := time.Now()
 	log.Info("start phase 1 (mark used chunks)")
-	if err := mark(ctx, store, locks, &opts, log.With(zap.String("phase", "mark")), st); err != nil {
+	untouched := &untouchedSet{limit: opts.hooks.untouchedLimit}
+	if err := mark(ctx, store, locks, &opts, log.With(zap.String("phase", "mark")), st, untouched); err != nil {
 		return nil, err
 	}
 	st.DurationPhase1 = time.Since(t1).Seconds()
@@ -144,8 +151,24 @@ func Run(ctx context.Context, store *chunkstore.Store, locks *locking.Dir, opts 
 	}
 
 	t2 := time.Now()
+	// Doubt stops the run before its first removal: a prefix dir that is a
+	// symlink or not a directory (doc "No escape").
+	missingPrefixes, err := store.CheckPrefixDirs(ctx, opts.workers())
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, errCanceled(ctx, "before phase 2")
+		}
+		return nil, fmt.Errorf("before phase 2: %w", err)
+	}
+	if len(missingPrefixes) > 0 {
+		log.Warn("prefix directories missing, nothing to sweep there", zap.Int("count", len(missingPrefixes)),
+			zap.String("first", fmt.Sprintf("%04x", missingPrefixes[0])))
+	}
+	if opts.hooks.afterPrefixCheck != nil {
+		opts.hooks.afterPrefixCheck()
+	}
 	log.Info("start phase 2 (sweep unused chunks)")
-	if err := sweep(ctx, store, &opts, log.With(zap.String("phase", "sweep")), st); err != nil {
+	if err := sweep(ctx, store, &opts, log.With(zap.String("phase", "sweep")), st, untouched); err != nil {
 		return nil, err
 	}
 	st.DurationPhase2 = time.Since(t2).Seconds()

@@ -61,12 +61,17 @@ type marker struct {
 	totalIndexes int
 
 	missing      atomic.Int64
+	untouched    *untouchedSet
 	cacheHits    atomic.Int64
 	cacheLookups atomic.Int64
 	touched      atomic.Int64
 }
 
-func mark(parent context.Context, store *chunkstore.Store, locks *locking.Dir, opts *Options, log *zap.Logger, st *Status) error {
+// errTooManyUntouched stops a run whose phase 1 could not touch more
+// referenced chunks than it can remember (see untouchedSet).
+var errTooManyUntouched = errors.New("more referenced chunks could not be touched (ENOENT) than GC can remember; not sweeping, since a chunk that exists but was reported missing would be removed")
+
+func mark(parent context.Context, store *chunkstore.Store, locks *locking.Dir, opts *Options, log *zap.Logger, st *Status, untouched *untouchedSet) error {
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	m := &marker{
@@ -74,8 +79,9 @@ func mark(parent context.Context, store *chunkstore.Store, locks *locking.Dir, o
 		cache:   newDigestCache(opts.Tuning.CacheCapacity),
 		ctx:     ctx,
 		cancel:  cancel,
-		initial: make(map[string]bool),
-		marked:  make(map[string]bool),
+		initial:   make(map[string]bool),
+		marked:    make(map[string]bool),
+		untouched: untouched,
 	}
 	m.pool.New = func() any { return new(batch) }
 
@@ -105,6 +111,9 @@ func mark(parent context.Context, store *chunkstore.Store, locks *locking.Dir, o
 	}
 	if walkErr != nil {
 		return fmt.Errorf("phase 1: %w", walkErr)
+	}
+	if untouched.overflow {
+		return fmt.Errorf("phase 1: %w", errTooManyUntouched)
 	}
 	st.IndexFileCount = m.indexFiles
 	st.IndexDataBytes = m.indexBytes
@@ -259,7 +268,7 @@ func (m *marker) markIndex(rel string) (bool, error) {
 	if !m.marked[rel] {
 		m.marked[rel] = true
 		m.indexFiles++
-		m.indexBytes += r.DataBytes()
+		m.indexBytes = satAdd(m.indexBytes, r.DataBytes())
 		if !listed {
 			m.newIndexes++
 			m.log.Info("encountered new index file, counting it", zap.String("index", rel))
@@ -357,6 +366,10 @@ func (m *marker) touchBatch(t *chunkstore.Toucher, b *batch) {
 		}
 		if n := m.missing.Add(1); n <= maxMissingWarnings {
 			m.log.Warn("chunk referenced by index is missing", zap.Stringer("digest", d), zap.String("index", b.index))
+		}
+		if !m.untouched.add(*d) {
+			m.cancel(errTooManyUntouched)
+			return
 		}
 		if _, err := t.TouchBad(*d); err != nil {
 			m.cancel(fmt.Errorf("touch bad copies of missing chunk %s: %w", d, err))

@@ -35,6 +35,8 @@ type Status struct {
 	StrangeIndexFiles int64   `json:"strange-index-files"`
 	NewIndexFiles     int64   `json:"new-index-files"`
 	NotChunks         int64   `json:"not-chunk-files"`
+	KeptUntouched     int64   `json:"kept-untouched-chunks"`
+	KeptLinked        int64   `json:"kept-linked-chunks"`
 	CacheHits         int64   `json:"cache-hits"`
 	CacheLookups      int64   `json:"cache-lookups"`
 	StartTime         int64   `json:"start-time"`

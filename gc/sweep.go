@@ -7,10 +7,12 @@ import (
 	"io/fs"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"chunkgc/blob"
 	"chunkgc/chunkstore"
 )
 
@@ -21,18 +23,21 @@ type sweepCounts struct {
 	diskChunks, removedChunks             int64
 	pendingChunks, removedBad, stillBad   int64
 	notChunks                             int64
+	keptUntouched, keptLinked             int64
 }
 
 func (c *sweepCounts) add(o *sweepCounts) {
-	c.diskBytes += o.diskBytes
-	c.removedBytes += o.removedBytes
-	c.pendingBytes += o.pendingBytes
+	c.diskBytes = satAdd(c.diskBytes, o.diskBytes)
+	c.removedBytes = satAdd(c.removedBytes, o.removedBytes)
+	c.pendingBytes = satAdd(c.pendingBytes, o.pendingBytes)
 	c.diskChunks += o.diskChunks
 	c.removedChunks += o.removedChunks
 	c.pendingChunks += o.pendingChunks
 	c.removedBad += o.removedBad
 	c.stillBad += o.stillBad
 	c.notChunks += o.notChunks
+	c.keptUntouched += o.keptUntouched
+	c.keptLinked += o.keptLinked
 }
 
 // keep counts a chunk that stays, exactly as PBS does: pending when its atime
@@ -45,13 +50,13 @@ func (c *sweepCounts) keep(atime, oldestWriter int64, size uint64, bad bool) {
 		} else {
 			c.pendingChunks++
 		}
-		c.pendingBytes += size
+		c.pendingBytes = satAdd(c.pendingBytes, size)
 		return
 	}
 	if !bad {
 		c.diskChunks++
 	}
-	c.diskBytes += size
+	c.diskBytes = satAdd(c.diskBytes, size)
 }
 
 func (c *sweepCounts) removed(size uint64, bad bool) {
@@ -60,7 +65,7 @@ func (c *sweepCounts) removed(size uint64, bad bool) {
 	} else {
 		c.removedChunks++
 	}
-	c.removedBytes += size
+	c.removedBytes = satAdd(c.removedBytes, size)
 }
 
 type candidate struct {
@@ -71,6 +76,7 @@ type candidate struct {
 
 type sweeper struct {
 	store        *chunkstore.Store
+	untouched    *untouchedSet // read-only here
 	log          *zap.Logger
 	dryRun       bool
 	minAtime     int64
@@ -79,10 +85,10 @@ type sweeper struct {
 	done         atomic.Int64 // prefix dirs finished
 }
 
-func sweep(parent context.Context, store *chunkstore.Store, opts *Options, log *zap.Logger, st *Status) error {
+func sweep(parent context.Context, store *chunkstore.Store, opts *Options, log *zap.Logger, st *Status, untouched *untouchedSet) error {
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
-	s := &sweeper{store: store, log: log, dryRun: opts.DryRun, minAtime: st.MinAtime, oldestWriter: st.OldestWriter}
+	s := &sweeper{store: store, untouched: untouched, log: log, dryRun: opts.DryRun, minAtime: st.MinAtime, oldestWriter: st.OldestWriter}
 
 	var (
 		mu    sync.Mutex
@@ -112,6 +118,15 @@ func sweep(parent context.Context, store *chunkstore.Store, opts *Options, log *
 	st.PendingBytes, st.PendingChunks = total.pendingBytes, total.pendingChunks
 	st.RemovedBad, st.StillBad = total.removedBad, total.stillBad
 	st.NotChunks = total.notChunks
+	st.KeptUntouched, st.KeptLinked = total.keptUntouched, total.keptLinked
+	if total.keptUntouched > 0 {
+		log.Warn("kept chunks that phase 1 could not touch (ENOENT) but that exist: an index references them",
+			zap.Int64("count", total.keptUntouched))
+	}
+	if total.keptLinked > 0 {
+		log.Warn("kept garbage chunk files with more than one hard link: removing a name of a linked file frees nothing, and the other name may lie outside the store",
+			zap.Int64("count", total.keptLinked))
+	}
 	if total.notChunks > 0 {
 		log.Info("files in the chunk store that are not chunks were left alone", zap.Int64("count", total.notChunks))
 	}
@@ -149,7 +164,7 @@ func (s *sweeper) worker(ctx context.Context, c *sweepCounts) error {
 // The lock-free pass allocates nothing per entry (BenchmarkSweep,
 // TestMarkSweepAllocsFlat), only a name per candidate; st is scratch space.
 func (s *sweeper) prefix(ctx context.Context, p uint16, c *sweepCounts, st *unix.Stat_t, cands []candidate) ([]candidate, error) {
-	dir, err := s.store.OpenPrefix(p)
+	dir, err := s.store.TakePrefix(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		s.log.Warn("prefix directory missing, nothing to sweep there", zap.Uint16("prefix", p))
 		return cands, nil
@@ -166,7 +181,7 @@ func (s *sweeper) prefix(ctx context.Context, p uint16, c *sweepCounts, st *unix
 			return context.Cause(ctx)
 		default:
 		}
-		kind, _ := chunkstore.Classify(name)
+		kind, d := chunkstore.Classify(name)
 		if kind == chunkstore.KindOther {
 			c.notChunks++
 			return nil
@@ -182,6 +197,10 @@ func (s *sweeper) prefix(ctx context.Context, p uint16, c *sweepCounts, st *unix
 		}
 		bad := kind == chunkstore.KindBad
 		if st.Atim.Sec < s.minAtime {
+			if s.keepAnyway(dir, name, &d, st, c) {
+				c.keep(st.Atim.Sec, s.oldestWriter, uint64(st.Size), bad)
+				return nil
+			}
 			cands = append(cands, candidate{name: string(name), bad: bad, size: uint64(st.Size)})
 			return nil
 		}
@@ -208,6 +227,28 @@ func (s *sweeper) prefix(ctx context.Context, p uint16, c *sweepCounts, st *unix
 	return cands, errors.Join(err, unlock())
 }
 
+// keepAnyway reports whether a chunk file older than min_atime must stay
+// all the same, counting why: its digest is one phase 1 could not touch
+// (ENOENT, so an index references it and the filesystem lied or raced), or it
+// has more than one hard link (unlinking frees nothing; the other name may be
+// outside the store).
+func (s *sweeper) keepAnyway(dir *chunkstore.PrefixDir, name []byte, d *blob.Digest, st *unix.Stat_t, c *sweepCounts) bool {
+	if s.untouched.has(d) {
+		c.keptUntouched++
+		s.log.Warn("keeping chunk that phase 1 could not touch: an index references it",
+			zap.String("chunk", dir.Name()+"/"+string(name)), zap.Time("atime", time.Unix(st.Atim.Unix()).UTC()))
+		return true
+	}
+	if st.Nlink > 1 {
+		c.keptLinked++
+		if ce := s.log.Check(zap.DebugLevel, "keeping hard-linked chunk file"); ce != nil {
+			ce.Write(zap.String("chunk", dir.Name()+"/"+string(name)), zap.Uint64("links", uint64(st.Nlink)))
+		}
+		return true
+	}
+	return false
+}
+
 func (s *sweeper) removeLocked(ctx context.Context, dir *chunkstore.PrefixDir, cands []candidate, c *sweepCounts, st *unix.Stat_t) error {
 	done := ctx.Done()
 	for _, cd := range cands {
@@ -222,7 +263,7 @@ func (s *sweeper) removeLocked(ctx context.Context, dir *chunkstore.PrefixDir, c
 			}
 			return fmt.Errorf("sweep %s/%s: %w", dir.Name(), cd.name, err)
 		}
-		if st.Atim.Sec >= s.minAtime || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		if st.Atim.Sec >= s.minAtime || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink > 1 {
 			c.keep(st.Atim.Sec, s.oldestWriter, uint64(st.Size), cd.bad)
 			continue
 		}

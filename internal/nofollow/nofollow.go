@@ -146,9 +146,15 @@ func openSteps(dirfd int, root, name string, flags int, mode uint32) (int, error
 	return fd, nil
 }
 
-// classify turns the errno of an O_NOFOLLOW open of c in dirfd into
-// ErrSymlink or ErrNotDir where the entry is a symlink or (wantDir) not a
-// directory; other errors stay as they are.
+// Classify turns the error of an O_NOFOLLOW open of entry c of dirfd into
+// [ErrSymlink] or [ErrNotDir] (wrapping the errno's meaning in the message)
+// where the entry is a symlink or, when wantDir, not a directory; other
+// errors are returned as they are. It is for callers that make the open
+// themselves (through a seam, or with a name built without allocating).
+func Classify(dirfd int, c string, err error, wantDir bool) error {
+	return classify(dirfd, c, err, wantDir)
+}
+
 func classify(dirfd int, c string, err error, wantDir bool) error {
 	if !errors.Is(err, unix.ELOOP) && !errors.Is(err, unix.ENOTDIR) {
 		return err
