@@ -76,9 +76,9 @@ func mark(parent context.Context, store *chunkstore.Store, locks *locking.Dir, o
 	defer cancel(nil)
 	m := &marker{
 		store: store, locks: locks, opts: opts, log: log, base: store.Base(),
-		cache:   newDigestCache(opts.Tuning.CacheCapacity),
-		ctx:     ctx,
-		cancel:  cancel,
+		cache:     newDigestCache(opts.Tuning.CacheCapacity),
+		ctx:       ctx,
+		cancel:    cancel,
 		initial:   make(map[string]bool),
 		marked:    make(map[string]bool),
 		untouched: untouched,
