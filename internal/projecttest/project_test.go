@@ -74,7 +74,7 @@ var layer = map[string]int{
 	// production code may use: leaves below everything but tuning (which
 	// stays a leaf).
 	"chunkgc/internal/atomicfile": -1,
-	"chunkgc/internal/eintr":      -1,
+	"chunkgc/internal/eintr":      -2,
 	"chunkgc/internal/nofollow":   -1,
 }
 
