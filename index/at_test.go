@@ -119,4 +119,3 @@ func TestWriteFileAt(t *testing.T) {
 		t.Errorf("bad dirfd: want EBADF, got %v", err)
 	}
 }
-
