@@ -17,13 +17,64 @@
 // (*.blob, the manifest index.json.blob among them) and maybe .protected.
 //
 // [Namespace], [Group] and [Snapshot] name these; their RelPath is the
-// directory relative to base. [ListNamespaces], [ListGroups],
-// [ListSnapshots] and [IndexFiles] list one level each, ignore what does not
-// fit the scheme (other names, symlinks, hidden entries) and sort their
-// results, so every listing is deterministic. A missing namespace or group
-// directory lists as empty: it may have been removed concurrently. A missing
-// snapshot directory is an error matching fs.ErrNotExist from IndexFiles,
-// because GC must notice that a snapshot it listed vanished (§6.3).
+// directory relative to base. A [Tree] is the store's tree held as a
+// directory fd of base ([NewTree] from the store's fd, [OpenTree] from the
+// path, [OpenStoreTree] from a chunk store); [Tree.ListNamespaces],
+// [Tree.ListGroups], [Tree.ListSnapshots] and [Tree.IndexFiles] list one
+// level each, ignore what does not fit the scheme (other names, hidden
+// entries, regular files where a directory belongs) and sort their results,
+// so every listing is deterministic; [Tree.OpenIndex] opens an index. The
+// package-level functions of the same names open a Tree for one call. A
+// missing namespace or group directory lists as empty: it may have been
+// removed concurrently. A missing snapshot directory is an error matching
+// fs.ErrNotExist from IndexFiles, because GC must notice that a snapshot it
+// listed vanished (§6.3).
+//
+// # No escape / doubt stops the run
+//
+// The backup user owns the tree, and chunkgc runs as root. This is the
+// contract every function of this package keeps, whatever that user plants
+// in the tree or swaps in while a function runs:
+//
+//  1. Nothing below base is resolved through a path. base itself (the
+//     configured, trusted path) is opened once; everything below it is
+//     reached from that fd with getdents, fstatat(AT_SYMLINK_NOFOLLOW),
+//     openat(O_NOFOLLOW) one level at a time, or nofollow (openat2 with
+//     RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, component-wise O_NOFOLLOW on
+//     kernels before 5.6). No symlink below base is ever followed, so no
+//     command reads, writes, touches or removes anything outside the store
+//     through one.
+//  2. Every index, owner or manifest file is opened with O_NONBLOCK and
+//     fstat'ed for S_ISREG before it is read: a FIFO cannot block, a
+//     device is never read.
+//  3. Doubt is an error, never a skip. An entry that is a symlink, FIFO,
+//     socket or device where the scheme expects a namespace (ns,
+//     ns/<name>), a group type directory, a group, a snapshot, or, anywhere
+//     the walk goes, an index file (*.fidx, *.didx), is an error matching
+//     [ErrUnexpectedEntry] (and nofollow.ErrSymlink for a symlink) that
+//     names the path. So is a directory that the walk listed and that is a
+//     symlink, FIFO, socket or device when it opens it (the swap an
+//     attacker does), a component on the way to what a listing, OpenIndex,
+//     Forget or Ingest opens that is a symlink or not a directory, and an
+//     index whose path is PATH_MAX bytes or longer (ENAMETOOLONG, which
+//     nobody could open by path). GC stops on any of these before phase 2,
+//     with nothing removed. Only three things are skipped: an entry that
+//     vanished (ENOENT: pruned concurrently), an unreadable lost+found
+//     directly under base, and entries that are not where the scheme
+//     expects anything (a symlinked client.log.blob in a snapshot, a
+//     symlink with a non-scheme name), which the walk logs at debug level.
+//  4. Removal is by name relative to a directory fd (unlinkat): [Forget]
+//     empties a snapshot directory through fds opened with O_NOFOLLOW, so a
+//     symlink planted in it is removed itself, never what it points to,
+//     and then removes the directory from its group's fd.
+//  5. Creation is relative to fds too: [Ingest] creates namespace, group
+//     and snapshot directories with nofollow.MkdirAll from base's fd and
+//     writes every file with atomicfile.WriteAt (O_CREAT|O_EXCL|O_NOFOLLOW
+//     temporary, renameat) in its directory's fd.
+//
+// What the backup user can still do is what it could do without chunkgc:
+// hide or remove its own snapshots (a snapshot renamed away while GC runs
+// is not marked, as in PBS). It cannot make chunkgc act outside the store.
 //
 // # Walk
 //
@@ -36,13 +87,16 @@
 // does not. Directories are read in full with getdents64, parsed here to
 // keep d_type; a DT_UNKNOWN entry is resolved with fstatat on the held
 // directory fd, and subdirectories are opened with openat(O_NOFOLLOW), so a
-// concurrent rename cannot redirect the walk.
+// concurrent rename cannot redirect the walk. Where PBS's GC skips a
+// symlink, this walk stops on one the scheme has no room for (see "No
+// escape / doubt stops the run").
 //
 // A permission error anywhere stops the walk: GC cannot know what it did
 // not see. The one exception is lost+found directly under base, which fsck
 // makes root-only on ext4: if it cannot be opened it is skipped, logged at
 // debug. An entry that vanishes between the listing of its directory and
-// the look at it was pruned concurrently and is skipped.
+// the look at it was pruned concurrently and is skipped, as is a directory
+// that became a regular file.
 //
 // # Removal
 //

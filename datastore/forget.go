@@ -7,12 +7,12 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"chunkgc/internal/eintr"
+	"chunkgc/internal/nofollow"
 	"chunkgc/locking"
 )
 
@@ -38,7 +38,23 @@ type forgetHooks struct {
 }
 
 // Forget removes snapshot s from the store at base, and then its group if
-// that was the group's last snapshot (SPEC §7.6).
+// that was the group's last snapshot (SPEC §7.6). It is [Tree.Forget] on
+// the tree of base.
+func Forget(ctx context.Context, base string, lk *locking.Dir, s Snapshot, log *zap.Logger) error {
+	return forget(ctx, base, lk, s, log, forgetHooks{})
+}
+
+func forget(ctx context.Context, base string, lk *locking.Dir, s Snapshot, log *zap.Logger, hooks forgetHooks) error {
+	t, err := OpenTree(base)
+	if err != nil {
+		return fmt.Errorf("forget snapshot %s: %w", s.RelPath(), err)
+	}
+	defer t.Close()
+	return t.forget(ctx, lk, s, log, hooks)
+}
+
+// Forget removes snapshot s from the tree, and then its group if that was
+// the group's last snapshot (SPEC §7.6).
 //
 // The snapshot: under its exclusive lock (try once: a reader or writer
 // holding it makes Forget fail with an error matching [locking.ErrLocked]),
@@ -47,15 +63,22 @@ type forgetHooks struct {
 // error matching fs.ErrNotExist), and the lock file is removed while still
 // held ([locking.Lock.RemoveAndUnlock]).
 //
+// Everything goes through directory fds opened without following a
+// symlink: a namespace, type, group or snapshot component that is a
+// symlink (or not a directory) is an error matching [ErrUnexpectedEntry]
+// that names it, and nothing is removed. Inside the snapshot, entries are
+// removed by name relative to their directory's fd (unlinkat), so a
+// symlink planted there is removed itself, never what it points to.
+//
 // The group: see the package doc, "Removal". Forget keeps the group, without
 // error, when its lock is held (a writer is at work in it), when it still
 // holds a snapshot or anything but its owner file, and when rmdir finds it
 // not empty (a snapshot arrived).
-func Forget(ctx context.Context, base string, lk *locking.Dir, s Snapshot, log *zap.Logger) error {
-	return forget(ctx, base, lk, s, log, forgetHooks{})
+func (t *Tree) Forget(ctx context.Context, lk *locking.Dir, s Snapshot, log *zap.Logger) error {
+	return t.forget(ctx, lk, s, log, forgetHooks{})
 }
 
-func forget(ctx context.Context, base string, lk *locking.Dir, s Snapshot, log *zap.Logger, hooks forgetHooks) error {
+func (t *Tree) forget(ctx context.Context, lk *locking.Dir, s Snapshot, log *zap.Logger, hooks forgetHooks) error {
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -63,11 +86,11 @@ func forget(ctx context.Context, base string, lk *locking.Dir, s Snapshot, log *
 		return fmt.Errorf("forget snapshot %s: %w", s.RelPath(), err)
 	}
 	log = log.With(zap.String("snapshot", s.RelPath()))
-	if err := removeSnapshot(ctx, base, lk, s); err != nil {
+	if err := t.removeSnapshot(ctx, lk, s); err != nil {
 		return err
 	}
 	log.Info("snapshot removed")
-	if err := removeGroupIfEmpty(ctx, base, lk, s.Group, log, hooks); err != nil {
+	if err := t.removeGroupIfEmpty(ctx, lk, s.Group, log, hooks); err != nil {
 		return fmt.Errorf("forget snapshot %s: snapshot removed, but: %w", s.RelPath(), err)
 	}
 	return nil
@@ -86,8 +109,8 @@ func (s Snapshot) check() error {
 
 // removeSnapshot removes the snapshot directory and its lock file under the
 // snapshot's exclusive lock.
-func removeSnapshot(ctx context.Context, base string, lk *locking.Dir, s Snapshot) (err error) {
-	dir := filepath.Join(base, s.RelPath())
+func (t *Tree) removeSnapshot(ctx context.Context, lk *locking.Dir, s Snapshot) (err error) {
+	dir := t.path(s.RelPath())
 	lock, err := lk.LockSnapshot(ctx, s.NS, s.Type, s.ID, s.TimeString(), locking.Exclusive, 0)
 	if err != nil {
 		return fmt.Errorf("forget snapshot %s: %w", dir, err)
@@ -98,29 +121,135 @@ func removeSnapshot(ctx context.Context, base string, lk *locking.Dir, s Snapsho
 			err = errors.Join(err, fmt.Errorf("forget snapshot %s: %w", dir, uerr))
 		}
 	}()
-	fi, err := os.Lstat(dir)
+	gfd, err := t.openDir(s.Group.RelPath())
 	if errors.Is(err, fs.ErrNotExist) {
 		removed = true // nothing to remove, but the lock file we may just have created
+		return fmt.Errorf("forget snapshot %s: %w", dir, err)
+	}
+	if err != nil {
+		return fmt.Errorf("forget snapshot %s: %w", dir, err)
+	}
+	defer unix.Close(gfd)
+	sfd, err := openSubdir(gfd, s.TimeString(), dir, wantSnapshot)
+	if errors.Is(err, fs.ErrNotExist) {
+		removed = true
 		return fmt.Errorf("forget snapshot: %w", err)
 	}
 	if err != nil {
 		return fmt.Errorf("forget snapshot: %w", err)
 	}
-	if !fi.IsDir() {
-		return fmt.Errorf("forget snapshot %s: not a directory (%s)", dir, fi.Mode().Type())
-	}
-	_, err = os.Lstat(filepath.Join(dir, protectedName))
+	defer unix.Close(sfd)
+	var st unix.Stat_t
+	err = eintr.Retry(func() error { return unix.Fstatat(sfd, protectedName, &st, unix.AT_SYMLINK_NOFOLLOW) })
 	switch {
 	case err == nil:
 		return fmt.Errorf("forget snapshot %s: %w", dir, ErrProtected)
-	case !errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("forget snapshot %s: check protection: %w", dir, err)
+	case !errors.Is(err, unix.ENOENT):
+		return fmt.Errorf("forget snapshot %s: check protection: %w", dir, &fs.PathError{Op: "fstatat", Path: dir + "/" + protectedName, Err: err})
 	}
-	if err := os.RemoveAll(dir); err != nil {
+	if err := removeContents(sfd, dir, 0); err != nil {
 		return fmt.Errorf("forget snapshot %s: %w", dir, err)
+	}
+	err = eintr.Retry(func() error { return unix.Unlinkat(gfd, s.TimeString(), unix.AT_REMOVEDIR) })
+	if err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("forget snapshot: %w", &fs.PathError{Op: "rmdir", Path: dir, Err: err})
 	}
 	removed = true
 	return nil
+}
+
+// maxRemoveDepth bounds the directory nesting removeContents descends: a
+// snapshot holds files, and at most a few directory levels (PBS has none).
+const maxRemoveDepth = 64
+
+// removeContents removes everything in the directory open as fd (at path,
+// for messages), by name relative to fd: files and symlinks with unlinkat,
+// directories by opening them with O_NOFOLLOW, emptying them the same way
+// and unlinkat(AT_REMOVEDIR). It never follows a symlink: a symlink is a
+// name to unlink, wherever it points. An entry that vanishes meanwhile is
+// fine; one swapped for a symlink between the unlink that said EISDIR and
+// the open is unlinked on the next round.
+func removeContents(fd int, path string, depth int) error {
+	if depth > maxRemoveDepth {
+		return fmt.Errorf("remove %s: directories nested deeper than %d levels", path, maxRemoveDepth)
+	}
+	ents, err := readDirents(fd, path, make([]byte, direntBufSize))
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if err := removeEntry(fd, path, e.name, depth); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// removeEntry removes entry name of the directory open as fd (at path).
+func removeEntry(fd int, path, name string, depth int) error {
+	p := path + "/" + name
+	for range 8 {
+		err := eintr.Retry(func() error { return unix.Unlinkat(fd, name, 0) })
+		switch {
+		case err == nil, errors.Is(err, unix.ENOENT):
+			return nil
+		case !errors.Is(err, unix.EISDIR):
+			return &fs.PathError{Op: "unlink", Path: p, Err: err}
+		}
+		cfd, err := eintr.Retry2(func() (int, error) {
+			return unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		})
+		switch {
+		case errors.Is(err, unix.ENOENT):
+			return nil
+		case errors.Is(err, unix.ELOOP), errors.Is(err, unix.ENOTDIR):
+			continue // no directory any more: unlink it as a name
+		case err != nil:
+			return &fs.PathError{Op: "open", Path: p, Err: err}
+		}
+		err = removeContents(cfd, p, depth+1)
+		unix.Close(cfd)
+		if err != nil {
+			return err
+		}
+		err = eintr.Retry(func() error { return unix.Unlinkat(fd, name, unix.AT_REMOVEDIR) })
+		switch {
+		case err == nil, errors.Is(err, unix.ENOENT):
+			return nil
+		case errors.Is(err, unix.ENOTDIR):
+			continue // swapped for a non-directory meanwhile
+		default:
+			return &fs.PathError{Op: "rmdir", Path: p, Err: err}
+		}
+	}
+	return fmt.Errorf("remove %s: it keeps changing type", p)
+}
+
+// openSubdir opens directory name of the directory open as dirfd (path
+// names it, for messages) without following a symlink. A missing one
+// matches fs.ErrNotExist; one that is a symlink or no directory is an
+// error matching [ErrUnexpectedEntry], saying the tree expects want.
+func openSubdir(dirfd int, name, path, want string) (int, error) {
+	fd, err := eintr.Retry2(func() (int, error) {
+		return unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	})
+	if err == nil {
+		return fd, nil
+	}
+	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+		var st unix.Stat_t
+		if serr := eintr.Retry(func() error { return unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) }); serr == nil {
+			typ := dtype(st.Mode)
+			if typ == unix.DT_DIR { // swapped back: it was no directory at the open
+				typ = dtOther
+				if errors.Is(err, unix.ELOOP) {
+					typ = unix.DT_LNK
+				}
+			}
+			return -1, unexpected("open", path, typ, want)
+		}
+	}
+	return -1, &fs.PathError{Op: "open", Path: path, Err: err}
 }
 
 // removeGroupIfEmpty removes the directory of group g if it holds no
@@ -143,10 +272,13 @@ func removeSnapshot(ctx context.Context, base string, lk *locking.Dir, s Snapsho
 // order, rmdir first, cannot work while owner is there, and renaming owner
 // away to a hidden name would still leave the directory non-empty.
 //
+// The type directory and the group directory are opened from the tree's fd
+// without following a symlink, and every removal is relative to them.
+//
 // The group's lock file is removed (while held) only when the directory is
 // gone; a kept group keeps it.
-func removeGroupIfEmpty(ctx context.Context, base string, lk *locking.Dir, g Group, log *zap.Logger, hooks forgetHooks) (err error) {
-	gdir := filepath.Join(base, g.RelPath())
+func (t *Tree) removeGroupIfEmpty(ctx context.Context, lk *locking.Dir, g Group, log *zap.Logger, hooks forgetHooks) (err error) {
+	gdir := t.path(g.RelPath())
 	lock, err := lk.LockGroup(ctx, g.NS, g.Type, g.ID, locking.Exclusive, 0)
 	if errors.Is(err, locking.ErrLocked) || errors.Is(err, locking.ErrReplaced) {
 		log.Info("group in use, not checking whether it is empty", zap.String("group", g.RelPath()), zap.Error(err))
@@ -162,18 +294,10 @@ func removeGroupIfEmpty(ctx context.Context, base string, lk *locking.Dir, g Gro
 		}
 	}()
 
-	snaps, err := ListSnapshots(base, g)
-	if err != nil {
-		return fmt.Errorf("remove empty group: %w", err)
-	}
-	if len(snaps) > 0 {
-		return nil
-	}
 	// The type directory (vm, ct, host) holds the group; removals go
 	// through its fd so that a renamed path cannot redirect them.
-	typeDir := filepath.Dir(gdir)
-	tfd, err := openDir(unix.AT_FDCWD, typeDir, typeDir)
-	if errors.Is(err, unix.ENOENT) {
+	tfd, err := t.openDir(relJoin(g.NS.RelPath(), g.Type))
+	if errors.Is(err, fs.ErrNotExist) {
 		removed = true // the group is gone already
 		return nil
 	}
@@ -181,8 +305,8 @@ func removeGroupIfEmpty(ctx context.Context, base string, lk *locking.Dir, g Gro
 		return fmt.Errorf("remove empty group: %w", err)
 	}
 	defer unix.Close(tfd)
-	gfd, err := openDir(tfd, g.ID, gdir)
-	if errors.Is(err, unix.ENOENT) {
+	gfd, err := openSubdir(tfd, g.ID, gdir, wantGroup)
+	if errors.Is(err, fs.ErrNotExist) {
 		removed = true
 		return nil
 	}
@@ -191,6 +315,8 @@ func removeGroupIfEmpty(ctx context.Context, base string, lk *locking.Dir, g Gro
 	}
 	defer unix.Close(gfd)
 
+	// Under the lock, any entry but owner (a snapshot above all) keeps the
+	// group: the shortcut. rmdir below is the check.
 	ents, err := readDirents(gfd, gdir, make([]byte, direntBufSize))
 	if errors.Is(err, unix.ENOENT) {
 		removed = true // removed after the open, by someone outside the lock protocol
@@ -249,31 +375,34 @@ type ownerFile struct {
 	uid, gid int
 }
 
+// maxOwnerSize bounds the owner file takeOwnerFile reads back: it holds a
+// user or token id, a few dozen bytes.
+const maxOwnerSize = 64 << 10
+
 // takeOwnerFile reads and unlinks the owner file of the group directory
-// open as gfd. A missing owner file is not an error.
+// open as gfd. A missing owner file is not an error; one that is a symlink
+// or not a regular file (opened O_NONBLOCK, so a FIFO cannot block) is an
+// error naming it, and so is one larger than maxOwnerSize.
 func takeOwnerFile(gfd int, gdir string) (ownerFile, error) {
-	o := ownerFile{path: filepath.Join(gdir, ownerName)}
-	fd, err := eintr.Retry2(func() (int, error) {
-		return unix.Openat(gfd, ownerName, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	})
-	if errors.Is(err, unix.ENOENT) {
+	o := ownerFile{path: gdir + "/" + ownerName}
+	f, err := nofollow.OpenFile(gfd, gdir, ownerName)
+	if errors.Is(err, fs.ErrNotExist) {
 		return o, nil
 	}
 	if err != nil {
-		return o, &fs.PathError{Op: "open", Path: o.path, Err: err}
+		return o, doubt(err)
 	}
-	f := os.NewFile(uintptr(fd), o.path)
 	defer f.Close()
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return o, &fs.PathError{Op: "fstat", Path: o.path, Err: err}
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return o, fmt.Errorf("%s: not a regular file", o.path)
-	}
-	data, err := io.ReadAll(f)
+	data, err := io.ReadAll(io.LimitReader(f, maxOwnerSize+1))
 	if err != nil {
 		return o, fmt.Errorf("read owner: %w", err)
+	}
+	if len(data) > maxOwnerSize {
+		return o, fmt.Errorf("owner file %s: larger than %d bytes, not an owner", o.path, maxOwnerSize)
 	}
 	o.present, o.data = true, data
 	o.mode, o.uid, o.gid = st.Mode&0o7777, int(st.Uid), int(st.Gid)
@@ -314,18 +443,6 @@ func (o ownerFile) restore(gfd int) error {
 		return fmt.Errorf("restore owner: %w", werr)
 	}
 	return nil
-}
-
-// openDir opens directory name relative to dirfd without following a
-// symlink; path names it in errors.
-func openDir(dirfd int, name, path string) (int, error) {
-	fd, err := eintr.Retry2(func() (int, error) {
-		return unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	})
-	if err != nil {
-		return -1, &fs.PathError{Op: "open", Path: path, Err: err}
-	}
-	return fd, nil
 }
 
 // release drops a snapshot or group lock. The lock file goes only with what

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -22,6 +21,7 @@ import (
 	"chunkgc/index"
 	"chunkgc/internal/atomicfile"
 	"chunkgc/internal/eintr"
+	"chunkgc/internal/nofollow"
 	"chunkgc/locking"
 )
 
@@ -98,6 +98,13 @@ type ingestStats struct {
 // files it creates get the owner of the store's base directory (the backup
 // user, as for the chunks). If Ingest fails after creating the snapshot
 // directory, it removes the partial snapshot.
+//
+// Directories are created and files written relative to directory fds
+// opened from the store's base without following a symlink
+// (nofollow.MkdirAll, atomicfile.WriteAt): a namespace, type, group or
+// snapshot component that is a symlink or no directory is an error matching
+// [ErrUnexpectedEntry] that names it, and nothing is written outside the
+// store.
 func Ingest(ctx context.Context, store *chunkstore.Store, lk *locking.Dir, g Group, files []string, opts IngestOptions, log *zap.Logger) (Snapshot, error) {
 	if log == nil {
 		log = zap.NewNop()
@@ -119,7 +126,7 @@ type ingest struct {
 	store     *chunkstore.Store
 	lk        *locking.Dir
 	log       *zap.Logger
-	base      string
+	tree      *Tree
 	g         Group
 	chunkSize int
 	now       func() time.Time
@@ -180,12 +187,16 @@ func newIngest(store *chunkstore.Store, lk *locking.Dir, g Group, files []string
 	if len(files) == 0 {
 		return nil, errors.New("no files to back up")
 	}
-	base := store.Base()
-	own, err := ownerOf(base)
+	tree, err := OpenStoreTree(store)
 	if err != nil {
 		return nil, err
 	}
-	in := &ingest{store: store, lk: lk, log: log.With(zap.String("group", g.RelPath())), base: base, g: g,
+	own, err := ownerOf(tree)
+	if err != nil {
+		tree.Close()
+		return nil, err
+	}
+	in := &ingest{store: store, lk: lk, log: log.With(zap.String("group", g.RelPath())), tree: tree, g: g,
 		chunkSize: cs, now: opts.Now, fakeClock: opts.Now != nil, own: own, hooks: opts.hooks}
 	if in.now == nil {
 		in.now = time.Now
@@ -219,11 +230,16 @@ func newIngest(store *chunkstore.Store, lk *locking.Dir, g Group, files []string
 	return in, nil
 }
 
+// closeFiles closes the source files and the tree.
 func (in *ingest) closeFiles() {
 	for _, f := range in.files {
 		f.Close()
 	}
 	in.files = nil
+	if in.tree != nil {
+		in.tree.Close()
+		in.tree = nil
+	}
 }
 
 // run does the locked part of Ingest.
@@ -239,23 +255,26 @@ func (in *ingest) run(ctx context.Context) (snap Snapshot, err error) {
 		return Snapshot{}, err
 	}
 	defer func() { err = joinCleanup(err, glock.Unlock()) }()
-	if err := in.ensureGroup(); err != nil {
-		return Snapshot{}, err
-	}
-
-	snap, slock, err := in.createSnapshotDir(ctx)
+	gfd, err := in.ensureGroup()
 	if err != nil {
 		return Snapshot{}, err
 	}
-	dir := filepath.Join(in.base, snap.RelPath())
+	defer unix.Close(gfd)
+
+	snap, sfd, slock, err := in.createSnapshotDir(ctx, gfd)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	dir, snapName := in.tree.path(snap.RelPath()), snap.TimeString() // snap is zeroed by a failing return
 	defer func() {
+		unix.Close(sfd)
 		if err == nil {
 			err = joinCleanup(err, slock.Unlock())
 			return
 		}
-		// Remove the partial snapshot, and then its lock file while still
-		// holding it, as Forget does.
-		if rerr := os.RemoveAll(dir); rerr != nil {
+		// Remove the partial snapshot, relative to the group's fd, and
+		// then its lock file while still holding it, as Forget does.
+		if rerr := removePartial(gfd, snapName, dir); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("remove partial snapshot: %w", rerr), slock.Unlock())
 			return
 		}
@@ -276,7 +295,7 @@ func (in *ingest) run(ctx context.Context) (snap Snapshot, err error) {
 		return Snapshot{}, err
 	}
 	for i, arch := range in.archives {
-		csum, err := in.writeIndex(filepath.Join(dir, arch), sizes[i], digests[i])
+		csum, err := in.writeIndex(sfd, dir, arch, sizes[i], digests[i])
 		if err != nil {
 			return Snapshot{}, err
 		}
@@ -290,7 +309,7 @@ func (in *ingest) run(ctx context.Context) (snap Snapshot, err error) {
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("encode manifest: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, manifestName), b, in.own); err != nil {
+	if err := atomicfile.WriteBytesAt(sfd, dir, manifestName, b, 0o644, in.own.atomic()); err != nil {
 		return Snapshot{}, err
 	}
 	in.log.Info("snapshot created", zap.String("snapshot", snap.RelPath()), zap.Int("files", len(in.files)),
@@ -309,55 +328,113 @@ func joinCleanup(err, cerr error) error {
 }
 
 // ensureGroup creates the namespace and group directories and the owner
-// file as needed; the caller holds the group lock.
-func (in *ingest) ensureGroup() error {
-	gdir := filepath.Join(in.base, in.g.RelPath())
-	if err := mkdirs(in.base, in.g.RelPath(), in.own); err != nil {
-		return err
+// file as needed, and returns an fd of the group directory; the caller
+// holds the group lock. Directories are created and opened from the tree's
+// fd without following a symlink: a component that is a symlink or not a
+// directory is an error matching [ErrUnexpectedEntry] that names it.
+func (in *ingest) ensureGroup() (int, error) {
+	rel := in.g.RelPath()
+	gdir := in.tree.path(rel)
+	gfd, err := nofollow.MkdirAll(in.tree.fd, in.tree.base, rel, 0o755, in.own.uidOrNone(), in.own.gid)
+	if err != nil {
+		return -1, doubt(err)
 	}
-	_, err := os.Lstat(filepath.Join(gdir, ownerName))
-	if err == nil {
-		return nil
+	var st unix.Stat_t
+	err = eintr.Retry(func() error { return unix.Fstatat(gfd, ownerName, &st, unix.AT_SYMLINK_NOFOLLOW) })
+	switch {
+	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG:
+		return gfd, nil
+	case err == nil:
+		unix.Close(gfd)
+		return -1, unexpected("stat", gdir+"/"+ownerName, dtype(st.Mode), "the group's owner file")
+	case !errors.Is(err, unix.ENOENT):
+		unix.Close(gfd)
+		return -1, &fs.PathError{Op: "fstatat", Path: gdir + "/" + ownerName, Err: err}
 	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return err
+	if err := atomicfile.WriteBytesAt(gfd, gdir, ownerName, []byte(DefaultOwner+"\n"), 0o644, in.own.atomic()); err != nil {
+		unix.Close(gfd)
+		return -1, err
 	}
-	return writeFileAtomic(filepath.Join(gdir, ownerName), []byte(DefaultOwner+"\n"), in.own)
+	return gfd, nil
 }
 
-// createSnapshotDir locks and creates the directory of a new snapshot at
-// the current time. A time that is taken (a snapshot of the same second)
-// is an error with a fake clock; with the real one it waits for the next
-// second.
-func (in *ingest) createSnapshotDir(ctx context.Context) (Snapshot, *locking.Lock, error) {
-	gdir := filepath.Join(in.base, in.g.RelPath())
+// createSnapshotDir locks and creates, in the group directory open as gfd,
+// the directory of a new snapshot at the current time, and returns an fd
+// of it. A time that is taken (a snapshot of the same second) is an error
+// with a fake clock; with the real one it waits for the next second.
+func (in *ingest) createSnapshotDir(ctx context.Context, gfd int) (Snapshot, int, *locking.Lock, error) {
+	gdir := in.tree.path(in.g.RelPath())
 	for attempt := 1; ; attempt++ {
 		s := Snapshot{Group: in.g, Time: in.now().UTC().Truncate(time.Second)}
 		lock, err := in.lk.LockSnapshot(ctx, s.NS, s.Type, s.ID, s.TimeString(), locking.Exclusive, ingestLockTimeout)
 		if err != nil {
-			return Snapshot{}, nil, err
+			return Snapshot{}, -1, nil, err
 		}
-		err = mkdirOwned(filepath.Join(gdir, s.TimeString()), in.own)
+		sfd, err := in.mkdirOwned(gfd, gdir, s.TimeString())
 		if err == nil {
-			if err := atomicfile.SyncDir(gdir); err != nil {
-				return Snapshot{}, nil, errors.Join(err, lock.Unlock())
+			if err := eintr.Retry(func() error { return unix.Fsync(gfd) }); err != nil {
+				unix.Close(sfd)
+				return Snapshot{}, -1, nil, errors.Join(&fs.PathError{Op: "fsync", Path: gdir, Err: err}, lock.Unlock())
 			}
-			return s, lock, nil
+			return s, sfd, lock, nil
 		}
 		if uerr := lock.Unlock(); uerr != nil {
-			return Snapshot{}, nil, errors.Join(err, uerr)
+			return Snapshot{}, -1, nil, errors.Join(err, uerr)
 		}
 		if !errors.Is(err, fs.ErrExist) || in.fakeClock || attempt == snapshotTimeAttempts {
-			return Snapshot{}, nil, fmt.Errorf("create snapshot: %w", err)
+			return Snapshot{}, -1, nil, fmt.Errorf("create snapshot: %w", err)
 		}
 		t := time.NewTimer(time.Until(s.Time.Add(time.Second)))
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return Snapshot{}, nil, context.Cause(ctx)
+			return Snapshot{}, -1, nil, context.Cause(ctx)
 		case <-t.C:
 		}
 	}
+}
+
+// mkdirOwned creates directory name (0755) in the directory open as dirfd
+// (at dirPath), opens it without following a symlink and chowns it through
+// its fd. An existing name gives an error matching fs.ErrExist.
+func (in *ingest) mkdirOwned(dirfd int, dirPath, name string) (int, error) {
+	p := dirPath + "/" + name
+	if err := eintr.Retry(func() error { return unix.Mkdirat(dirfd, name, 0o755) }); err != nil {
+		return -1, &fs.PathError{Op: "mkdir", Path: p, Err: err}
+	}
+	fd, err := openSubdir(dirfd, name, p, wantSnapshot)
+	if err != nil {
+		return -1, err
+	}
+	if in.own.active {
+		if err := eintr.Retry(func() error { return unix.Fchown(fd, in.own.uid, in.own.gid) }); err != nil {
+			unix.Close(fd)
+			return -1, &fs.PathError{Op: "chown", Path: p, Err: err}
+		}
+	}
+	return fd, nil
+}
+
+// removePartial removes the snapshot directory name of the group directory
+// open as gfd (at path dir), and everything in it, relative to gfd.
+func removePartial(gfd int, name, dir string) error {
+	sfd, err := openSubdir(gfd, name, dir, wantSnapshot)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	err = removeContents(sfd, dir, 0)
+	unix.Close(sfd)
+	if err != nil {
+		return err
+	}
+	err = eintr.Retry(func() error { return unix.Unlinkat(gfd, name, unix.AT_REMOVEDIR) })
+	if err != nil && !errors.Is(err, unix.ENOENT) {
+		return &fs.PathError{Op: "rmdir", Path: dir, Err: err}
+	}
+	return nil
 }
 
 // chunkFile stores the chunks of f and returns their digests and the
@@ -406,16 +483,17 @@ func (in *ingest) chunkFile(ctx context.Context, f *os.File) ([]blob.Digest, uin
 	}
 }
 
-// writeIndex writes the fixed index at path and returns its checksum as
-// read back from the file.
-func (in *ingest) writeIndex(path string, size uint64, digests []blob.Digest) ([32]byte, error) {
-	if err := index.WriteFixedFile(path, size, uint64(in.chunkSize), digests); err != nil {
+// writeIndex writes the fixed index name into the snapshot directory open
+// as sfd (at dir) and returns its checksum as read back from the file.
+func (in *ingest) writeIndex(sfd int, dir, name string, size uint64, digests []blob.Digest) ([32]byte, error) {
+	if err := index.WriteFixedFileAt(sfd, dir, name, in.own.atomic(), size, uint64(in.chunkSize), digests); err != nil {
 		return [32]byte{}, err
 	}
-	if err := in.own.chown(path); err != nil {
-		return [32]byte{}, err
+	f, err := nofollow.OpenFile(sfd, dir, name)
+	if err != nil {
+		return [32]byte{}, doubt(err)
 	}
-	r, err := index.Open(path)
+	r, err := index.OpenFile(f)
 	if err != nil {
 		return [32]byte{}, err
 	}
@@ -434,61 +512,26 @@ type fileOwner struct {
 
 // ownerOf returns the owner of the store's base directory, which chunkstore
 // gives to the backup user.
-func ownerOf(base string) (fileOwner, error) {
+func ownerOf(t *Tree) (fileOwner, error) {
 	var st unix.Stat_t
-	if err := eintr.Retry(func() error { return unix.Stat(base, &st) }); err != nil {
-		return fileOwner{}, &fs.PathError{Op: "stat", Path: base, Err: err}
+	if err := eintr.Retry(func() error { return unix.Fstat(t.fd, &st) }); err != nil {
+		return fileOwner{}, &fs.PathError{Op: "fstat", Path: t.base, Err: err}
 	}
 	return fileOwner{uid: int(st.Uid), gid: int(st.Gid), active: os.Geteuid() == 0}, nil
 }
 
-func (o fileOwner) chown(path string) error {
+// atomic returns the owner for atomicfile: none unless running as root.
+func (o fileOwner) atomic() atomicfile.Owner {
 	if !o.active {
-		return nil
+		return atomicfile.NoOwner
 	}
-	if err := eintr.Retry(func() error { return unix.Lchown(path, o.uid, o.gid) }); err != nil {
-		return &fs.PathError{Op: "chown", Path: path, Err: err}
-	}
-	return nil
+	return atomicfile.Owner{UID: o.uid, GID: o.gid}
 }
 
-// mkdirs creates the missing directories of rel under base, 0755 and
-// chowned.
-func mkdirs(base, rel string, own fileOwner) error {
-	p := base
-	for c := range strings.SplitSeq(rel, "/") {
-		p = filepath.Join(p, c)
-		err := mkdirOwned(p, own)
-		if err != nil && !errors.Is(err, fs.ErrExist) {
-			return err
-		}
-		if err != nil {
-			fi, serr := os.Lstat(p)
-			if serr != nil {
-				return serr
-			}
-			if !fi.IsDir() {
-				return &fs.PathError{Op: "mkdir", Path: p, Err: unix.ENOTDIR}
-			}
-		}
+// uidOrNone returns the uid to chown new directories to, -1 for none.
+func (o fileOwner) uidOrNone() int {
+	if !o.active {
+		return -1
 	}
-	return nil
-}
-
-// mkdirOwned creates directory p (0755) and chowns it; an existing p gives
-// an error matching fs.ErrExist.
-func mkdirOwned(p string, own fileOwner) error {
-	if err := eintr.Retry(func() error { return unix.Mkdir(p, 0o755) }); err != nil {
-		return &fs.PathError{Op: "mkdir", Path: p, Err: err}
-	}
-	return own.chown(p)
-}
-
-// writeFileAtomic writes data to path (0644, chowned) with atomicfile.
-func writeFileAtomic(path string, data []byte, own fileOwner) error {
-	owner := atomicfile.NoOwner
-	if own.active {
-		owner = atomicfile.Owner{UID: own.uid, GID: own.gid}
-	}
-	return atomicfile.WriteBytes(path, data, 0o644, owner)
+	return o.uid
 }

@@ -10,7 +10,12 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"chunkgc/chunkstore"
 	"chunkgc/index"
+	"chunkgc/internal/eintr"
+	"chunkgc/internal/nofollow"
 )
 
 // MaxNamespaceDepth is the deepest namespace PBS allows: a/b/c/d/e/f/g.
@@ -193,38 +198,194 @@ func (s Snapshot) RelPath() string { return s.Group.RelPath() + "/" + s.TimeStri
 // as RelPath.
 func (s Snapshot) String() string { return s.RelPath() }
 
-// readDirs lists the subdirectories of dir (not symlinks to directories)
-// whose names pass keep, sorted by name. A missing dir gives an empty list.
-func readDirs(dir string, keep func(name string) bool) ([]string, error) {
-	entries, err := os.ReadDir(dir)
+// Tree is the tree of a datastore above the chunks, held as a directory fd
+// of the store's base: every listing and every open below the base is
+// relative to that fd and follows no symlink (nofollow, getdents, openat
+// with O_NOFOLLOW), so a less privileged owner of the tree cannot redirect
+// it outside the store, neither by planting a symlink nor by swapping one
+// in while it runs (see the package doc, "No escape"). The base path is
+// used only in messages.
+//
+// A Tree is safe for concurrent use: its fd is only ever a dirfd of *at
+// calls, never read from. Close it when done.
+type Tree struct {
+	fd   int
+	base string
+}
+
+// NewTree returns the tree of the store whose base directory is open as
+// baseFD (at path base, for messages). It works on a duplicate of baseFD,
+// so the caller keeps and closes its own.
+func NewTree(baseFD int, base string) (*Tree, error) {
+	fd, err := eintr.Retry2(func() (int, error) { return unix.FcntlInt(uintptr(baseFD), unix.F_DUPFD_CLOEXEC, 0) })
+	if err != nil {
+		return nil, &fs.PathError{Op: "dup", Path: base, Err: err}
+	}
+	var st unix.Stat_t
+	if err := eintr.Retry(func() error { return unix.Fstat(fd, &st) }); err != nil {
+		unix.Close(fd)
+		return nil, &fs.PathError{Op: "fstat", Path: base, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		unix.Close(fd)
+		return nil, &fs.PathError{Op: "open", Path: base, Err: unix.ENOTDIR}
+	}
+	return &Tree{fd: fd, base: base}, nil
+}
+
+// OpenTree opens the tree of the store at base. base itself is the
+// configured, trusted path: it is opened as any path is (a symlinked base
+// is followed); nothing below it is.
+func OpenTree(base string) (*Tree, error) {
+	fd, err := eintr.Retry2(func() (int, error) {
+		return unix.Open(base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	})
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: base, Err: err}
+	}
+	return &Tree{fd: fd, base: base}, nil
+}
+
+// OpenStoreTree returns the tree of store: from the store's own base fd
+// when it holds one, else by opening its base path.
+func OpenStoreTree(store *chunkstore.Store) (*Tree, error) {
+	// The chunk store is getting a BaseFD method; until every build has
+	// it, ask for it dynamically.
+	if s, ok := any(store).(interface{ BaseFD() int }); ok {
+		return NewTree(s.BaseFD(), store.Base())
+	}
+	return OpenTree(store.Base())
+}
+
+// Base returns the path of the store's base directory, as given.
+func (t *Tree) Base() string { return t.base }
+
+// Close closes the tree's fd. A second Close is an error.
+func (t *Tree) Close() error {
+	if t.fd < 0 {
+		return fmt.Errorf("close tree of %s: %w", t.base, os.ErrClosed)
+	}
+	fd := t.fd
+	t.fd = -1
+	if err := unix.Close(fd); err != nil {
+		return &fs.PathError{Op: "close", Path: t.base, Err: err}
+	}
+	return nil
+}
+
+// path returns the path of rel below the base, for messages.
+func (t *Tree) path(rel string) string { return filepath.Join(t.base, rel) }
+
+// relJoin joins two relative paths with "/", either of which may be "".
+func relJoin(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + "/" + b
+}
+
+// openDir opens directory rel below the base ("" for the base itself, as a
+// new open file description) without following a symlink. A symlink or
+// non-directory anywhere on the way is an error matching
+// [ErrUnexpectedEntry] naming it; a missing one matches fs.ErrNotExist.
+func (t *Tree) openDir(rel string) (int, error) {
+	if rel == "" {
+		fd, err := eintr.Retry2(func() (int, error) {
+			return unix.Openat(t.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		})
+		if err != nil {
+			return -1, &fs.PathError{Op: "open", Path: t.base, Err: err}
+		}
+		return fd, nil
+	}
+	fd, err := nofollow.OpenDir(t.fd, t.base, rel)
+	if err != nil {
+		return -1, doubt(err)
+	}
+	return fd, nil
+}
+
+// readDir lists directory rel below the base: every entry but "." and
+// "..", sorted by name, with its type (DT_UNKNOWN resolved with fstatat on
+// the directory's fd; an entry that vanished meanwhile is left out). A
+// directory that is missing, or that was removed after it was opened,
+// gives an error matching fs.ErrNotExist.
+func (t *Tree) readDir(rel string) ([]dirent, error) {
+	fd, err := t.openDir(rel)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	ents, err := readDirents(fd, t.path(rel), make([]byte, direntBufSize))
+	if err != nil {
+		return nil, err
+	}
+	kept := ents[:0]
+	for _, e := range ents {
+		if e.typ == unix.DT_UNKNOWN {
+			var st unix.Stat_t
+			err := eintr.Retry(func() error { return unix.Fstatat(fd, e.name, &st, unix.AT_SYMLINK_NOFOLLOW) })
+			if errors.Is(err, unix.ENOENT) {
+				continue
+			}
+			if err != nil {
+				return nil, &fs.PathError{Op: "fstatat", Path: t.path(relJoin(rel, e.name)), Err: err}
+			}
+			e.typ = dtype(st.Mode)
+		}
+		kept = append(kept, e)
+	}
+	slices.SortFunc(kept, func(a, b dirent) int { return strings.Compare(a.name, b.name) })
+	return kept, nil
+}
+
+// listDirs lists the subdirectories of rel whose names pass keep, sorted by
+// name; a missing rel gives an empty list. An entry whose name passes keep
+// and that is a symlink, FIFO, socket or device is an error matching
+// [ErrUnexpectedEntry] (want says what the tree expects there); a regular
+// file is not part of the scheme and is ignored.
+func (t *Tree) listDirs(rel string, keep func(name string) bool, want string) ([]string, error) {
+	ents, err := t.readDir(rel)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", dir, err)
+		return nil, fmt.Errorf("list %s: %w", t.path(rel), err)
 	}
 	var names []string
-	for _, e := range entries { // os.ReadDir sorts by name
-		if e.IsDir() && keep(e.Name()) {
-			names = append(names, e.Name())
+	for _, e := range ents {
+		if !keep(e.name) {
+			continue
+		}
+		switch e.typ {
+		case unix.DT_DIR:
+			names = append(names, e.name)
+		case unix.DT_REG:
+		default:
+			return nil, unexpected("list", t.path(relJoin(rel, e.name)), e.typ, want)
 		}
 	}
 	return names, nil
 }
 
-// ListNamespaces returns every namespace of the store at base: the root
-// first, then each nested namespace (ns/<a>/ns/<b>/…, at most
-// [MaxNamespaceDepth] levels) in depth-first order with sorted children, so
-// a parent precedes its children. Directories whose names are not valid
-// namespace components are ignored, as are symlinks.
-func ListNamespaces(base string) ([]Namespace, error) {
+// ListNamespaces returns every namespace of the store: the root first, then
+// each nested namespace (ns/<a>/ns/<b>/…, at most [MaxNamespaceDepth]
+// levels) in depth-first order with sorted children, so a parent precedes
+// its children. Directories whose names are not valid namespace components
+// are ignored. A symlink, FIFO, socket or device named ns, or named as a
+// namespace inside an ns directory, is an error matching
+// [ErrUnexpectedEntry] that names it.
+func (t *Tree) ListNamespaces() ([]Namespace, error) {
 	nss := []Namespace{nil}
 	var walk func(parent Namespace) error
 	walk = func(parent Namespace) error {
 		if len(parent) == MaxNamespaceDepth {
 			return nil
 		}
-		names, err := readDirs(filepath.Join(base, parent.RelPath(), nsDir), validName)
+		names, err := t.listDirs(relJoin(parent.RelPath(), nsDir), validName, wantNS)
 		if err != nil {
 			return err
 		}
@@ -246,12 +407,13 @@ func ListNamespaces(base string) ([]Namespace, error) {
 // ListGroups returns the backup groups of namespace ns: the directories
 // <type>/<id> under the namespace's directory with a valid type and id,
 // sorted by type then id. A namespace whose directory does not exist has no
-// groups.
-func ListGroups(base string, ns Namespace) ([]Group, error) {
-	nsPath := filepath.Join(base, ns.RelPath())
+// groups. A type directory, or an entry with a valid id in one, that is a
+// symlink, FIFO, socket or device is an error matching
+// [ErrUnexpectedEntry] that names it.
+func (t *Tree) ListGroups(ns Namespace) ([]Group, error) {
 	var groups []Group
 	for _, typ := range groupTypes() {
-		ids, err := readDirs(filepath.Join(nsPath, typ), validName)
+		ids, err := t.listDirs(relJoin(ns.RelPath(), typ), validName, wantGroup)
 		if err != nil {
 			return nil, err
 		}
@@ -265,12 +427,14 @@ func ListGroups(base string, ns Namespace) ([]Group, error) {
 // ListSnapshots returns the snapshots of group g, oldest first: the
 // directories in the group's directory whose names are snapshot times
 // ([TimeLayout]). Other directories and files are ignored. A group whose
-// directory does not exist has no snapshots.
-func ListSnapshots(base string, g Group) ([]Snapshot, error) {
-	names, err := readDirs(filepath.Join(base, g.RelPath()), func(name string) bool {
+// directory does not exist has no snapshots. An entry named as a snapshot
+// that is a symlink, FIFO, socket or device, or a symlink on the way to
+// the group, is an error matching [ErrUnexpectedEntry] that names it.
+func (t *Tree) ListSnapshots(g Group) ([]Snapshot, error) {
+	names, err := t.listDirs(g.RelPath(), func(name string) bool {
 		_, ok := parseTime(name)
 		return ok
-	})
+	}, wantSnapshot)
 	if err != nil {
 		return nil, err
 	}
@@ -285,21 +449,21 @@ func ListSnapshots(base string, g Group) ([]Snapshot, error) {
 }
 
 // ListAllSnapshots returns every snapshot of every group of every namespace
-// of the store, ordered by namespace (as [ListNamespaces]), group (as
-// [ListGroups]) and time.
-func ListAllSnapshots(base string) ([]Snapshot, error) {
-	nss, err := ListNamespaces(base)
+// of the store, ordered by namespace (as [Tree.ListNamespaces]), group (as
+// [Tree.ListGroups]) and time.
+func (t *Tree) ListAllSnapshots() ([]Snapshot, error) {
+	nss, err := t.ListNamespaces()
 	if err != nil {
 		return nil, err
 	}
 	var all []Snapshot
 	for _, ns := range nss {
-		groups, err := ListGroups(base, ns)
+		groups, err := t.ListGroups(ns)
 		if err != nil {
 			return nil, err
 		}
 		for _, g := range groups {
-			snaps, err := ListSnapshots(base, g)
+			snaps, err := t.ListSnapshots(g)
 			if err != nil {
 				return nil, err
 			}
@@ -311,21 +475,84 @@ func ListAllSnapshots(base string) ([]Snapshot, error) {
 
 // IndexFiles returns the names (not paths) of the index files of snapshot
 // s: the regular files named *.fidx or *.didx in its directory, sorted.
-// Hidden files are not index files. If the snapshot directory does not exist
-// (it was removed), the error matches fs.ErrNotExist.
-func IndexFiles(base string, s Snapshot) ([]string, error) {
-	dir := filepath.Join(base, s.RelPath())
-	entries, err := os.ReadDir(dir)
+// Hidden files are not index files, nor are directories. If the snapshot
+// directory does not exist (it was removed), the error matches
+// fs.ErrNotExist. An entry named as an index that is a symlink, FIFO,
+// socket or device, or a snapshot directory (or a component on the way to
+// it) that is a symlink, is an error matching [ErrUnexpectedEntry] that
+// names it.
+func (t *Tree) IndexFiles(s Snapshot) ([]string, error) {
+	rel := s.RelPath()
+	ents, err := t.readDir(rel)
 	if err != nil {
-		return nil, fmt.Errorf("list index files of snapshot %s: %w", dir, err)
+		return nil, fmt.Errorf("list index files of snapshot %s: %w", t.path(rel), err)
 	}
 	var names []string
-	for _, e := range entries {
-		if e.Type().IsRegular() && isIndexName(e.Name()) {
-			names = append(names, e.Name())
+	for _, e := range ents {
+		if !isIndexName(e.name) {
+			continue
+		}
+		switch e.typ {
+		case unix.DT_REG:
+			names = append(names, e.name)
+		case unix.DT_DIR:
+		default:
+			return nil, unexpected("list", t.path(relJoin(rel, e.name)), e.typ, wantIndex)
 		}
 	}
 	return names, nil
+}
+
+// OpenIndex opens the index file rel (relative to the base, "/"
+// separators, as [Tree.WalkIndexFiles] gives it) without following any
+// symlink and without blocking on a FIFO, and validates its header
+// ([index.OpenFile]). A missing file (or directory on the way) matches
+// fs.ErrNotExist: it was pruned. A symlink in any component, or a final
+// component that is not a regular file, is an error matching
+// [ErrUnexpectedEntry] that names it; a path longer than the kernel takes
+// fails with ENAMETOOLONG naming it.
+func (t *Tree) OpenIndex(rel string) (*index.Reader, error) {
+	f, err := nofollow.OpenFile(t.fd, t.base, rel)
+	if err != nil {
+		return nil, fmt.Errorf("open index: %w", doubt(err))
+	}
+	return index.OpenFile(f)
+}
+
+// withTree runs fn on the tree of base, opened for the call.
+func withTree[T any](base string, fn func(t *Tree) (T, error)) (T, error) {
+	t, err := OpenTree(base)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	defer t.Close()
+	return fn(t)
+}
+
+// ListNamespaces is [Tree.ListNamespaces] on the store at base.
+func ListNamespaces(base string) ([]Namespace, error) {
+	return withTree(base, (*Tree).ListNamespaces)
+}
+
+// ListGroups is [Tree.ListGroups] on the store at base.
+func ListGroups(base string, ns Namespace) ([]Group, error) {
+	return withTree(base, func(t *Tree) ([]Group, error) { return t.ListGroups(ns) })
+}
+
+// ListSnapshots is [Tree.ListSnapshots] on the store at base.
+func ListSnapshots(base string, g Group) ([]Snapshot, error) {
+	return withTree(base, func(t *Tree) ([]Snapshot, error) { return t.ListSnapshots(g) })
+}
+
+// ListAllSnapshots is [Tree.ListAllSnapshots] on the store at base.
+func ListAllSnapshots(base string) ([]Snapshot, error) {
+	return withTree(base, (*Tree).ListAllSnapshots)
+}
+
+// IndexFiles is [Tree.IndexFiles] on the store at base.
+func IndexFiles(base string, s Snapshot) ([]string, error) {
+	return withTree(base, func(t *Tree) ([]string, error) { return t.IndexFiles(s) })
 }
 
 // isIndexName reports whether a directory entry's name is that of an index

@@ -56,14 +56,16 @@ func fixture(t testing.TB, base, outside string) {
 		dir("ns/a/ns/.hidden"),
 		dir("vm/-x"),
 		file("vm/200"),
-		fifo("vm/100/"+t1+"/p.didx"),
 		dir("lost+found"),
-		// symlinks: never followed
-		symlink("vm/link", filepath.Join(outside, "vm/1")),
+		// symlinks and a FIFO where the scheme expects nothing: never
+		// followed, skipped (doubtEntries has those the tree must stop on)
 		symlink("outside", outside),
-		symlink("ns/l", filepath.Join(outside, "vm")),
-		symlink("vm/100/"+t1+"/link.fidx", "drive-scsi0.img.fidx"),
-		symlink("vm/100/2025-04-06T00:00:00Z", filepath.Join(outside, "vm/1/"+t1)),
+		symlink("vm/-link", filepath.Join(outside, "vm/1")),
+		symlink("ns/-l", filepath.Join(outside, "vm")),
+		symlink("vm/100/not-a-time-link", filepath.Join(outside, "vm/1/"+t1)),
+		symlink("vm/100/"+t1+"/client.log.blob", filepath.Join(outside, "z.fidx")),
+		symlink("vm/100/"+t1+"/deep/x", filepath.Join(outside, "z.fidx")),
+		fifo("vm/100/"+t1+"/p.blob"),
 	)
 }
 
@@ -254,7 +256,7 @@ func TestListSnapshots(t *testing.T) {
 	for _, s := range snaps {
 		got = append(got, s.RelPath())
 	}
-	// not-a-time, the fraction, .tmp and the symlinked snapshot are not
+	// not-a-time, the fraction, .tmp and not-a-time-link are not
 	// snapshots.
 	equalLists(t, "snapshots", []string{"vm/100/" + t1, "vm/100/" + t2}, got)
 	if len(snaps) == 2 && !snaps[0].Time.Before(snaps[1].Time) {
@@ -290,8 +292,7 @@ func TestIndexFiles(t *testing.T) {
 	ok(t, err)
 	names, err := IndexFiles(base, s)
 	ok(t, err)
-	// Not .x.fidx (hidden), link.fidx (symlink), p.didx (fifo) or
-	// notes.fidx.bak.
+	// Not .x.fidx (hidden) or notes.fidx.bak.
 	equalLists(t, "index files", []string{"drive-scsi0.img.fidx"}, names)
 
 	s2, err := ParseSnapshot("vm/100/" + t2)

@@ -39,35 +39,61 @@ type walkHooks struct {
 // *.fidx or *.didx, inside the namespace/group/snapshot scheme or not
 // ([InScheme] tells). This is the listing GC marks from (SPEC §6.3).
 //
-// It does not descend into hidden entries (names starting with "."), so
-// .chunks is never listed, and does not follow symlinks (base itself may be
-// one). Each directory is listed in full (getdents) and its entries are
-// visited in name order, so the order is deterministic.
-//
-// A permission error (EACCES or EPERM) anywhere stops the walk with an error
-// naming the path and matching fs.ErrPermission: an index GC cannot see would
-// have its chunks removed. The one exception is a lost+found directory
-// directly under base that cannot be opened: it is skipped and logged at
-// debug level. An entry or directory that vanishes between being listed and
-// being looked at was removed concurrently (a pruned snapshot) and is
-// skipped. Any other error stops the walk. ctx is checked once per
-// directory; fn's error stops the walk and is returned as is.
+// It is [Tree.WalkIndexFiles] on the store at base (base itself may be a
+// symlink; nothing below it is followed).
 func WalkIndexFiles(ctx context.Context, base string, log *zap.Logger, fn func(rel string) error) error {
 	return walkIndexFiles(ctx, base, log, fn, walkHooks{})
 }
 
 func walkIndexFiles(ctx context.Context, base string, log *zap.Logger, fn func(rel string) error, hooks walkHooks) error {
+	t, err := OpenTree(base)
+	if err != nil {
+		return fmt.Errorf("walk index files: %w", err)
+	}
+	defer t.Close()
+	return t.walkIndexFiles(ctx, log, fn, hooks)
+}
+
+// WalkIndexFiles calls fn with the path, relative to the base and with "/"
+// separators, of every index file in the tree: every regular file named
+// *.fidx or *.didx, inside the namespace/group/snapshot scheme or not
+// ([InScheme] tells). This is the listing GC marks from (SPEC §6.3).
+//
+// It does not descend into hidden entries (names starting with "."), so
+// .chunks is never listed, and does not follow symlinks. Each directory is
+// listed in full (getdents) and its entries are visited in name order, so
+// the order is deterministic.
+//
+// Doubt stops the walk with an error naming the path (see the package doc,
+// "No escape"): an entry that is a symlink, FIFO, socket or device where
+// the scheme expects a namespace, group type, group or snapshot directory,
+// or that is named like an index anywhere, matches [ErrUnexpectedEntry]
+// (other such entries are skipped, logged at debug level); so does a
+// directory that became a symlink, FIFO, socket or device between its
+// listing and its open; an index whose path is PATH_MAX bytes or longer
+// fails with ENAMETOOLONG. A permission error (EACCES or EPERM) anywhere
+// stops the walk with an error matching fs.ErrPermission: an index GC
+// cannot see would have its chunks removed. The one exception is a
+// lost+found directory directly under the base that cannot be opened: it
+// is skipped and logged at debug level. An entry or directory that
+// vanishes between being listed and being looked at was removed
+// concurrently (a pruned snapshot) and is skipped, as is a directory that
+// became a regular file. Any other error stops the walk. ctx is checked
+// once per directory; fn's error stops the walk and is returned as is.
+func (t *Tree) WalkIndexFiles(ctx context.Context, log *zap.Logger, fn func(rel string) error) error {
+	return t.walkIndexFiles(ctx, log, fn, walkHooks{})
+}
+
+func (t *Tree) walkIndexFiles(ctx context.Context, log *zap.Logger, fn func(rel string) error, hooks walkHooks) error {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	fd, err := eintr.Retry2(func() (int, error) {
-		return unix.Open(base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	})
+	fd, err := t.openDir("")
 	if err != nil {
-		return fmt.Errorf("walk index files: %w", &fs.PathError{Op: "open", Path: base, Err: err})
+		return fmt.Errorf("walk index files: %w", err)
 	}
 	defer unix.Close(fd)
-	w := walker{ctx: ctx, base: base, log: log, fn: fn, hooks: hooks, buf: make([]byte, direntBufSize)}
+	w := walker{ctx: ctx, base: t.base, log: log, fn: fn, hooks: hooks, buf: make([]byte, direntBufSize)}
 	return w.dir(fd, "")
 }
 
@@ -128,6 +154,10 @@ func (w *walker) dir(fd int, rel string) error {
 		switch typ {
 		case unix.DT_REG:
 			if isIndexName(e.name) {
+				if p := w.path(crel); len(p) >= unix.PathMax {
+					return fmt.Errorf("walk index files: index path of %d bytes, the kernel takes fewer than %d: %w",
+						len(p), unix.PathMax, &fs.PathError{Op: "open", Path: p, Err: unix.ENAMETOOLONG})
+				}
 				if err := w.fn(crel); err != nil {
 					return err
 				}
@@ -136,7 +166,28 @@ func (w *walker) dir(fd int, rel string) error {
 			if err := w.subdir(fd, e.name, crel); err != nil {
 				return err
 			}
+		default:
+			if err := w.other(crel, e.name, typ); err != nil {
+				return err
+			}
 		}
+	}
+	return nil
+}
+
+// other decides on an entry that is neither a regular file nor a
+// directory: an error where the tree expects a directory or an index file,
+// else skipped.
+func (w *walker) other(rel, name string, typ uint8) error {
+	want := schemeRole(rel)
+	if want == "" && isIndexName(name) {
+		want = wantIndex
+	}
+	if want != "" {
+		return fmt.Errorf("walk index files: %w", unexpected("walk", w.path(rel), typ, want))
+	}
+	if ce := w.log.Check(zap.DebugLevel, "skipping entry outside the scheme that is neither a file nor a directory"); ce != nil {
+		ce.Write(zap.String("path", w.path(rel)), zap.String("type", dtName(typ)))
 	}
 	return nil
 }
@@ -152,12 +203,7 @@ func (w *walker) subdir(fd int, name, rel string) error {
 		w.vanished(rel)
 		return nil
 	case errors.Is(err, unix.ENOTDIR), errors.Is(err, unix.ELOOP):
-		// Replaced by a file or a symlink since it was listed: what is
-		// there now is not a directory to walk.
-		if ce := w.log.Check(zap.DebugLevel, "directory replaced while walking, skipped"); ce != nil {
-			ce.Write(zap.String("path", w.path(rel)), zap.Error(err))
-		}
-		return nil
+		return w.replaced(fd, name, rel, err)
 	case (errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)) && rel == lostFound:
 		if ce := w.log.Check(zap.DebugLevel, "skipping unreadable lost+found"); ce != nil {
 			ce.Write(zap.String("path", w.path(rel)), zap.Error(err))
@@ -171,6 +217,41 @@ func (w *walker) subdir(fd int, name, rel string) error {
 		w.hooks.afterOpen(rel)
 	}
 	return w.dir(cfd, rel)
+}
+
+// replaced decides on a directory that was listed and is no directory when
+// opened (errno ENOTDIR or ELOOP): a symlink, FIFO, socket or device is the
+// swap an attacker does and stops the walk; a regular file is what a
+// removal and a new file leave and is skipped, as is an entry that is gone.
+func (w *walker) replaced(fd int, name, rel string, errno error) error {
+	var st unix.Stat_t
+	err := eintr.Retry(func() error { return unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) })
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		w.vanished(rel)
+		return nil
+	case err != nil:
+		return w.fail("fstatat", rel, err)
+	case st.Mode&unix.S_IFMT == unix.S_IFREG:
+		if ce := w.log.Check(zap.DebugLevel, "directory replaced by a file while walking, skipped"); ce != nil {
+			ce.Write(zap.String("path", w.path(rel)), zap.Error(errno))
+		}
+		return nil
+	}
+	typ := dtype(st.Mode)
+	if typ == unix.DT_DIR {
+		// A directory again (swapped back): at the open it was something
+		// else, a symlink if the open said ELOOP. Doubt all the same.
+		typ = dtOther
+		if errors.Is(errno, unix.ELOOP) {
+			typ = unix.DT_LNK
+		}
+	}
+	want := schemeRole(rel)
+	if want == "" {
+		want = "the directory it listed"
+	}
+	return fmt.Errorf("walk index files: directory replaced while walking: %w", unexpected("open", w.path(rel), typ, want))
 }
 
 // vanished logs an entry removed between listing and looking at it.
@@ -198,12 +279,20 @@ func dtype(mode uint32) uint8 {
 		return unix.DT_DIR
 	case unix.S_IFLNK:
 		return unix.DT_LNK
+	case unix.S_IFIFO:
+		return unix.DT_FIFO
+	case unix.S_IFSOCK:
+		return unix.DT_SOCK
+	case unix.S_IFCHR:
+		return unix.DT_CHR
+	case unix.S_IFBLK:
+		return unix.DT_BLK
 	}
 	return dtOther
 }
 
-// dtOther is the type dtype gives files that are neither regular files,
-// directories nor symlinks; unlike DT_UNKNOWN it does not mean "ask".
+// dtOther is the type dtype gives a file of no type it knows; unlike
+// DT_UNKNOWN it does not mean "ask".
 const dtOther uint8 = 0xff
 
 // dirent is one directory entry as getdents returns it.

@@ -16,7 +16,6 @@ import (
 	"chunkgc/blob"
 	"chunkgc/chunkstore"
 	"chunkgc/datastore"
-	"chunkgc/index"
 	"chunkgc/locking"
 )
 
@@ -41,6 +40,7 @@ type marker struct {
 	opts  *Options
 	log   *zap.Logger
 	base  string
+	tree  *datastore.Tree // the store's tree, open while walk runs
 	cache *digestCache
 
 	ctx    context.Context // cancelled on the first worker error
@@ -133,8 +133,21 @@ func mark(parent context.Context, store *chunkstore.Store, locks *locking.Dir, o
 
 // walk runs in the caller's goroutine: initial listing, groups newest first,
 // then the index files no group walk reached.
+//
+// Every listing and index open goes through the store's tree, which
+// follows no symlink below the base; anything it doubts (an entry of the
+// wrong type where the scheme expects one, an index path too long to open)
+// is an error that stops phase 1, and with it the run, before phase 2.
 func (m *marker) walk() error {
-	err := datastore.WalkIndexFiles(m.ctx, m.base, m.log, func(rel string) error {
+	tree, err := datastore.OpenStoreTree(m.store)
+	if err != nil {
+		return fmt.Errorf("open store tree: %w", err)
+	}
+	defer tree.Close()
+	m.tree = tree
+	defer func() { m.tree = nil }()
+
+	err = m.tree.WalkIndexFiles(m.ctx, m.log, func(rel string) error {
 		m.initial[rel] = true
 		return nil
 	})
@@ -144,12 +157,12 @@ func (m *marker) walk() error {
 	m.totalIndexes = len(m.initial)
 	m.log.Info("listed index files", zap.Int("count", m.totalIndexes))
 
-	nss, err := datastore.ListNamespaces(m.base)
+	nss, err := m.tree.ListNamespaces()
 	if err != nil {
 		return fmt.Errorf("list namespaces: %w", err)
 	}
 	for _, ns := range nss {
-		groups, err := datastore.ListGroups(m.base, ns)
+		groups, err := m.tree.ListGroups(ns)
 		if err != nil {
 			return fmt.Errorf("list groups of namespace %q: %w", ns.String(), err)
 		}
@@ -210,7 +223,7 @@ func (m *marker) markGroupOnce(g datastore.Group, attempt int) (retry bool, err 
 		}
 		defer lock.Unlock()
 	}
-	snaps, err := datastore.ListSnapshots(m.base, g)
+	snaps, err := m.tree.ListSnapshots(g)
 	if err != nil {
 		return false, fmt.Errorf("list snapshots of %s: %w", g.RelPath(), err)
 	}
@@ -220,7 +233,7 @@ func (m *marker) markGroupOnce(g datastore.Group, attempt int) (retry bool, err 
 	for i := len(snaps) - 1; i >= 0; i-- {
 		newest := i == len(snaps)-1
 		s := snaps[i]
-		names, err := datastore.IndexFiles(m.base, s)
+		names, err := m.tree.IndexFiles(s)
 		if errors.Is(err, fs.ErrNotExist) {
 			if newest {
 				return true, nil
@@ -251,7 +264,7 @@ func (m *marker) markIndex(rel string) (bool, error) {
 		return false, context.Cause(m.ctx)
 	}
 	path := filepath.Join(m.base, rel)
-	r, err := index.Open(path)
+	r, err := m.tree.OpenIndex(rel)
 	if errors.Is(err, fs.ErrNotExist) {
 		m.log.Info("index file vanished, pruned concurrently", zap.String("index", rel))
 		if m.initial[rel] {

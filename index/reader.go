@@ -37,6 +37,10 @@ type Reader struct {
 // error from opening the file wraps the *fs.PathError, so a file that does
 // not exist matches fs.ErrNotExist. A non-regular file (a directory or a
 // FIFO named *.fidx) is corrupt. The caller must Close the Reader.
+//
+// Open follows symlinks in path; code that must not (GC in a tree a less
+// privileged user owns) opens the file itself without following any and
+// hands it to [OpenFile].
 func Open(path string) (*Reader, error) {
 	// O_NONBLOCK: opening a FIFO someone named *.fidx must not hang GC; it
 	// has no effect on regular files.
@@ -44,6 +48,16 @@ func Open(path string) (*Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open index: %w", err)
 	}
+	return OpenFile(f)
+}
+
+// OpenFile validates the index open as f, as [Open] does for a path, and
+// takes ownership of f: the Reader's Close closes it, and OpenFile closes it
+// itself when it fails. f must be open for reading; f.Name() names the file
+// in errors. A file that fstat does not report as regular (a FIFO, socket,
+// device or directory) is a [*CorruptError], checked before anything is
+// read, so that f should have been opened with O_NONBLOCK.
+func OpenFile(f *os.File) (*Reader, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
@@ -51,9 +65,9 @@ func Open(path string) (*Reader, error) {
 	}
 	if !fi.Mode().IsRegular() {
 		f.Close()
-		return nil, &CorruptError{Path: path, Reason: fmt.Sprintf("not a regular file (mode %v)", fi.Mode())}
+		return nil, &CorruptError{Path: f.Name(), Reason: fmt.Sprintf("not a regular file (mode %v)", fi.Mode())}
 	}
-	r, err := NewReader(f, fi.Size(), path)
+	r, err := NewReader(f, fi.Size(), f.Name())
 	if err != nil {
 		f.Close()
 		return nil, err

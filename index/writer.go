@@ -178,7 +178,19 @@ func (w *DynamicWriter) Close() error { return w.wr.close() }
 // fsync, rename, fsync of the directory. The file gets mode 0644, a random
 // UUID and the current time as ctime.
 func WriteFixedFile(path string, size, chunkSize uint64, digests []blob.Digest) error {
-	return writeFile(path, func(f *os.File, uuid [16]byte, ctime int64) error {
+	return writeFile(path, fixedFill(size, chunkSize, digests))
+}
+
+// WriteFixedFileAt is WriteFixedFile for the file name in the directory open
+// as dirfd (at dirPath, for errors), resolving nothing through a path or a
+// symlink (see atomicfile.WriteAt); the file is chowned to owner before it
+// is renamed into place unless owner.UID < 0.
+func WriteFixedFileAt(dirfd int, dirPath, name string, owner atomicfile.Owner, size, chunkSize uint64, digests []blob.Digest) error {
+	return writeFileAt(dirfd, dirPath, name, owner, fixedFill(size, chunkSize, digests))
+}
+
+func fixedFill(size, chunkSize uint64, digests []blob.Digest) fillFunc {
+	return func(f *os.File, uuid [16]byte, ctime int64) error {
 		w := NewFixedWriter(f, size, chunkSize, uuid, ctime)
 		for _, d := range digests {
 			if err := w.Add(d); err != nil {
@@ -186,7 +198,7 @@ func WriteFixedFile(path string, size, chunkSize uint64, digests []blob.Digest) 
 			}
 		}
 		return w.Close()
-	})
+	}
 }
 
 // WriteDynamicFile writes a dynamic index to path atomically, as
@@ -195,7 +207,20 @@ func WriteDynamicFile(path string, ends []uint64, digests []blob.Digest) error {
 	if len(ends) != len(digests) {
 		return fmt.Errorf("write index %s: %d end offsets for %d digests", path, len(ends), len(digests))
 	}
-	return writeFile(path, func(f *os.File, uuid [16]byte, ctime int64) error {
+	return writeFile(path, dynamicFill(ends, digests))
+}
+
+// WriteDynamicFileAt is WriteDynamicFile relative to a directory fd, as
+// [WriteFixedFileAt] is WriteFixedFile.
+func WriteDynamicFileAt(dirfd int, dirPath, name string, owner atomicfile.Owner, ends []uint64, digests []blob.Digest) error {
+	if len(ends) != len(digests) {
+		return fmt.Errorf("write index %s/%s: %d end offsets for %d digests", dirPath, name, len(ends), len(digests))
+	}
+	return writeFileAt(dirfd, dirPath, name, owner, dynamicFill(ends, digests))
+}
+
+func dynamicFill(ends []uint64, digests []blob.Digest) fillFunc {
+	return func(f *os.File, uuid [16]byte, ctime int64) error {
 		w := NewDynamicWriter(f, uuid, ctime)
 		for i, d := range digests {
 			if err := w.Add(ends[i], d); err != nil {
@@ -203,8 +228,11 @@ func WriteDynamicFile(path string, ends []uint64, digests []blob.Digest) error {
 			}
 		}
 		return w.Close()
-	})
+	}
 }
+
+// fillFunc writes a whole index to the empty file f.
+type fillFunc func(f *os.File, uuid [16]byte, ctime int64) error
 
 // newUUID returns a random (version 4) UUID, as PBS gives each index.
 func newUUID() [16]byte {
@@ -215,8 +243,18 @@ func newUUID() [16]byte {
 	return u
 }
 
-func writeFile(path string, fill func(f *os.File, uuid [16]byte, ctime int64) error) error {
+func writeFile(path string, fill fillFunc) error {
 	err := atomicfile.Write(path, 0o644, atomicfile.NoOwner, func(f *os.File) error {
+		return fill(f, newUUID(), time.Now().Unix())
+	})
+	if err != nil {
+		return fmt.Errorf("index: %w", err)
+	}
+	return nil
+}
+
+func writeFileAt(dirfd int, dirPath, name string, owner atomicfile.Owner, fill fillFunc) error {
+	err := atomicfile.WriteAt(dirfd, dirPath, name, 0o644, owner, func(f *os.File) error {
 		return fill(f, newUUID(), time.Now().Unix())
 	})
 	if err != nil {

@@ -243,7 +243,12 @@ func runForget(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer o.Close()
-	if err := datastore.Forget(ctx, o.base, o.locks, snap, e.log); err != nil {
+	tree, err := datastore.OpenStoreTree(o.store)
+	if err != nil {
+		return err
+	}
+	defer tree.Close()
+	if err := tree.Forget(ctx, o.locks, snap, e.log); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "removed %s\n", snap.RelPath())
@@ -262,9 +267,14 @@ func runSnapshots(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	snaps, err := datastore.ListAllSnapshots(ref.base)
+	tree, err := datastore.OpenTree(ref.base)
 	if err != nil {
-		return err
+		return fmt.Errorf("datastore %s: %w", ref.name, err)
+	}
+	defer tree.Close()
+	snaps, err := tree.ListAllSnapshots()
+	if err != nil {
+		return fmt.Errorf("datastore %s: %w", ref.name, err)
 	}
 	for _, s := range snaps {
 		fmt.Fprintln(e.stdout, s.RelPath())
