@@ -343,3 +343,13 @@ func owner(t *testing.T, path string) (uint32, uint32) {
 	ok(t, unix.Lstat(path, &st))
 	return st.Uid, st.Gid
 }
+
+// assertMode fails t unless the permission bits of path are want.
+func assertMode(t *testing.T, path string, want uint32) {
+	t.Helper()
+	var st unix.Stat_t
+	ok(t, unix.Lstat(path, &st))
+	if got := st.Mode & 0o7777; got != want {
+		t.Errorf("%s: mode %04o, want %04o", path, got, want)
+	}
+}
