@@ -104,6 +104,8 @@ func helperMain(args []string) int {
 				report("closed", w.Close())
 			}
 		}
+	case "literal-roots": // in a private mount namespace: see TestLiteralRoots
+		return literalRoots()
 	case "stress": // PATH N WITNESS: N rounds of exclusive lock, check, remove
 		return stress(args[0], args[1], args[2])
 	default:
