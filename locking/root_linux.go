@@ -29,7 +29,7 @@ const PBSRoot = "/run/proxmox-backup/locks"
 // another user or writable by group or others, so that someone other than
 // root could rename, replace or fill it. The error names the directory and
 // the command that fixes it. The PBS layout ([PBSRoot]) is exempt.
-var ErrUnsafeRoot = errors.New("lock root not owned by root or writable by others")
+var ErrUnsafeRoot = errors.New("unsafe lock root: users other than root can change it")
 
 // Root is an open lock root: the directory that holds one lock directory
 // per store. It keeps an O_DIRECTORY file descriptor of the root, opened
@@ -142,9 +142,9 @@ func (r *Root) check(pst *unix.Stat_t, parent string) error {
 
 // unsafeDir is the ErrUnsafeRoot error for dir (the root or its parent).
 func unsafeDir(root, dir string, st *unix.Stat_t) error {
-	return fmt.Errorf("lock root %s: %s is owned by %d:%d with mode %04o: %w; "+
-		"a lock root root uses must be root's and not writable by others "+
-		"(fix: chown root:root %s && chmod 0755 %s)",
+	return fmt.Errorf("lock root %s: %s is owned by %d:%d with mode %04o: %w "+
+		"(as root, chunkgc needs a lock root and parent owned by root and not writable by group or others; "+
+		"fix: chown root:root %s && chmod 0755 %s)",
 		root, dir, st.Uid, st.Gid, st.Mode&0o7777, ErrUnsafeRoot, shellQuote(dir), shellQuote(dir))
 }
 
