@@ -52,7 +52,9 @@ func newTestStore(t *testing.T) *testStore {
 		storetest.CheckNoTmp(t, base)
 		ok(t, store.Close())
 	})
-	lk, err := locking.OpenDir(filepath.Join(dir, "locks"), -1, -1)
+	// dir/locks is the lock root (dir may be a sticky 1777 tmpfs, which
+	// locking refuses as a lock root when running as root).
+	lk, err := locking.OpenDir(filepath.Join(dir, "locks", "store"), -1, -1)
 	ok(t, err)
 	core, logs := observer.New(zap.InfoLevel)
 	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core))

@@ -5,18 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"chunkgc/internal/eintr"
+	"chunkgc/internal/nofollow"
 )
-
-// defaultRoot holds one lock directory per store.
-const defaultRoot = "/run/chunkgc/locks"
 
 const (
 	gcLockName = "gc"
@@ -24,13 +21,17 @@ const (
 )
 
 // DefaultDir returns the default lock directory of the store named store:
-// /run/chunkgc/locks/<store> (tmpfs-backed /run).
-func DefaultDir(store string) string { return defaultRoot + "/" + store }
+// <[DefaultRoot]>/<store>.
+func DefaultDir(store string) string { return DefaultRoot + "/" + store }
 
 // Dir is a store's lock directory: the GC lock, the writer registry and the
-// group and snapshot lock files live in it. See the package doc.
+// group and snapshot lock files live in it. It keeps an O_DIRECTORY file
+// descriptor of the directory, and everything below it is reached relative
+// to that fd without following symlinks (package doc, "No escape"). Its
+// methods are safe for concurrent use, except Close.
 type Dir struct {
 	path     string
+	fd       int // O_DIRECTORY fd of path; -1 once closed
 	uid, gid int // owner of what it creates; -1: leave as created
 	fl       flocker
 
@@ -39,66 +40,68 @@ type Dir struct {
 	afterTmpCreate func(tmpPath string)
 }
 
-// OpenDir opens (creating them 0755 as needed) the lock directory path and its
-// writer registry. When running as root and uid >= 0, every directory and
-// lock file it creates, now or later, is chowned to uid:gid (gid -1 leaves
-// the group); as another user, or with uid -1, ownership is left alone.
+// OpenDir opens the lock directory path of one store: it is
+// OpenRoot(filepath.Dir(path)) followed by Store(filepath.Base(path), uid,
+// gid), so the parent of path is the lock root and is checked as
+// [OpenRoot] checks one. See [Root.Store] for uid and gid.
 func OpenDir(path string, uid, gid int) (*Dir, error) {
 	if path == "" {
 		return nil, errors.New("open lock dir: empty path")
 	}
-	if uid < 0 || os.Geteuid() != 0 {
-		uid, gid = -1, -1
-	}
-	d := &Dir{path: filepath.Clean(path), uid: uid, gid: gid, fl: newFlocker(uid, gid)}
-	if err := d.mkdirAll(filepath.Join(d.path, writersDir)); err != nil {
+	abs, err := filepath.Abs(path)
+	if err != nil {
 		return nil, fmt.Errorf("open lock dir %s: %w", path, err)
 	}
-	return d, nil
+	r, err := OpenRoot(filepath.Dir(abs))
+	if err != nil {
+		return nil, fmt.Errorf("open lock dir %s: %w", path, err)
+	}
+	defer r.Close()
+	return r.Store(filepath.Base(abs), uid, gid)
 }
 
 // Path returns the lock directory.
 func (d *Dir) Path() string { return d.path }
 
-// mkdirAll creates p and its missing parents 0755 and chowns the ones it
-// created. A directory someone else creates concurrently is left as is.
-func (d *Dir) mkdirAll(p string) error {
-	var st unix.Stat_t
-	err := eintr.Retry(func() error { return unix.Stat(p, &st) })
-	if err == nil {
-		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-			return &fs.PathError{Op: "mkdir", Path: p, Err: unix.ENOTDIR}
+// Close closes the directory's file descriptor. Locks and writers taken
+// from d stay valid (each holds its own descriptors); further calls on d
+// fail. A second Close returns an error matching fs.ErrClosed.
+func (d *Dir) Close() error {
+	if d.fd < 0 {
+		return fmt.Errorf("close lock dir %s: %w", d.path, fs.ErrClosed)
+	}
+	fd := d.fd
+	d.fd = -1
+	return closeFD(fd, d.path)
+}
+
+// openSub returns a new O_DIRECTORY fd of the directory rel below d
+// ("" for d itself), creating missing components (owned like d's), and its
+// path. It follows no symlink: a component that is one, or is not a
+// directory, is an error naming it.
+func (d *Dir) openSub(rel string) (int, string, error) {
+	if d.fd < 0 {
+		return -1, "", fmt.Errorf("lock dir %s: %w", d.path, fs.ErrClosed)
+	}
+	if rel == "" {
+		fd, err := unix.FcntlInt(uintptr(d.fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return -1, "", &fs.PathError{Op: "dup", Path: d.path, Err: err}
 		}
-		return nil
+		return fd, d.path, nil
 	}
-	if !errors.Is(err, unix.ENOENT) {
-		return &fs.PathError{Op: "stat", Path: p, Err: err}
-	}
-	if parent := filepath.Dir(p); parent != p {
-		if err := d.mkdirAll(parent); err != nil {
-			return err
-		}
-	}
-	err = eintr.Retry(func() error { return unix.Mkdir(p, 0o755) })
-	if errors.Is(err, unix.EEXIST) {
-		return d.mkdirAll(p) // check that it is a directory
-	}
+	fd, err := nofollow.MkdirAll(d.fd, d.path, rel, 0o755, d.uid, d.gid)
 	if err != nil {
-		return &fs.PathError{Op: "mkdir", Path: p, Err: err}
+		return -1, "", err
 	}
-	if d.uid >= 0 {
-		if err := eintr.Retry(func() error { return unix.Lchown(p, d.uid, d.gid) }); err != nil {
-			return &fs.PathError{Op: "chown", Path: p, Err: err}
-		}
-	}
-	return nil
+	return fd, filepath.Join(d.path, rel), nil
 }
 
 // GCLock takes the GC lock, flock LOCK_EX|LOCK_NB on <dir>/gc (one GC per
 // store on this host), with the double-stat. It returns a [*LockedError]
 // when another GC holds it.
 func (d *Dir) GCLock() (*Lock, error) {
-	return d.fl.lock(context.Background(), filepath.Join(d.path, gcLockName), Exclusive, 0)
+	return d.lockFile(context.Background(), gcLockName, Exclusive, 0)
 }
 
 // LockGroup locks backup group typ/id in namespace ns (nil or empty for the
@@ -123,12 +126,15 @@ func (d *Dir) LockSnapshot(ctx context.Context, ns []string, typ, id, snapTime s
 	return d.lockFile(ctx, LockFileName(ns, typ+"/"+id+"/"+snapTime), mode, timeout)
 }
 
+// lockFile locks name (a slash-separated path below d) with the
+// double-stat, relative to an fd of its parent directory.
 func (d *Dir) lockFile(ctx context.Context, name string, mode Mode, timeout time.Duration) (*Lock, error) {
-	path := filepath.Join(d.path, name)
-	if err := d.mkdirAll(filepath.Dir(path)); err != nil {
-		return nil, fmt.Errorf("lock %s: %w", path, err)
+	sub, base := path.Split(name)
+	dirfd, dirPath, err := d.openSub(strings.TrimSuffix(sub, "/"))
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", filepath.Join(d.path, name), err)
 	}
-	return d.fl.lock(ctx, path, mode, timeout)
+	return d.fl.lockAt(ctx, dirfd, dirPath, base, mode, timeout)
 }
 
 // checkNames rejects names that would not give a lock file inside the lock

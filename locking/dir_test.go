@@ -9,13 +9,16 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"chunkgc/internal/nofollow"
 )
 
 const backupUID, backupGID = 34, 34 // Debian's backup user and group
 
 // TestDirOnTmpfs opens a lock directory on a tmpfs as root with the backup
-// user as owner: everything it creates belongs to backup, what existed
-// before keeps its owner.
+// user as owner: the lock root and its parent it creates are root:root 0755,
+// the store's directory and everything in it belong to backup, and what
+// existed before keeps its owner.
 func TestDirOnTmpfs(t *testing.T) {
 	mnt := mountTmpfs(t)
 	path := filepath.Join(mnt, "chunkgc", "locks", "store1")
@@ -35,7 +38,11 @@ func TestDirOnTmpfs(t *testing.T) {
 		}
 	}
 	assertOwner(mnt, 0, 0)
-	for _, p := range []string{"chunkgc", "chunkgc/locks", "chunkgc/locks/store1", "chunkgc/locks/store1/writers"} {
+	for _, p := range []string{"chunkgc", "chunkgc/locks"} {
+		assertOwner(filepath.Join(mnt, p), 0, 0)
+		assertMode(t, filepath.Join(mnt, p), 0o755)
+	}
+	for _, p := range []string{"chunkgc/locks/store1", "chunkgc/locks/store1/writers"} {
 		assertOwner(filepath.Join(mnt, p), backupUID, backupGID)
 	}
 
@@ -91,8 +98,9 @@ func TestOpenDirNoOwner(t *testing.T) {
 func TestOpenDirNotADirectory(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "file")
 	ok(t, os.WriteFile(path, nil, 0o644))
-	if _, err := OpenDir(path, -1, -1); !errors.Is(err, unix.ENOTDIR) {
-		t.Fatalf("want ENOTDIR, got %v", err)
+	_, err := OpenDir(path, -1, -1)
+	if !errors.Is(err, nofollow.ErrNotDir) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("want ErrNotDir naming %s, got %v", path, err)
 	}
 }
 

@@ -27,6 +27,8 @@
 // OFD lock and not a classic one because a classic lock is dropped when the
 // process closes any fd of the file, which any library code could do. .lock is
 // created if missing, owned like its parent (the store base) when root.
+// [OFDLockAt] opens it relative to the store's base fd; [OFDLock] takes a
+// path and opens its directory first.
 //
 // # GC lock
 //
@@ -34,8 +36,26 @@
 // on this host. The lock directory ([DefaultDir]: /run/chunkgc/locks/<store>)
 // is on tmpfs, so lock files cost no disk I/O, do not depend on the store's
 // filesystem supporting flock, and vanish at reboot together with every
-// process that could hold them. [OpenDir] creates it and, as root, gives the
-// directories and files it creates to the backup user.
+// process that could hold them.
+//
+// # Lock root and lock directories
+//
+// The lock root ([DefaultRoot], /run/chunkgc/locks, or --lock-dir) holds one
+// lock directory per store, <root>/<store>. [OpenRoot] opens (and creates)
+// the root; [Root.Store] opens (and creates) a store's directory in it and
+// returns the [Dir]; [OpenDir] is the two in one, taking the parent of its
+// path as the root. Ownership, when running as root:
+//
+//   - what root creates for the lock root itself (/run/chunkgc,
+//     /run/chunkgc/locks) is root:root 0755, whatever the umask;
+//   - the store's directory and everything a writer running as the backup
+//     user must create or lock in it (writers/, the namespace directories,
+//     hashed/, the lock files, registry entries) are created owned by the
+//     uid:gid given to Store, the backup user, chowned through the new fd;
+//   - nothing that already exists is ever chowned or chmodded.
+//
+// A process that is not root checks no ownership and chowns nothing: it
+// cannot be led to do anything its user could not do anyway.
 //
 // # Writer registry
 //
@@ -108,4 +128,76 @@
 // Because every taker double-stats, a waiter that locked the unlinked file
 // notices and moves on to the path's new file. Only exclusive flocks may
 // remove their file; a shared holder never does.
+//
+// # No escape
+//
+// The lock tree below the lock root belongs to the backup user, who can
+// plant anything in it (symlinks, hard links, FIFOs, sockets, directories
+// where files are expected and the reverse) and swap entries while a
+// root-run chunkgc works in it. The contract, which every function of this
+// package keeps whatever is planted or swapped:
+//
+//  1. Nothing outside the store's lock directory is created, opened for
+//     writing, read (atime included), locked, chowned, chmodded, truncated
+//     or removed by an operation on a [Dir]. The lock root itself is only
+//     opened and, when missing, created.
+//  2. Every path below the lock root is resolved relative to a directory fd
+//     without following a symlink: the [Root] and the [Dir] keep an
+//     O_DIRECTORY fd; a store's directory, writers/, namespace directories
+//     and hashed/ are opened (created if missing) component by component
+//     with O_NOFOLLOW|O_DIRECTORY, or with openat2(RESOLVE_BENEATH|
+//     RESOLVE_NO_SYMLINKS) on Linux ≥ 5.6 (package internal/nofollow has
+//     both). A symlink, or anything but a directory, where a directory is
+//     expected is an error naming that path.
+//  3. Lock files (gc, group and snapshot locks, <base>/.lock, registry
+//     entries) are opened relative to their parent's fd with O_NOFOLLOW and
+//     O_NONBLOCK, so a FIFO cannot block the open, and checked with fstat
+//     after opening: anything but a regular file, or a file with more than
+//     one hard link (it could be a file outside the tree linked in on a
+//     host without fs.protected_hardlinks), is refused with an error naming
+//     it (matching nofollow.ErrNotRegular or [ErrLinked]). A missing lock
+//     file is created O_CREAT|O_EXCL|O_NOFOLLOW and chowned through its fd,
+//     so chunkgc never chowns a file it did not just create.
+//  4. The double-stat compares fstat of the lock fd with fstatat(parent fd,
+//     name, AT_SYMLINK_NOFOLLOW). A [Lock] keeps its parent's fd for its
+//     lifetime, and [Lock.RemoveAndUnlock] unlinks relative to it, so a
+//     parent swapped for a symlink meanwhile cannot redirect the unlink.
+//  5. The writer registry is opened from the [Dir] fd without following a
+//     symlink (a symlinked writers/ makes [Dir.OldestWriter] and
+//     [Dir.RegisterWriter] fail, naming it, so GC stops before doing
+//     anything), listed through its fd, and every entry is opened relative
+//     to it with O_NOFOLLOW|O_NONBLOCK and checked with fstat; an entry that
+//     is not a regular file with one link is skipped with a warning, never
+//     read, locked or removed. Stale entries are unlinked relative to the
+//     registry's fd. Nothing is ever recursed into.
+//  6. Every wait polls and obeys ctx, and no open can block (3), so no
+//     planted file makes a lock operation hang.
+//
+// Above the lock root the path is the administrator's (/run is root's) and
+// is resolved normally; the root's last component is opened relative to
+// its parent with O_NOFOLLOW and it is the opened fds that are checked. As
+// root, [OpenRoot] refuses, with [ErrUnsafeRoot] and an error naming the
+// directory and the fix (chown root:root DIR && chmod 0755 DIR), a lock root
+// not owned by root or writable by group or others, and a root whose parent
+// is (unless the parent is sticky, like /tmp): whoever could write there
+// could rename the root away and put another tree in its place.
+//
+// The one exception is exactly the PBS layout, [PBSRoot]
+// (/run/proxmox-backup/locks, the literal path, no suffix match): PBS ≥ 3.4
+// creates it and /run/proxmox-backup owned by the backup user, and
+// --lock-dir /run/proxmox-backup/locks must keep working so that chunkgc
+// and PBS exclude each other. It is accepted when owned by one non-root
+// user (who must be the store owner given to [Root.Store]) and not writable
+// by group or others, in a parent owned by root or that user, not writable
+// by group or others. Operating as root in that backup-owned tree is safe
+// because of rules 1 to 6: /run itself is root's; the one lookup in a
+// backup-owned directory by path is the root's last component, "locks" in
+// /run/proxmox-backup, and it is opened O_NOFOLLOW|O_DIRECTORY (a symlink
+// swapped in for it is refused); every step below it is dirfd-relative
+// without following links. So the backup user can make a lock operation
+// fail, never make it act outside the tree. What the backup
+// user gains by renaming the root (the tree we hold the fd of) is only that
+// the lock files chunkgc uses are not the ones PBS looks at: it can break
+// mutual exclusion between its own backups and GC, which it can do anyway by
+// deleting lock files, and which costs it only its own data.
 package locking

@@ -17,6 +17,12 @@ var ErrLocked = errors.New("locked")
 // file (it then removes nothing).
 var ErrReplaced = errors.New("lock file removed or replaced while locking")
 
+// ErrLinked is returned (wrapped in an *fs.PathError naming the file) when
+// a lock file or the store lock has more than one hard link: someone linked
+// it to, or from, a file outside the lock directory, and chunkgc does not
+// lock such a file.
+var ErrLinked = errors.New("lock file has other hard links")
+
 // LockedError reports that the lock on Path is held by someone else. It
 // matches [ErrLocked] with errors.Is; Err is the cause (the errno the kernel
 // returned, possibly wrapped with the time waited).

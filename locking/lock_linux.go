@@ -7,12 +7,14 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"chunkgc/internal/eintr"
+	"chunkgc/internal/nofollow"
 )
 
 // Mode is the kind of a flock: [Shared] or [Exclusive]. The zero Mode is
@@ -62,6 +64,11 @@ const (
 type Lock struct {
 	path string
 	kind kind
+	// dirfd is an O_DIRECTORY fd of the lock file's parent and name its
+	// name there: RemoveAndUnlock double-stats and unlinks relative to it.
+	// -1 for an OFD lock, which never removes its file.
+	dirfd int
+	name  string
 
 	mu sync.Mutex
 	fd int // -1 once released
@@ -107,7 +114,11 @@ func (l *Lock) release(fd int) error {
 	}
 	// Closing releases the lock too (it is the last fd of its open file
 	// description), so the lock is gone even when LOCK_UN failed.
-	return errors.Join(unlockErr, closeFD(fd, l.path))
+	err := errors.Join(unlockErr, closeFD(fd, l.path))
+	if l.dirfd >= 0 {
+		err = errors.Join(err, closeFD(l.dirfd, filepath.Dir(l.path)))
+	}
+	return err
 }
 
 // RemoveAndUnlock removes the lock file while still holding the lock, then
@@ -125,28 +136,32 @@ func (l *Lock) RemoveAndUnlock() error {
 	case l.kind != kindFlockExclusive:
 		rmErr = fmt.Errorf("remove lock %s: not an exclusive flock", l.path)
 	default:
-		rmErr = removeIfSame(fd, l.path)
+		rmErr = removeIfSame(fd, l.dirfd, l.name, l.path)
 	}
 	return errors.Join(rmErr, l.release(fd))
 }
 
-// removeIfSame unlinks path if it still names the file open as fd.
-func removeIfSame(fd int, path string) error {
-	same, err := sameFile(fd, path)
+// removeIfSame unlinks name in dirfd (path, for messages) if it still names
+// the file open as fd.
+func removeIfSame(fd, dirfd int, name, path string) error {
+	same, err := sameFile(fd, dirfd, name, path)
 	if err != nil {
 		return err
 	}
 	if !same {
 		return fmt.Errorf("remove lock %s: %w", path, ErrReplaced)
 	}
-	if err := eintr.Retry(func() error { return unix.Unlink(path) }); err != nil {
+	if err := eintr.Retry(func() error { return unix.Unlinkat(dirfd, name, 0) }); err != nil {
 		return &fs.PathError{Op: "unlink", Path: path, Err: err}
 	}
 	return nil
 }
 
-// Flock opens path (creating it 0644 if missing; O_CLOEXEC, O_NOFOLLOW) and
-// takes a flock on it in mode.
+// Flock opens path (creating it 0644 if missing) and takes a flock on it in
+// mode. The directory of path is opened by path like any other (it is the
+// caller's to trust); the lock file itself is opened relative to it as a
+// [Dir] opens its lock files: O_NOFOLLOW, O_NONBLOCK, and it must be a
+// regular file with one link, or Flock fails with an error naming it.
 //
 // With timeout 0 it tries once (LOCK_NB) and returns a [*LockedError] if the
 // lock is held. With timeout > 0 it retries until it gets the lock, the
@@ -162,6 +177,22 @@ func removeIfSame(fd int, path string) error {
 func Flock(ctx context.Context, path string, mode Mode, timeout time.Duration) (*Lock, error) {
 	f := newFlocker(-1, -1)
 	return f.lock(ctx, path, mode, timeout)
+}
+
+// openParent opens the directory holding path, by path, and returns its fd,
+// its path and the base name of path.
+func openParent(path string) (int, string, string, error) {
+	dir, name := filepath.Dir(path), filepath.Base(path)
+	if name == "/" || name == "." || name == ".." {
+		return -1, "", "", fmt.Errorf("lock %s: not a file name", path)
+	}
+	fd, err := eintr.Retry2(func() (int, error) {
+		return unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	})
+	if err != nil {
+		return -1, "", "", &fs.PathError{Op: "open", Path: dir, Err: err}
+	}
+	return fd, dir, name, nil
 }
 
 // flocker takes flocks. Its unexported knobs are for tests.
@@ -183,7 +214,25 @@ func newFlocker(uid, gid int) flocker {
 	return flocker{uid: uid, gid: gid, minPoll: time.Millisecond, maxPoll: 50 * time.Millisecond}
 }
 
+// lock is lockAt for a path whose directory is opened by path.
 func (f *flocker) lock(ctx context.Context, path string, mode Mode, timeout time.Duration) (*Lock, error) {
+	dirfd, dir, name, err := openParent(path)
+	if err != nil {
+		return nil, err
+	}
+	return f.lockAt(ctx, dirfd, dir, name, mode, timeout)
+}
+
+// lockAt flocks name in the directory dirfd (whose path is dirPath, for
+// messages). It takes ownership of dirfd: the returned Lock keeps it, and
+// it is closed on error.
+func (f *flocker) lockAt(ctx context.Context, dirfd int, dirPath, name string, mode Mode, timeout time.Duration) (l *Lock, err error) {
+	path := filepath.Join(dirPath, name)
+	defer func() {
+		if l == nil {
+			closeFD(dirfd, dirPath)
+		}
+	}()
 	how, err := mode.how()
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
@@ -205,7 +254,7 @@ func (f *flocker) lock(ctx context.Context, path string, mode Mode, timeout time
 	}()
 	for {
 		if fd < 0 {
-			if fd, err = openLockFile(path, unix.O_RDONLY, f.uid, f.gid); err != nil {
+			if fd, err = openLockFile(dirfd, dirPath, name, unix.O_RDONLY, f.uid, f.gid); err != nil {
 				return nil, err
 			}
 		}
@@ -215,7 +264,7 @@ func (f *flocker) lock(ctx context.Context, path string, mode Mode, timeout time
 		err := eintr.Retry(func() error { return unix.Flock(fd, how|unix.LOCK_NB) })
 		switch {
 		case err == nil:
-			same, err := sameFile(fd, path)
+			same, err := sameFile(fd, dirfd, name, path)
 			if err != nil {
 				return nil, err
 			}
@@ -224,7 +273,7 @@ func (f *flocker) lock(ctx context.Context, path string, mode Mode, timeout time
 				if mode == Exclusive {
 					k = kindFlockExclusive
 				}
-				l := &Lock{path: path, kind: k, fd: fd}
+				l := &Lock{path: path, kind: k, dirfd: dirfd, name: name, fd: fd}
 				fd = -1
 				return l, nil
 			}
@@ -252,7 +301,7 @@ func (f *flocker) lock(ctx context.Context, path string, mode Mode, timeout time
 			}
 			// The holder may have removed the file and not released it
 			// yet; wait on the file at path then, not on the old one.
-			same, err := sameFile(fd, path)
+			same, err := sameFile(fd, dirfd, name, path)
 			if err != nil {
 				return nil, err
 			}
@@ -297,17 +346,37 @@ func waitError(ctx context.Context, path string) error {
 }
 
 // OFDLock takes a non-blocking OFD write lock (F_OFD_SETLK, F_WRLCK, whole
-// file) on path, the store's <base>/.lock, opening it read-write and creating
-// it if missing (0644; when running as root, owned like its parent directory,
-// so that PBS daemons running as the backup user can still open it).
+// file) on path, the store's <base>/.lock: it opens the directory of path by
+// path and calls [OFDLockAt]. Prefer OFDLockAt with the store's base fd.
+func OFDLock(path string) (*Lock, error) {
+	dirfd, dir, name, err := openParent(path)
+	if err != nil {
+		return nil, err
+	}
+	defer closeFD(dirfd, dir)
+	return OFDLockAt(dirfd, dir, name)
+}
+
+// OFDLockAt takes a non-blocking OFD write lock (F_OFD_SETLK, F_WRLCK, whole
+// file) on name in the directory dirfd (the store's base fd and ".lock";
+// dirPath is the directory's path, for messages). The file is opened
+// O_RDWR|O_NONBLOCK|O_NOFOLLOW relative to dirfd and must be a regular file
+// with one link, or OFDLockAt fails with an error naming it. It is created
+// if missing (0644; when running as root, owned like the directory, fstat
+// of dirfd, so that PBS daemons running as the backup user can still open
+// it). dirfd stays the caller's.
 //
 // The lock conflicts with the classic POSIX read locks PBS daemons hold on
 // .lock during a backup: if any process holds one (or another OFD or POSIX
-// lock), OFDLock returns a [*LockedError]. Being an OFD lock, it belongs to
+// lock), OFDLockAt returns a [*LockedError]. Being an OFD lock, it belongs to
 // the open file description, so closing some other fd of the same file in
 // this process does not drop it (a classic POSIX lock would be dropped).
-func OFDLock(path string) (*Lock, error) {
-	fd, err := openLockFile(path, unix.O_RDWR, ownerOfParent, ownerOfParent)
+func OFDLockAt(dirfd int, dirPath, name string) (*Lock, error) {
+	path := filepath.Join(dirPath, name)
+	if err := nofollow.CheckName(name); err != nil || strings.Contains(name, "/") {
+		return nil, fmt.Errorf("lock %s: %q is not a file name", path, name)
+	}
+	fd, err := openLockFile(dirfd, dirPath, name, unix.O_RDWR, ownerOfParent, ownerOfParent)
 	if err != nil {
 		return nil, err
 	}
@@ -320,35 +389,42 @@ func OFDLock(path string) (*Lock, error) {
 		}
 		return nil, &fs.PathError{Op: "fcntl F_OFD_SETLK", Path: path, Err: err}
 	}
-	return &Lock{path: path, kind: kindOFD, fd: fd}, nil
+	return &Lock{path: path, kind: kindOFD, dirfd: -1, name: name, fd: fd}, nil
 }
 
 // ownerOfParent as uid and gid of openLockFile means: chown a created file
 // to the owner of its parent directory.
 const ownerOfParent = -2
 
-// openLockFile opens path with acc (O_RDONLY or O_RDWR), creating it 0644
-// if missing. A file it creates is chowned to uid:gid when running as root
-// and uid is not -1 (ownerOfParent: the parent directory's owner). A file
-// that already exists keeps its owner.
-func openLockFile(path string, acc int, uid, gid int) (int, error) {
-	const flags = unix.O_CLOEXEC | unix.O_NOFOLLOW
+// openLockFile opens name in dirfd with acc (O_RDONLY or O_RDWR) plus
+// O_NOFOLLOW|O_NONBLOCK (a FIFO must not block), creating it 0644 with
+// O_CREAT|O_EXCL if missing, and checks the opened fd with checkLockFile.
+// A file it creates is chowned through its fd to uid:gid when running as
+// root and uid is not -1 (ownerOfParent: dirfd's owner). A file that
+// already exists keeps its owner.
+func openLockFile(dirfd int, dirPath, name string, acc int, uid, gid int) (int, error) {
+	path := filepath.Join(dirPath, name)
+	flags := acc | unix.O_NONBLOCK
 	for {
-		fd, err := eintr.Retry2(func() (int, error) { return unix.Open(path, acc|flags, 0) })
+		fd, err := nofollow.Open(dirfd, dirPath, name, flags, 0)
 		if err == nil {
+			if err := checkLockFile(fd, path); err != nil {
+				closeFD(fd, path)
+				return -1, err
+			}
 			return fd, nil
 		}
 		if !errors.Is(err, unix.ENOENT) {
-			return -1, &fs.PathError{Op: "open", Path: path, Err: err}
+			return -1, err
 		}
-		fd, err = eintr.Retry2(func() (int, error) { return unix.Open(path, acc|flags|unix.O_CREAT|unix.O_EXCL, 0o644) })
+		fd, err = nofollow.Open(dirfd, dirPath, name, flags|unix.O_CREAT|unix.O_EXCL, 0o644)
 		if errors.Is(err, unix.EEXIST) {
 			continue // created by someone else just now: open theirs
 		}
 		if err != nil {
-			return -1, &fs.PathError{Op: "create", Path: path, Err: err}
+			return -1, fmt.Errorf("create lock file: %w", err)
 		}
-		if err := chownCreated(fd, path, uid, gid); err != nil {
+		if err := chownCreated(fd, dirfd, path, uid, gid); err != nil {
 			closeFD(fd, path)
 			return -1, err
 		}
@@ -356,16 +432,37 @@ func openLockFile(path string, acc int, uid, gid int) (int, error) {
 	}
 }
 
-// chownCreated gives the file just created as fd to uid:gid when root.
-func chownCreated(fd int, path string, uid, gid int) error {
+// checkLockFile fstats the lock file open as fd: it must be a regular file
+// (not a FIFO, socket or device someone planted) and have no second link
+// (a hard link could make the lock file also a file outside the lock
+// directory). A file with no link left was removed after we opened it: the
+// double-stat sees that and retries.
+func checkLockFile(fd int, path string) error {
+	var st unix.Stat_t
+	if err := eintr.Retry(func() error { return unix.Fstat(fd, &st) }); err != nil {
+		return &fs.PathError{Op: "fstat", Path: path, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return &fs.PathError{Op: "open lock file", Path: path,
+			Err: fmt.Errorf("%w (%s)", nofollow.ErrNotRegular, nofollow.TypeName(st.Mode))}
+	}
+	if st.Nlink > 1 { // 0: removed meanwhile, which the double-stat handles
+		return &fs.PathError{Op: "open lock file", Path: path,
+			Err: fmt.Errorf("%w: %d hard links (a lock file has one)", ErrLinked, st.Nlink)}
+	}
+	return nil
+}
+
+// chownCreated gives the file just created as fd in dirfd to uid:gid when
+// root (ownerOfParent: to the owner of dirfd).
+func chownCreated(fd, dirfd int, path string, uid, gid int) error {
 	if uid == -1 || os.Geteuid() != 0 {
 		return nil
 	}
 	if uid == ownerOfParent {
 		var st unix.Stat_t
-		dir := filepath.Dir(path)
-		if err := eintr.Retry(func() error { return unix.Stat(dir, &st) }); err != nil {
-			return &fs.PathError{Op: "stat", Path: dir, Err: err}
+		if err := eintr.Retry(func() error { return unix.Fstat(dirfd, &st) }); err != nil {
+			return &fs.PathError{Op: "fstat", Path: filepath.Dir(path), Err: err}
 		}
 		uid, gid = int(st.Uid), int(st.Gid)
 	}
@@ -375,14 +472,16 @@ func chownCreated(fd int, path string, uid, gid int) error {
 	return nil
 }
 
-// sameFile is the double-stat: it reports whether path still names the file
-// open as fd (same device and inode, and that file still linked).
-func sameFile(fd int, path string) (bool, error) {
+// sameFile is the double-stat: it reports whether name in dirfd (path, for
+// messages) still names the file open as fd: fstat(fd) against
+// fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW), same device and inode, and
+// that file still linked.
+func sameFile(fd, dirfd int, name, path string) (bool, error) {
 	var fst, pst unix.Stat_t
 	if err := eintr.Retry(func() error { return unix.Fstat(fd, &fst) }); err != nil {
 		return false, &fs.PathError{Op: "fstat", Path: path, Err: err}
 	}
-	err := eintr.Retry(func() error { return unix.Fstatat(unix.AT_FDCWD, path, &pst, unix.AT_SYMLINK_NOFOLLOW) })
+	err := eintr.Retry(func() error { return unix.Fstatat(dirfd, name, &pst, unix.AT_SYMLINK_NOFOLLOW) })
 	if errors.Is(err, unix.ENOENT) {
 		return false, nil
 	}

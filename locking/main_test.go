@@ -104,6 +104,8 @@ func helperMain(args []string) int {
 				report("closed", w.Close())
 			}
 		}
+	case "literal-roots": // in a private mount namespace: see TestLiteralRoots
+		return literalRoots()
 	case "stress": // PATH N WITNESS: N rounds of exclusive lock, check, remove
 		return stress(args[0], args[1], args[2])
 	default:
@@ -342,4 +344,14 @@ func owner(t *testing.T, path string) (uint32, uint32) {
 	var st unix.Stat_t
 	ok(t, unix.Lstat(path, &st))
 	return st.Uid, st.Gid
+}
+
+// assertMode fails t unless the permission bits of path are want.
+func assertMode(t *testing.T, path string, want uint32) {
+	t.Helper()
+	var st unix.Stat_t
+	ok(t, unix.Lstat(path, &st))
+	if got := st.Mode & 0o7777; got != want {
+		t.Errorf("%s: mode %04o, want %04o", path, got, want)
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"chunkgc/internal/eintr"
+	"chunkgc/internal/nofollow"
 )
 
 const (
@@ -44,31 +45,45 @@ type Writer struct {
 // decimal), and only then renamed to "writers/<random>". A GC that reaps the
 // hidden entry before the flock (it takes that lock) makes the flock or the
 // rename fail, and registration starts over with a new name.
+//
+// The registry directory is opened from the lock directory's fd without
+// following a symlink (a symlinked or missing writers/ is an error naming
+// it), and every step is relative to that fd, which the Writer keeps.
 func (d *Dir) RegisterWriter(now time.Time) (*Writer, error) {
 	wdir := filepath.Join(d.path, writersDir)
-	dir, err := os.Open(wdir)
-	if err != nil {
-		return nil, fmt.Errorf("register writer: %w", err)
-	}
-	defer dir.Close()
-	dfd := int(dir.Fd())
 	content := strconv.AppendInt(nil, now.UnixNano(), 10)
 	for range registerAttempts {
+		dfd, err := d.openWriters()
+		if err != nil {
+			return nil, fmt.Errorf("register writer: %w", err)
+		}
 		name := strings.ToLower(rand.Text())
 		w, err := d.tryRegister(dfd, wdir, name, content)
 		if err != nil {
+			closeFD(dfd, wdir)
 			return nil, fmt.Errorf("register writer: %w", err)
 		}
 		if w != nil {
 			w.start = now
 			return w, nil
 		}
+		closeFD(dfd, wdir)
 	}
 	return nil, fmt.Errorf("register writer in %s: entry reaped %d times in a row", wdir, registerAttempts)
 }
 
+// openWriters opens the registry directory below d's fd, following no
+// symlink.
+func (d *Dir) openWriters() (int, error) {
+	if d.fd < 0 {
+		return -1, fmt.Errorf("lock dir %s: %w", d.path, fs.ErrClosed)
+	}
+	return nofollow.OpenDir(d.fd, d.path, writersDir)
+}
+
 // tryRegister makes one attempt; it returns nil, nil when the entry was
-// taken away from under it and the caller should try again.
+// taken away from under it and the caller should try again. On success the
+// Writer's lock owns dfd.
 func (d *Dir) tryRegister(dfd int, wdir, name string, content []byte) (*Writer, error) {
 	tmp := tmpWriterPrefix + name
 	tmpPath := filepath.Join(wdir, tmp)
@@ -97,7 +112,7 @@ func (d *Dir) tryRegister(dfd int, wdir, name string, content []byte) (*Writer, 
 	if err != nil {
 		return nil, &fs.PathError{Op: "flock", Path: tmpPath, Err: err}
 	}
-	if err := chownCreated(fd, tmpPath, d.uid, d.gid); err != nil {
+	if err := chownCreated(fd, dfd, tmpPath, d.uid, d.gid); err != nil {
 		return nil, err
 	}
 	if _, err := eintr.Retry2(func() (int, error) { return unix.Pwrite(fd, content, 0) }); err != nil {
@@ -112,7 +127,7 @@ func (d *Dir) tryRegister(dfd int, wdir, name string, content []byte) (*Writer, 
 		return nil, &fs.PathError{Op: "rename", Path: tmpPath, Err: err}
 	}
 	keep = true
-	return &Writer{lock: &Lock{path: filepath.Join(wdir, name), kind: kindFlockExclusive, fd: fd}}, nil
+	return &Writer{lock: &Lock{path: filepath.Join(wdir, name), kind: kindFlockExclusive, dirfd: dfd, name: name, fd: fd}}, nil
 }
 
 // Start returns the start time the writer registered with.
@@ -140,25 +155,34 @@ func (w *Writer) Close() error {
 // line. Hidden entries (registrations in progress) never count as live; they
 // are reaped like stale ones when their lock can be taken. An entry whose
 // content is not a start time counts with its modification time, with a
-// warning; entries that are not regular files are skipped with a warning.
+// warning; entries that are not regular files with one link (symlinks,
+// FIFOs, sockets, directories, hard links) are skipped with a warning and
+// left alone: never read, locked or removed.
+//
+// The registry directory is opened from the lock directory's fd without
+// following a symlink (a symlinked writers/ is an error naming it); it is
+// listed through that fd, every entry is opened relative to it with
+// O_NOFOLLOW|O_NONBLOCK and checked with fstat, and reaping unlinks relative
+// to it. Nothing is recursed into.
 func (d *Dir) OldestWriter(log *zap.Logger) (oldest time.Time, live int, found bool, err error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
 	wdir := filepath.Join(d.path, writersDir)
-	dir, err := os.Open(wdir)
+	wfd, err := d.openWriters()
 	if errors.Is(err, fs.ErrNotExist) {
 		return time.Time{}, 0, false, nil // no registry: nobody registered
 	}
 	if err != nil {
 		return time.Time{}, 0, false, fmt.Errorf("list writers: %w", err)
 	}
+	dir := os.NewFile(uintptr(wfd), wdir)
 	defer dir.Close()
 	names, err := dir.Readdirnames(-1)
 	if err != nil {
 		return time.Time{}, 0, false, fmt.Errorf("list writers: %w", err)
 	}
-	dfd := int(dir.Fd())
+	dfd := wfd
 	stale := 0
 	for _, name := range names {
 		e, err := inspectWriter(dfd, wdir, name)
@@ -182,7 +206,7 @@ func (d *Dir) OldestWriter(log *zap.Logger) (oldest time.Time, live int, found b
 			}
 		case entryForeign:
 			log.Warn("skipping writer registry entry that is not a regular file",
-				zap.String("entry", filepath.Join(wdir, name)))
+				zap.String("entry", filepath.Join(wdir, name)), zap.String("type", e.kind))
 		}
 	}
 	if stale > 0 {
@@ -204,6 +228,7 @@ type writerEntry struct {
 	state     entryState
 	start     time.Time
 	fromMtime bool
+	kind      string // what a foreign entry is
 }
 
 // inspectWriter classifies registry entry name and removes it if stale.
@@ -216,17 +241,26 @@ func inspectWriter(dfd int, wdir, name string) (writerEntry, error) {
 	case errors.Is(err, unix.ENOENT):
 		return writerEntry{state: entryGone}, nil // closed by its writer meanwhile
 	case errors.Is(err, unix.ELOOP):
-		return writerEntry{state: entryForeign}, nil // a symlink
+		return writerEntry{state: entryForeign, kind: "symbolic link"}, nil
+	case errors.Is(err, unix.ENXIO), errors.Is(err, unix.ENODEV):
+		return writerEntry{state: entryForeign, kind: "socket or device"}, nil
 	case err != nil:
 		return writerEntry{}, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
 	defer closeFD(fd, path)
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	if err := eintr.Retry(func() error { return unix.Fstat(fd, &st) }); err != nil {
 		return writerEntry{}, &fs.PathError{Op: "fstat", Path: path, Err: err}
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return writerEntry{state: entryForeign}, nil
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 1 {
+		// A FIFO (opened without blocking), socket, device or directory is
+		// no writer's; a hard link may be a file outside the registry,
+		// which must not be read (atime), locked or removed.
+		kind := nofollow.TypeName(st.Mode)
+		if st.Nlink != 1 {
+			kind = "file with " + strconv.FormatUint(uint64(st.Nlink), 10) + " hard links"
+		}
+		return writerEntry{state: entryForeign, kind: kind}, nil
 	}
 	err = eintr.Retry(func() error { return unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) })
 	switch {

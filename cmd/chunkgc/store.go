@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,9 +13,6 @@ import (
 	"chunkgc/locking"
 	"chunkgc/tuning"
 )
-
-// defaultLockRoot holds one lock directory per store (SPEC §7).
-const defaultLockRoot = "/run/chunkgc/locks"
 
 // storeRef is a resolved STORE argument.
 type storeRef struct {
@@ -63,17 +61,24 @@ func (r *storeRef) tuning(cli tuning.Props) tuning.Tuning {
 	return r.config.Merge(cli).Apply(tuning.Defaults())
 }
 
-// lockDir opens the store's lock directory: <lock-root>/<name>.
+// openLockDir opens the store's lock directory <lock-root>/<name>: the lock
+// root (--lock-dir, default locking.DefaultRoot) is checked and opened by
+// locking.OpenRoot, the store's directory below it without following links.
 func (e *env) openLockDir(name string, owner chunkstore.Owner) (*locking.Dir, error) {
-	root := e.lockDir
-	if root == "" {
-		root = defaultLockRoot
+	path := e.lockDir
+	if path == "" {
+		path = locking.DefaultRoot
 	}
+	root, err := locking.OpenRoot(path)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
 	uid, gid := -1, -1
 	if owner.Active() {
 		uid, gid = owner.UID, owner.GID
 	}
-	return locking.OpenDir(filepath.Join(root, name), uid, gid)
+	return root.Store(name, uid, gid)
 }
 
 // defaultOwner is the backup user when it exists; otherwise ownership is left
@@ -133,4 +138,4 @@ func (e *env) open(arg string, cli tuning.Props) (*opened, error) {
 	return o, nil
 }
 
-func (o *opened) Close() error { return o.store.Close() }
+func (o *opened) Close() error { return errors.Join(o.locks.Close(), o.store.Close()) }
