@@ -249,12 +249,7 @@ func OpenTree(base string) (*Tree, error) {
 // OpenStoreTree returns the tree of store: from the store's own base fd
 // when it holds one, else by opening its base path.
 func OpenStoreTree(store *chunkstore.Store) (*Tree, error) {
-	// The chunk store is getting a BaseFD method; until every build has
-	// it, ask for it dynamically.
-	if s, ok := any(store).(interface{ BaseFD() int }); ok {
-		return NewTree(s.BaseFD(), store.Base())
-	}
-	return OpenTree(store.Base())
+	return NewTree(store.BaseFD(), store.Base())
 }
 
 // Base returns the path of the store's base directory, as given.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
@@ -99,7 +98,7 @@ func Run(ctx context.Context, store *chunkstore.Store, locks *locking.Dir, opts 
 		return nil, fmt.Errorf("gc lock: %w", err)
 	}
 	defer gcLock.Unlock()
-	storeLock, err := locking.OFDLock(filepath.Join(base, ".lock"))
+	storeLock, err := locking.OFDLockAt(store.BaseFD(), base, ".lock")
 	if err != nil {
 		return nil, fmt.Errorf("store lock: %w", err)
 	}
@@ -177,7 +176,7 @@ func Run(ctx context.Context, store *chunkstore.Store, locks *locking.Dir, opts 
 		log.Info(line)
 	}
 	if !opts.DryRun {
-		if err := writeStatus(base, st, opts.Owner); err != nil {
+		if err := writeStatus(store, st, opts.Owner); err != nil {
 			return nil, err
 		}
 	}

@@ -4,13 +4,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
+	"io/fs"
 	"path/filepath"
 	"strconv"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"chunkgc/chunkstore"
 	"chunkgc/internal/atomicfile"
+	"chunkgc/internal/nofollow"
 )
 
 // StatusFile is the name of the GC result file in the store's base directory.
@@ -48,8 +51,9 @@ type Status struct {
 }
 
 // writeStatus replaces <base>/.gc-status atomically: tmp file, fsync, chown,
-// rename, fsync of the directory.
-func writeStatus(base string, st *Status, o chunkstore.Owner) error {
+// rename, fsync of the directory, all relative to the store's base fd, so a
+// symlink planted as .gc-status is replaced, never followed.
+func writeStatus(store *chunkstore.Store, st *Status, o chunkstore.Owner) error {
 	b, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("encode gc status: %w", err)
@@ -59,19 +63,38 @@ func writeStatus(base string, st *Status, o chunkstore.Owner) error {
 	if o.Active() {
 		owner = atomicfile.Owner{UID: o.UID, GID: o.GID}
 	}
-	if err := atomicfile.WriteBytes(filepath.Join(base, StatusFile), b, 0o644, owner); err != nil {
+	if err := atomicfile.WriteBytesAt(store.BaseFD(), store.Base(), StatusFile, b, 0o644, owner); err != nil {
 		return fmt.Errorf("gc status: %w", err)
 	}
 	return nil
 }
 
+// maxStatusSize bounds what ReadStatus reads: a status line is a few
+// hundred bytes.
+const maxStatusSize = 1 << 20
+
 // ReadStatus reads <base>/.gc-status. A store that was never collected gives
-// an error wrapping fs.ErrNotExist.
+// an error wrapping fs.ErrNotExist. The file is opened without following a
+// symlink and with O_NONBLOCK, and must be a regular file (a FIFO planted
+// there is an error, never a hang).
 func ReadStatus(base string) (*Status, error) {
 	path := filepath.Join(base, StatusFile)
-	b, err := os.ReadFile(path)
+	dfd, err := unix.Open(base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read gc status: %w", &fs.PathError{Op: "open", Path: base, Err: err})
+	}
+	defer unix.Close(dfd)
+	f, err := nofollow.OpenFile(dfd, base, StatusFile)
 	if err != nil {
 		return nil, fmt.Errorf("read gc status: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxStatusSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read gc status %s: %w", path, err)
+	}
+	if len(b) > maxStatusSize {
+		return nil, fmt.Errorf("read gc status %s: larger than %d bytes", path, maxStatusSize)
 	}
 	var st Status
 	if err := json.Unmarshal(b, &st); err != nil {

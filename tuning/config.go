@@ -136,15 +136,55 @@ type line struct {
 
 // ReadConfig reads and parses the config file at path. A missing file is an
 // empty config. Syntax errors are a [*ConfigError] naming path and line.
+//
+// The file is opened with O_NONBLOCK and must be a regular file: a FIFO or
+// device at path is an error naming it, never a hang. It is read up to
+// [maxConfigSize].
 func ReadConfig(path string) (*Config, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return &Config{}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read datastore config: %w", err)
 	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read datastore config: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("read datastore config %s: not a regular file (%v)", path, fi.Mode().Type())
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read datastore config %s: %w", path, err)
+	}
+	if len(b) > maxConfigSize {
+		return nil, fmt.Errorf("read datastore config %s: larger than %d bytes", path, maxConfigSize)
+	}
 	return parseConfig(b, path)
+}
+
+// maxConfigSize bounds the config file ReadConfig reads: 16 MiB is
+// thousands of datastores.
+const maxConfigSize = 16 << 20
+
+// CheckStorePath returns an error unless p is an absolute path without "."
+// or ".." components, as a datastore's base path must be: GC resolves the
+// base as a path (everything below it without following links), so the
+// configured path must say plainly where the store is. Repeated and trailing
+// slashes are allowed (filepath.Clean removes them).
+func CheckStorePath(p string) error {
+	if !filepath.IsAbs(p) {
+		return fmt.Errorf("datastore path %q is not absolute", p)
+	}
+	for _, c := range strings.Split(p, "/") {
+		if c == "." || c == ".." {
+			return fmt.Errorf("datastore path %q has a %q component; give the path without . or ..", p, c)
+		}
+	}
+	return nil
 }
 
 // ParseConfig parses a config from r; name stands for the file in errors.

@@ -31,9 +31,10 @@ func runCreate(ctx context.Context, e *env, args []string) error {
 	if err := tuning.ValidateStoreName(name); err != nil {
 		return usagef("%v", err)
 	}
-	if !filepath.IsAbs(path) {
-		return usagef("datastore path %q must be absolute", path)
+	if err := tuning.CheckStorePath(path); err != nil {
+		return usagef("%v", err)
 	}
+	path = filepath.Clean(path)
 	cfg, err := tuning.ReadConfig(e.configPath)
 	if err != nil {
 		return err

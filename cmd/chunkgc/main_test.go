@@ -227,7 +227,7 @@ func TestBadInput(t *testing.T) {
 		{"bad bool", []string{"create", "--tuning", "gc-atime-safety-check=maybe", "st1", dir + "/s"}, exitUsage, "gc-atime-safety-check"},
 		{"missing store path", []string{"gc", dir + "/does-not-exist"}, exitError, dir + "/does-not-exist"},
 		{"unconfigured name", []string{"gc", "nosuchstore"}, exitError, "is not configured"},
-		{"relative path", []string{"create", "st1", "relative/path"}, exitUsage, "must be absolute"},
+		{"relative path", []string{"create", "st1", "relative/path"}, exitUsage, "is not absolute"},
 		{"file where a dir is expected", []string{"create", "st1", file}, exitError, file},
 		{"gc on a file", []string{"gc", file}, exitError, file},
 		{"bad store name", []string{"create", "a/b", dir + "/s"}, exitUsage, "a/b"},

@@ -49,6 +49,10 @@ func (e *env) resolveStore(arg string) (*storeRef, error) {
 
 // configuredRef is the store of a config section, with its tuning parsed.
 func (e *env) configuredRef(ds tuning.Datastore, base string) (*storeRef, error) {
+	if err := tuning.CheckStorePath(ds.Path); err != nil {
+		return nil, fmt.Errorf("datastore %q in %s: %w", ds.Name, e.configPath, err)
+	}
+	base = filepath.Clean(base)
 	props, err := tuning.Parse(ds.Tuning)
 	if err != nil {
 		return nil, fmt.Errorf("datastore %q in %s: %w", ds.Name, e.configPath, err)
