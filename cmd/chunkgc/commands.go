@@ -99,6 +99,14 @@ func runCreate(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("register datastore %s: %w", name, err)
 	}
 	log.Info("datastore registered", zap.String("config", e.configPath))
+	// Prepare the store's lock directory now, while running as root, so
+	// that a GC running as the backup user (the shipped unit) finds it
+	// owned by the backup user.
+	locks, err := e.openLockDir(name, owner)
+	if err != nil {
+		return fmt.Errorf("datastore %s registered, but its lock directory: %w", name, err)
+	}
+	locks.Close()
 	fmt.Fprintf(e.stdout, "datastore %s created at %s\n", name, path)
 	return nil
 }
