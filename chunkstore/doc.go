@@ -48,15 +48,15 @@
 //
 // A touch sets the atime to now and leaves the mtime alone:
 // utimensat(dirfd, name, {UTIME_NOW, UTIME_OMIT}, AT_SYMLINK_NOFOLLOW).
-// [Store.Touch] uses the .chunks fd and the name "XXXX/<digest>" (one
-// syscall, no open of the prefix dir); [PrefixDir.Touch] uses the prefix dir
-// fd. A missing chunk is never a success: the error is an *fs.PathError that
+// [Store.Touch] and a [Toucher] use the prefix dir's fd from the store's
+// table and the name "<digest>" (one syscall when the fd is cached; see "No
+// escape"); [PrefixDir.Touch] uses its own prefix dir fd. A missing chunk is never a success: the error is an *fs.PathError that
 // matches fs.ErrNotExist. [Store.TouchBad] touches the existing
 // <digest>.N.bad copies of a chunk. Touches take no lock: GC's mark runs
 // before its sweep, and GC is the only remover.
 //
 // GC touches and stats every chunk of a store, so those paths do not
-// allocate: a [Toucher] (one per mark worker) builds "XXXX/<digest>" in a
+// allocate: a [Toucher] (one per mark worker) builds "<digest>" in a
 // buffer of its own, [PrefixDir.StatBytes] stats a name straight from the
 // [PrefixDir.ReadNames] buffer, and RealSyscalls NUL-terminates names shorter
 // than 128 bytes on its stack and makes openat, fstatat and utimensat with
@@ -64,6 +64,36 @@
 // failed call allocates, for its error. BenchmarkStoreTouch,
 // BenchmarkPrefixStat and TestHotPathsDoNotAllocate hold this at 0
 // allocations per call.
+//
+// # No escape
+//
+// The store belongs to the backup user, and GC often runs as root. So below
+// the base nothing is resolved through a path a less privileged user can
+// change, and no symlink is ever followed:
+//
+//   - [Open] resolves the configured base path (root's trusted part) once,
+//     then opens .chunks from the base fd with O_NOFOLLOW|O_DIRECTORY: a
+//     .chunks that is a symlink or not a directory is an error naming it.
+//     [Store.BaseFD] hands the base fd to the packages that work below it
+//     (the store lock, .gc-status, the index tree).
+//   - Every prefix dir is opened from the .chunks fd with
+//     O_NOFOLLOW|O_DIRECTORY, and every chunk operation (touch, stat,
+//     unlink, insert) is relative to a prefix dir fd. A touch never resolves
+//     "XXXX/<digest>" through .chunks: a prefix dir swapped for a symlink
+//     while GC runs would otherwise redirect the touch outside the store.
+//     The store keeps a table of prefix dir fds so that a touch costs one
+//     utimensat; the table holds as many fds as the process's RLIMIT_NOFILE
+//     allows (less a reserve of 2,048), and a prefix dir beyond that budget
+//     is opened for the one touch and closed again. GC's sweep takes each
+//     cached fd over ([Store.TakePrefix]) after the last touch.
+//   - [Store.CheckPrefixDirs] checks, before GC's first removal, that every
+//     prefix dir is a real directory; a symlink, file, FIFO or device there
+//     stops GC before phase 2. A dir swapped in after the check is still
+//     refused by the sweep's O_NOFOLLOW open.
+//   - Hard links: a touch of a referenced chunk cannot tell a hard link to a
+//     file outside the store; the kernel's fs.protected_hardlinks=1 (the
+//     default) keeps the backup user from linking files it does not own,
+//     and GC's sweep never removes a file with more than one link.
 //
 // # Prefix locks
 //

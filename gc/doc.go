@@ -33,6 +33,37 @@
 // touches or re-inserts the chunk under its shared flock cannot lose it. Any
 // error other than ENOENT stops the run: when unsure, keep data.
 //
+// # No escape and doubt
+//
+// GC runs as root in directories the backup user owns, and it is the only
+// part of chunkgc that deletes. The rules, with the package that keeps each:
+//
+//  1. Nothing outside the store and its lock directory is created,
+//     modified (atime included), chowned or removed, whatever the backup
+//     user plants or swaps in while GC runs: the store lock, the index tree,
+//     .chunks, the prefix dirs and .gc-status are all reached from the
+//     store's base fd without following a symlink (chunkstore, datastore,
+//     locking, internal/nofollow); .gc-status is replaced by tmp file and
+//     renameat relative to the base fd (a symlink planted there is replaced,
+//     never followed).
+//  2. Doubt stops the run before phase 2: a symlink, FIFO, socket or device
+//     where the tree expects a namespace, group, snapshot or index, an index
+//     path longer than the kernel accepts (datastore), a .chunks or prefix
+//     dir that is a symlink or not a directory
+//     ([chunkstore.Store.CheckPrefixDirs], run between the phases) — each is
+//     an error naming the path, and nothing is removed.
+//  3. A chunk phase 1 could not touch is never swept: a touch that reports
+//     ENOENT (a flaky network filesystem can say so of a chunk that exists)
+//     records the digest in a bounded set (262,144 digests); phase 2 keeps
+//     any chunk or bad copy with a recorded digest, counts it
+//     (kept-untouched-chunks) and warns. More missing chunks than the set
+//     holds stop the run before phase 2.
+//  4. A garbage file with more than one hard link is kept
+//     (kept-linked-chunks): removing one name frees nothing, and the other
+//     name may lie outside the store.
+//  5. Byte counters saturate at the largest uint64 instead of wrapping: an
+//     index header or a sparse file can claim any size.
+//
 // # Status
 //
 // [Status] carries PBS's kebab-case counters; it is written to
