@@ -105,4 +105,3 @@ func TestGCOnSkewedFileServer(t *testing.T) {
 	}
 	wantCode(t, c.run("status", "skewed"), exitOK, "File server clock skew: -")
 }
-
