@@ -119,6 +119,33 @@
 // mount options, found in /proc/self/mountinfo (the mount with the longest
 // mount point containing the store), or else from the statfs magic.
 //
+// # Clock skew
+//
+// Atimes come from the clock of whatever stamps them: the file server's for
+// NFS, SMB or FUSE, this host's only for a local filesystem. GC compares them
+// with min_atime and writer start times taken from this host's clock. The
+// probe therefore also measures the file server's clock, as a contract:
+//
+//   - this host's wall clock is read just before (HostBefore) and just after
+//     (HostAfter) the touch, and the touch's new atime is the server's clock
+//     at the touch ([ProbeResult.ServerTime]);
+//   - [ProbeResult.ClockSkew] is server minus host: atime − HostBefore when
+//     the atime is before HostBefore (the server is behind; negative),
+//     atime − HostAfter when it is after HostAfter (ahead; positive), else 0;
+//   - an atime up to 20 ms behind HostBefore or ahead of HostAfter is 0:
+//     the kernel stamps times from its coarse clock, a tick (1 to 10 ms)
+//     behind time.Now. An atime that is a whole second may be up to 1 s
+//     behind (filesystems that keep seconds only truncate);
+//   - the measurement is logged with "atime probe passed" (host_time,
+//     server_time, clock_skew) and returned; ProbeAtime never fails on it.
+//     The caller decides with [ProbeResult.CheckClockSkew], which returns a
+//     [*ClockSkewError] matching [ErrClockSkew] that names the chunk, both
+//     clocks as RFC 3339, the skew, the bound and the tuning key
+//     gc-max-clock-skew.
+//
+// The skew is measured once per probe: a server clock that steps during a
+// run is not seen (gc/doc.go, "Clock skew", says what margin covers that).
+//
 // # Test seam
 //
 // Every syscall the store makes on its files goes through the [Syscalls]

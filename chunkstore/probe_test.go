@@ -91,6 +91,9 @@ func TestProbeAtimeFilesystems(t *testing.T) {
 			if !res.After.Mtime.Equal(res.Before.Mtime) {
 				t.Errorf("mtime %v -> %v moved", res.Before.Mtime, res.After.Mtime)
 			}
+			// A local filesystem stamps this host's coarse clock: a few ms
+			// behind time.Now, which is granularity, not skew.
+			equal(t, "ClockSkew", time.Duration(0), res.ClockSkew)
 			e := onlyLog(t, logs, zapcore.InfoLevel, "atime probe passed")
 			equal(t, "logged fs_type", any(tt.wantType), e.ContextMap()["fs_type"])
 			equal(t, "logged mount options", any(res.MountOptions), e.ContextMap()["mount_options"])

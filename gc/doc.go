@@ -5,8 +5,9 @@
 //
 // [Run] takes the GC lock and the store lock (both non-blocking; a held lock
 // is [locking.ErrLocked], exit 75), records the start time and the oldest live
-// writer, runs the atime probe unless tuned off, computes min_atime (SPEC
-// §6.2), then runs phase 1 and phase 2 and writes .gc-status atomically.
+// writer, computes min_atime (SPEC §6.2), runs the atime probe unless tuned
+// off (which also measures the file server's clock skew: see "Clock skew"),
+// then runs phase 1 and phase 2 and writes .gc-status atomically.
 //
 // # Phase 1: mark
 //
@@ -63,6 +64,48 @@
 //     name may lie outside the store.
 //  5. Byte counters saturate at the largest uint64 instead of wrapping: an
 //     index header or a sparse file can claim any size.
+//
+// # Clock skew
+//
+// Chunk atimes are stamped by the file server's clock; start, min_atime and
+// writer start times come from this host's. A server behind by more than
+// the writer grace (300 s) could delete chunks a running backup has just
+// written; one behind by more than the cutoff would delete every referenced
+// chunk phase 1 touched. [Run] therefore holds to this contract:
+//
+//   - the atime probe measures the skew (chunkstore, "Clock skew") before
+//     phase 1. If |skew| exceeds tuning gc-max-clock-skew, Run returns an
+//     error matching [chunkstore.ErrClockSkew] that names both clocks, the
+//     skew, the bound and the key; phase 1 never starts, nothing is removed
+//     and .gc-status is not written. This holds for a server ahead too: an
+//     ahead clock only keeps garbage longer in this run, but a clock that far
+//     off is not synchronised and may be stepped at any time;
+//   - within the bound, when the server is behind by lag (rounded up to
+//     whole seconds), min_atime and oldest_writer are both lowered by lag
+//     after SPEC §6.2's formula, so that every threshold an atime is compared
+//     with is on the server's clock: a chunk phase 1 touched at host time h
+//     has atime ≥ h − lag ≥ start − lag > min_atime; a chunk a writer that
+//     started at host time w wrote or touched has atime ≥ w − lag, which is
+//     still 300 s above min_atime ≤ w − 300 − lag; and the pending/on-disk
+//     count (atime < oldest_writer) compares on the same clock. A server
+//     ahead changes neither threshold: raising them would be unsafe, and its
+//     atimes only look younger;
+//   - the measured skew is recorded in [Status.ClockSkewMs]
+//     (clock-skew-ms in .gc-status and the JSON output) and in a report line;
+//     min-atime and oldest-writer in .gc-status are the lowered values;
+//   - with gc-atime-safety-check=0 there is no probe and so no measurement:
+//     Run logs that the skew is unmeasured, leaves the thresholds on this
+//     host's clock and ClockSkewMs nil.
+//
+// The skew is measured once, at the start. Lowering the thresholds by the
+// measured lag keeps the whole 300 s writer grace as long as the server's
+// clock keeps its offset; a clock that drifts or steps back by s during the
+// run makes later touches up to s older than predicted, which the writer
+// grace (and, for phase 1's touches, the cutoff) absorbs while s < 300 s. A
+// clock within the default bound of 30 s is plausibly synchronised, if
+// loosely; one further off is not, and how far it moves next is unknown, so
+// Run refuses rather than trust a one-time measurement. create refuses on
+// the same bound, check-atime reports against it.
 //
 // # Status
 //

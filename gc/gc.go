@@ -130,9 +130,15 @@ func Run(ctx context.Context, store *chunkstore.Store, locks *locking.Dir, opts 
 		if err != nil {
 			return nil, fmt.Errorf("atime safety check: %w", err)
 		}
-		log.Info("access time safety check passed, proceeding", zap.String("fs", res.FSType))
+		if err := res.CheckClockSkew(opts.Tuning.MaxClockSkew); err != nil {
+			return nil, fmt.Errorf("atime safety check: %w", err)
+		}
+		applyClockSkew(st, res.ClockSkew, log)
+		log.Info("access time safety check passed, proceeding", zap.String("fs", res.FSType),
+			zap.Duration("clock-skew", res.ClockSkew), zap.Duration("max-clock-skew", opts.Tuning.MaxClockSkew))
 	} else {
 		log.Warn("access time safety check disabled by tuning (gc-atime-safety-check=0)")
+		log.Warn("file server clock skew unmeasured: min-atime assumes its clock agrees with this host's")
 	}
 
 	t1 := time.Now()

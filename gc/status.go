@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -48,6 +49,11 @@ type Status struct {
 	DurationPhase1    float64 `json:"duration-phase1-s"`
 	DurationPhase2    float64 `json:"duration-phase2-s"`
 	DryRun            bool    `json:"dry-run,omitempty"`
+	// ClockSkewMs is the file server's clock minus this host's, in
+	// milliseconds, as the atime probe measured it (negative: the server
+	// is behind, and MinAtime and OldestWriter were lowered by the lag,
+	// rounded up to seconds); nil when the probe was tuned off.
+	ClockSkewMs *int64 `json:"clock-skew-ms,omitempty"`
 }
 
 // writeStatus replaces <base>/.gc-status atomically: tmp file, fsync, chown,
@@ -174,6 +180,15 @@ func (s *Status) ReportLines() []string {
 		add("Average chunk size: %s", HumanBytes(s.DiskBytes/uint64(s.DiskChunks)))
 	}
 	add("Digest cache hit ratio: %.2f%% (%d of %d lookups)", 100*s.CacheHitRatio(), s.CacheHits, s.CacheLookups)
+	switch {
+	case s.ClockSkewMs == nil:
+		add("File server clock skew: not measured (atime safety check off)")
+	case lagSeconds(time.Duration(*s.ClockSkewMs)*time.Millisecond) > 0:
+		add("File server clock skew: %.3f s (min-atime lowered by %d s)", float64(*s.ClockSkewMs)/1000,
+			lagSeconds(time.Duration(*s.ClockSkewMs)*time.Millisecond))
+	default:
+		add("File server clock skew: %.3f s", float64(*s.ClockSkewMs)/1000)
+	}
 	return l
 }
 

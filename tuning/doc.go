@@ -19,8 +19,10 @@
 //	sync-level             none / filesystem / file   filesystem
 //	chunk-order            none / inode               inode
 //	gc-concurrency         workers, 0 = automatic     0           0..256
+//	gc-max-clock-skew      seconds                    30          0..3600
 //
-// gc-concurrency is a chunkgc extension; the others are PBS's. Booleans
+// gc-concurrency and gc-max-clock-skew are chunkgc extensions; the others
+// are PBS's. Booleans
 // accept 1/0, true/false, yes/no and on/off in any case; numbers are decimal
 // integers; the names of sync-level and chunk-order are lowercase. White
 // space around items, keys and values is ignored and the empty string sets

@@ -14,6 +14,7 @@ func FuzzParse(f *testing.F) {
 	// More seeds are in testdata/fuzz/FuzzParse.
 	f.Add("gc-atime-safety-check=0,gc-atime-cutoff=60")
 	f.Add("sync-level=file,chunk-order=none,gc-cache-capacity=0,gc-concurrency=256")
+	f.Add("gc-max-clock-skew=900")
 	f.Fuzz(func(t *testing.T, s string) {
 		p, err := Parse(s)
 		if err != nil {
@@ -33,6 +34,7 @@ func FuzzParse(f *testing.F) {
 		tu := p.Apply(Defaults())
 		if tu.AtimeCutoff < time.Minute || tu.AtimeCutoff > 2880*time.Minute || tu.AtimeCutoff%time.Minute != 0 ||
 			tu.CacheCapacity < 0 || tu.CacheCapacity > 8<<20 || tu.Concurrency < 0 || tu.Concurrency > 256 ||
+			tu.MaxClockSkew < 0 || tu.MaxClockSkew > time.Hour || tu.MaxClockSkew%time.Second != 0 ||
 			tu.SyncLevel > SyncFile || tu.ChunkOrder > OrderInode {
 			t.Fatalf("Parse(%q) applies to an out-of-range %+v", s, tu)
 		}

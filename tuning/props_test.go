@@ -33,13 +33,14 @@ func TestDefaults(t *testing.T) {
 		SyncLevel:        SyncFilesystem,
 		ChunkOrder:       OrderInode,
 		Concurrency:      0,
+		MaxClockSkew:     30 * time.Second,
 	}
 	equal(t, want, Defaults())
 	equal(t, Defaults(), Props{}.Apply(Defaults()))
 }
 
 func TestKeys(t *testing.T) {
-	equal(t, []string{"gc-atime-safety-check", "gc-atime-cutoff", "gc-cache-capacity", "sync-level", "chunk-order", "gc-concurrency"}, Keys())
+	equal(t, []string{"gc-atime-safety-check", "gc-atime-cutoff", "gc-cache-capacity", "sync-level", "chunk-order", "gc-concurrency", "gc-max-clock-skew"}, Keys())
 	k := Keys()
 	k[0] = "changed"
 	if Keys()[0] != KeyAtimeSafetyCheck {
@@ -122,6 +123,10 @@ func TestParseGood(t *testing.T) {
 		{"gc-concurrency=0", d, "gc-concurrency=0"},
 		{"gc-concurrency=1", with(func(t *Tuning) { t.Concurrency = 1 }), "gc-concurrency=1"},
 		{"gc-concurrency=256", with(func(t *Tuning) { t.Concurrency = 256 }), "gc-concurrency=256"},
+		{"gc-max-clock-skew=0", with(func(t *Tuning) { t.MaxClockSkew = 0 }), "gc-max-clock-skew=0"},
+		{"gc-max-clock-skew=30", d, "gc-max-clock-skew=30"},
+		{"gc-max-clock-skew=900", with(func(t *Tuning) { t.MaxClockSkew = 15 * time.Minute }), "gc-max-clock-skew=900"},
+		{"gc-max-clock-skew=3600", with(func(t *Tuning) { t.MaxClockSkew = time.Hour }), "gc-max-clock-skew=3600"},
 
 		{
 			"gc-atime-safety-check=0,gc-atime-cutoff=60",
@@ -183,7 +188,7 @@ func TestParseBad(t *testing.T) {
 
 		{
 			give: "a=", wantKey: &keyErr{Key: "a", Value: ""},
-			wantMsg: `tuning a=: unknown key (known keys: gc-atime-safety-check, gc-atime-cutoff, gc-cache-capacity, sync-level, chunk-order, gc-concurrency)`,
+			wantMsg: `tuning a=: unknown key (known keys: gc-atime-safety-check, gc-atime-cutoff, gc-cache-capacity, sync-level, chunk-order, gc-concurrency, gc-max-clock-skew)`,
 		},
 		{give: "foo=1", wantKey: &keyErr{Key: "foo", Value: "1"}, wantIn: []string{"tuning foo=1", "unknown key", "gc-atime-cutoff", "gc-concurrency"}},
 		{give: "GC-ATIME-CUTOFF=60", wantKey: &keyErr{Key: "GC-ATIME-CUTOFF", Value: "60"}, wantIn: []string{"unknown key"}},
@@ -216,6 +221,9 @@ func TestParseBad(t *testing.T) {
 		{give: "gc-concurrency=-1", wantKey: &keyErr{Key: "gc-concurrency", Value: "-1"}, wantMsg: "tuning gc-concurrency=-1: out of range 0..256 (workers, 0 = automatic)"},
 		{give: "gc-concurrency=257", wantKey: &keyErr{Key: "gc-concurrency", Value: "257"}, wantMsg: "tuning gc-concurrency=257: out of range 0..256 (workers, 0 = automatic)"},
 		{give: "gc-concurrency=auto", wantKey: &keyErr{Key: "gc-concurrency", Value: "auto"}, wantIn: []string{"not a decimal integer", "0..256"}},
+		{give: "gc-max-clock-skew=-1", wantKey: &keyErr{Key: "gc-max-clock-skew", Value: "-1"}, wantMsg: "tuning gc-max-clock-skew=-1: out of range 0..3600 (seconds)"},
+		{give: "gc-max-clock-skew=3601", wantKey: &keyErr{Key: "gc-max-clock-skew", Value: "3601"}, wantMsg: "tuning gc-max-clock-skew=3601: out of range 0..3600 (seconds)"},
+		{give: "gc-max-clock-skew=30s", wantKey: &keyErr{Key: "gc-max-clock-skew", Value: "30s"}, wantIn: []string{"not a decimal integer", "0..3600 (seconds)"}},
 
 		{give: "sync-level=", wantKey: &keyErr{Key: "sync-level", Value: ""}, wantIn: []string{"unknown value", "none, filesystem, file"}},
 		{give: "sync-level=fsync", wantKey: &keyErr{Key: "sync-level", Value: "fsync"}, wantMsg: "tuning sync-level=fsync: unknown value (want one of none, filesystem, file)"},
@@ -326,14 +334,22 @@ func TestPrecedence(t *testing.T) {
 			t.Concurrency = 3
 		}},
 		{"cli sets the default back", "gc-atime-safety-check=0,sync-level=none", "gc-atime-safety-check=1,sync-level=filesystem", func(*Tuning) {}},
-		{"every key both", "gc-atime-safety-check=0,gc-atime-cutoff=1,gc-cache-capacity=1,sync-level=none,chunk-order=none,gc-concurrency=1",
-			"gc-atime-safety-check=1,gc-atime-cutoff=2880,gc-cache-capacity=8388608,sync-level=file,chunk-order=inode,gc-concurrency=256",
+		{"every key both", "gc-atime-safety-check=0,gc-atime-cutoff=1,gc-cache-capacity=1,sync-level=none,chunk-order=none,gc-concurrency=1,gc-max-clock-skew=0",
+			"gc-atime-safety-check=1,gc-atime-cutoff=2880,gc-cache-capacity=8388608,sync-level=file,chunk-order=inode,gc-concurrency=256,gc-max-clock-skew=3600",
 			func(t *Tuning) {
 				t.AtimeCutoff = 48 * time.Hour
 				t.CacheCapacity = 8388608
 				t.SyncLevel = SyncFile
 				t.Concurrency = 256
+				t.MaxClockSkew = time.Hour
 			}},
+		{"clock skew bound from config, cli wins", "gc-max-clock-skew=900", "gc-max-clock-skew=60", func(t *Tuning) {
+			t.MaxClockSkew = time.Minute
+		}},
+		{"clock skew bound from config only", "gc-max-clock-skew=900", "gc-concurrency=2", func(t *Tuning) {
+			t.MaxClockSkew = 15 * time.Minute
+			t.Concurrency = 2
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -83,6 +83,13 @@ type Tuning struct {
 	// number of workers for mark and sweep; 0 picks a count from the CPUs.
 	// A chunkgc extension, not a PBS key.
 	Concurrency int
+	// MaxClockSkew (gc-max-clock-skew, in seconds, default 30, range
+	// 0..3600) bounds how far the file server's clock, as the atime probe
+	// measures it, may be from this host's: beyond it GC and create refuse
+	// to run; within it a server that is behind lowers min_atime by the
+	// measured lag. It is always a whole number of seconds. A chunkgc
+	// extension, not a PBS key.
+	MaxClockSkew time.Duration
 }
 
 // Defaults returns the tuning used when no property overrides a key.
@@ -94,6 +101,7 @@ func Defaults() Tuning {
 		SyncLevel:        SyncFilesystem,
 		ChunkOrder:       OrderInode,
 		Concurrency:      0,
+		MaxClockSkew:     30 * time.Second,
 	}
 }
 
@@ -105,6 +113,7 @@ const (
 	KeySyncLevel        = "sync-level"
 	KeyChunkOrder       = "chunk-order"
 	KeyConcurrency      = "gc-concurrency"
+	KeyMaxClockSkew     = "gc-max-clock-skew"
 )
 
 type kind uint8
@@ -140,6 +149,8 @@ var specs = []spec{
 		set: func(t *Tuning, v int64) { t.ChunkOrder = ChunkOrder(v) }},
 	{key: KeyConcurrency, kind: kindInt, min: 0, max: 256, unit: "workers, 0 = automatic",
 		set: func(t *Tuning, v int64) { t.Concurrency = int(v) }},
+	{key: KeyMaxClockSkew, kind: kindInt, min: 0, max: 3600, unit: "seconds",
+		set: func(t *Tuning, v int64) { t.MaxClockSkew = time.Duration(v) * time.Second }},
 }
 
 func lookup(key string) *spec {

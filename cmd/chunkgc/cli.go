@@ -59,7 +59,7 @@ func commands() []command {
 	return []command{
 		{"create", "[--reuse] [--owner USER] [--tuning PROPS] [--comment C] NAME PATH   create or adopt; probe; register", runCreate},
 		{"gc", "[--tuning PROPS] [--dry-run] [--output text|json] STORE   run garbage collection", runGC},
-		{"check-atime", "STORE                                            run the atime probe only", runCheckAtime},
+		{"check-atime", "[--tuning PROPS] STORE                           run the atime probe only; print the clock skew", runCheckAtime},
 		{"status", "[--output text|json] STORE                            print the last GC result", runStatus},
 		{"demo", "[DIR]                                                  build a sample store and collect it", runDemo},
 		{"ingest", "[--ns NS] [--chunk-size N] STORE TYPE/ID FILE...    back up files into a new snapshot", runIngest},

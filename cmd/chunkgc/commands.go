@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -85,9 +86,14 @@ func runCreate(ctx context.Context, e *env, args []string) error {
 		if err != nil {
 			return fmt.Errorf("datastore %s not registered: %w", name, err)
 		}
-		log.Info("access time update check successful", zap.String("fs", res.FSType), zap.String("mount-options", res.MountOptions))
+		if err := res.CheckClockSkew(t.MaxClockSkew); err != nil {
+			return fmt.Errorf("datastore %s not registered: %w", name, err)
+		}
+		log.Info("access time update check successful", zap.String("fs", res.FSType), zap.String("mount-options", res.MountOptions),
+			zap.Duration("clock-skew", res.ClockSkew), zap.Duration("max-clock-skew", t.MaxClockSkew))
 	} else {
 		log.Warn("access time update check skipped by tuning (gc-atime-safety-check=0)")
+		log.Warn("file server clock skew unmeasured: GC assumes its clock agrees with this host's")
 	}
 
 	cfg.SetDatastore(tuning.Datastore{Name: name, Path: path, Tuning: props.String(), Comment: *comment})
@@ -113,13 +119,15 @@ func runCreate(ctx context.Context, e *env, args []string) error {
 
 func runCheckAtime(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("check-atime")
+	var props tuning.Props
+	fs.Var(&props, "tuning", "tuning overrides, e.g. gc-max-clock-skew=60")
 	if err := e.parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
 		return usagef("want STORE")
 	}
-	o, err := e.open(fs.Arg(0), tuning.Props{})
+	o, err := e.open(fs.Arg(0), props)
 	if err != nil {
 		return err
 	}
@@ -129,7 +137,10 @@ func runCheckAtime(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "atime probe passed on %s (%s, %s)\n", o.base, res.FSType, res.MountOptions)
-	return nil
+	fmt.Fprintf(e.stdout, "file server clock skew %.3f s: file server time %s, host time %s (bound %s=%d s)\n",
+		res.ClockSkew.Seconds(), res.ServerTime().UTC().Format(time.RFC3339Nano), res.HostTime().UTC().Format(time.RFC3339Nano),
+		tuning.KeyMaxClockSkew, int64(o.tuning.MaxClockSkew/time.Second))
+	return res.CheckClockSkew(o.tuning.MaxClockSkew)
 }
 
 func runGC(ctx context.Context, e *env, args []string) error {
