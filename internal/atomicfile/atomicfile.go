@@ -32,49 +32,17 @@ type Owner struct{ UID, GID int }
 var NoOwner = Owner{UID: -1, GID: -1}
 
 // Write atomically replaces path with what fill writes into the open
-// temporary file (which fill must not close). Errors name path.
-func Write(path string, perm os.FileMode, owner Owner, fill func(f *os.File) error) (err error) {
+// temporary file (which fill must not close). Errors name path. The
+// directory is resolved as a path; the file is replaced as [WriteAt] does.
+func Write(path string, perm os.FileMode, owner Owner, fill func(f *os.File) error) error {
 	dir, name := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, name+".tmp_*")
+	dir = filepath.Clean(dir)
+	dfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", path, &fs.PathError{Op: "open", Path: dir, Err: err})
 	}
-	tmp := f.Name()
-	closed := false
-	defer func() {
-		if err != nil {
-			if !closed {
-				f.Close()
-			}
-			os.Remove(tmp)
-			err = fmt.Errorf("write %s: %w", path, err)
-		}
-	}()
-	if err := fill(f); err != nil {
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		return err
-	}
-	if owner.UID >= 0 {
-		if err := f.Chown(owner.UID, owner.GID); err != nil {
-			return err
-		}
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	closed = true
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return SyncDir(dir)
+	defer unix.Close(dfd)
+	return WriteAt(dfd, dir, name, perm, owner, fill)
 }
 
 // WriteBytes is Write with fixed content.
