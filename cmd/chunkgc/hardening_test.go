@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"chunkgc/gc"
+	"chunkgc/internal/hangfuse"
 	"chunkgc/internal/storetest"
 	"chunkgc/internal/testfs"
 )
@@ -165,5 +166,42 @@ func TestHostileFilesDoNotHang(t *testing.T) {
 				t.Errorf("%d of %d garbage chunks removed by a run that failed", len(s.garbage)-n, len(s.garbage))
 			}
 		})
+	}
+}
+
+// TestSIGTERMWhileASyscallHangs: the touch of a referenced chunk hangs in a
+// FUSE filesystem (as on a dead NFS server) and SIGTERM arrives: chunkgc
+// still exits 143 promptly (the grace is 1.5 s; the bound here is looser
+// only so that a loaded CI machine does not fail it), removing nothing.
+func TestSIGTERMWhileASyscallHangs(t *testing.T) {
+	testfs.RequireRoot(t)
+	backing := filepath.Join(testfs.Tmpfs(t, ""), "s")
+	s := makeStore(t, backing, 5, 5)
+	hung := filepath.Base(s.refs[0])
+	mnt := hangfuse.Mount(t, filepath.Dir(backing), func(name string) bool { return name == hung })
+	c := newCLI(t)
+	gcCmd, log := startGC(t, c, filepath.Join(mnt, "s"))
+	waitLog(t, log, "start phase 1")
+	time.Sleep(300 * time.Millisecond) // let a worker enter the hanging touch
+	start := time.Now()
+	if err := gcCmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for log.Scan() {
+		}
+	}()
+	err := gcCmd.Wait()
+	took := time.Since(start)
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 143 {
+		t.Fatalf("gc after SIGTERM: %v, want exit 143", err)
+	}
+	t.Logf("exited 143 %v after SIGTERM", took)
+	if took > 4*time.Second {
+		t.Errorf("exit took %v after SIGTERM", took)
+	}
+	if n := countExisting(s.garbage); n != len(s.garbage) {
+		t.Errorf("%d garbage chunks removed by an interrupted run", len(s.garbage)-n)
 	}
 }
