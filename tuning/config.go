@@ -181,7 +181,7 @@ func CheckStorePath(p string) error {
 	}
 	for _, c := range strings.Split(p, "/") {
 		if c == "." || c == ".." {
-			return fmt.Errorf("datastore path %q has a %q component; give the path without . or ..", p, c)
+			return fmt.Errorf("datastore path %q has a %q component (give it without \".\" and \"..\" components)", p, c)
 		}
 	}
 	return nil
