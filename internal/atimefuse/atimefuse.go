@@ -2,16 +2,13 @@ package atimefuse
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"chunkgc/internal/testfs"
+	"chunkgc/internal/loopfuse"
 )
 
 // Name is the FUSE subtype: the mount shows up as "fuse.atimefuse" in
@@ -46,46 +43,5 @@ func (n *node) WrapChild(ctx context.Context, ops fs.InodeEmbedder) fs.InodeEmbe
 // unmounted, and its server stopped, when the test ends.
 func Mount(t testing.TB, backingDir string) (mountpoint string) {
 	t.Helper()
-	testfs.RequireRoot(t)
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		testfs.SkipOrFail(t, "needs /dev/fuse: "+err.Error())
-	}
-	var st syscall.Stat_t
-	if err := syscall.Stat(backingDir, &st); err != nil {
-		t.Fatalf("atimefuse: backing dir: %v", err)
-	}
-	root := &fs.LoopbackRoot{Path: backingDir, Dev: uint64(st.Dev)}
-	rootNode := &node{LoopbackNode: &fs.LoopbackNode{RootData: root}}
-	root.RootNode = rootNode
-
-	mnt := filepath.Join(t.TempDir(), "atimefuse")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var zero time.Duration
-	server, err := fs.Mount(mnt, rootNode, &fs.Options{
-		AttrTimeout:     &zero,
-		EntryTimeout:    &zero,
-		NegativeTimeout: &zero,
-		MountOptions: fuse.MountOptions{
-			DirectMountStrict: true,
-			AllowOther:        true,
-			FsName:            backingDir,
-			Name:              Name,
-		},
-	})
-	if err != nil {
-		testfs.SkipOrFail(t, "atimefuse: mount: "+err.Error())
-	}
-	t.Cleanup(func() {
-		if err := server.Unmount(); err != nil {
-			// Busy: detach it; the server goroutines end when the
-			// kernel drops the connection with the mount's last user.
-			t.Logf("atimefuse: unmount %s: %v; detaching lazily", mnt, err)
-			testfs.Unmount(t, mnt)
-			return
-		}
-		server.Wait()
-	})
-	return mnt
+	return loopfuse.Mount(t, Name, backingDir, func(l *fs.LoopbackNode) fs.InodeEmbedder { return &node{LoopbackNode: l} }, nil)
 }

@@ -6,7 +6,6 @@ package hangfuse
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -15,7 +14,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"chunkgc/internal/testfs"
+	"chunkgc/internal/loopfuse"
 )
 
 // node is a loopback node whose Setattr hangs for the names hang selects.
@@ -59,38 +58,8 @@ func (n *node) WrapChild(ctx context.Context, ops fs.InodeEmbedder) fs.InodeEmbe
 // Needs root and /dev/fuse (skipped, or failed under CI, without them).
 func Mount(t testing.TB, backingDir string, hang func(name string) bool) string {
 	t.Helper()
-	testfs.RequireRoot(t)
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		testfs.SkipOrFail(t, "needs /dev/fuse: "+err.Error())
-	}
-	var st syscall.Stat_t
-	if err := syscall.Stat(backingDir, &st); err != nil {
-		t.Fatalf("hangfuse: backing dir: %v", err)
-	}
 	release := make(chan struct{})
-	root := &fs.LoopbackRoot{Path: backingDir, Dev: uint64(st.Dev)}
-	rootNode := &node{LoopbackNode: &fs.LoopbackNode{RootData: root}, hang: hang, release: release}
-	root.RootNode = rootNode
-	mnt := filepath.Join(t.TempDir(), "hangfuse")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var zero time.Duration
-	server, err := fs.Mount(mnt, rootNode, &fs.Options{
-		AttrTimeout: &zero, EntryTimeout: &zero, NegativeTimeout: &zero,
-		MountOptions: fuse.MountOptions{DirectMountStrict: true, AllowOther: true, FsName: backingDir, Name: "hangfuse"},
-	})
-	if err != nil {
-		testfs.SkipOrFail(t, "hangfuse: mount: "+err.Error())
-	}
-	t.Cleanup(func() {
-		close(release)
-		if err := server.Unmount(); err != nil {
-			t.Logf("hangfuse: unmount %s: %v; detaching lazily", mnt, err)
-			testfs.Unmount(t, mnt)
-			return
-		}
-		server.Wait()
-	})
-	return mnt
+	return loopfuse.Mount(t, "hangfuse", backingDir,
+		func(l *fs.LoopbackNode) fs.InodeEmbedder { return &node{LoopbackNode: l, hang: hang, release: release} },
+		func() { close(release) })
 }

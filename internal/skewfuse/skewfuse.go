@@ -2,7 +2,6 @@ package skewfuse
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -12,7 +11,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
-	"chunkgc/internal/testfs"
+	"chunkgc/internal/loopfuse"
 )
 
 // Name is the FUSE subtype: the mount shows up as "fuse.skewfuse" in
@@ -156,14 +155,6 @@ func (n *node) WrapChild(ctx context.Context, ops fs.InodeEmbedder) fs.InodeEmbe
 // server stopped, when the test ends.
 func Mount(t testing.TB, backingDir string, offset time.Duration) (mountpoint string) {
 	t.Helper()
-	testfs.RequireRoot(t)
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		testfs.SkipOrFail(t, "needs /dev/fuse: "+err.Error())
-	}
-	var st syscall.Stat_t
-	if err := syscall.Stat(backingDir, &st); err != nil {
-		t.Fatalf("skewfuse: backing dir: %v", err)
-	}
 	var sfs unix.Statfs_t
 	if err := unix.Statfs(backingDir, &sfs); err != nil {
 		t.Fatalf("skewfuse: backing dir: %v", err)
@@ -171,38 +162,5 @@ func Mount(t testing.TB, backingDir string, offset time.Duration) (mountpoint st
 	if sfs.Flags&unix.ST_NOATIME == 0 {
 		t.Logf("skewfuse: backing dir %s is not on a noatime mount: a read that bypasses the mount can stamp an atime with this host's clock", backingDir)
 	}
-	root := &fs.LoopbackRoot{Path: backingDir, Dev: uint64(st.Dev)}
-	rootNode := &node{LoopbackNode: &fs.LoopbackNode{RootData: root}, offset: offset}
-	root.RootNode = rootNode
-
-	mnt := filepath.Join(t.TempDir(), "skewfuse")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var zero time.Duration
-	server, err := fs.Mount(mnt, rootNode, &fs.Options{
-		AttrTimeout:     &zero,
-		EntryTimeout:    &zero,
-		NegativeTimeout: &zero,
-		MountOptions: fuse.MountOptions{
-			DirectMountStrict: true,
-			AllowOther:        true,
-			FsName:            backingDir,
-			Name:              Name,
-		},
-	})
-	if err != nil {
-		testfs.SkipOrFail(t, "skewfuse: mount: "+err.Error())
-	}
-	t.Cleanup(func() {
-		if err := server.Unmount(); err != nil {
-			// Busy: detach it; the server goroutines end when the
-			// kernel drops the connection with the mount's last user.
-			t.Logf("skewfuse: unmount %s: %v; detaching lazily", mnt, err)
-			testfs.Unmount(t, mnt)
-			return
-		}
-		server.Wait()
-	})
-	return mnt
+	return loopfuse.Mount(t, Name, backingDir, func(l *fs.LoopbackNode) fs.InodeEmbedder { return &node{LoopbackNode: l, offset: offset} }, nil)
 }
