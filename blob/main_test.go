@@ -1,7 +1,7 @@
 package blob
 
 import (
-	"chunkgc/internal/leakcheck"
+	"chunkgc/internal/testkit/leakcheck"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"

@@ -1,6 +1,8 @@
 package chunkstore
 
 import (
+	"chunkgc/internal/fsys"
+
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -27,7 +29,7 @@ func BenchmarkTouch(b *testing.B) {
 		}
 	})
 	b.Run("seam", func(b *testing.B) {
-		var sys Syscalls = RealSyscalls{}
+		var sys fsys.Syscalls = fsys.Real{}
 		b.ReportAllocs()
 		for b.Loop() {
 			if err := sys.UtimesNanoAt(s.chunksFd, name, times, unix.AT_SYMLINK_NOFOLLOW); err != nil {
@@ -45,7 +47,7 @@ func BenchmarkTouch(b *testing.B) {
 	})
 	// The seam alone, without the syscall: what it adds to each call.
 	b.Run("seam-overhead", func(b *testing.B) {
-		var sys Syscalls = nopSys{}
+		var sys fsys.Syscalls = nopSys{}
 		b.ReportAllocs()
 		for b.Loop() {
 			if err := sys.UtimesNanoAt(s.chunksFd, name, times, unix.AT_SYMLINK_NOFOLLOW); err != nil {
@@ -56,7 +58,7 @@ func BenchmarkTouch(b *testing.B) {
 }
 
 // nopSys makes no syscall in UtimesNanoAt.
-type nopSys struct{ RealSyscalls }
+type nopSys struct{ fsys.Real }
 
 func (nopSys) UtimesNanoAt(int, string, []unix.Timespec, int) error { return nil }
 
@@ -86,7 +88,7 @@ func BenchmarkReadNames(b *testing.B) {
 
 // BenchmarkStoreTouch touches one chunk by digest: through a reused
 // [Toucher] (GC's mark) it must not allocate; [Store.Touch] allocates its
-// Toucher. "seam" is RealSyscalls.UtimesNanoAt alone, which NUL-terminates the
+// Toucher. "seam" is fsys.Real.UtimesNanoAt alone, which NUL-terminates the
 // name on its stack, against "x/sys", which copies it to the heap.
 //
 // go test -run '^$' -bench StoreTouch -benchmem -count 5 -cpu 2 ./chunkstore
@@ -118,7 +120,7 @@ func BenchmarkStoreTouch(b *testing.B) {
 		}
 	})
 	b.Run("seam", func(b *testing.B) {
-		var sys Syscalls = RealSyscalls{}
+		var sys fsys.Syscalls = fsys.Real{}
 		b.ReportAllocs()
 		for b.Loop() {
 			if err := sys.UtimesNanoAt(s.chunksFd, name, s.touchTimes[:], unix.AT_SYMLINK_NOFOLLOW); err != nil {

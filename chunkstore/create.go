@@ -31,7 +31,7 @@ const ctxCheckEvery = 256
 // wrapping [ErrNotEmpty] that names base and the first offending entry (in
 // name order). It creates .chunks (0750), the [PrefixCount] prefix dirs
 // (0750) with mkdirat on the .chunks fd, and an empty .lock (0644), and
-// chowns base and all of these to opts.Owner when [Owner.Active].
+// chowns base and all of these to opts.Owner when [fsys.Owner.Active].
 //
 // Create can be rerun: a Create that died or was cancelled half-way is
 // finished by running it again with the same arguments. Since .chunks and
@@ -227,7 +227,7 @@ func (s *Store) createPrefixDirs(ctx context.Context, chunksFd int, progress fun
 			if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 				return fmt.Errorf("%s/%s exists and is not a directory", s.chunks, name)
 			}
-			if s.chown && !s.owner.owns(&st) {
+			if s.chown && !s.owner.Owns(&st) {
 				if err := s.sys.Fchownat(chunksFd, name, s.owner.UID, s.owner.GID, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 					return withPath(err, s.chunks+"/"+name)
 				}
@@ -318,7 +318,7 @@ func (s *Store) VerifyLayout(ctx context.Context) error {
 	if err := s.sys.Fstatat(s.chunksFd, "", &st, unix.AT_EMPTY_PATH); err != nil {
 		return fmt.Errorf("verify chunk store layout: %w", withPath(err, s.chunks))
 	}
-	if !s.owner.owns(&st) {
+	if !s.owner.Owns(&st) {
 		le.add(fmt.Sprintf("%s: owned by %d:%d, want %s", chunksName, st.Uid, st.Gid, s.owner))
 	}
 	for i := range PrefixCount {
@@ -336,7 +336,7 @@ func (s *Store) VerifyLayout(ctx context.Context) error {
 			return fmt.Errorf("verify chunk store layout: %w", withPath(err, s.chunks+"/"+name))
 		case st.Mode&unix.S_IFMT != unix.S_IFDIR:
 			le.add(chunksName + "/" + name + ": not a directory")
-		case !s.owner.owns(&st):
+		case !s.owner.Owns(&st):
 			le.add(fmt.Sprintf("%s/%s: owned by %d:%d, want %s", chunksName, name, st.Uid, st.Gid, s.owner))
 		}
 	}

@@ -1,6 +1,8 @@
 package chunkstore
 
 import (
+	"chunkgc/internal/fsys"
+
 	"context"
 	"errors"
 	"io/fs"
@@ -12,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"chunkgc/internal/testfs"
+	"chunkgc/internal/testkit/testfs"
 )
 
 // countPrefixDirs counts the entries of .chunks that are prefix dirs (4 hex
@@ -209,7 +211,7 @@ func TestVerifyLayoutNamesProblems(t *testing.T) {
 	root := os.Geteuid() == 0
 	opts := testOpts(t)
 	if root {
-		opts.Owner = Owner{UID: 34, GID: 34}
+		opts.Owner = fsys.Owner{UID: 34, GID: 34}
 	}
 	base := scratchDir(t)
 	s, err := Create(context.Background(), base, opts, nil)
@@ -279,9 +281,9 @@ func TestVerifyLayoutCancel(t *testing.T) {
 // left owned by root.
 func TestCreateOwnership(t *testing.T) {
 	testfs.RequireRoot(t)
-	owner, err := LookupOwner("backup")
+	owner, err := fsys.LookupOwner("backup")
 	ok(t, err)
-	equal(t, "backup user", Owner{UID: 34, GID: 34}, owner)
+	equal(t, "backup user", fsys.Owner{UID: 34, GID: 34}, owner)
 	base := filepath.Join(testfs.Tmpfs(t, ""), "store")
 	opts := testOpts(t)
 	opts.Owner = owner

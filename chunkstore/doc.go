@@ -13,7 +13,7 @@
 //	<base>/.chunks/XXXX/<digest>.N.bad  a copy found corrupt by verification, N = 0..9
 //
 // [Create] makes base, .chunks, every prefix dir (mkdirat on the .chunks fd)
-// and .lock, all owned by the backup user and group ([Owner]) when run as
+// and .lock, all owned by the backup user and group ([fsys.Owner]) when run as
 // root. base must be absent or empty, where hidden entries and lost+found do
 // not count; so a Create that was interrupted (.chunks and some prefix dirs
 // exist) is finished by running it again, which accepts every prefix dir
@@ -58,7 +58,7 @@
 // GC touches and stats every chunk of a store, so those paths do not
 // allocate: a [Toucher] (one per mark worker) builds "<digest>" in a
 // buffer of its own, [PrefixDir.StatBytes] stats a name straight from the
-// [PrefixDir.ReadNames] buffer, and RealSyscalls NUL-terminates names shorter
+// [PrefixDir.ReadNames] buffer, and fsys.Real NUL-terminates names shorter
 // than 128 bytes on its stack and makes openat, fstatat and utimensat with
 // unix.Syscall6 itself (x/sys would copy every name to the heap). Only a
 // failed call allocates, for its error. BenchmarkStoreTouch,
@@ -148,17 +148,17 @@
 //
 // # Test seam
 //
-// Every syscall the store makes on its files goes through the [Syscalls]
-// interface; RealSyscalls makes them with x/sys/unix *at calls on held
+// Every syscall the store makes on its files goes through the [fsys.Syscalls]
+// interface; fsys.Real makes them with x/sys/unix *at calls on held
 // directory fds, retries EINTR and returns *fs.PathError. The allocation-free
 // paths above go through it too: they pass names that alias a reused buffer,
 // which an implementation must not keep past the call. Tests set
-// [Options.Syscalls] to a wrapper that embeds RealSyscalls and fails or
+// [Options.Syscalls] to a wrapper that embeds fsys.Real and fails or
 // perturbs the Nth call of one method (an errno, or a rename that replaces
 // the probe chunk), counting calls so that each test asserts its fault fired.
 // Faults that can be made real are made real instead: loop-mounted ext4, xfs
 // and btrfs, tmpfs, and a FUSE filesystem that drops atime updates
-// (chunkgc/internal/testfs, chunkgc/internal/atimefuse). BenchmarkTouch shows
+// (chunkgc/internal/testkit/testfs, chunkgc/internal/testkit/atimefuse). BenchmarkTouch shows
 // that the interface call costs nanoseconds against the microseconds of the
 // syscall.
 package chunkstore

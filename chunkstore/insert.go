@@ -21,7 +21,7 @@ import (
 // (and is not empty), it is touched (atime) and Insert reports pre-existing
 // with the existing file's size. Otherwise b is written to
 // <digest>.tmp_<random> in the prefix dir (O_EXCL, 0644), fsynced when the
-// sync level is SyncFile, chowned to the Owner when [Owner.Active], and
+// sync level is SyncFile, chowned to the Owner when [fsys.Owner.Active], and
 // renamed into place (then the prefix dir is fsynced too, for SyncFile). On
 // any error the tmp file is removed, so no file whose name does not match its
 // content is left. An existing empty chunk file (a crash on a filesystem that
@@ -97,7 +97,7 @@ func (s *Store) writeChunk(dir *PrefixDir, name string, b []byte) (err error) {
 			return withPath(err, dir.path(tmp))
 		}
 		if n <= 0 {
-			return withPath(pathErr("write", "", unix.EIO), dir.path(tmp))
+			return &fs.PathError{Op: "write", Path: dir.path(tmp), Err: unix.EIO}
 		}
 		p = p[n:]
 	}
@@ -169,7 +169,7 @@ func (s *Store) NewToucher() *Toucher { return &Toucher{s: s} }
 
 // utimes touches entry name (a slice of t.name) of the prefix dir open as
 // fd. The string handed to the seam aliases t.name for the call only (see
-// Syscalls); nothing is allocated unless it fails.
+// fsys.Syscalls); nothing is allocated unless it fails.
 func (t *Toucher) utimes(fd int, name []byte) error {
 	s := t.s
 	return s.sys.UtimesNanoAt(fd, unsafe.String(&name[0], len(name)), s.touchTimes[:], unix.AT_SYMLINK_NOFOLLOW)

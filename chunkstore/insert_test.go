@@ -1,6 +1,8 @@
 package chunkstore
 
 import (
+	"chunkgc/internal/fsys"
+
 	"bytes"
 	"errors"
 	"io/fs"
@@ -121,7 +123,7 @@ func TestInsertMissingPrefixDir(t *testing.T) {
 // insertFault fails the first call of one of the calls Insert makes after
 // creating its tmp file, and records the tmp file it saw.
 type insertFault struct {
-	RealSyscalls
+	fsys.Real
 	op    string
 	tmp   atomic.Value // string: the tmp name openat created
 	fired atomic.Int32
@@ -138,35 +140,35 @@ func (f *insertFault) Openat(dirfd int, name string, flags int, mode uint32) (in
 	if strings.Contains(name, ".tmp_") {
 		f.tmp.Store(name)
 	}
-	return f.RealSyscalls.Openat(dirfd, name, flags, mode)
+	return f.Real.Openat(dirfd, name, flags, mode)
 }
 
 func (f *insertFault) Write(fd int, p []byte) (int, error) {
 	if err := f.fail("write", ""); err != nil {
 		return 0, err
 	}
-	return f.RealSyscalls.Write(fd, p)
+	return f.Real.Write(fd, p)
 }
 
 func (f *insertFault) Fsync(fd int) error {
 	if err := f.fail("fsync", ""); err != nil {
 		return err
 	}
-	return f.RealSyscalls.Fsync(fd)
+	return f.Real.Fsync(fd)
 }
 
 func (f *insertFault) Fchown(fd, uid, gid int) error {
 	if err := f.fail("fchown", ""); err != nil {
 		return err
 	}
-	return f.RealSyscalls.Fchown(fd, uid, gid)
+	return f.Real.Fchown(fd, uid, gid)
 }
 
 func (f *insertFault) Renameat(olddirfd int, oldname string, newdirfd int, newname string) error {
 	if err := f.fail("renameat", newname); err != nil {
 		return err
 	}
-	return f.RealSyscalls.Renameat(olddirfd, oldname, newdirfd, newname)
+	return f.Real.Renameat(olddirfd, oldname, newdirfd, newname)
 }
 
 // TestInsertFaultRemovesTmp: whichever step after creating the tmp file
@@ -186,7 +188,7 @@ func TestInsertFaultRemovesTmp(t *testing.T) {
 				if os.Geteuid() != 0 {
 					t.Skip("fchown happens only as root")
 				}
-				opts.Owner = Owner{UID: 34, GID: 34}
+				opts.Owner = fsys.Owner{UID: 34, GID: 34}
 			}
 			s := miniStore(t, t.TempDir(), opts, d.Prefix())
 			_, _, err := s.Insert(b, d)
@@ -214,7 +216,7 @@ func TestInsertFaultRemovesTmp(t *testing.T) {
 // prefix dir is flocked shared: an exclusive try-lock from another fd fails
 // and a shared one succeeds.
 type lockProbe struct {
-	RealSyscalls
+	fsys.Real
 	t       testing.TB
 	dirPath string
 	checked atomic.Int32
@@ -233,7 +235,7 @@ func (f *lockProbe) Fstatat(dirfd int, name string, st *unix.Stat_t, flags int) 
 		f.t.Errorf("LOCK_SH|LOCK_NB while Insert checks the chunk: %v", err)
 	}
 	f.checked.Add(1)
-	return f.RealSyscalls.Fstatat(dirfd, name, st, flags)
+	return f.Real.Fstatat(dirfd, name, st, flags)
 }
 
 func TestInsertHoldsSharedPrefixLock(t *testing.T) {

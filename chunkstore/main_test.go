@@ -1,7 +1,9 @@
 package chunkstore
 
 import (
-	"chunkgc/internal/leakcheck"
+	"chunkgc/internal/fsys"
+
+	"chunkgc/internal/testkit/leakcheck"
 	"context"
 	"fmt"
 	"io/fs"
@@ -19,7 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"chunkgc/blob"
-	"chunkgc/internal/testfs"
+	"chunkgc/internal/testkit/testfs"
 	"chunkgc/tuning"
 )
 
@@ -39,7 +41,7 @@ func TestMain(m *testing.M) {
 func runHelper(mode, base string) int {
 	switch mode {
 	case "probe":
-		s, err := Open(base, Options{Owner: Owner{UID: -1, GID: -1}})
+		s, err := Open(base, Options{Owner: fsys.Keep})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
@@ -84,7 +86,7 @@ func scratchDir(t testing.TB) string {
 }
 
 // noOwner leaves ownership alone.
-var noOwner = Owner{UID: -1, GID: -1}
+var noOwner = fsys.Keep
 
 // testOpts are the options of a test store: logging to t, no chown, no sync.
 func testOpts(t testing.TB) Options {
@@ -180,7 +182,7 @@ func setTimes(t testing.TB, path string, atime, mtime time.Time) {
 
 // utimesFault fails the failAt-th UtimesNanoAt call with err.
 type utimesFault struct {
-	RealSyscalls
+	fsys.Real
 	failAt       int32
 	err          unix.Errno
 	calls, fired atomic.Int32
@@ -191,13 +193,13 @@ func (f *utimesFault) UtimesNanoAt(dirfd int, name string, ts []unix.Timespec, f
 		f.fired.Add(1)
 		return &fs.PathError{Op: "utimensat", Path: name, Err: f.err}
 	}
-	return f.RealSyscalls.UtimesNanoAt(dirfd, name, ts, flags)
+	return f.Real.UtimesNanoAt(dirfd, name, ts, flags)
 }
 
 // replaceOnStatx replaces the file it is about to stat, by renaming a fresh
 // copy over it, at the given Statx calls (1-based).
 type replaceOnStatx struct {
-	RealSyscalls
+	fsys.Real
 	chunks       string // the .chunks dir the names are relative to
 	at           map[int32]bool
 	calls, fired atomic.Int32
@@ -219,5 +221,5 @@ func (f *replaceOnStatx) Statx(dirfd int, name string, flags, mask int, stx *uni
 		}
 		f.fired.Add(1)
 	}
-	return f.RealSyscalls.Statx(dirfd, name, flags, mask, stx)
+	return f.Real.Statx(dirfd, name, flags, mask, stx)
 }

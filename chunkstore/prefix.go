@@ -1,7 +1,8 @@
 package chunkstore
 
 import (
-	"encoding/binary"
+	"chunkgc/internal/fsys"
+
 	"io/fs"
 	"unsafe"
 
@@ -107,60 +108,12 @@ func (p *PrefixDir) ReadNames(fn func(name []byte, dtype uint8) error) error {
 	}
 	buf := p.s.bufs.Get().(*[direntBufSize]byte)
 	defer p.s.bufs.Put(buf)
-	return readDirentsAt(p.s.sys, p.fd, p.dirPath, buf[:], fn)
+	return fsys.ReadDirents(p.s.sys, p.fd, p.dirPath, buf[:], fn)
 }
 
-// readDirents lists the dir fd (at path) with getdents64 into buf and calls fn
-// for every entry but "." and "..". Errors from getdents are *fs.PathError
-// naming path; errors from fn are returned as is.
-func readDirents(sys Syscalls, fd int, path string, buf []byte, fn func(name []byte, dtype uint8) error) error {
-	return readDirentsAt(sys, fd, func() string { return path }, buf, fn)
-}
-
-// readDirentsAt is readDirents with the path built only for an error.
-func readDirentsAt(sys Syscalls, fd int, path func() string, buf []byte, fn func(name []byte, dtype uint8) error) error {
-	// struct linux_dirent64 { u64 d_ino; s64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
-	const (
-		reclenOff = 16
-		typeOff   = 18
-		nameOff   = 19
-	)
-	for {
-		n, err := sys.Getdents(fd, buf)
-		if err != nil {
-			return withPath(err, path())
-		}
-		if n <= 0 {
-			return nil
-		}
-		for off := 0; off < n; {
-			if off+nameOff > n {
-				return &fs.PathError{Op: "getdents64", Path: path(), Err: unix.EIO}
-			}
-			reclen := int(binary.NativeEndian.Uint16(buf[off+reclenOff:]))
-			if reclen < nameOff || off+reclen > n {
-				return &fs.PathError{Op: "getdents64", Path: path(), Err: unix.EIO}
-			}
-			rec := buf[off : off+reclen]
-			off += reclen
-			if binary.NativeEndian.Uint64(rec) == 0 { // d_ino 0: a deleted entry
-				continue
-			}
-			name := rec[nameOff:]
-			for i, c := range name {
-				if c == 0 {
-					name = name[:i]
-					break
-				}
-			}
-			if len(name) == 0 || name[0] == '.' && (len(name) == 1 || len(name) == 2 && name[1] == '.') {
-				continue
-			}
-			if err := fn(name, rec[typeOff]); err != nil {
-				return err
-			}
-		}
-	}
+// readDirents lists the dir fd (at path) with fsys.ReadDirents.
+func readDirents(sys fsys.Syscalls, fd int, path string, buf []byte, fn func(name []byte, dtype uint8) error) error {
+	return fsys.ReadDirents(sys, fd, func() string { return path }, buf, fn)
 }
 
 // Stat stats entry name of the prefix dir without following symlinks
@@ -178,7 +131,7 @@ func (p *PrefixDir) Stat(name string, st *unix.Stat_t) error {
 // fails), and it does not keep name, so the caller may reuse it at once.
 func (p *PrefixDir) StatBytes(name []byte, st *unix.Stat_t) error {
 	// The string aliases name only for the duration of the syscall; the
-	// seam copies it before keeping it (see Syscalls), and the error names a
+	// seam copies it before keeping it (see fsys.Syscalls), and the error names a
 	// freshly built full path.
 	n := unsafe.String(unsafe.SliceData(name), len(name))
 	if err := p.s.sys.Fstatat(p.fd, n, st, unix.AT_SYMLINK_NOFOLLOW); err != nil {

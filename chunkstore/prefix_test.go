@@ -1,6 +1,8 @@
 package chunkstore
 
 import (
+	"chunkgc/internal/fsys"
+
 	"errors"
 	"fmt"
 	"io/fs"
@@ -181,7 +183,7 @@ func TestReadDirentsSmallBuffer(t *testing.T) {
 	ok(t, err)
 	defer unix.Close(fd)
 	got := map[string]Kind{}
-	ok(t, readDirents(RealSyscalls{}, fd, "dir", make([]byte, 100), func(name []byte, _ uint8) error {
+	ok(t, readDirents(fsys.Real{}, fd, "dir", make([]byte, 100), func(name []byte, _ uint8) error {
 		got[string(name)] = KindChunk
 		return nil
 	}))
@@ -192,14 +194,14 @@ func TestReadDirentsSmallBuffer(t *testing.T) {
 	fd2, err := unix.Open(filepath.Join(s.chunks, prefixName(p)), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	ok(t, err)
 	defer unix.Close(fd2)
-	err = readDirents(RealSyscalls{}, fd2, "dir", make([]byte, 8), func([]byte, uint8) error { return nil })
+	err = readDirents(fsys.Real{}, fd2, "dir", make([]byte, 8), func([]byte, uint8) error { return nil })
 	if !errors.Is(err, unix.EINVAL) || !strings.Contains(err.Error(), "dir") {
 		t.Fatalf("tiny buffer: want EINVAL naming the dir, got %v", err)
 	}
 }
 
 // getdentsFault returns a malformed record.
-type getdentsFault struct{ RealSyscalls }
+type getdentsFault struct{ fsys.Real }
 
 func (getdentsFault) Getdents(fd int, buf []byte) (int, error) {
 	clear(buf[:24])

@@ -180,7 +180,7 @@ func (e *ProbeError) Unwrap() error { return ErrAtimeNotHonoured }
 // updates (SPEC §5), which GC's sweep depends on:
 //
 //  1. it inserts the 4 MiB zero chunk (compressed), owned by the Owner when
-//     new and [Owner.Active];
+//     new and [fsys.Owner.Active];
 //  2. sleeps 1 s (cancellable through ctx);
 //  3. stats the chunk (statx, with birth time), touches it like GC's mark
 //     does, stats it again;

@@ -1,6 +1,8 @@
 package chunkstore
 
 import (
+	"chunkgc/internal/fsys"
+
 	"context"
 	"errors"
 	"os"
@@ -13,8 +15,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
 
-	"chunkgc/internal/skewfuse"
-	"chunkgc/internal/testfs"
+	"chunkgc/internal/testkit/skewfuse"
+	"chunkgc/internal/testkit/testfs"
 )
 
 func TestClockSkewArithmetic(t *testing.T) {
@@ -92,7 +94,7 @@ func TestCheckClockSkew(t *testing.T) {
 // replaces UTIME_NOW with the skewed clock (the probe's chunk exists
 // already, so no new file needs stamping).
 type skewedUtimes struct {
-	RealSyscalls
+	fsys.Real
 	offset time.Duration
 	fired  atomic.Int32
 }
@@ -105,7 +107,7 @@ func (f *skewedUtimes) UtimesNanoAt(dirfd int, name string, ts []unix.Timespec, 
 			f.fired.Add(1)
 		}
 	}
-	return f.RealSyscalls.UtimesNanoAt(dirfd, name, ts, flags)
+	return f.Real.UtimesNanoAt(dirfd, name, ts, flags)
 }
 
 // TestProbeAtimeMeasuresSkew: through the syscall seam, the probe reports

@@ -1,6 +1,8 @@
 package chunkstore
 
 import (
+	"chunkgc/internal/fsys"
+
 	"context"
 	"errors"
 	"io"
@@ -16,8 +18,8 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/sys/unix"
 
-	"chunkgc/internal/atimefuse"
-	"chunkgc/internal/testfs"
+	"chunkgc/internal/testkit/atimefuse"
+	"chunkgc/internal/testkit/testfs"
 )
 
 // zeroPrefix is the prefix dir of the probe's zero chunk.
@@ -242,7 +244,7 @@ func TestProbeAtimeCancelled(t *testing.T) {
 // makes utimensat({UTIME_NOW, UTIME_OMIT}) fail with EPERM for them.
 func TestProbeAtimeOwnership(t *testing.T) {
 	testfs.RequireRoot(t)
-	owner, err := LookupOwner("backup")
+	owner, err := fsys.LookupOwner("backup")
 	ok(t, err)
 	mnt := testfs.Tmpfs(t, "")
 	makeTraversable(t, mnt)

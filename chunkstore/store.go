@@ -1,13 +1,11 @@
 package chunkstore
 
 import (
-	"errors"
+	"chunkgc/internal/fsys"
+
 	"fmt"
 	"io/fs"
-	"os"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 
@@ -34,61 +32,22 @@ const (
 	chunkMode     = 0o644
 )
 
-// Owner is the user and group that own the store's directories and chunk
-// files (the backup user). UID -1 leaves ownership alone; GID -1 with a UID
-// changes only the user. The zero Owner is root:root.
-type Owner struct{ UID, GID int }
-
-// LookupOwner returns the Owner of the user called name, with the user's
-// primary group ("backup" is 34:34 on Debian).
-func LookupOwner(name string) (Owner, error) {
-	u, err := user.Lookup(name)
-	if err != nil {
-		return Owner{UID: -1, GID: -1}, fmt.Errorf("look up owner %s: %w", name, err)
-	}
-	uid, err := strconv.Atoi(u.Uid)
-	if err != nil {
-		return Owner{UID: -1, GID: -1}, fmt.Errorf("look up owner %s: uid %q: %w", name, u.Uid, err)
-	}
-	gid, err := strconv.Atoi(u.Gid)
-	if err != nil {
-		return Owner{UID: -1, GID: -1}, fmt.Errorf("look up owner %s: gid %q: %w", name, u.Gid, err)
-	}
-	return Owner{UID: uid, GID: gid}, nil
-}
-
-// Active reports whether the store chowns what it creates to o: when the
-// process runs as root and o.UID >= 0. Another user cannot chown, and its
-// files are its own anyway.
-func (o Owner) Active() bool { return o.UID >= 0 && os.Geteuid() == 0 }
-
-// String returns "uid:gid".
-func (o Owner) String() string { return strconv.Itoa(o.UID) + ":" + strconv.Itoa(o.GID) }
-
-// owns reports whether st is owned by o, for the fields of o that are set.
-func (o Owner) owns(st *unix.Stat_t) bool {
-	if o.UID >= 0 && int(st.Uid) != o.UID {
-		return false
-	}
-	return o.GID < 0 || int(st.Gid) == o.GID
-}
-
 // Options configure [Open] and [Create].
 type Options struct {
 	// Log receives the store's log lines; nil means zap.NewNop().
 	Log *zap.Logger
 	// Owner owns every directory and chunk file the store creates, when
-	// [Owner.Active].
-	Owner Owner
+	// [fsys.Owner.Active].
+	Owner fsys.Owner
 	// SyncLevel says how new chunks are made durable: SyncFile fsyncs every
 	// chunk file and its prefix dir; SyncFilesystem leaves it to one
 	// [Store.SyncFS] at the end of a session; SyncNone does nothing.
 	SyncLevel tuning.SyncLevel
 
 	// Syscalls is the syscall seam (see doc "Test seam"): every syscall the
-	// store makes on its files goes through it. nil means RealSyscalls{};
+	// store makes on its files goes through it. nil means fsys.Real{};
 	// only tests set it, to inject an errno at a precise call.
-	Syscalls Syscalls
+	Syscalls fsys.Syscalls
 	// probeDelay replaces the atime probe's 1 s sleep when > 0; only tests
 	// that do not depend on the atime moving set it.
 	probeDelay time.Duration
@@ -105,10 +64,10 @@ type Store struct {
 	chunksFd   int
 	prefixes   prefixTable
 	log        *zap.Logger
-	owner      Owner
+	owner      fsys.Owner
 	chown      bool // owner.Active() at open
 	syncLevel  tuning.SyncLevel
-	sys        Syscalls
+	sys        fsys.Syscalls
 	probeDelay time.Duration
 
 	// touchTimes is {UTIME_NOW, UTIME_OMIT}: atime to now, mtime untouched.
@@ -139,7 +98,7 @@ func newStore(base string, opts Options) *Store {
 		s.log = zap.NewNop()
 	}
 	if s.sys == nil {
-		s.sys = RealSyscalls{}
+		s.sys = fsys.Real{}
 	}
 	s.bufs.New = func() any { return new([direntBufSize]byte) }
 	return s
@@ -233,15 +192,5 @@ func prefixName(p uint16) string {
 	return string(appendPrefixName(b[:0], p))
 }
 
-// withPath returns err with the path of the *fs.PathError it holds set to
-// path (the seam reports names relative to a dirfd, users want full paths);
-// any other error is wrapped naming path.
-func withPath(err error, path string) error {
-	if err == nil {
-		return nil
-	}
-	if pe, ok := errors.AsType[*fs.PathError](err); ok {
-		return &fs.PathError{Op: pe.Op, Path: path, Err: pe.Err}
-	}
-	return fmt.Errorf("%s: %w", path, err)
-}
+// withPath is fsys.WithPath.
+func withPath(err error, path string) error { return fsys.WithPath(err, path) }

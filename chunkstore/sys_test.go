@@ -1,6 +1,8 @@
 package chunkstore
 
 import (
+	"chunkgc/internal/fsys"
+
 	"errors"
 	"io/fs"
 	"os"
@@ -8,150 +10,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
-
-// sysCall is one of the RealSyscalls calls that have a stack-buffer fast path.
-type sysCall struct {
-	op   string
-	call func(dirfd int, name string) error
-}
-
-func sysCalls() []sysCall {
-	var st unix.Stat_t
-	times := []unix.Timespec{{Nsec: unix.UTIME_NOW}, {Nsec: unix.UTIME_OMIT}}
-	return []sysCall{
-		{"openat", func(dirfd int, name string) error {
-			fd, err := RealSyscalls{}.Openat(dirfd, name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
-			if err == nil {
-				unix.Close(fd)
-			}
-			return err
-		}},
-		{"fstatat", func(dirfd int, name string) error {
-			return RealSyscalls{}.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
-		}},
-		{"utimensat", func(dirfd int, name string) error {
-			return RealSyscalls{}.UtimesNanoAt(dirfd, name, times, unix.AT_SYMLINK_NOFOLLOW)
-		}},
-	}
-}
-
-// TestRealSysNames runs the calls with names below and above nameBufSize
-// (stack buffer and x/sys fallback): both must behave alike.
-func TestRealSysNames(t *testing.T) {
-	dir := t.TempDir()
-	long := strings.Repeat("l", 200)
-	edge := strings.Repeat("e", nameBufSize-1) // the longest name the stack buffer takes
-	for _, n := range []string{"f", long, edge, strings.Repeat("e", nameBufSize)} {
-		ok(t, os.WriteFile(filepath.Join(dir, n), nil, 0o644))
-	}
-	dirfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	ok(t, err)
-	defer unix.Close(dirfd)
-
-	tests := []struct {
-		name string
-		give string
-		want error // nil, or the errno
-	}{
-		{name: "short", give: "f"},
-		{name: "edge", give: edge},
-		{name: "edge+1", give: edge + "e"},
-		{name: "long", give: long},
-		{name: "short missing", give: "missing", want: unix.ENOENT},
-		{name: "long missing", give: long + "x", want: unix.ENOENT},
-		{name: "short with NUL", give: "f\x00", want: unix.EINVAL},
-		{name: "long with NUL", give: long + "\x00", want: unix.EINVAL},
-		{name: "empty", give: "", want: unix.ENOENT},
-	}
-	for _, tt := range tests {
-		for _, c := range sysCalls() {
-			t.Run(tt.name+"/"+c.op, func(t *testing.T) {
-				err := c.call(dirfd, tt.give)
-				if tt.want == nil {
-					ok(t, err)
-					return
-				}
-				if !errors.Is(err, tt.want) {
-					t.Fatalf("want %v, got %v", tt.want, err)
-				}
-				pe, isPE := errors.AsType[*fs.PathError](err)
-				if !isPE {
-					t.Fatalf("want *fs.PathError, got %T", err)
-				}
-				equal(t, "op", c.op, pe.Op)
-				equal(t, "path", tt.give, pe.Path)
-			})
-		}
-	}
-}
-
-// TestRealSysErrorCopiesName: a name may alias a buffer the caller reuses
-// (Syscalls), so the error must hold its own copy.
-func TestRealSysErrorCopiesName(t *testing.T) {
-	dirfd, err := unix.Open(t.TempDir(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	ok(t, err)
-	defer unix.Close(dirfd)
-	for _, size := range []int{8, 200} { // stack buffer and x/sys
-		for _, c := range sysCalls() {
-			buf := []byte(strings.Repeat("m", size))
-			err := c.call(dirfd, unsafe.String(&buf[0], len(buf)))
-			copy(buf, "XXXX")
-			pe, isPE := errors.AsType[*fs.PathError](err)
-			if !isPE || !errors.Is(err, fs.ErrNotExist) {
-				t.Fatalf("%s: want *fs.PathError matching fs.ErrNotExist, got %v", c.op, err)
-			}
-			equal(t, c.op+" path", strings.Repeat("m", size), pe.Path)
-		}
-	}
-}
-
-func TestRealSysFstatatMatchesXSys(t *testing.T) {
-	dir := t.TempDir()
-	ok(t, os.WriteFile(filepath.Join(dir, "f"), []byte("twelve bytes"), 0o640))
-	ok(t, os.Symlink("f", filepath.Join(dir, "link")))
-	dirfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	ok(t, err)
-	defer unix.Close(dirfd)
-	for _, name := range []string{"f", "link"} {
-		for _, flags := range []int{0, unix.AT_SYMLINK_NOFOLLOW} {
-			var got, want unix.Stat_t
-			ok(t, RealSyscalls{}.Fstatat(dirfd, name, &got, flags))
-			ok(t, unix.Fstatat(dirfd, name, &want, flags))
-			equal(t, name+" stat", want, got)
-		}
-	}
-}
-
-func TestRealSysUtimesTimes(t *testing.T) {
-	dir := t.TempDir()
-	p := filepath.Join(dir, "f")
-	ok(t, os.WriteFile(p, nil, 0o644))
-	dirfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	ok(t, err)
-	defer unix.Close(dirfd)
-
-	err = RealSyscalls{}.UtimesNanoAt(dirfd, "f", []unix.Timespec{{Nsec: unix.UTIME_NOW}}, 0)
-	if !errors.Is(err, unix.EINVAL) {
-		t.Errorf("one timespec: want EINVAL, got %v", err)
-	}
-	setTimes(t, p, old, old)
-	ok(t, RealSyscalls{}.UtimesNanoAt(dirfd, "f", nil, 0)) // nil: both to now
-	st := lstat(t, p)
-	if !ts(st.Atim).After(old) || !ts(st.Mtim).After(old) {
-		t.Errorf("nil times: want atime and mtime now, got %v, %v", ts(st.Atim), ts(st.Mtim))
-	}
-	setTimes(t, p, old, old)
-	ok(t, RealSyscalls{}.UtimesNanoAt(dirfd, "f", []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_NOW}}, 0))
-	st = lstat(t, p)
-	equal(t, "atime", old, ts(st.Atim).UTC())
-	if !ts(st.Mtim).After(old) {
-		t.Errorf("mtime not moved: %v", ts(st.Mtim))
-	}
-}
 
 // TestToucher touches several chunks with one Toucher, whose name buffer
 // is reused from touch to touch.
@@ -216,7 +77,7 @@ func TestToucherFault(t *testing.T) {
 
 // fstatatFault fails the failAt-th Fstatat call with err.
 type fstatatFault struct {
-	RealSyscalls
+	fsys.Real
 	failAt       int32
 	err          unix.Errno
 	calls, fired atomic.Int32
@@ -227,7 +88,7 @@ func (f *fstatatFault) Fstatat(dirfd int, name string, st *unix.Stat_t, flags in
 		f.fired.Add(1)
 		return &fs.PathError{Op: "fstatat", Path: name, Err: f.err}
 	}
-	return f.RealSyscalls.Fstatat(dirfd, name, st, flags)
+	return f.Real.Fstatat(dirfd, name, st, flags)
 }
 
 func TestStatBytes(t *testing.T) {

@@ -5,8 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"chunkgc/internal/storetest"
-	"chunkgc/internal/testfs"
+	"chunkgc/internal/testkit/storetest"
+	"chunkgc/internal/testkit/testfs"
 )
 
 // isSymlink reports whether p is a symlink (not followed).

@@ -1,6 +1,8 @@
 package datastore
 
 import (
+	"chunkgc/internal/fsys"
+
 	"errors"
 	"os"
 	"os/exec"
@@ -17,10 +19,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"chunkgc/index"
-	"chunkgc/internal/atomicfile"
 	"chunkgc/internal/nofollow"
-	"chunkgc/internal/storetest"
-	"chunkgc/internal/testfs"
+	"chunkgc/internal/testkit/storetest"
+	"chunkgc/internal/testkit/testfs"
 )
 
 // victimSnap is the snapshot directory every victim tree holds (see
@@ -292,7 +293,7 @@ func TestIndexPathTooLong(t *testing.T) {
 	base := newFixture(t)
 	fd, p := mkdirDeep(t, filepath.Join(base, "stray"))
 	ok(t, unix.Mkdirat(fd, "x.fidx.d", 0o755)) // a directory near the end does not count
-	ok(t, index.WriteFixedFileAt(fd, p, "x.fidx", atomicfile.NoOwner, 0, 4096, nil))
+	ok(t, index.WriteFixedFileAt(fd, p, "x.fidx", fsys.Keep, 0, 4096, nil))
 	_, err := walkAll(t, base, walkHooks{})
 	if !errors.Is(err, unix.ENAMETOOLONG) {
 		t.Fatalf("walk: want ENAMETOOLONG, got %v", err)

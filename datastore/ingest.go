@@ -1,6 +1,8 @@
 package datastore
 
 import (
+	"chunkgc/internal/fsys"
+
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -521,11 +523,11 @@ func ownerOf(t *Tree) (fileOwner, error) {
 }
 
 // atomic returns the owner for atomicfile: none unless running as root.
-func (o fileOwner) atomic() atomicfile.Owner {
+func (o fileOwner) atomic() fsys.Owner {
 	if !o.active {
-		return atomicfile.NoOwner
+		return fsys.Keep
 	}
-	return atomicfile.Owner{UID: o.uid, GID: o.gid}
+	return fsys.Owner{UID: o.uid, GID: o.gid}
 }
 
 // uidOrNone returns the uid to chown new directories to, -1 for none.

@@ -10,7 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"chunkgc/internal/leakcheck"
+	"chunkgc/internal/testkit/leakcheck"
 )
 
 // helperEnv makes the test binary a helper process (see helperMain) instead

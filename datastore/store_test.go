@@ -1,6 +1,8 @@
 package datastore
 
 import (
+	"chunkgc/internal/fsys"
+
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -13,8 +15,8 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"chunkgc/chunkstore"
-	"chunkgc/internal/storetest"
-	"chunkgc/internal/testfs"
+	"chunkgc/internal/testkit/storetest"
+	"chunkgc/internal/testkit/testfs"
 	"chunkgc/locking"
 	"chunkgc/tuning"
 )
@@ -45,7 +47,7 @@ func newTestStore(t *testing.T) *testStore {
 	dir := scratchDir(t)
 	base := filepath.Join(dir, "store")
 	store, err := chunkstore.Create(t.Context(), base,
-		chunkstore.Options{Log: zaptest.NewLogger(t), Owner: chunkstore.Owner{UID: -1, GID: -1}, SyncLevel: tuning.SyncNone}, nil)
+		chunkstore.Options{Log: zaptest.NewLogger(t), Owner: fsys.Keep, SyncLevel: tuning.SyncNone}, nil)
 	ok(t, err)
 	t.Cleanup(func() {
 		storetest.CheckReferenced(t, base)

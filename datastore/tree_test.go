@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"chunkgc/internal/storetest"
+	"chunkgc/internal/testkit/storetest"
 )
 
 const (

@@ -1,6 +1,8 @@
 package gc
 
 import (
+	"chunkgc/internal/fsys"
+
 	"context"
 	"fmt"
 	"os"
@@ -13,7 +15,7 @@ import (
 	"chunkgc/blob"
 	"chunkgc/chunkstore"
 	"chunkgc/index"
-	"chunkgc/internal/testfs"
+	"chunkgc/internal/testkit/testfs"
 	"chunkgc/locking"
 	"chunkgc/tuning"
 )
@@ -39,7 +41,7 @@ func newBenchStore(tb testing.TB, n int) *benchStore {
 	}
 	base := filepath.Join(dir, "store")
 	store, err := chunkstore.Create(context.Background(), base, chunkstore.Options{
-		Owner: chunkstore.Owner{UID: -1, GID: -1}, SyncLevel: tuning.SyncNone,
+		Owner: fsys.Keep, SyncLevel: tuning.SyncNone,
 	}, nil)
 	if err != nil {
 		tb.Fatal(err)

@@ -1,6 +1,8 @@
 package gc
 
 import (
+	"chunkgc/internal/fsys"
+
 	"errors"
 	"os"
 	"os/exec"
@@ -15,9 +17,8 @@ import (
 	"chunkgc/blob"
 	"chunkgc/datastore"
 	"chunkgc/index"
-	"chunkgc/internal/atomicfile"
-	"chunkgc/internal/storetest"
-	"chunkgc/internal/testfs"
+	"chunkgc/internal/testkit/storetest"
+	"chunkgc/internal/testkit/testfs"
 )
 
 const (
@@ -180,7 +181,7 @@ func TestIndexPathTooLongStopsGC(t *testing.T) {
 		unix.Close(fd)
 		fd, p = nfd, p+"/"+name
 	}
-	err = index.WriteFixedFileAt(fd, p, "x.fidx", atomicfile.NoOwner, 4096, 4096, []blob.Digest{hidden})
+	err = index.WriteFixedFileAt(fd, p, "x.fidx", fsys.Keep, 4096, 4096, []blob.Digest{hidden})
 	unix.Close(fd)
 	ok(t, err)
 	before := a.chunkFiles()

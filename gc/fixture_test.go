@@ -1,6 +1,8 @@
 package gc
 
 import (
+	"chunkgc/internal/fsys"
+
 	"context"
 	"fmt"
 	"os"
@@ -14,8 +16,8 @@ import (
 	"chunkgc/blob"
 	"chunkgc/chunkstore"
 	"chunkgc/index"
-	"chunkgc/internal/storetest"
-	"chunkgc/internal/testfs"
+	"chunkgc/internal/testkit/storetest"
+	"chunkgc/internal/testkit/testfs"
 	"chunkgc/locking"
 	"chunkgc/tuning"
 )
@@ -45,7 +47,7 @@ func newFixture(t *testing.T) *fixture {
 func newFixtureAt(t *testing.T, base string) *fixture {
 	t.Helper()
 	store, err := chunkstore.Create(context.Background(), base, chunkstore.Options{
-		Log: zaptest.NewLogger(t), Owner: chunkstore.Owner{UID: -1, GID: -1}, SyncLevel: tuning.SyncNone,
+		Log: zaptest.NewLogger(t), Owner: fsys.Keep, SyncLevel: tuning.SyncNone,
 	}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -143,7 +145,7 @@ func (f *fixture) opts(mod ...func(*Options)) Options {
 		Log:       zaptest.NewLogger(f.t, zaptest.Level(zap.InfoLevel)),
 		StoreName: "test",
 		Tuning:    tuning.Defaults(),
-		Owner:     chunkstore.Owner{UID: -1, GID: -1},
+		Owner:     fsys.Keep,
 	}
 	o.Tuning.Concurrency = 3
 	for _, m := range mod {

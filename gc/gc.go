@@ -1,6 +1,8 @@
 package gc
 
 import (
+	"chunkgc/internal/fsys"
+
 	"context"
 	"errors"
 	"fmt"
@@ -38,7 +40,7 @@ type Options struct {
 	// Now is the wall clock; nil is time.Now.
 	Now func() time.Time
 	// Owner owns .gc-status when running as root.
-	Owner chunkstore.Owner
+	Owner fsys.Owner
 	// GroupLockTimeout bounds the wait for a group's exclusive lock on the
 	// last re-list attempt; 0 means 10 minutes.
 	GroupLockTimeout time.Duration

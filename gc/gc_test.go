@@ -16,8 +16,8 @@ import (
 	"chunkgc/chunkstore"
 	"chunkgc/datastore"
 	"chunkgc/index"
-	"chunkgc/internal/atimefuse"
-	"chunkgc/internal/testfs"
+	"chunkgc/internal/testkit/atimefuse"
+	"chunkgc/internal/testkit/testfs"
 	"chunkgc/locking"
 )
 

@@ -1,6 +1,8 @@
 package gc
 
 import (
+	"chunkgc/internal/fsys"
+
 	"context"
 	"errors"
 	"io/fs"
@@ -19,8 +21,8 @@ import (
 	"chunkgc/chunkstore"
 	"chunkgc/index"
 	"chunkgc/internal/nofollow"
-	"chunkgc/internal/storetest"
-	"chunkgc/internal/testfs"
+	"chunkgc/internal/testkit/storetest"
+	"chunkgc/internal/testkit/testfs"
 	"chunkgc/tuning"
 )
 
@@ -29,7 +31,7 @@ import (
 // a fake because no real filesystem here lies this way on demand; every
 // other call is real.
 type enoentTouch struct {
-	chunkstore.RealSyscalls
+	fsys.Real
 	name  string // the chunk's name in its prefix dir
 	fired atomic.Int64
 }
@@ -39,13 +41,13 @@ func (f *enoentTouch) UtimesNanoAt(dirfd int, name string, ts []unix.Timespec, f
 		f.fired.Add(1)
 		return &fs.PathError{Op: "utimensat", Path: strings.Clone(name), Err: unix.ENOENT}
 	}
-	return f.RealSyscalls.UtimesNanoAt(dirfd, name, ts, flags)
+	return f.Real.UtimesNanoAt(dirfd, name, ts, flags)
 }
 
 // reopen opens the fixture's store again with the seam sys.
-func (f *fixture) reopen(sys chunkstore.Syscalls) *chunkstore.Store {
+func (f *fixture) reopen(sys fsys.Syscalls) *chunkstore.Store {
 	f.t.Helper()
-	s, err := chunkstore.Open(f.base, chunkstore.Options{Log: zaptest.NewLogger(f.t), Owner: chunkstore.Owner{UID: -1, GID: -1},
+	s, err := chunkstore.Open(f.base, chunkstore.Options{Log: zaptest.NewLogger(f.t), Owner: fsys.Keep,
 		SyncLevel: tuning.SyncNone, Syscalls: sys})
 	if err != nil {
 		f.t.Fatal(err)

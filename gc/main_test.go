@@ -4,7 +4,7 @@ import (
 	"os"
 	"testing"
 
-	"chunkgc/internal/leakcheck"
+	"chunkgc/internal/testkit/leakcheck"
 )
 
 func TestMain(m *testing.M) {

@@ -1,6 +1,8 @@
 package gc
 
 import (
+	"chunkgc/internal/fsys"
+
 	"context"
 	"errors"
 	"os"
@@ -16,9 +18,9 @@ import (
 
 	"chunkgc/blob"
 	"chunkgc/chunkstore"
-	"chunkgc/internal/skewfuse"
-	"chunkgc/internal/storetest"
-	"chunkgc/internal/testfs"
+	"chunkgc/internal/testkit/skewfuse"
+	"chunkgc/internal/testkit/storetest"
+	"chunkgc/internal/testkit/testfs"
 	"chunkgc/locking"
 	"chunkgc/tuning"
 )
@@ -74,7 +76,7 @@ func TestApplyClockSkew(t *testing.T) {
 func newSkewedFixture(t *testing.T, offset time.Duration) *fixture {
 	t.Helper()
 	backing := testfs.Loop(t, "ext4", "noatime", 256<<20)
-	opts := chunkstore.Options{Log: zaptest.NewLogger(t), Owner: chunkstore.Owner{UID: -1, GID: -1}, SyncLevel: tuning.SyncNone}
+	opts := chunkstore.Options{Log: zaptest.NewLogger(t), Owner: fsys.Keep, SyncLevel: tuning.SyncNone}
 	s, err := chunkstore.Create(context.Background(), filepath.Join(backing, "store"), opts, nil)
 	ok(t, err)
 	ok(t, s.Close())

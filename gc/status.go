@@ -1,6 +1,8 @@
 package gc
 
 import (
+	"chunkgc/internal/fsys"
+
 	"encoding/json"
 	"fmt"
 	"io"
@@ -59,15 +61,15 @@ type Status struct {
 // writeStatus replaces <base>/.gc-status atomically: tmp file, fsync, chown,
 // rename, fsync of the directory, all relative to the store's base fd, so a
 // symlink planted as .gc-status is replaced, never followed.
-func writeStatus(store *chunkstore.Store, st *Status, o chunkstore.Owner) error {
+func writeStatus(store *chunkstore.Store, st *Status, o fsys.Owner) error {
 	b, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("encode gc status: %w", err)
 	}
 	b = append(b, '\n')
-	owner := atomicfile.NoOwner
+	owner := fsys.Keep
 	if o.Active() {
-		owner = atomicfile.Owner{UID: o.UID, GID: o.GID}
+		owner = fsys.Owner{UID: o.UID, GID: o.GID}
 	}
 	if err := atomicfile.WriteBytesAt(store.BaseFD(), store.Base(), StatusFile, b, 0o644, owner); err != nil {
 		return fmt.Errorf("gc status: %w", err)

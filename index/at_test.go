@@ -1,6 +1,8 @@
 package index
 
 import (
+	"chunkgc/internal/fsys"
+
 	"errors"
 	"io/fs"
 	"os"
@@ -12,7 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"chunkgc/blob"
-	"chunkgc/internal/atomicfile"
 )
 
 // openDirFD opens dir as a directory fd closed when the test ends.
@@ -72,8 +73,8 @@ func TestWriteFileAt(t *testing.T) {
 	dir := t.TempDir()
 	dfd := openDirFD(t, dir)
 	ds := testDigests(4, 9)
-	ok(t, WriteFixedFileAt(dfd, dir, "a.fidx", atomicfile.NoOwner, 4*4096, 4096, ds))
-	ok(t, WriteDynamicFileAt(dfd, dir, "b.didx", atomicfile.NoOwner, testEnds(4), ds))
+	ok(t, WriteFixedFileAt(dfd, dir, "a.fidx", fsys.Keep, 4*4096, 4096, ds))
+	ok(t, WriteDynamicFileAt(dfd, dir, "b.didx", fsys.Keep, testEnds(4), ds))
 	for _, name := range []string{"a.fidx", "b.didx"} {
 		r, err := Open(filepath.Join(dir, name))
 		ok(t, err)
@@ -94,7 +95,7 @@ func TestWriteFileAt(t *testing.T) {
 	outside := filepath.Join(t.TempDir(), "outside")
 	ok(t, os.WriteFile(outside, []byte("keep"), 0o644))
 	ok(t, os.Symlink(outside, filepath.Join(dir, "c.fidx")))
-	ok(t, WriteFixedFileAt(dfd, dir, "c.fidx", atomicfile.NoOwner, 0, 4096, nil))
+	ok(t, WriteFixedFileAt(dfd, dir, "c.fidx", fsys.Keep, 0, 4096, nil))
 	b, err := os.ReadFile(outside)
 	ok(t, err)
 	equal(t, "symlink target", "keep", string(b))
@@ -102,11 +103,11 @@ func TestWriteFileAt(t *testing.T) {
 	ok(t, err)
 	equal(t, "c.fidx is a regular file", true, fi.Mode().IsRegular())
 
-	err = WriteDynamicFileAt(dfd, dir, "d.didx", atomicfile.NoOwner, []uint64{1}, ds)
+	err = WriteDynamicFileAt(dfd, dir, "d.didx", fsys.Keep, []uint64{1}, ds)
 	if err == nil || !strings.Contains(err.Error(), dir+"/d.didx") {
 		t.Errorf("mismatched lengths: want an error naming %s/d.didx, got %v", dir, err)
 	}
-	err = WriteFixedFileAt(dfd, dir, "sub/x.fidx", atomicfile.NoOwner, 0, 4096, nil)
+	err = WriteFixedFileAt(dfd, dir, "sub/x.fidx", fsys.Keep, 0, 4096, nil)
 	if err == nil {
 		t.Errorf("a name with a slash: want an error")
 	}
@@ -115,7 +116,7 @@ func TestWriteFileAt(t *testing.T) {
 	equal(t, "files left", 3, len(entries))
 
 	// A missing directory fd target.
-	if err := WriteFixedFileAt(-1, "/nowhere", "x.fidx", atomicfile.NoOwner, 0, 4096, nil); !errors.Is(err, unix.EBADF) && !errors.Is(err, fs.ErrInvalid) {
+	if err := WriteFixedFileAt(-1, "/nowhere", "x.fidx", fsys.Keep, 0, 4096, nil); !errors.Is(err, unix.EBADF) && !errors.Is(err, fs.ErrInvalid) {
 		t.Errorf("bad dirfd: want EBADF, got %v", err)
 	}
 }

@@ -1,6 +1,8 @@
 package index
 
 import (
+	"chunkgc/internal/fsys"
+
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -185,7 +187,7 @@ func WriteFixedFile(path string, size, chunkSize uint64, digests []blob.Digest) 
 // as dirfd (at dirPath, for errors), resolving nothing through a path or a
 // symlink (see atomicfile.WriteAt); the file is chowned to owner before it
 // is renamed into place unless owner.UID < 0.
-func WriteFixedFileAt(dirfd int, dirPath, name string, owner atomicfile.Owner, size, chunkSize uint64, digests []blob.Digest) error {
+func WriteFixedFileAt(dirfd int, dirPath, name string, owner fsys.Owner, size, chunkSize uint64, digests []blob.Digest) error {
 	return writeFileAt(dirfd, dirPath, name, owner, fixedFill(size, chunkSize, digests))
 }
 
@@ -212,7 +214,7 @@ func WriteDynamicFile(path string, ends []uint64, digests []blob.Digest) error {
 
 // WriteDynamicFileAt is WriteDynamicFile relative to a directory fd, as
 // [WriteFixedFileAt] is WriteFixedFile.
-func WriteDynamicFileAt(dirfd int, dirPath, name string, owner atomicfile.Owner, ends []uint64, digests []blob.Digest) error {
+func WriteDynamicFileAt(dirfd int, dirPath, name string, owner fsys.Owner, ends []uint64, digests []blob.Digest) error {
 	if len(ends) != len(digests) {
 		return fmt.Errorf("write index %s/%s: %d end offsets for %d digests", dirPath, name, len(ends), len(digests))
 	}
@@ -244,7 +246,7 @@ func newUUID() [16]byte {
 }
 
 func writeFile(path string, fill fillFunc) error {
-	err := atomicfile.Write(path, 0o644, atomicfile.NoOwner, func(f *os.File) error {
+	err := atomicfile.Write(path, 0o644, fsys.Keep, func(f *os.File) error {
 		return fill(f, newUUID(), time.Now().Unix())
 	})
 	if err != nil {
@@ -253,7 +255,7 @@ func writeFile(path string, fill fillFunc) error {
 	return nil
 }
 
-func writeFileAt(dirfd int, dirPath, name string, owner atomicfile.Owner, fill fillFunc) error {
+func writeFileAt(dirfd int, dirPath, name string, owner fsys.Owner, fill fillFunc) error {
 	err := atomicfile.WriteAt(dirfd, dirPath, name, 0o644, owner, func(f *os.File) error {
 		return fill(f, newUUID(), time.Now().Unix())
 	})

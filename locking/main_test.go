@@ -2,7 +2,7 @@ package locking
 
 import (
 	"bufio"
-	"chunkgc/internal/leakcheck"
+	"chunkgc/internal/testkit/leakcheck"
 	"context"
 	"errors"
 	"fmt"

@@ -15,8 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"chunkgc/internal/nofollow"
-	"chunkgc/internal/storetest"
-	"chunkgc/internal/testfs"
+	"chunkgc/internal/testkit/storetest"
+	"chunkgc/internal/testkit/testfs"
 )
 
 // opBound is how long any locking operation may take in the attack tests,

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"chunkgc/internal/nofollow"
-	"chunkgc/internal/testfs"
+	"chunkgc/internal/testkit/testfs"
 )
 
 // TestOpenRootRefusesUnsafe: as root, a lock root (or its parent) that

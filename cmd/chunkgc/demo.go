@@ -1,6 +1,8 @@
 package main
 
 import (
+	"chunkgc/internal/fsys"
+
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -48,7 +50,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	base := filepath.Join(dir, "store")
 	log := e.log.With(zap.String("store", "demo"))
 
-	owner := chunkstore.Owner{UID: -1, GID: -1}
+	owner := fsys.Keep
 	if os.Geteuid() == 0 {
 		if owner, err = defaultOwner(log, "backup"); err != nil {
 			return err

@@ -3,7 +3,7 @@ package main
 import (
 	"testing"
 
-	"chunkgc/internal/atimefuse"
+	"chunkgc/internal/testkit/atimefuse"
 )
 
 func fuseMount(t *testing.T) string { return atimefuse.Mount(t, t.TempDir()) }

@@ -16,9 +16,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"chunkgc/gc"
-	"chunkgc/internal/hangfuse"
-	"chunkgc/internal/storetest"
-	"chunkgc/internal/testfs"
+	"chunkgc/internal/testkit/hangfuse"
+	"chunkgc/internal/testkit/storetest"
+	"chunkgc/internal/testkit/testfs"
 )
 
 // reachableDir returns a fresh directory the backup user can enter (not

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"chunkgc/internal/fsys"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -20,9 +22,9 @@ import (
 	"chunkgc/blob"
 	"chunkgc/chunkstore"
 	"chunkgc/index"
-	"chunkgc/internal/leakcheck"
-	"chunkgc/internal/storetest"
-	"chunkgc/internal/testfs"
+	"chunkgc/internal/testkit/leakcheck"
+	"chunkgc/internal/testkit/storetest"
+	"chunkgc/internal/testkit/testfs"
 	"chunkgc/tuning"
 )
 
@@ -134,7 +136,7 @@ type testStore struct {
 
 func makeStore(t *testing.T, base string, referenced, garbage int) *testStore {
 	t.Helper()
-	s, err := chunkstore.Create(context.Background(), base, chunkstore.Options{Owner: chunkstore.Owner{UID: -1, GID: -1}, SyncLevel: tuning.SyncNone}, nil)
+	s, err := chunkstore.Create(context.Background(), base, chunkstore.Options{Owner: fsys.Keep, SyncLevel: tuning.SyncNone}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

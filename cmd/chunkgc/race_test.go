@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"chunkgc/internal/storetest"
-	"chunkgc/internal/testfs"
+	"chunkgc/internal/testkit/storetest"
+	"chunkgc/internal/testkit/testfs"
 )
 
 // TestBackupsRacingGC: backups ingest files whose chunks are old garbage

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"chunkgc/internal/skewfuse"
-	"chunkgc/internal/testfs"
+	"chunkgc/internal/testkit/skewfuse"
+	"chunkgc/internal/testkit/testfs"
 	"chunkgc/tuning"
 )
 

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"chunkgc/internal/fsys"
+
 	"errors"
 	"fmt"
 	"os"
@@ -68,7 +70,7 @@ func (r *storeRef) tuning(cli tuning.Props) tuning.Tuning {
 // openLockDir opens the store's lock directory <lock-root>/<name>: the lock
 // root (--lock-dir, default locking.DefaultRoot) is checked and opened by
 // locking.OpenRoot, the store's directory below it without following links.
-func (e *env) openLockDir(name string, owner chunkstore.Owner) (*locking.Dir, error) {
+func (e *env) openLockDir(name string, owner fsys.Owner) (*locking.Dir, error) {
 	path := e.lockDir
 	if path == "" {
 		path = locking.DefaultRoot
@@ -87,19 +89,19 @@ func (e *env) openLockDir(name string, owner chunkstore.Owner) (*locking.Dir, er
 
 // defaultOwner is the backup user when it exists; otherwise ownership is left
 // alone (a machine without a backup user, or a demo run as a normal user).
-func defaultOwner(log *zap.Logger, name string) (chunkstore.Owner, error) {
-	o, err := chunkstore.LookupOwner(name)
+func defaultOwner(log *zap.Logger, name string) (fsys.Owner, error) {
+	o, err := fsys.LookupOwner(name)
 	if err == nil {
 		return o, nil
 	}
 	if name != "backup" {
-		return chunkstore.Owner{UID: -1, GID: -1}, fmt.Errorf("--owner %s: %w", name, err)
+		return fsys.Keep, fmt.Errorf("--owner %s: %w", name, err)
 	}
 	log.Warn("no backup user on this machine, leaving ownership alone", zap.Error(err))
-	return chunkstore.Owner{UID: -1, GID: -1}, nil
+	return fsys.Keep, nil
 }
 
-func (e *env) openStore(ref *storeRef, owner chunkstore.Owner, t tuning.Tuning) (*chunkstore.Store, error) {
+func (e *env) openStore(ref *storeRef, owner fsys.Owner, t tuning.Tuning) (*chunkstore.Store, error) {
 	if fi, err := os.Stat(ref.base); err != nil {
 		return nil, fmt.Errorf("datastore %s: %w", ref.name, err)
 	} else if !fi.IsDir() {
@@ -115,7 +117,7 @@ func (e *env) openStore(ref *storeRef, owner chunkstore.Owner, t tuning.Tuning) 
 // opened is a resolved STORE with its store and lock directory open.
 type opened struct {
 	*storeRef
-	owner  chunkstore.Owner
+	owner  fsys.Owner
 	tuning tuning.Tuning
 	store  *chunkstore.Store
 	locks  *locking.Dir

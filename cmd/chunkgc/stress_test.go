@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"chunkgc/internal/storetest"
-	"chunkgc/internal/testfs"
+	"chunkgc/internal/testkit/storetest"
+	"chunkgc/internal/testkit/testfs"
 )
 
 // TestWritersForgetAndGCStress: several real processes back up into, forget

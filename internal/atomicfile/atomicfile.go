@@ -14,6 +14,7 @@
 package atomicfile
 
 import (
+	"chunkgc/internal/fsys"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -25,16 +26,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Owner is who the file is chowned to; UID < 0 leaves ownership alone.
-type Owner struct{ UID, GID int }
-
-// NoOwner leaves ownership as the process creates it.
-var NoOwner = Owner{UID: -1, GID: -1}
-
 // Write atomically replaces path with what fill writes into the open
 // temporary file (which fill must not close). Errors name path. The
 // directory is resolved as a path; the file is replaced as [WriteAt] does.
-func Write(path string, perm os.FileMode, owner Owner, fill func(f *os.File) error) error {
+func Write(path string, perm os.FileMode, owner fsys.Owner, fill func(f *os.File) error) error {
 	dir, name := filepath.Split(path)
 	dir = filepath.Clean(dir)
 	dfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -46,7 +41,7 @@ func Write(path string, perm os.FileMode, owner Owner, fill func(f *os.File) err
 }
 
 // WriteBytes is Write with fixed content.
-func WriteBytes(path string, data []byte, perm os.FileMode, owner Owner) error {
+func WriteBytes(path string, data []byte, perm os.FileMode, owner fsys.Owner) error {
 	return Write(path, perm, owner, func(f *os.File) error {
 		_, err := f.Write(data)
 		return err
@@ -67,7 +62,7 @@ func SyncDir(path string) error {
 // while the caller works: the temporary file is created there with
 // O_CREAT|O_EXCL|O_NOFOLLOW and renamed with renameat, so nothing is
 // resolved through a path or a symlink. name must be a plain file name.
-func WriteAt(dirfd int, dirPath, name string, perm os.FileMode, owner Owner, fill func(f *os.File) error) (err error) {
+func WriteAt(dirfd int, dirPath, name string, perm os.FileMode, owner fsys.Owner, fill func(f *os.File) error) (err error) {
 	path := dirPath + "/" + name
 	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
 		return fmt.Errorf("write %s: invalid file name %q", path, name)
@@ -105,7 +100,7 @@ func WriteAt(dirfd int, dirPath, name string, perm os.FileMode, owner Owner, fil
 	if err := f.Chmod(perm); err != nil {
 		return err
 	}
-	if owner.UID >= 0 {
+	if owner.Active() {
 		if err := f.Chown(owner.UID, owner.GID); err != nil {
 			return err
 		}
@@ -127,7 +122,7 @@ func WriteAt(dirfd int, dirPath, name string, perm os.FileMode, owner Owner, fil
 }
 
 // WriteBytesAt is WriteAt with fixed content.
-func WriteBytesAt(dirfd int, dirPath, name string, data []byte, perm os.FileMode, owner Owner) error {
+func WriteBytesAt(dirfd int, dirPath, name string, data []byte, perm os.FileMode, owner fsys.Owner) error {
 	return WriteAt(dirfd, dirPath, name, perm, owner, func(f *os.File) error {
 		_, err := f.Write(data)
 		return err

@@ -1,6 +1,8 @@
 package atomicfile
 
 import (
+	"chunkgc/internal/fsys"
+
 	"errors"
 	"os"
 	"path/filepath"
@@ -13,14 +15,14 @@ import (
 func TestWriteReplacesAndLeavesNoTmp(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "status")
-	if err := WriteBytes(p, []byte("one"), 0o640, NoOwner); err != nil {
+	if err := WriteBytes(p, []byte("one"), 0o640, fsys.Keep); err != nil {
 		t.Fatal(err)
 	}
 	old := filepath.Join(dir, "old-link")
 	if err := os.Link(p, old); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteBytes(p, []byte("two"), 0o644, NoOwner); err != nil {
+	if err := WriteBytes(p, []byte("two"), 0o644, fsys.Keep); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := os.ReadFile(p)
@@ -41,11 +43,11 @@ func TestWriteReplacesAndLeavesNoTmp(t *testing.T) {
 func TestWriteFailureKeepsOldAndNamesPath(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "x.fidx")
-	if err := WriteBytes(p, []byte("old"), 0o644, NoOwner); err != nil {
+	if err := WriteBytes(p, []byte("old"), 0o644, fsys.Keep); err != nil {
 		t.Fatal(err)
 	}
 	boom := errors.New("boom")
-	err := Write(p, 0o644, NoOwner, func(f *os.File) error {
+	err := Write(p, 0o644, fsys.Keep, func(f *os.File) error {
 		f.Write([]byte("half"))
 		return boom
 	})
@@ -60,7 +62,7 @@ func TestWriteFailureKeepsOldAndNamesPath(t *testing.T) {
 	if len(entries) != 1 {
 		t.Errorf("temporary file left: %v", entries)
 	}
-	if err := WriteBytes(filepath.Join(dir, "missing", "f"), nil, 0o644, NoOwner); !errors.Is(err, os.ErrNotExist) {
+	if err := WriteBytes(filepath.Join(dir, "missing", "f"), nil, 0o644, fsys.Keep); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing dir: %v", err)
 	}
 }
@@ -79,7 +81,7 @@ func TestWriteAtReplacesSymlinkNotItsTarget(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
-	if err := WriteBytesAt(fd, dir, "status", []byte("new"), 0o644, NoOwner); err != nil {
+	if err := WriteBytesAt(fd, dir, "status", []byte("new"), 0o644, fsys.Keep); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(target); string(b) != "outside" {
@@ -92,7 +94,7 @@ func TestWriteAtReplacesSymlinkNotItsTarget(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(dir, "status")); string(b) != "new" {
 		t.Fatalf("status = %q", b)
 	}
-	if err := WriteBytesAt(fd, dir, "../escape", nil, 0o644, NoOwner); err == nil {
+	if err := WriteBytesAt(fd, dir, "../escape", nil, 0o644, fsys.Keep); err == nil {
 		t.Fatal("WriteBytesAt accepted a name with a slash")
 	}
 }

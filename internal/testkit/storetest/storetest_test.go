@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"chunkgc/internal/testfs"
+	"chunkgc/internal/testkit/testfs"
 
 	"chunkgc/blob"
 	"chunkgc/index"

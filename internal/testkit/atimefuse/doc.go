@@ -16,6 +16,6 @@
 // # Test only
 //
 // Only tests and internal test helpers may import it; the import-order test
-// in chunkgc/internal/projecttest rejects it anywhere else, and the chunkgc
+// in chunkgc/internal/testkit/projecttest rejects it anywhere else, and the chunkgc
 // binary does not link go-fuse.
 package atimefuse

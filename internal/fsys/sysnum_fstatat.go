@@ -1,11 +1,11 @@
 //go:build linux && (arm64 || riscv64)
 
-package chunkstore
+package fsys
 
 import "golang.org/x/sys/unix"
 
 // sysFstatat is the fstatat syscall that fills a unix.Stat_t on this
-// architecture, as x/sys's Fstatat calls it; RealSyscalls.Fstatat makes it
+// architecture, as x/sys's Fstatat calls it; Real.Fstatat makes it
 // directly when fastFstatat.
 const (
 	sysFstatat  = unix.SYS_FSTATAT

@@ -1,4 +1,4 @@
-package chunkstore
+package fsys
 
 import (
 	"io/fs"
@@ -9,8 +9,8 @@ import (
 )
 
 // Syscalls is every syscall chunkstore makes on a store, except close(2).
-// RealSyscalls is the default; tests (here and in package gc) set
-// [Options.Syscalls] to a wrapper that embeds RealSyscalls and injects an
+// Real is the default; tests (here and in package gc) set
+// [Options.Syscalls] to a wrapper that embeds Real and injects an
 // errno (or a real change to the files) at a precise call. Names are relative to the dirfd given; errors are
 // *fs.PathError naming the relative name (empty for fd-only calls), which the
 // Store rewrites to the full path.
@@ -19,7 +19,7 @@ import (
 // [Toucher] and [PrefixDir.StatBytes], which pass names built in place
 // without copying them to the heap). An implementation must not keep a name
 // beyond the call, except as the Path of the *fs.PathError it returns, which
-// every caller replaces at once by the full path (RealSyscalls clones it anyway).
+// every caller replaces at once by the full path (Real clones it anyway).
 type Syscalls interface {
 	Openat(dirfd int, name string, flags int, mode uint32) (int, error)
 	Mkdirat(dirfd int, name string, mode uint32) error
@@ -40,12 +40,12 @@ type Syscalls interface {
 	Fstatfs(fd int, st *unix.Statfs_t) error
 }
 
-// RealSyscalls makes the syscalls through x/sys/unix, retrying EINTR (x/sys does
+// Real makes the syscalls through x/sys/unix, retrying EINTR (x/sys does
 // not, and FUSE and NFS can return it) and turning every errno into an
 // *fs.PathError.
-type RealSyscalls struct{}
+type Real struct{}
 
-var _ Syscalls = RealSyscalls{}
+var _ Syscalls = Real{}
 
 func pathErr(op, name string, err error) error {
 	if err == nil {
@@ -54,7 +54,7 @@ func pathErr(op, name string, err error) error {
 	return &fs.PathError{Op: op, Path: name, Err: err}
 }
 
-func (RealSyscalls) Openat(dirfd int, name string, flags int, mode uint32) (int, error) {
+func (Real) Openat(dirfd int, name string, flags int, mode uint32) (int, error) {
 	if len(name) >= nameBufSize {
 		for {
 			fd, err := unix.Openat(dirfd, name, flags, mode)
@@ -81,7 +81,7 @@ func (RealSyscalls) Openat(dirfd int, name string, flags int, mode uint32) (int,
 	}
 }
 
-func (RealSyscalls) Mkdirat(dirfd int, name string, mode uint32) error {
+func (Real) Mkdirat(dirfd int, name string, mode uint32) error {
 	for {
 		err := unix.Mkdirat(dirfd, name, mode)
 		if err != unix.EINTR {
@@ -90,7 +90,7 @@ func (RealSyscalls) Mkdirat(dirfd int, name string, mode uint32) error {
 	}
 }
 
-func (RealSyscalls) Fchmodat(dirfd int, name string, mode uint32) error {
+func (Real) Fchmodat(dirfd int, name string, mode uint32) error {
 	for {
 		err := unix.Fchmodat(dirfd, name, mode, 0)
 		if err != unix.EINTR {
@@ -99,7 +99,7 @@ func (RealSyscalls) Fchmodat(dirfd int, name string, mode uint32) error {
 	}
 }
 
-func (RealSyscalls) Fchownat(dirfd int, name string, uid, gid, flags int) error {
+func (Real) Fchownat(dirfd int, name string, uid, gid, flags int) error {
 	for {
 		err := unix.Fchownat(dirfd, name, uid, gid, flags)
 		if err != unix.EINTR {
@@ -108,7 +108,7 @@ func (RealSyscalls) Fchownat(dirfd int, name string, uid, gid, flags int) error 
 	}
 }
 
-func (RealSyscalls) Fchown(fd, uid, gid int) error {
+func (Real) Fchown(fd, uid, gid int) error {
 	for {
 		err := unix.Fchown(fd, uid, gid)
 		if err != unix.EINTR {
@@ -117,7 +117,7 @@ func (RealSyscalls) Fchown(fd, uid, gid int) error {
 	}
 }
 
-// nameBufSize bounds the names RealSyscalls NUL-terminates in a buffer on its own
+// nameBufSize bounds the names Real NUL-terminates in a buffer on its own
 // stack for openat, fstatat and utimensat, the calls of GC's per-prefix and
 // per-chunk loops: a chunk name relative to .chunks, "xxxx/<64 hex
 // digits>.N.bad", is 75 bytes, a tmp file name 85. Longer names go through
@@ -147,7 +147,7 @@ func errnoPathErr(op, name string, e unix.Errno) error {
 	return &fs.PathError{Op: op, Path: strings.Clone(name), Err: e}
 }
 
-func (RealSyscalls) Fstatat(dirfd int, name string, st *unix.Stat_t, flags int) error {
+func (Real) Fstatat(dirfd int, name string, st *unix.Stat_t, flags int) error {
 	if !fastFstatat || len(name) >= nameBufSize {
 		for {
 			err := unix.Fstatat(dirfd, name, st, flags)
@@ -169,7 +169,7 @@ func (RealSyscalls) Fstatat(dirfd int, name string, st *unix.Stat_t, flags int) 
 	}
 }
 
-func (RealSyscalls) Statx(dirfd int, name string, flags, mask int, stx *unix.Statx_t) error {
+func (Real) Statx(dirfd int, name string, flags, mask int, stx *unix.Statx_t) error {
 	for {
 		err := unix.Statx(dirfd, name, flags, mask, stx)
 		if err != unix.EINTR {
@@ -178,7 +178,7 @@ func (RealSyscalls) Statx(dirfd int, name string, flags, mask int, stx *unix.Sta
 	}
 }
 
-func (RealSyscalls) UtimesNanoAt(dirfd int, name string, ts []unix.Timespec, flags int) error {
+func (Real) UtimesNanoAt(dirfd int, name string, ts []unix.Timespec, flags int) error {
 	if len(name) >= nameBufSize {
 		for {
 			err := unix.UtimesNanoAt(dirfd, name, ts, flags)
@@ -208,7 +208,7 @@ func (RealSyscalls) UtimesNanoAt(dirfd int, name string, ts []unix.Timespec, fla
 	}
 }
 
-func (RealSyscalls) Unlinkat(dirfd int, name string, flags int) error {
+func (Real) Unlinkat(dirfd int, name string, flags int) error {
 	for {
 		err := unix.Unlinkat(dirfd, name, flags)
 		if err != unix.EINTR {
@@ -217,7 +217,7 @@ func (RealSyscalls) Unlinkat(dirfd int, name string, flags int) error {
 	}
 }
 
-func (RealSyscalls) Renameat(olddirfd int, oldname string, newdirfd int, newname string) error {
+func (Real) Renameat(olddirfd int, oldname string, newdirfd int, newname string) error {
 	for {
 		err := unix.Renameat(olddirfd, oldname, newdirfd, newname)
 		if err != unix.EINTR {
@@ -226,7 +226,7 @@ func (RealSyscalls) Renameat(olddirfd int, oldname string, newdirfd int, newname
 	}
 }
 
-func (RealSyscalls) Getdents(fd int, buf []byte) (int, error) {
+func (Real) Getdents(fd int, buf []byte) (int, error) {
 	for {
 		n, err := unix.Getdents(fd, buf)
 		if err != unix.EINTR {
@@ -235,7 +235,7 @@ func (RealSyscalls) Getdents(fd int, buf []byte) (int, error) {
 	}
 }
 
-func (RealSyscalls) Seek(fd int, offset int64, whence int) (int64, error) {
+func (Real) Seek(fd int, offset int64, whence int) (int64, error) {
 	for {
 		off, err := unix.Seek(fd, offset, whence)
 		if err != unix.EINTR {
@@ -244,7 +244,7 @@ func (RealSyscalls) Seek(fd int, offset int64, whence int) (int64, error) {
 	}
 }
 
-func (RealSyscalls) Flock(fd, how int) error {
+func (Real) Flock(fd, how int) error {
 	for {
 		err := unix.Flock(fd, how)
 		if err != unix.EINTR {
@@ -253,7 +253,7 @@ func (RealSyscalls) Flock(fd, how int) error {
 	}
 }
 
-func (RealSyscalls) Write(fd int, p []byte) (int, error) {
+func (Real) Write(fd int, p []byte) (int, error) {
 	for {
 		n, err := unix.Write(fd, p)
 		if err != unix.EINTR {
@@ -262,7 +262,7 @@ func (RealSyscalls) Write(fd int, p []byte) (int, error) {
 	}
 }
 
-func (RealSyscalls) Fsync(fd int) error {
+func (Real) Fsync(fd int) error {
 	for {
 		err := unix.Fsync(fd)
 		if err != unix.EINTR {
@@ -271,7 +271,7 @@ func (RealSyscalls) Fsync(fd int) error {
 	}
 }
 
-func (RealSyscalls) Syncfs(fd int) error {
+func (Real) Syncfs(fd int) error {
 	for {
 		err := unix.Syncfs(fd)
 		if err != unix.EINTR {
@@ -280,7 +280,7 @@ func (RealSyscalls) Syncfs(fd int) error {
 	}
 }
 
-func (RealSyscalls) Fstatfs(fd int, st *unix.Statfs_t) error {
+func (Real) Fstatfs(fd int, st *unix.Statfs_t) error {
 	for {
 		err := unix.Fstatfs(fd, st)
 		if err != unix.EINTR {

@@ -15,7 +15,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"chunkgc/internal/testfs"
+	"chunkgc/internal/testkit/testfs"
 )
 
 // Mount mounts the loopback of backingDir, subtype name ("fuse.<name>" in

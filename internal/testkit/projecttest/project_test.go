@@ -44,7 +44,7 @@ func listPackages(t *testing.T, args ...string) []goPackage {
 
 func repoRoot(t *testing.T) string {
 	t.Helper()
-	dir, err := filepath.Abs("../..")
+	dir, err := filepath.Abs("../../..")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,19 +70,19 @@ var layer = map[string]int{
 	"chunkgc/datastore":   3,
 	"chunkgc/gc":          4,
 	"chunkgc/cmd/chunkgc": 5,
-	// internal/atomicfile, internal/eintr and internal/nofollow are the internal packages
-	// production code may use: leaves below everything but tuning (which
-	// stays a leaf).
-	"chunkgc/internal/atomicfile": -1,
-	"chunkgc/internal/eintr":      -2,
-	"chunkgc/internal/nofollow":   -1,
+	// internal/ outside internal/testkit is production code: leaves below
+	// everything but tuning (which stays a leaf).
+	"chunkgc/internal/atomicfile": -2,
+	"chunkgc/internal/nofollow":   -2,
+	"chunkgc/internal/eintr":      -3,
+	"chunkgc/internal/fsys":       -3,
 }
 
 func TestImportsFlowOneWay(t *testing.T) {
 	for _, p := range listPackages(t, "./...") {
 		from, ok := layer[p.ImportPath]
 		if !ok {
-			if !strings.HasPrefix(p.ImportPath, "chunkgc/internal/") && !strings.HasPrefix(p.ImportPath, "chunkgc/bench") {
+			if !strings.HasPrefix(p.ImportPath, "chunkgc/internal/testkit/") && !strings.HasPrefix(p.ImportPath, "chunkgc/bench") {
 				t.Errorf("package %s has no place in the import order; add it to layer", p.ImportPath)
 			}
 			continue
@@ -91,7 +91,7 @@ func TestImportsFlowOneWay(t *testing.T) {
 			if !strings.HasPrefix(imp, "chunkgc/") {
 				continue
 			}
-			if _, production := layer[imp]; strings.HasPrefix(imp, "chunkgc/internal/") && !production {
+			if strings.HasPrefix(imp, "chunkgc/internal/testkit/") {
 				t.Errorf("%s (non-test code) imports test support package %s", p.ImportPath, imp)
 				continue
 			}

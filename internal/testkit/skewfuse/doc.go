@@ -21,7 +21,7 @@
 // The ctime of every file, and the mtime a write sets, come from the backing
 // filesystem's (this host's) clock; nothing in chunkgc reads them. Mount the
 // backing directory's filesystem with noatime (a tmpfs or loop ext4 from
-// chunkgc/internal/testfs) so that nothing else stamps an atime either;
+// chunkgc/internal/testkit/testfs) so that nothing else stamps an atime either;
 // [Mount] logs when it is not. Children are wrapped with fs.NodeWrapChilder.
 // Entry, attribute and negative timeouts are 0, so a stat always asks the
 // server and sees the backing file's real times.
@@ -29,5 +29,5 @@
 // # Test only
 //
 // Only tests and internal test helpers may import it; the chunkgc binary
-// does not link go-fuse (chunkgc/internal/projecttest checks that).
+// does not link go-fuse (chunkgc/internal/testkit/projecttest checks that).
 package skewfuse

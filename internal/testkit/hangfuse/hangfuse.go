@@ -14,7 +14,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"chunkgc/internal/loopfuse"
+	"chunkgc/internal/testkit/loopfuse"
 )
 
 // node is a loopback node whose Setattr hangs for the names hang selects.

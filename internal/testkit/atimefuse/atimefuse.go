@@ -8,7 +8,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"chunkgc/internal/loopfuse"
+	"chunkgc/internal/testkit/loopfuse"
 )
 
 // Name is the FUSE subtype: the mount shows up as "fuse.atimefuse" in

@@ -1,4 +1,4 @@
-package chunkstore
+package fsys
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
-	"chunkgc/internal/testfs"
+	"chunkgc/internal/testkit/testfs"
 )
 
 // eintrRoot is the root of a loopback FUSE filesystem whose lookup of each

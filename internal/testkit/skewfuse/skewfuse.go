@@ -11,7 +11,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
-	"chunkgc/internal/loopfuse"
+	"chunkgc/internal/testkit/loopfuse"
 )
 
 // Name is the FUSE subtype: the mount shows up as "fuse.skewfuse" in

@@ -8,7 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"chunkgc/internal/testfs"
+	"chunkgc/internal/testkit/testfs"
 )
 
 // within fails unless got is want give or take tol.

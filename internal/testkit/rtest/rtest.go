@@ -1,0 +1,104 @@
+// Package rtest is the small assertion and environment kit every chunkgc test
+// uses, in the manner of restic's internal/test: [OK] and [Equal] for the
+// common checks, [SkipOrFail] for "a missing capability skips outside CI and
+// fails inside it", and [Helper] for tests that re-execute their own binary
+// as a helper process (as another user, or to hold a lock in another process).
+//
+// It is test support: no production package may import it (enforced by
+// internal/testkit/projecttest).
+package rtest
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// OK fails t at once when err is not nil.
+func OK(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("unexpected error: %v", err)
+	}
+}
+
+// Equal fails t at once when got is not want (reflect.DeepEqual), naming
+// what was compared.
+func Equal[T any](t testing.TB, what string, want, got T) {
+	t.Helper()
+	if !reflect.DeepEqual(want, got) {
+		t.Fatalf("%s: want %v, got %v", what, want, got)
+	}
+}
+
+// ErrorIs fails t at once unless errors.Is(err, target).
+func ErrorIs(t testing.TB, err, target error) {
+	t.Helper()
+	if !errors.Is(err, target) {
+		t.Fatalf("want an error matching %v, got %v", target, err)
+	}
+}
+
+// InCI reports whether the tests run under CI (the environment variable CI
+// is set): there a missing capability is a failure, not a skip.
+func InCI() bool { return os.Getenv("CI") != "" }
+
+// SkipOrFail skips t with reason outside CI and fails it under CI.
+func SkipOrFail(t testing.TB, reason string) {
+	t.Helper()
+	if !InCI() {
+		t.Skip(reason)
+		return
+	}
+	t.Fatalf("%s (a missing capability is a failure under CI)", reason)
+}
+
+// SkipOrFailf is SkipOrFail with a format.
+func SkipOrFailf(t testing.TB, format string, args ...any) {
+	t.Helper()
+	SkipOrFail(t, fmt.Sprintf(format, args...))
+}
+
+// RequireRoot skips t (fails it under CI) unless it runs as root.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		SkipOrFail(t, "needs root")
+	}
+}
+
+// helperEnv names the helper a re-executed test binary runs (see Helper).
+const helperEnv = "CHUNKGC_TEST_HELPER"
+
+// Helpers maps a helper name to its main: it gets the arguments after the
+// name and returns the exit code.
+type Helpers map[string]func(args []string) int
+
+// Main is the TestMain of a package with helper processes: run as a helper
+// (see [Helper]) it runs that helper and exits with its code; otherwise it
+// runs the tests with run (leakcheck.Run, or m.Run).
+func Main(m *testing.M, helpers Helpers, run func(*testing.M) int) {
+	if name := os.Getenv(helperEnv); name != "" {
+		fn, found := helpers[name]
+		if !found {
+			os.Stderr.WriteString("rtest: unknown helper " + name + "\n")
+			os.Exit(2)
+		}
+		os.Exit(fn(os.Args[1:]))
+	}
+	os.Exit(run(m))
+}
+
+// Helper returns a command that re-executes the test binary as helper name
+// with args (see [Main]). Its environment is the test's plus the helper's
+// name, and GORACE told not to sleep 1 s at exit under -race.
+func Helper(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], args...)
+	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
+	cmd.Env = append(os.Environ(), helperEnv+"="+name, "GORACE="+gorace)
+	return cmd
+}
