@@ -80,117 +80,190 @@ func DefaultConcurrency() int { return 4 * runtime.GOMAXPROCS(0) }
 // Run collects garbage in store. locks is the store's lock directory. The
 // returned status is also written to .gc-status unless DryRun.
 //
+// A run is four steps: prepare (the locks, the writer registry, min_atime,
+// the atime probe and the clock skew), mark (phase 1), sweep (the prefix dir
+// check, then phase 2) and report.
+//
 // Run returns an error wrapping [locking.ErrLocked] when another GC or a
 // writer holds the GC or store lock, context.Canceled (with the signal as
 // cause) when ctx is cancelled, and any error that made it stop before
 // unlinking something it could not prove to be garbage.
 func Run(ctx context.Context, store *chunkstore.Store, locks *locking.Dir, opts Options) (*Status, error) {
-	log := opts.Log
-	if log == nil {
-		log = zap.NewNop()
+	r := newRun(store, locks, &opts)
+	release, err := r.takeLocks()
+	if err != nil {
+		return nil, err
 	}
-	now := opts.Now
-	if now == nil {
-		now = time.Now
+	defer release()
+	if err := r.prepare(ctx); err != nil {
+		return nil, err
 	}
-	base := store.Base()
+	if err := r.mark(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.sweep(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.report(); err != nil {
+		return nil, err
+	}
+	return r.st, nil
+}
 
-	gcLock, err := locks.GCLock()
+// run is one GC run's state, shared by its steps.
+type run struct {
+	store     *chunkstore.Store
+	locks     *locking.Dir
+	opts      *Options
+	log       *zap.Logger
+	now       func() time.Time
+	st        *Status
+	untouched *untouchedSet
+}
+
+func newRun(store *chunkstore.Store, locks *locking.Dir, opts *Options) *run {
+	r := &run{store: store, locks: locks, opts: opts, log: opts.Log, now: opts.Now}
+	if r.log == nil {
+		r.log = zap.NewNop()
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	return r
+}
+
+// takeLocks takes the store's GC lock and then its store lock (SPEC §7),
+// and returns what releases both.
+func (r *run) takeLocks() (release func(), err error) {
+	gcLock, err := r.locks.GCLock()
 	if err != nil {
 		return nil, fmt.Errorf("gc lock: %w", err)
 	}
-	defer gcLock.Unlock()
-	storeLock, err := locking.OFDLockAt(store.BaseFD(), base, ".lock")
+	storeLock, err := locking.OFDLockAt(r.store.BaseFD(), r.store.Base(), ".lock")
 	if err != nil {
+		gcLock.Unlock()
 		return nil, fmt.Errorf("store lock: %w", err)
 	}
-	defer storeLock.Unlock()
+	return func() {
+		storeLock.Unlock()
+		gcLock.Unlock()
+	}, nil
+}
 
-	startTime := now()
-	st := &Status{StartTime: startTime.Unix(), DryRun: opts.DryRun}
-	st.UPID = upid(opts.StoreName, startTime)
-	log.Info("starting garbage collection", zap.String("base", base), zap.String("upid", st.UPID),
-		zap.Bool("dry-run", opts.DryRun), zap.Int("workers", opts.workers()))
-
-	oldest, live, found, err := locks.OldestWriter(log)
-	if err != nil {
-		return nil, fmt.Errorf("writer registry: %w", err)
+// prepare starts the status, computes min_atime from the cutoff and the
+// oldest live writer, and runs the atime probe, which also measures the
+// file server's clock skew and lowers min_atime by it.
+func (r *run) prepare(ctx context.Context) error {
+	startTime := r.now()
+	r.st = &Status{StartTime: startTime.Unix(), DryRun: r.opts.DryRun, UPID: upid(r.opts.StoreName, startTime)}
+	r.log.Info("starting garbage collection", zap.String("base", r.store.Base()), zap.String("upid", r.st.UPID),
+		zap.Bool("dry-run", r.opts.DryRun), zap.Int("workers", r.opts.workers()))
+	if err := r.cutoff(); err != nil {
+		return err
 	}
+	return r.probe(ctx)
+}
+
+// cutoff sets min_atime (SPEC §6.2) from the cutoff and the writer registry.
+func (r *run) cutoff() error {
+	oldest, live, found, err := r.locks.OldestWriter(r.log)
+	if err != nil {
+		return fmt.Errorf("writer registry: %w", err)
+	}
+	st := r.st
 	st.OldestWriter = st.StartTime
 	if found && oldest.Unix() < st.OldestWriter {
 		st.OldestWriter = oldest.Unix()
 	}
-	st.MinAtime = minAtime(st.StartTime, st.OldestWriter, opts.Tuning.AtimeCutoff)
-	log.Info("using access time cutoff",
-		zap.Duration("cutoff", opts.Tuning.AtimeCutoff),
+	st.MinAtime = minAtime(st.StartTime, st.OldestWriter, r.opts.Tuning.AtimeCutoff)
+	r.log.Info("using access time cutoff",
+		zap.Duration("cutoff", r.opts.Tuning.AtimeCutoff),
 		zap.Time("min-atime", time.Unix(st.MinAtime, 0).UTC()),
 		zap.Int("live-writers", live),
 		zap.Time("oldest-writer", time.Unix(st.OldestWriter, 0).UTC()))
+	return nil
+}
 
-	if opts.Tuning.AtimeSafetyCheck {
-		res, err := store.ProbeAtime(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("atime safety check: %w", err)
-		}
-		if err := res.CheckClockSkew(opts.Tuning.MaxClockSkew); err != nil {
-			return nil, fmt.Errorf("atime safety check: %w", err)
-		}
-		applyClockSkew(st, res.ClockSkew, log)
-		log.Info("access time safety check passed, proceeding", zap.String("fs", res.FSType),
-			zap.Duration("clock-skew", res.ClockSkew), zap.Duration("max-clock-skew", opts.Tuning.MaxClockSkew))
-	} else {
-		log.Warn("access time safety check disabled by tuning (gc-atime-safety-check=0)")
-		log.Warn("file server clock skew unmeasured: min-atime assumes its clock agrees with this host's")
+// probe runs the atime safety check unless tuning turned it off, refuses a
+// clock skew above gc-max-clock-skew and applies the measured lag.
+func (r *run) probe(ctx context.Context) error {
+	tn := r.opts.Tuning
+	if !tn.AtimeSafetyCheck {
+		r.log.Warn("access time safety check disabled by tuning (gc-atime-safety-check=0)")
+		r.log.Warn("file server clock skew unmeasured: min-atime assumes its clock agrees with this host's")
+		return nil
 	}
+	res, err := r.store.ProbeAtime(ctx)
+	if err != nil {
+		return fmt.Errorf("atime safety check: %w", err)
+	}
+	if err := res.CheckClockSkew(tn.MaxClockSkew); err != nil {
+		return fmt.Errorf("atime safety check: %w", err)
+	}
+	applyClockSkew(r.st, res.ClockSkew, r.log)
+	r.log.Info("access time safety check passed, proceeding", zap.String("fs", res.FSType),
+		zap.Duration("clock-skew", res.ClockSkew), zap.Duration("max-clock-skew", tn.MaxClockSkew))
+	return nil
+}
 
+// mark is phase 1: it touches every chunk an index references.
+func (r *run) mark(ctx context.Context) error {
 	t1 := time.Now()
-	log.Info("start phase 1 (mark used chunks)")
-	untouched := &untouchedSet{limit: opts.hooks.untouchedLimit}
-	if err := mark(ctx, store, locks, &opts, log.With(zap.String("phase", "mark")), st, untouched); err != nil {
-		return nil, err
+	r.log.Info("start phase 1 (mark used chunks)")
+	r.untouched = &untouchedSet{limit: r.opts.hooks.untouchedLimit}
+	if err := mark(ctx, r.store, r.locks, r.opts, r.log.With(zap.String("phase", "mark")), r.st, r.untouched); err != nil {
+		return err
 	}
-	st.DurationPhase1 = time.Since(t1).Seconds()
-	if opts.hooks.beforeSweep != nil {
-		opts.hooks.beforeSweep()
+	r.st.DurationPhase1 = time.Since(t1).Seconds()
+	if r.opts.hooks.beforeSweep != nil {
+		r.opts.hooks.beforeSweep()
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, errCanceled(ctx, "before phase 2")
+		return errCanceled(ctx, "before phase 2")
 	}
+	return nil
+}
 
+// sweep is phase 2. Doubt stops the run before its first removal: it first
+// checks that every prefix dir is a real directory (doc "No escape").
+func (r *run) sweep(ctx context.Context) error {
 	t2 := time.Now()
-	// Doubt stops the run before its first removal: a prefix dir that is a
-	// symlink or not a directory (doc "No escape").
-	missingPrefixes, err := store.CheckPrefixDirs(ctx, opts.workers())
+	missingPrefixes, err := r.store.CheckPrefixDirs(ctx, r.opts.workers())
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, errCanceled(ctx, "before phase 2")
+			return errCanceled(ctx, "before phase 2")
 		}
-		return nil, fmt.Errorf("before phase 2: %w", err)
+		return fmt.Errorf("before phase 2: %w", err)
 	}
 	if len(missingPrefixes) > 0 {
-		log.Warn("prefix directories missing, nothing to sweep there", zap.Int("count", len(missingPrefixes)),
+		r.log.Warn("prefix directories missing, nothing to sweep there", zap.Int("count", len(missingPrefixes)),
 			zap.String("first", fmt.Sprintf("%04x", missingPrefixes[0])))
 	}
-	if opts.hooks.afterPrefixCheck != nil {
-		opts.hooks.afterPrefixCheck()
+	if r.opts.hooks.afterPrefixCheck != nil {
+		r.opts.hooks.afterPrefixCheck()
 	}
-	log.Info("start phase 2 (sweep unused chunks)")
-	if err := sweep(ctx, store, &opts, log.With(zap.String("phase", "sweep")), st, untouched); err != nil {
-		return nil, err
+	r.log.Info("start phase 2 (sweep unused chunks)")
+	if err := sweep(ctx, r.store, r.opts, r.log.With(zap.String("phase", "sweep")), r.st, r.untouched); err != nil {
+		return err
 	}
-	st.DurationPhase2 = time.Since(t2).Seconds()
+	r.st.DurationPhase2 = time.Since(t2).Seconds()
+	return nil
+}
 
+// report logs the end-of-run report and, unless DryRun, writes .gc-status.
+func (r *run) report() error {
+	st := r.st
 	for _, line := range st.ReportLines() {
-		log.Info(line)
+		r.log.Info(line)
 	}
-	if !opts.DryRun {
-		if err := writeStatus(store, st, opts.Owner); err != nil {
-			return nil, err
+	if !r.opts.DryRun {
+		if err := writeStatus(r.store, st, r.opts.Owner); err != nil {
+			return err
 		}
 	}
-	log.Info("gc finished", zap.Int64("removed-chunks", st.RemovedChunks), zap.Uint64("removed-bytes", st.RemovedBytes),
+	r.log.Info("gc finished", zap.Int64("removed-chunks", st.RemovedChunks), zap.Uint64("removed-bytes", st.RemovedBytes),
 		zap.Float64("phase1-s", st.DurationPhase1), zap.Float64("phase2-s", st.DurationPhase2))
-	return st, nil
+	return nil
 }
 
 // minAtime implements SPEC §6.2: chunks with an atime before it are garbage.
