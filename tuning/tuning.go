@@ -32,16 +32,19 @@ func (l SyncLevel) String() string {
 	return "SyncLevel(" + strconv.Itoa(int(l)) + ")"
 }
 
-// ChunkOrder says in which order phase 1 touches the chunks of one index
-// file (tuning key chunk-order, as in PBS).
+// ChunkOrder is the tuning key chunk-order of PBS's datastore.cfg. PBS
+// reads it in verify and tape backup, not in GC; chunkgc parses and checks it
+// so that a PBS config with it set is accepted, and nothing reads it: phase 1
+// touches the chunks of an index in index order, deduplicated by the touched
+// cache (gc/doc.go), whatever its value.
 type ChunkOrder uint8
 
 // The chunk orders.
 const (
-	// OrderNone touches chunks in index order.
+	// OrderNone is chunk-order=none.
 	OrderNone ChunkOrder = iota
-	// OrderInode sorts the chunks of an index by inode number first, which
-	// is faster on spinning disks. The PBS default.
+	// OrderInode is chunk-order=inode, PBS's default (sort by inode before
+	// reading, which helps its verify on spinning disks).
 	OrderInode
 )
 

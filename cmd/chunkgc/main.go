@@ -1,6 +1,7 @@
 // Command chunkgc collects garbage in PBS-style chunk datastores.
 //
-// See README.md and ../../shared/SPEC.md §10 for the command line contract.
+// README.md ("Command line") and the usage text in cli.go are the command
+// line contract: commands, flags, output and exit codes.
 package main
 
 import (
