@@ -10,8 +10,10 @@ import (
 	"go.uber.org/zap"
 
 	"chunkgc/chunkstore"
+	"chunkgc/config"
 	"chunkgc/datastore"
 	"chunkgc/gc"
+	"chunkgc/internal/fsys"
 	"chunkgc/tuning"
 )
 
@@ -29,14 +31,14 @@ func runCreate(ctx context.Context, e *env, args []string) error {
 		return usagef("want NAME PATH, have %d arguments", fs.NArg())
 	}
 	name, path := fs.Arg(0), fs.Arg(1)
-	if err := tuning.ValidateStoreName(name); err != nil {
+	if err := config.ValidateStoreName(name); err != nil {
 		return usagef("%v", err)
 	}
-	if err := tuning.CheckStorePath(path); err != nil {
+	if err := config.CheckStorePath(path); err != nil {
 		return usagef("%v", err)
 	}
 	path = filepath.Clean(path)
-	cfg, err := tuning.ReadConfig(e.configPath)
+	cfg, err := config.Read(e.configPath)
 	if err != nil {
 		return err
 	}
@@ -96,12 +98,8 @@ func runCreate(ctx context.Context, e *env, args []string) error {
 		log.Warn("file server clock skew unmeasured: GC assumes its clock agrees with this host's")
 	}
 
-	cfg.SetDatastore(tuning.Datastore{Name: name, Path: path, Tuning: props.String(), Comment: *comment})
-	gid := -1
-	if owner.Active() {
-		gid = owner.GID
-	}
-	if err := cfg.WriteFile(e.configPath, 0, gid); err != nil {
+	cfg.SetDatastore(config.Datastore{Name: name, Path: path, Tuning: props.String(), Comment: *comment})
+	if err := cfg.WriteFile(e.configPath, fsys.Owner{UID: 0, GID: owner.GID}); err != nil {
 		return fmt.Errorf("register datastore %s: %w", name, err)
 	}
 	log.Info("datastore registered", zap.String("config", e.configPath))
