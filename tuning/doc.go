@@ -1,6 +1,7 @@
 // Package tuning holds every safety margin and knob of a chunkgc run
-// ([Tuning]), parses the PBS-style property strings that override them
-// ([Props]), and reads and writes the datastore config file ([Config]). It
+// ([Tuning]) and parses the PBS-style property strings that override them
+// ([Props]): the value of a datastore's "tuning" property in the datastore
+// config (package config reads the file) and of --tuning. It is a leaf: it
 // imports only the standard library.
 //
 // # Property strings
@@ -41,42 +42,10 @@
 // # Precedence
 //
 // Per key: [Defaults] < the datastore's tuning in the config < --tuning on
-// the command line. With config and cli parsed into Props:
+// the command line. With stored (the config's) and cli parsed into Props:
 //
-//	t := config.Merge(cli).Apply(tuning.Defaults())
+//	t := stored.Merge(cli).Apply(tuning.Defaults())
 //
 // *Props is a [flag.Value] whose Set merges, so a repeated --tuning flag
 // accumulates and the later one wins per key.
-//
-// # Configuration file
-//
-// The config ([DefaultConfigPath], /etc/chunkgc/datastore.cfg) uses PBS's
-// section format, so a PBS /etc/proxmox-backup/datastore.cfg reads as is:
-//
-//	datastore: store1
-//		comment main pool
-//		gc-schedule daily
-//		path /mnt/datastore/store1
-//		tuning gc-atime-safety-check=1,gc-atime-cutoff=1445
-//
-// "type: name" opens a section; its property lines start with white space
-// (PBS writes a tab) and hold "key value", the value being the rest of the
-// line; a blank line ends the section; lines starting with '#' are comments.
-// chunkgc uses the path, tuning and comment of datastore sections
-// ([Datastore]); other properties (gc-schedule, prune-schedule, keep-*,
-// notification-mode, maintenance-mode, …) and sections of other types are
-// kept verbatim and ignored. A datastore name is checked as PBS checks it
-// ([ValidateStoreName]); the tuning string is parsed only when the store is
-// used, so a bad one does not make the other stores unusable.
-//
-// [Config] keeps every line as read: [Config.Bytes] of an unmodified config
-// is the file byte for byte, and [Config.SetDatastore] rewrites only the
-// lines of the properties it changes, keeping the section's position,
-// comments and other properties; a new section is appended with its
-// properties sorted by key, as PBS writes them.
-//
-// [ReadConfig] treats a missing file as an empty config; syntax errors are a
-// [*ConfigError] naming file and line. [Config.WriteFile] replaces the file
-// atomically (temporary file in the same directory, fsync, chmod 0640,
-// chown when root, rename, fsync of the directory).
 package tuning

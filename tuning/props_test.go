@@ -4,26 +4,13 @@ import (
 	"errors"
 	"flag"
 	"io"
-	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"chunkgc/internal/testkit/rtest"
 )
-
-func ok(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatalf("unexpected error: %v", err)
-	}
-}
-
-func equal[T any](t *testing.T, want, got T) {
-	t.Helper()
-	if !reflect.DeepEqual(want, got) {
-		t.Errorf("\nwant %#v\ngot  %#v", want, got)
-	}
-}
 
 func TestDefaults(t *testing.T) {
 	want := Tuning{
@@ -35,12 +22,12 @@ func TestDefaults(t *testing.T) {
 		Concurrency:      0,
 		MaxClockSkew:     30 * time.Second,
 	}
-	equal(t, want, Defaults())
-	equal(t, Defaults(), Props{}.Apply(Defaults()))
+	rtest.Equal(t, "Defaults", want, Defaults())
+	rtest.Equal(t, "empty Props applied to Defaults", Defaults(), Props{}.Apply(Defaults()))
 }
 
 func TestKeys(t *testing.T) {
-	equal(t, []string{"gc-atime-safety-check", "gc-atime-cutoff", "gc-cache-capacity", "sync-level", "chunk-order", "gc-concurrency", "gc-max-clock-skew"}, Keys())
+	rtest.Equal(t, "Keys", []string{"gc-atime-safety-check", "gc-atime-cutoff", "gc-cache-capacity", "sync-level", "chunk-order", "gc-concurrency", "gc-max-clock-skew"}, Keys())
 	k := Keys()
 	k[0] = "changed"
 	if Keys()[0] != KeyAtimeSafetyCheck {
@@ -154,12 +141,12 @@ func TestParseGood(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.give, func(t *testing.T) {
 			p, err := Parse(tt.give)
-			ok(t, err)
-			equal(t, tt.want, p.Apply(Defaults()))
-			equal(t, tt.wantString, p.String())
+			rtest.OK(t, err)
+			rtest.Equal(t, "applied tuning", tt.want, p.Apply(Defaults()))
+			rtest.Equal(t, "String", tt.wantString, p.String())
 			q, err := Parse(p.String())
-			ok(t, err)
-			equal(t, p, q)
+			rtest.OK(t, err)
+			rtest.Equal(t, "Props parsed from String", p, q)
 		})
 	}
 }
@@ -237,7 +224,7 @@ func TestParseBad(t *testing.T) {
 			if err == nil {
 				t.Fatalf("Parse(%q) = %q, want an error", tt.give, p)
 			}
-			equal(t, Props{}, p)
+			rtest.Equal(t, "Props on error", Props{}, p)
 			msg := err.Error()
 			if !strings.HasPrefix(msg, "tuning ") {
 				t.Errorf("message %q does not start with \"tuning \"", msg)
@@ -255,8 +242,8 @@ func TestParseBad(t *testing.T) {
 				if !isKE {
 					t.Fatalf("error %T %v, want *KeyError", err, err)
 				}
-				equal(t, tt.wantKey.Key, ke.Key)
-				equal(t, tt.wantKey.Value, ke.Value)
+				rtest.Equal(t, "KeyError.Key", tt.wantKey.Key, ke.Key)
+				rtest.Equal(t, "KeyError.Value", tt.wantKey.Value, ke.Value)
 				if !strings.Contains(msg, ke.Key) {
 					t.Errorf("message %q does not name key %q", msg, ke.Key)
 				}
@@ -266,7 +253,7 @@ func TestParseBad(t *testing.T) {
 			if !isSE {
 				t.Fatalf("error %T %v, want *SyntaxError", err, err)
 			}
-			equal(t, tt.wantItem, se.Item)
+			rtest.Equal(t, "SyntaxError.Item", tt.wantItem, se.Item)
 		})
 	}
 }
@@ -306,7 +293,7 @@ func itoa(n int64) string {
 func mustParse(t *testing.T, s string) Props {
 	t.Helper()
 	p, err := Parse(s)
-	ok(t, err)
+	rtest.OK(t, err)
 	return p
 }
 
@@ -356,11 +343,11 @@ func TestPrecedence(t *testing.T) {
 			want := Defaults()
 			tt.want(&want)
 			got := mustParse(t, tt.config).Merge(mustParse(t, tt.cli)).Apply(Defaults())
-			equal(t, want, got)
+			rtest.Equal(t, "config merged with cli", want, got)
 			// The same through the flag: config first, then --tuning.
 			p := mustParse(t, tt.config)
-			ok(t, p.Set(tt.cli))
-			equal(t, want, p.Apply(Defaults()))
+			rtest.OK(t, p.Set(tt.cli))
+			rtest.Equal(t, "config with cli set through the flag", want, p.Apply(Defaults()))
 		})
 	}
 }
@@ -369,16 +356,16 @@ func TestMerge(t *testing.T) {
 	p := mustParse(t, "sync-level=none,gc-atime-cutoff=10")
 	q := mustParse(t, "gc-concurrency=2,gc-atime-cutoff=20")
 	m := p.Merge(q)
-	equal(t, "sync-level=none,gc-atime-cutoff=20,gc-concurrency=2", m.String())
+	rtest.Equal(t, "merged", "sync-level=none,gc-atime-cutoff=20,gc-concurrency=2", m.String())
 	// Neither operand changes.
-	equal(t, "sync-level=none,gc-atime-cutoff=10", p.String())
-	equal(t, "gc-concurrency=2,gc-atime-cutoff=20", q.String())
+	rtest.Equal(t, "left operand after Merge", "sync-level=none,gc-atime-cutoff=10", p.String())
+	rtest.Equal(t, "right operand after Merge", "gc-concurrency=2,gc-atime-cutoff=20", q.String())
 	m2 := m.Merge(mustParse(t, "sync-level=file"))
-	equal(t, "sync-level=none,gc-atime-cutoff=20,gc-concurrency=2", m.String())
-	equal(t, "sync-level=file,gc-atime-cutoff=20,gc-concurrency=2", m2.String())
-	equal(t, Props{}, Props{}.Merge(Props{}))
-	equal(t, p, p.Merge(Props{}))
-	equal(t, p, Props{}.Merge(p))
+	rtest.Equal(t, "merged after a second Merge", "sync-level=none,gc-atime-cutoff=20,gc-concurrency=2", m.String())
+	rtest.Equal(t, "merged twice", "sync-level=file,gc-atime-cutoff=20,gc-concurrency=2", m2.String())
+	rtest.Equal(t, "empty merged with empty", Props{}, Props{}.Merge(Props{}))
+	rtest.Equal(t, "p merged with empty", p, p.Merge(Props{}))
+	rtest.Equal(t, "empty merged with p", p, Props{}.Merge(p))
 }
 
 func TestHasGetLen(t *testing.T) {
@@ -393,14 +380,14 @@ func TestHasGetLen(t *testing.T) {
 		t.Error(`Has("foo") = true`)
 	}
 	v, found := p.Get(KeyAtimeSafetyCheck)
-	equal(t, "false", v)
-	equal(t, true, found)
+	rtest.Equal(t, "Get gc-atime-safety-check", "false", v)
+	rtest.Equal(t, "gc-atime-safety-check found", true, found)
 	v, _ = p.Get(KeyAtimeCutoff)
-	equal(t, "7", v)
+	rtest.Equal(t, "Get gc-atime-cutoff", "7", v)
 	_, found = p.Get(KeySyncLevel)
-	equal(t, false, found)
-	equal(t, 2, p.Len())
-	equal(t, 0, Props{}.Len())
+	rtest.Equal(t, "sync-level found", false, found)
+	rtest.Equal(t, "Len", 2, p.Len())
+	rtest.Equal(t, "Len of empty Props", 0, Props{}.Len())
 }
 
 // TestFlagRepeated checks that --tuning may be repeated and later values
@@ -410,14 +397,14 @@ func TestFlagRepeated(t *testing.T) {
 	fs := flag.NewFlagSet("gc", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Var(&p, "tuning", "tuning property string")
-	ok(t, fs.Parse([]string{
+	rtest.OK(t, fs.Parse([]string{
 		"--tuning", "gc-atime-cutoff=60,sync-level=none",
 		"--tuning", "gc-atime-safety-check=0",
 		"--tuning=gc-atime-cutoff=90",
 		"STORE",
 	}))
-	equal(t, "gc-atime-cutoff=90,sync-level=none,gc-atime-safety-check=false", p.String())
-	equal(t, []string{"STORE"}, fs.Args())
+	rtest.Equal(t, "Props after repeated --tuning", "gc-atime-cutoff=90,sync-level=none,gc-atime-safety-check=false", p.String())
+	rtest.Equal(t, "arguments", []string{"STORE"}, fs.Args())
 
 	fs = flag.NewFlagSet("gc", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -428,13 +415,13 @@ func TestFlagRepeated(t *testing.T) {
 		t.Errorf("error %v, want one naming gc-atime-cutoff and its range", err)
 	}
 	// A failed Set leaves the earlier value.
-	equal(t, "gc-atime-cutoff=60", q.String())
+	rtest.Equal(t, "Props after a failed Set", "gc-atime-cutoff=60", q.String())
 }
 
 func TestSetEmpty(t *testing.T) {
 	p := mustParse(t, "sync-level=file")
-	ok(t, p.Set(""))
-	equal(t, "sync-level=file", p.String())
+	rtest.OK(t, p.Set(""))
+	rtest.Equal(t, "Props after Set of the empty string", "sync-level=file", p.String())
 }
 
 func TestStringRoundTrip(t *testing.T) {
@@ -446,15 +433,15 @@ func TestStringRoundTrip(t *testing.T) {
 	} {
 		p := mustParse(t, s)
 		q := mustParse(t, p.String())
-		equal(t, p, q)
-		equal(t, p.String(), q.String())
-		equal(t, p.Apply(Defaults()), q.Apply(Defaults()))
+		rtest.Equal(t, "Props parsed from String", p, q)
+		rtest.Equal(t, "String of the reparsed Props", p.String(), q.String())
+		rtest.Equal(t, "applied reparsed Props", p.Apply(Defaults()), q.Apply(Defaults()))
 	}
 }
 
 func TestKeyErrorQuotes(t *testing.T) {
 	_, err := Parse("gc-atime-cutoff=1 2")
-	equal(t, `tuning "gc-atime-cutoff=1 2": not a decimal integer (want 1..2880 (minutes))`, err.Error())
+	rtest.Equal(t, "message", `tuning "gc-atime-cutoff=1 2": not a decimal integer (want 1..2880 (minutes))`, err.Error())
 	_, err = Parse("sync-level=\x00")
 	if strings.ContainsRune(err.Error(), 0) {
 		t.Errorf("message %q holds a NUL", err)

@@ -14,8 +14,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
 
+	"chunkgc/config"
 	"chunkgc/locking"
-	"chunkgc/tuning"
 )
 
 // Exit codes (SPEC §10).
@@ -163,7 +163,7 @@ func sigTerm(ctx context.Context) bool {
 func (e *env) flags(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet("chunkgc "+name, flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
-	fs.StringVar(&e.configPath, "config", envOr("CHUNKGC_CONFIG", tuning.DefaultConfigPath), "datastore config file")
+	fs.StringVar(&e.configPath, "config", envOr("CHUNKGC_CONFIG", config.DefaultPath), "datastore config file")
 	fs.StringVar(&e.lockDir, "lock-dir", os.Getenv("CHUNKGC_LOCK_DIR"), "root of the per-store lock directories (default /run/chunkgc/locks)")
 	fs.StringVar(&e.logFormat, "log-format", "", "console or json (default: console on a terminal)")
 	fs.StringVar(&e.logLevel, "log-level", "info", "debug, info, warn or error")

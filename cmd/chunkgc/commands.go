@@ -10,101 +10,45 @@ import (
 	"go.uber.org/zap"
 
 	"chunkgc/chunkstore"
+	"chunkgc/config"
 	"chunkgc/datastore"
 	"chunkgc/gc"
+	"chunkgc/internal/fsys"
 	"chunkgc/tuning"
 )
 
+// runCreate creates (or with --reuse adopts) a chunk store, checks that its
+// file server updates atimes with a clock close to this host's, registers
+// it in the config and prepares its lock directory. Nothing is registered
+// unless every check passed.
 func runCreate(ctx context.Context, e *env, args []string) error {
-	fs := e.flags("create")
-	reuse := fs.Bool("reuse", false, "adopt an existing datastore: verify its layout instead of creating it")
-	ownerName := fs.String("owner", "backup", "user (and its group) that owns the chunk store")
-	comment := fs.String("comment", "", "comment stored in the config")
-	var props tuning.Props
-	fs.Var(&props, "tuning", "tuning property string, e.g. gc-atime-safety-check=0")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 2 {
-		return usagef("want NAME PATH, have %d arguments", fs.NArg())
-	}
-	name, path := fs.Arg(0), fs.Arg(1)
-	if err := tuning.ValidateStoreName(name); err != nil {
-		return usagef("%v", err)
-	}
-	if err := tuning.CheckStorePath(path); err != nil {
-		return usagef("%v", err)
-	}
-	path = filepath.Clean(path)
-	cfg, err := tuning.ReadConfig(e.configPath)
+	a, err := parseCreateArgs(e, args)
 	if err != nil {
 		return err
 	}
-	if ds, ok := cfg.Datastore(name); ok {
-		return fmt.Errorf("datastore %q already exists in %s (path %s)", name, e.configPath, ds.Path)
+	name, path := a.name, a.path
+	cfg, err := e.unregistered(name, path)
+	if err != nil {
+		return err
 	}
-	for _, ds := range cfg.Datastores() {
-		if filepath.Clean(ds.Path) == filepath.Clean(path) {
-			return fmt.Errorf("datastore path %s is already registered as %q in %s", path, ds.Name, e.configPath)
-		}
-	}
-	t := props.Apply(tuning.Defaults())
-	owner, err := defaultOwner(e.log, *ownerName)
+	t := a.props.Apply(tuning.Defaults())
+	owner, err := defaultOwner(e.log, a.ownerName)
 	if err != nil {
 		return err
 	}
 	log := e.log.With(zap.String("store", name), zap.String("path", path))
-	opts := chunkstore.Options{Log: log, Owner: owner, SyncLevel: t.SyncLevel}
-
-	var store *chunkstore.Store
-	if *reuse {
-		store, err = chunkstore.Open(path, opts)
-		if err != nil {
-			return fmt.Errorf("reuse datastore %s: %w", path, err)
-		}
-		defer store.Close()
-		if err := store.VerifyLayout(ctx); err != nil {
-			return fmt.Errorf("reuse datastore %s: %w", path, err)
-		}
-		log.Info("existing chunk store layout verified")
-	} else {
-		last := -1
-		store, err = chunkstore.Create(ctx, path, opts, func(done, total int) {
-			if pct := 100 * done / total; pct/10 != last/10 {
-				last = pct
-				log.Info("creating chunk store", zap.Int("percent", pct))
-			}
-		})
-		if err != nil {
-			return err
-		}
-		defer store.Close()
+	store, err := openOrCreateStore(ctx, path, a.reuse, chunkstore.Options{Log: log, Owner: owner, SyncLevel: t.SyncLevel})
+	if err != nil {
+		return err
 	}
-
-	if t.AtimeSafetyCheck {
-		res, err := store.ProbeAtime(ctx)
-		if err != nil {
-			return fmt.Errorf("datastore %s not registered: %w", name, err)
-		}
-		if err := res.CheckClockSkew(t.MaxClockSkew); err != nil {
-			return fmt.Errorf("datastore %s not registered: %w", name, err)
-		}
-		log.Info("access time update check successful", zap.String("fs", res.FSType), zap.String("mount-options", res.MountOptions),
-			zap.Duration("clock-skew", res.ClockSkew), zap.Duration("max-clock-skew", t.MaxClockSkew))
-	} else {
-		log.Warn("access time update check skipped by tuning (gc-atime-safety-check=0)")
-		log.Warn("file server clock skew unmeasured: GC assumes its clock agrees with this host's")
+	defer store.Close()
+	if err := checkNewStoreAtime(ctx, store, t, log); err != nil {
+		return fmt.Errorf("datastore %s not registered: %w", name, err)
 	}
-
-	cfg.SetDatastore(tuning.Datastore{Name: name, Path: path, Tuning: props.String(), Comment: *comment})
-	gid := -1
-	if owner.Active() {
-		gid = owner.GID
+	ds := config.Datastore{Name: name, Path: path, Tuning: a.props.String(), Comment: a.comment}
+	if err := e.register(cfg, ds, owner, log); err != nil {
+		return err
 	}
-	if err := cfg.WriteFile(e.configPath, 0, gid); err != nil {
-		return fmt.Errorf("register datastore %s: %w", name, err)
-	}
-	log.Info("datastore registered", zap.String("config", e.configPath))
 	// Prepare the store's lock directory now, while running as root, so
 	// that a GC running as the backup user (the shipped unit) finds it
 	// owned by the backup user.
@@ -114,6 +58,117 @@ func runCreate(ctx context.Context, e *env, args []string) error {
 	}
 	locks.Close()
 	fmt.Fprintf(e.stdout, "datastore %s created at %s\n", name, path)
+	return nil
+}
+
+// createArgs are the flags and arguments of create.
+type createArgs struct {
+	name, path string // valid, path cleaned
+	reuse      bool
+	ownerName  string
+	comment    string
+	props      tuning.Props
+}
+
+// parseCreateArgs parses create's command line and checks NAME and PATH as
+// a datastore.cfg entry needs them.
+func parseCreateArgs(e *env, args []string) (*createArgs, error) {
+	a := &createArgs{}
+	fs := e.flags("create")
+	fs.BoolVar(&a.reuse, "reuse", false, "adopt an existing datastore: verify its layout instead of creating it")
+	fs.StringVar(&a.ownerName, "owner", "backup", "user (and its group) that owns the chunk store")
+	fs.StringVar(&a.comment, "comment", "", "comment stored in the config")
+	fs.Var(&a.props, "tuning", "tuning property string, e.g. gc-atime-safety-check=0")
+	if err := e.parse(fs, args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() != 2 {
+		return nil, usagef("want NAME PATH, have %d arguments", fs.NArg())
+	}
+	a.name, a.path = fs.Arg(0), fs.Arg(1)
+	if err := config.ValidateStoreName(a.name); err != nil {
+		return nil, usagef("%v", err)
+	}
+	if err := config.CheckStorePath(a.path); err != nil {
+		return nil, usagef("%v", err)
+	}
+	a.path = filepath.Clean(a.path)
+	return a, nil
+}
+
+// unregistered reads the config and returns it when neither name nor path
+// is registered in it yet.
+func (e *env) unregistered(name, path string) (*config.File, error) {
+	cfg, err := config.Read(e.configPath)
+	if err != nil {
+		return nil, err
+	}
+	if ds, ok := cfg.Datastore(name); ok {
+		return nil, fmt.Errorf("datastore %q already exists in %s (path %s)", name, e.configPath, ds.Path)
+	}
+	for _, ds := range cfg.Datastores() {
+		if filepath.Clean(ds.Path) == filepath.Clean(path) {
+			return nil, fmt.Errorf("datastore path %s is already registered as %q in %s", path, ds.Name, e.configPath)
+		}
+	}
+	return cfg, nil
+}
+
+// openOrCreateStore creates the chunk store at path, logging progress, or
+// with reuse opens it and verifies its layout.
+func openOrCreateStore(ctx context.Context, path string, reuse bool, opts chunkstore.Options) (*chunkstore.Store, error) {
+	log := opts.Log
+	if reuse {
+		store, err := chunkstore.Open(path, opts)
+		if err != nil {
+			return nil, fmt.Errorf("reuse datastore %s: %w", path, err)
+		}
+		if err := store.VerifyLayout(ctx); err != nil {
+			store.Close()
+			return nil, fmt.Errorf("reuse datastore %s: %w", path, err)
+		}
+		log.Info("existing chunk store layout verified")
+		return store, nil
+	}
+	last := -1
+	return chunkstore.Create(ctx, path, opts, func(done, total int) {
+		if pct := 100 * done / total; pct/10 != last/10 {
+			last = pct
+			log.Info("creating chunk store", zap.Int("percent", pct))
+		}
+	})
+}
+
+// checkNewStoreAtime runs the atime probe on a new store and checks the
+// file server's clock skew, unless the tuning turns the check off (which is
+// logged).
+func checkNewStoreAtime(ctx context.Context, store *chunkstore.Store, t tuning.Tuning, log *zap.Logger) error {
+	if !t.AtimeSafetyCheck {
+		log.Warn("access time update check skipped by tuning (gc-atime-safety-check=0)")
+		log.Warn("file server clock skew unmeasured: GC assumes its clock agrees with this host's")
+		return nil
+	}
+	res, err := store.ProbeAtime(ctx)
+	if err != nil {
+		return err
+	}
+	if err := res.CheckClockSkew(t.MaxClockSkew); err != nil {
+		return err
+	}
+	log.Info("access time update check successful", zap.String("fs", res.FSType), zap.String("mount-options", res.MountOptions),
+		zap.Duration("clock-skew", res.ClockSkew), zap.Duration("max-clock-skew", t.MaxClockSkew))
+	return nil
+}
+
+// register adds ds to cfg and writes the config file, owned by root and
+// the store owner's group, so that a GC running as the backup user can read
+// it.
+func (e *env) register(cfg *config.File, ds config.Datastore, owner fsys.Owner, log *zap.Logger) error {
+	cfg.SetDatastore(ds)
+	if err := cfg.WriteFile(e.configPath, fsys.Owner{UID: 0, GID: owner.GID}); err != nil {
+		return fmt.Errorf("register datastore %s: %w", ds.Name, err)
+	}
+	log.Info("datastore registered", zap.String("config", e.configPath))
 	return nil
 }
 

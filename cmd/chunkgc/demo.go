@@ -27,34 +27,15 @@ const demoChunk = 256 << 10
 // runDemo builds a sample store, ages it as if it were two days old, forgets
 // one snapshot, adds some stray garbage and runs a real GC on it.
 func runDemo(ctx context.Context, e *env, args []string) error {
-	fs := e.flags("demo")
-	output := fs.String("output", "text", "text or json")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 1 {
-		return usagef("want at most one DIR")
-	}
-	dir := fs.Arg(0)
-	if dir == "" {
-		d, err := os.MkdirTemp("", "chunkgc-demo-")
-		if err != nil {
-			return fmt.Errorf("demo dir: %w", err)
-		}
-		dir = d
-	}
-	dir, err := filepath.Abs(dir)
+	output, dir, err := parseDemoArgs(e, args)
 	if err != nil {
-		return fmt.Errorf("demo dir %s: %w", dir, err)
+		return err
 	}
 	base := filepath.Join(dir, "store")
 	log := e.log.With(zap.String("store", "demo"))
-
-	owner := fsys.Keep
-	if os.Geteuid() == 0 {
-		if owner, err = defaultOwner(log, "backup"); err != nil {
-			return err
-		}
+	owner, err := demoOwner(log)
+	if err != nil {
+		return err
 	}
 	log.Info("creating demo chunk store", zap.String("path", base))
 	store, err := chunkstore.Create(ctx, base, chunkstore.Options{Log: log, Owner: owner, SyncLevel: tuning.SyncNone}, nil)
@@ -71,13 +52,73 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 
-	src := filepath.Join(dir, "src")
-	if err := os.MkdirAll(src, 0o755); err != nil {
-		return fmt.Errorf("demo source dir: %w", err)
-	}
-	// Three nightly backups of a 4 MiB "disk" whose first half never changes
-	// and whose second half changes a little every night.
 	rng := rand.New(rand.NewPCG(1, 2))
+	snaps, err := ingestNights(ctx, store, locks, filepath.Join(dir, "src"), rng, log)
+	if err != nil {
+		return err
+	}
+	if err := insertStrays(store, rng); err != nil {
+		return err
+	}
+	// Age every chunk by two days, as if the store had been idle.
+	if err := ageChunks(base, time.Now().Add(-48*time.Hour)); err != nil {
+		return err
+	}
+	if err := datastore.Forget(ctx, base, locks, snaps[0], log); err != nil {
+		return err
+	}
+	log.Info("demo store ready: 3 nightly snapshots, the oldest forgotten, 6 stray chunks, all chunks aged 48 h")
+
+	st, err := gc.Run(ctx, store, locks, gc.Options{Log: log, StoreName: "demo", Tuning: tuning.Defaults(), Owner: owner})
+	if err != nil {
+		return err
+	}
+	return e.reportDemo(st, output, base, lockRoot)
+}
+
+// parseDemoArgs parses demo's command line: the --output format and the
+// demo directory, made absolute (a new temporary directory when none is
+// given).
+func parseDemoArgs(e *env, args []string) (output, dir string, err error) {
+	fs := e.flags("demo")
+	fs.StringVar(&output, "output", "text", "text or json")
+	if err := e.parse(fs, args); err != nil {
+		return "", "", err
+	}
+	if fs.NArg() > 1 {
+		return "", "", usagef("want at most one DIR")
+	}
+	dir = fs.Arg(0)
+	if dir == "" {
+		d, err := os.MkdirTemp("", "chunkgc-demo-")
+		if err != nil {
+			return "", "", fmt.Errorf("demo dir: %w", err)
+		}
+		dir = d
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", "", fmt.Errorf("demo dir %s: %w", dir, err)
+	}
+	return output, abs, nil
+}
+
+// demoOwner is the backup user when running as root and it exists;
+// otherwise ownership is left alone.
+func demoOwner(log *zap.Logger) (fsys.Owner, error) {
+	if os.Geteuid() != 0 {
+		return fsys.Keep, nil
+	}
+	return defaultOwner(log, "backup")
+}
+
+// ingestNights writes three nightly backups (vm/100, 24 h apart, the last
+// one three days ago) of a 4 MiB "disk", kept in src, whose first half never
+// changes and whose second half changes a little every night.
+func ingestNights(ctx context.Context, store *chunkstore.Store, locks *locking.Dir, src string, rng *rand.Rand, log *zap.Logger) ([]datastore.Snapshot, error) {
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		return nil, fmt.Errorf("demo source dir: %w", err)
+	}
 	disk := make([]byte, 4<<20)
 	for i := range disk {
 		disk[i] = byte(rng.Uint32())
@@ -92,18 +133,23 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 		}
 		f := filepath.Join(src, "drive-scsi0")
 		if err := os.WriteFile(f, disk, 0o644); err != nil {
-			return fmt.Errorf("demo source: %w", err)
+			return nil, fmt.Errorf("demo source: %w", err)
 		}
 		when := start.Add(time.Duration(night) * 24 * time.Hour)
 		snap, err := datastore.Ingest(ctx, store, locks, g, []string{f}, datastore.IngestOptions{
 			ChunkSize: demoChunk, Now: func() time.Time { return when },
 		}, log)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		snaps = append(snaps, snap)
 	}
-	// Stray garbage: chunks no index references (an aborted backup's uploads).
+	return snaps, nil
+}
+
+// insertStrays inserts stray garbage: six chunks no index references, as an
+// aborted backup's uploads would leave.
+func insertStrays(store *chunkstore.Store, rng *rand.Rand) error {
 	for i := range 6 {
 		data := make([]byte, demoChunk)
 		for j := range data {
@@ -117,24 +163,16 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	}
-	// Age every chunk by two days, as if the store had been idle.
-	if err := ageChunks(base, time.Now().Add(-48*time.Hour)); err != nil {
-		return err
-	}
-	if err := datastore.Forget(ctx, base, locks, snaps[0], log); err != nil {
-		return err
-	}
-	log.Info("demo store ready: 3 nightly snapshots, the oldest forgotten, 6 stray chunks, all chunks aged 48 h")
+	return nil
+}
 
-	t := tuning.Defaults()
-	st, err := gc.Run(ctx, store, locks, gc.Options{Log: log, StoreName: "demo", Tuning: t, Owner: owner})
-	if err != nil {
+// reportDemo prints the GC's status and, as text, where the demo store is
+// and how to run GC on it again.
+func (e *env) reportDemo(st *gc.Status, output, base, lockRoot string) error {
+	if err := printStatus(e, st, output); err != nil {
 		return err
 	}
-	if err := printStatus(e, st, *output); err != nil {
-		return err
-	}
-	if *output == "text" {
+	if output == "text" {
 		fmt.Fprintf(e.stdout, "\ndemo store: %s\nrun it again: chunkgc gc --lock-dir %s %s\n", base, lockRoot, base)
 	}
 	return nil

@@ -21,6 +21,7 @@ import (
 
 	"chunkgc/blob"
 	"chunkgc/chunkstore"
+	"chunkgc/config"
 	"chunkgc/index"
 	"chunkgc/internal/testkit/leakcheck"
 	"chunkgc/internal/testkit/storetest"
@@ -253,7 +254,7 @@ func TestCreateRegisterAndReuse(t *testing.T) {
 	c := newCLI(t)
 	base := filepath.Join(mnt, "store1")
 	wantCode(t, c.run("create", "--comment", "main pool", "store1", base), exitOK, "atime probe passed")
-	cfg, err := tuning.ReadConfig(c.config)
+	cfg, err := config.Read(c.config)
 	if err != nil {
 		t.Fatal(err)
 	}

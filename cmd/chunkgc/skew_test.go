@@ -8,9 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"chunkgc/config"
+	"chunkgc/internal/fsys"
 	"chunkgc/internal/testkit/skewfuse"
 	"chunkgc/internal/testkit/testfs"
-	"chunkgc/tuning"
 )
 
 // TestCreateRefusesSkewedFileServer: on a file server 10 min behind, create
@@ -33,7 +34,7 @@ func TestCreateRefusesSkewedFileServer(t *testing.T) {
 
 	r = c.run("create", "--reuse", "--tuning", "gc-max-clock-skew=900", "skewed", base)
 	wantCode(t, r, exitOK, "clock-skew")
-	cfg, err := tuning.ReadConfig(c.config)
+	cfg, err := config.Read(c.config)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,12 +70,12 @@ func TestGCOnSkewedFileServer(t *testing.T) {
 		t.Error("refused GC wrote .gc-status")
 	}
 
-	cfg, err := tuning.ReadConfig(c.config)
+	cfg, err := config.Read(c.config)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.SetDatastore(tuning.Datastore{Name: "skewed", Path: base, Tuning: "gc-max-clock-skew=900"})
-	if err := cfg.WriteFile(c.config, 0, -1); err != nil {
+	cfg.SetDatastore(config.Datastore{Name: "skewed", Path: base, Tuning: "gc-max-clock-skew=900"})
+	if err := cfg.WriteFile(c.config, fsys.Keep); err != nil {
 		t.Fatal(err)
 	}
 	r = c.run("gc", "--tuning", "gc-max-clock-skew=30", "skewed")

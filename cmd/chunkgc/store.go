@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"chunkgc/chunkstore"
+	"chunkgc/config"
 	"chunkgc/locking"
 	"chunkgc/tuning"
 )
@@ -26,7 +27,7 @@ type storeRef struct {
 // resolveStore maps STORE to a store: a configured name, or a path when it
 // contains '/'.
 func (e *env) resolveStore(arg string) (*storeRef, error) {
-	cfg, err := tuning.ReadConfig(e.configPath)
+	cfg, err := config.Read(e.configPath)
 	if err != nil {
 		return nil, err
 	}
@@ -50,8 +51,8 @@ func (e *env) resolveStore(arg string) (*storeRef, error) {
 }
 
 // configuredRef is the store of a config section, with its tuning parsed.
-func (e *env) configuredRef(ds tuning.Datastore, base string) (*storeRef, error) {
-	if err := tuning.CheckStorePath(ds.Path); err != nil {
+func (e *env) configuredRef(ds config.Datastore, base string) (*storeRef, error) {
+	if err := config.CheckStorePath(ds.Path); err != nil {
 		return nil, fmt.Errorf("datastore %q in %s: %w", ds.Name, e.configPath, err)
 	}
 	base = filepath.Clean(base)

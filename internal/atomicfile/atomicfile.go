@@ -9,8 +9,8 @@
 // removed. Temporary names end in ".tmp_<random>", so they never carry the
 // suffix of an index (.fidx/.didx) and GC's walk does not take them for one.
 //
-// It is the one place the index writer, snapshot creation and .gc-status
-// writes share; tuning keeps its own copy so that it stays a leaf package.
+// It is the one place the index writer, snapshot creation, .gc-status and
+// the datastore config (package config) write files.
 package atomicfile
 
 import (

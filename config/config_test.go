@@ -1,4 +1,4 @@
-package tuning
+package config
 
 import (
 	"bytes"
@@ -11,16 +11,20 @@ import (
 	"syscall"
 	"testing"
 	"testing/iotest"
+
+	"chunkgc/internal/fsys"
+	"chunkgc/internal/testkit/rtest"
+	"chunkgc/tuning"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden files under ../testdata/tuning")
+var update = flag.Bool("update", false, "rewrite the golden files under ../testdata/config")
 
-const pbsConfig = "../testdata/tuning/pbs-datastore.cfg"
+const pbsConfig = "../testdata/config/pbs-datastore.cfg"
 
-func parseString(t *testing.T, s string) *Config {
+func parseString(t *testing.T, s string) *File {
 	t.Helper()
-	c, err := ParseConfig(strings.NewReader(s), "test.cfg")
-	ok(t, err)
+	c, err := Parse(strings.NewReader(s), "test.cfg")
+	rtest.OK(t, err)
 	return c
 }
 
@@ -28,11 +32,11 @@ func parseString(t *testing.T, s string) *Config {
 func golden(t *testing.T, path string, got []byte) {
 	t.Helper()
 	if *update {
-		ok(t, os.WriteFile(path, got, 0o644))
+		rtest.OK(t, os.WriteFile(path, got, 0o644))
 		return
 	}
 	want, err := os.ReadFile(path)
-	ok(t, err)
+	rtest.OK(t, err)
 	if !bytes.Equal(want, got) {
 		t.Errorf("%s differs (run go test -update to rewrite it)\nwant:\n%s\ngot:\n%s", path, want, got)
 	}
@@ -40,9 +44,9 @@ func golden(t *testing.T, path string, got []byte) {
 
 func TestPBSConfigRoundTrip(t *testing.T) {
 	raw, err := os.ReadFile(pbsConfig)
-	ok(t, err)
-	c, err := ReadConfig(pbsConfig)
-	ok(t, err)
+	rtest.OK(t, err)
+	c, err := Read(pbsConfig)
+	rtest.OK(t, err)
 	if got := c.Bytes(); !bytes.Equal(raw, got) {
 		t.Fatalf("Bytes differs from the file\nwant:\n%q\ngot:\n%q", raw, got)
 	}
@@ -52,23 +56,24 @@ func TestPBSConfigRoundTrip(t *testing.T) {
 		{Name: "usb.removable", Path: "/mnt/removable"},
 		{Name: "scratch", Path: "/srv/scratch"},
 	}
-	equal(t, want, c.Datastores())
+	rtest.Equal(t, "datastores", want, c.Datastores())
 	for _, d := range want {
 		got, found := c.Datastore(d.Name)
 		if !found {
 			t.Fatalf("Datastore(%q) not found", d.Name)
 		}
-		equal(t, d, got)
-		_, err := Parse(got.Tuning)
-		ok(t, err)
+		rtest.Equal(t, "datastore "+d.Name, d, got)
+		_, err := tuning.Parse(got.Tuning)
+		rtest.OK(t, err)
 	}
 	// Sections of other types are not datastores.
 	if d, found := c.Datastore("minio-lab"); found {
 		t.Errorf("Datastore(minio-lab) = %+v, want not found", d)
 	}
-	p := mustParse(t, want[1].Tuning)
-	equal(t, SyncFile, p.Apply(Defaults()).SyncLevel)
-	equal(t, OrderNone, p.Apply(Defaults()).ChunkOrder)
+	p, err := tuning.Parse(want[1].Tuning)
+	rtest.OK(t, err)
+	rtest.Equal(t, "offsite_2 sync-level", tuning.SyncFile, p.Apply(tuning.Defaults()).SyncLevel)
+	rtest.Equal(t, "offsite_2 chunk-order", tuning.OrderNone, p.Apply(tuning.Defaults()).ChunkOrder)
 }
 
 // TestPBSConfigSetDatastore edits the PBS config the way create and an
@@ -76,9 +81,9 @@ func TestPBSConfigRoundTrip(t *testing.T) {
 // every line chunkgc does not own is still there.
 func TestPBSConfigSetDatastore(t *testing.T) {
 	raw, err := os.ReadFile(pbsConfig)
-	ok(t, err)
-	c, err := ReadConfig(pbsConfig)
-	ok(t, err)
+	rtest.OK(t, err)
+	c, err := Read(pbsConfig)
+	rtest.OK(t, err)
 	edits := []Datastore{
 		// Change tuning only.
 		{Name: "store1", Path: "/mnt/datastore/store1", Tuning: "gc-atime-cutoff=60", Comment: "main pool"},
@@ -93,28 +98,28 @@ func TestPBSConfigSetDatastore(t *testing.T) {
 		{Name: "newstore", Path: "/mnt/new", Tuning: "gc-atime-safety-check=false", Comment: "added by chunkgc"},
 	}
 	for _, d := range edits {
-		ok(t, d.Validate())
+		rtest.OK(t, d.Validate())
 		c.SetDatastore(d)
 	}
 	got := c.Bytes()
-	golden(t, "../testdata/tuning/pbs-datastore-set.cfg", got)
+	golden(t, "../testdata/config/pbs-datastore-set.cfg", got)
 
-	c2, err := ParseConfig(bytes.NewReader(got), "edited")
-	ok(t, err)
-	equal(t, edits[:1], c2.Datastores()[:1])
+	c2, err := Parse(bytes.NewReader(got), "edited")
+	rtest.OK(t, err)
+	rtest.Equal(t, "first datastore after the edits", edits[:1], c2.Datastores()[:1])
 	for _, d := range edits {
 		back, found := c2.Datastore(d.Name)
 		if !found {
 			t.Fatalf("%s lost", d.Name)
 		}
-		equal(t, d, back)
+		rtest.Equal(t, "datastore "+d.Name+" read back", d, back)
 	}
 	// Order: existing sections keep their place, the new one is last.
 	var names []string
 	for _, d := range c2.Datastores() {
 		names = append(names, d.Name)
 	}
-	equal(t, []string{"store1", "offsite_2", "usb.removable", "scratch", "newstore"}, names)
+	rtest.Equal(t, "datastore order", []string{"store1", "offsite_2", "usb.removable", "scratch", "newstore"}, names)
 
 	// Every line that is not a path, tuning or comment of a datastore is
 	// kept verbatim, in order.
@@ -143,8 +148,8 @@ func TestPBSConfigSetDatastore(t *testing.T) {
 }
 
 func TestSetDatastoreUnchangedKeepsBytes(t *testing.T) {
-	c, err := ReadConfig(pbsConfig)
-	ok(t, err)
+	c, err := Read(pbsConfig)
+	rtest.OK(t, err)
 	before := c.Bytes()
 	for _, d := range c.Datastores() {
 		c.SetDatastore(d)
@@ -154,7 +159,7 @@ func TestSetDatastoreUnchangedKeepsBytes(t *testing.T) {
 	}
 }
 
-func TestParseConfigGood(t *testing.T) {
+func TestParseGood(t *testing.T) {
 	tests := []struct {
 		name string
 		give string
@@ -179,13 +184,13 @@ func TestParseConfigGood(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := parseString(t, tt.give)
-			equal(t, tt.want, c.Datastores())
-			equal(t, tt.give, string(c.Bytes()))
+			rtest.Equal(t, "datastores", tt.want, c.Datastores())
+			rtest.Equal(t, "Bytes", tt.give, string(c.Bytes()))
 		})
 	}
 }
 
-func TestParseConfigErrors(t *testing.T) {
+func TestParseErrors(t *testing.T) {
 	tests := []struct {
 		name     string
 		give     string
@@ -210,19 +215,19 @@ func TestParseConfigErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := ParseConfig(strings.NewReader(tt.give), "/etc/x.cfg")
+			c, err := Parse(strings.NewReader(tt.give), "/etc/x.cfg")
 			if err == nil {
 				t.Fatalf("no error; parsed %q", c.Bytes())
 			}
-			ce, isCE := errors.AsType[*ConfigError](err)
+			ce, isCE := errors.AsType[*ParseError](err)
 			if !isCE {
-				t.Fatalf("error %T %v, want *ConfigError", err, err)
+				t.Fatalf("error %T %v, want *ParseError", err, err)
 			}
-			equal(t, "/etc/x.cfg", ce.Path)
+			rtest.Equal(t, "error path", "/etc/x.cfg", ce.Path)
 			if strings.Contains(tt.wantIn, "datastore name") != errors.Is(err, ErrInvalidStoreName) {
 				t.Errorf("errors.Is(%v, ErrInvalidStoreName) = %v", err, errors.Is(err, ErrInvalidStoreName))
 			}
-			equal(t, tt.wantLine, ce.Line)
+			rtest.Equal(t, "error line", tt.wantLine, ce.Line)
 			if !strings.HasPrefix(err.Error(), "/etc/x.cfg:") || !strings.Contains(err.Error(), tt.wantIn) {
 				t.Errorf("message %q, want /etc/x.cfg:%d: …%s…", err, tt.wantLine, tt.wantIn)
 			}
@@ -230,27 +235,27 @@ func TestParseConfigErrors(t *testing.T) {
 	}
 }
 
-func TestReadConfigErrorNamesPath(t *testing.T) {
+func TestReadErrorNamesPath(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "datastore.cfg")
-	ok(t, os.WriteFile(path, []byte("datastore: abc\n\tpath /a\nbad\n"), 0o644))
-	_, err := ReadConfig(path)
+	rtest.OK(t, os.WriteFile(path, []byte("datastore: abc\n\tpath /a\nbad\n"), 0o644))
+	_, err := Read(path)
 	if err == nil || !strings.HasPrefix(err.Error(), path+":3: ") {
 		t.Errorf("error %v, want it to start with %s:3:", err, path)
 	}
 	// A directory is not a config.
-	_, err = ReadConfig(t.TempDir())
+	_, err = Read(t.TempDir())
 	if err == nil || !strings.Contains(err.Error(), "read datastore config") {
 		t.Errorf("error %v, want a read error", err)
 	}
 }
 
-func TestReadConfigMissing(t *testing.T) {
-	c, err := ReadConfig(filepath.Join(t.TempDir(), "nope", "datastore.cfg"))
-	ok(t, err)
-	equal(t, 0, len(c.Bytes()))
-	equal(t, []Datastore(nil), c.Datastores())
+func TestReadMissing(t *testing.T) {
+	c, err := Read(filepath.Join(t.TempDir(), "nope", "datastore.cfg"))
+	rtest.OK(t, err)
+	rtest.Equal(t, "bytes of a missing config", 0, len(c.Bytes()))
+	rtest.Equal(t, "datastores of a missing config", []Datastore(nil), c.Datastores())
 	_, found := c.Datastore("abc")
-	equal(t, false, found)
+	rtest.Equal(t, "datastore abc found", false, found)
 }
 
 func TestSetDatastore(t *testing.T) {
@@ -361,7 +366,7 @@ func TestSetDatastore(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := parseString(t, tt.give)
 			c.SetDatastore(tt.set)
-			equal(t, tt.want, string(c.Bytes()))
+			rtest.Equal(t, "config after SetDatastore", tt.want, string(c.Bytes()))
 			back := parseString(t, tt.want)
 			got, found := back.Datastore(tt.set.Name)
 			if !found {
@@ -369,7 +374,7 @@ func TestSetDatastore(t *testing.T) {
 			}
 			want := tt.set
 			want.Comment = cleanValue(want.Comment)
-			equal(t, want, got)
+			rtest.Equal(t, "datastore read back", want, got)
 		})
 	}
 }
@@ -414,7 +419,7 @@ func TestValidateStoreName(t *testing.T) {
 
 func TestDatastoreValidate(t *testing.T) {
 	good := Datastore{Name: "abc", Path: "/a", Tuning: "gc-atime-cutoff=60", Comment: "x y"}
-	ok(t, good.Validate())
+	rtest.OK(t, good.Validate())
 	tests := []struct {
 		name   string
 		give   func(d *Datastore)
@@ -444,116 +449,113 @@ func TestDatastoreValidate(t *testing.T) {
 func noTmp(t *testing.T, dir string, want ...string) {
 	t.Helper()
 	entries, err := os.ReadDir(dir)
-	ok(t, err)
+	rtest.OK(t, err)
 	var names []string
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	equal(t, want, names)
+	rtest.Equal(t, "directory entries", want, names)
 }
 
 func TestWriteFile(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "etc", "chunkgc")
 	path := filepath.Join(dir, "datastore.cfg")
-	c := &Config{}
+	c := &File{}
 	c.SetDatastore(Datastore{Name: "store1", Path: "/mnt/s1", Tuning: "gc-atime-cutoff=60"})
-	ok(t, c.WriteFile(path, -1, -1)) // creates the parent dirs
+	rtest.OK(t, c.WriteFile(path, fsys.Keep)) // creates the parent dirs
 	fi, err := os.Stat(dir)
-	ok(t, err)
+	rtest.OK(t, err)
 	if !fi.IsDir() {
 		t.Fatalf("%s is not a directory", dir)
 	}
 	noTmp(t, dir, "datastore.cfg")
 	fi, err = os.Stat(path)
-	ok(t, err)
-	equal(t, fs.FileMode(0o640), fi.Mode())
+	rtest.OK(t, err)
+	rtest.Equal(t, "mode", fs.FileMode(0o640), fi.Mode())
 	b, err := os.ReadFile(path)
-	ok(t, err)
-	equal(t, string(c.Bytes()), string(b))
+	rtest.OK(t, err)
+	rtest.Equal(t, "content", string(c.Bytes()), string(b))
 
 	// Replace: a hard link to the old file keeps the old content (the new
 	// file was renamed into place, not written over the old one), and the
 	// mode is 0640 whatever it was.
 	old := filepath.Join(dir, "..", "old.cfg")
-	ok(t, os.Link(path, old))
-	ok(t, os.Chmod(path, 0o600))
+	rtest.OK(t, os.Link(path, old))
+	rtest.OK(t, os.Chmod(path, 0o600))
 	c.SetDatastore(Datastore{Name: "store2", Path: "/mnt/s2"})
-	ok(t, c.WriteFile(path, -1, -1))
+	rtest.OK(t, c.WriteFile(path, fsys.Keep))
 	noTmp(t, dir, "datastore.cfg")
 	fi, err = os.Stat(path)
-	ok(t, err)
-	equal(t, fs.FileMode(0o640), fi.Mode())
-	got, err := ReadConfig(path)
-	ok(t, err)
-	equal(t, 2, len(got.Datastores()))
+	rtest.OK(t, err)
+	rtest.Equal(t, "mode after replace", fs.FileMode(0o640), fi.Mode())
+	got, err := Read(path)
+	rtest.OK(t, err)
+	rtest.Equal(t, "datastores after replace", 2, len(got.Datastores()))
 	ob, err := os.ReadFile(old)
-	ok(t, err)
-	equal(t, string(b), string(ob))
+	rtest.OK(t, err)
+	rtest.Equal(t, "content of the old hard link", string(b), string(ob))
 }
 
 func TestWriteFileChown(t *testing.T) {
 	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "" {
-			t.Skip("chown needs root")
-		}
-		t.Fatal("chown needs root (CI runs as root)")
+		rtest.SkipOrFail(t, "chown needs root")
 	}
 	path := filepath.Join(t.TempDir(), "datastore.cfg")
 	c := parseString(t, "datastore: abc\n\tpath /a\n")
-	ok(t, c.WriteFile(path, 0, 65534))
+	rtest.OK(t, c.WriteFile(path, fsys.Owner{UID: 0, GID: 65534}))
 	owner := func() (uint32, uint32) {
 		fi, err := os.Stat(path)
-		ok(t, err)
+		rtest.OK(t, err)
 		st := fi.Sys().(*syscall.Stat_t)
 		return st.Uid, st.Gid
 	}
 	uid, gid := owner()
-	equal(t, [2]uint32{0, 65534}, [2]uint32{uid, gid})
-	ok(t, c.WriteFile(path, 65534, -1)) // -1 keeps the group of the new file: root's
+	rtest.Equal(t, "owner", [2]uint32{0, 65534}, [2]uint32{uid, gid})
+	rtest.OK(t, c.WriteFile(path, fsys.Owner{UID: 65534, GID: -1})) // GID -1 keeps the group of the new file: root's
 	uid, gid = owner()
-	equal(t, [2]uint32{65534, uint32(os.Getegid())}, [2]uint32{uid, gid})
+	rtest.Equal(t, "owner after a chown that keeps the group", [2]uint32{65534, uint32(os.Getegid())}, [2]uint32{uid, gid})
 }
 
 func TestWriteFileSymlink(t *testing.T) {
 	dir := t.TempDir()
 	target := filepath.Join(dir, "real.cfg")
 	link := filepath.Join(dir, "datastore.cfg")
-	ok(t, os.WriteFile(target, []byte("# old\n"), 0o644))
-	ok(t, os.Symlink("real.cfg", link))
+	rtest.OK(t, os.WriteFile(target, []byte("# old\n"), 0o644))
+	rtest.OK(t, os.Symlink("real.cfg", link))
 	c := parseString(t, "# new\n")
-	ok(t, c.WriteFile(link, -1, -1))
+	rtest.OK(t, c.WriteFile(link, fsys.Keep))
 	fi, err := os.Lstat(link)
-	ok(t, err)
+	rtest.OK(t, err)
 	if fi.Mode()&fs.ModeSymlink == 0 {
 		t.Error("the symlink was replaced")
 	}
 	b, err := os.ReadFile(target)
-	ok(t, err)
-	equal(t, "# new\n", string(b))
+	rtest.OK(t, err)
+	rtest.Equal(t, "target content", "# new\n", string(b))
 	noTmp(t, dir, "datastore.cfg", "real.cfg")
 }
 
 func TestWriteFileDanglingSymlink(t *testing.T) {
 	dir := t.TempDir()
 	link := filepath.Join(dir, "datastore.cfg")
-	ok(t, os.Symlink("pbs/datastore.cfg", link))
+	rtest.OK(t, os.Symlink("pbs/datastore.cfg", link))
 	c := parseString(t, "# new\n")
-	ok(t, c.WriteFile(link, -1, -1))
+	rtest.OK(t, c.WriteFile(link, fsys.Keep))
 	b, err := os.ReadFile(filepath.Join(dir, "pbs", "datastore.cfg"))
-	ok(t, err)
-	equal(t, "# new\n", string(b))
+	rtest.OK(t, err)
+	rtest.Equal(t, "content written through the dangling link", "# new\n", string(b))
 
 	loop := filepath.Join(dir, "loop.cfg")
-	ok(t, os.Symlink("loop.cfg", loop))
-	err = c.WriteFile(loop, -1, -1)
+	rtest.OK(t, os.Symlink("loop.cfg", loop))
+	err = c.WriteFile(loop, fsys.Keep)
 	if !errors.Is(err, syscall.ELOOP) {
 		t.Errorf("error %v, want ELOOP", err)
 	}
 	noTmp(t, dir, "datastore.cfg", "loop.cfg", "pbs")
 }
 
-func TestParseConfigReadError(t *testing.T) {
-	_, err := ParseConfig(iotest.ErrReader(syscall.EIO), "pipe")
+func TestParseReadError(t *testing.T) {
+	_, err := Parse(iotest.ErrReader(syscall.EIO), "pipe")
 	if !errors.Is(err, syscall.EIO) || !strings.Contains(err.Error(), "pipe") {
 		t.Errorf("error %v, want EIO naming pipe", err)
 	}
@@ -562,17 +564,17 @@ func TestParseConfigReadError(t *testing.T) {
 func TestWriteFileErrorLeavesNoTmp(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "datastore.cfg")
-	ok(t, os.Mkdir(path, 0o755)) // rename of a file over a directory fails
-	ok(t, os.WriteFile(filepath.Join(path, "keep"), nil, 0o644))
+	rtest.OK(t, os.Mkdir(path, 0o755)) // rename of a file over a directory fails
+	rtest.OK(t, os.WriteFile(filepath.Join(path, "keep"), nil, 0o644))
 	c := parseString(t, "# x\n")
-	err := c.WriteFile(path, -1, -1)
+	err := c.WriteFile(path, fsys.Keep)
 	if err == nil || !strings.Contains(err.Error(), "write datastore config "+path) {
 		t.Fatalf("error %v, want one naming %s", err, path)
 	}
 	noTmp(t, dir, "datastore.cfg")
 
 	// The parent is a file: MkdirAll fails.
-	err = c.WriteFile(filepath.Join(path, "keep", "x.cfg"), -1, -1)
+	err = c.WriteFile(filepath.Join(path, "keep", "x.cfg"), fsys.Keep)
 	if err == nil {
 		t.Fatal("no error writing below a regular file")
 	}
