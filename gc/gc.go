@@ -100,7 +100,7 @@ func Run(ctx context.Context, store *chunkstore.Store, locks *locking.Dir, opts 
 		return nil, fmt.Errorf("gc lock: %w", err)
 	}
 	defer gcLock.Unlock()
-	storeLock, err := locking.OFDLockAt(store.BaseFD(), base, ".lock")
+	storeLock, err := locks.LockStore(store.BaseFD(), base)
 	if err != nil {
 		return nil, fmt.Errorf("store lock: %w", err)
 	}
