@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"chunkgc/locking"
 	"chunkgc/tuning"
 )
 
@@ -243,32 +244,9 @@ func (s *Store) createPrefixDirs(ctx context.Context, chunksFd int, progress fun
 }
 
 // createLockFile makes the empty base/.lock (or accepts an existing regular
-// file) and chowns it.
+// file) and chowns it: package locking owns the store lock.
 func (s *Store) createLockFile(baseFd int) error {
-	path := s.base + "/" + lockName
-	var st unix.Stat_t
-	err := s.sys.Fstatat(baseFd, lockName, &st, unix.AT_SYMLINK_NOFOLLOW)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		fd, err := s.sys.Openat(baseFd, lockName, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, lockMode)
-		if err != nil {
-			return withPath(err, path)
-		}
-		unix.Close(fd)
-		if err := s.sys.Fchmodat(baseFd, lockName, lockMode); err != nil {
-			return withPath(err, path)
-		}
-	case err != nil:
-		return withPath(err, path)
-	case st.Mode&unix.S_IFMT != unix.S_IFREG:
-		return fmt.Errorf("%s exists and is not a regular file", path)
-	}
-	if s.chown {
-		if err := s.sys.Fchownat(baseFd, lockName, s.owner.UID, s.owner.GID, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return withPath(err, path)
-		}
-	}
-	return nil
+	return locking.CreateStoreLock(s.sys, baseFd, s.base, s.owner)
 }
 
 // maxLayoutProblems is how many problems a LayoutError lists.

@@ -22,13 +22,12 @@ const PrefixCount = 65536
 
 const (
 	chunksName = ".chunks"
-	lockName   = ".lock"
 
 	// prefixDirMode and baseMode are the modes Create gives the directories
-	// it makes, lockMode that of .lock, chunkMode that of a chunk file.
+	// it makes, chunkMode that of a chunk file (.lock is package locking's,
+	// see locking.CreateStoreLock).
 	prefixDirMode = 0o750
 	baseMode      = 0o755
-	lockMode      = 0o644
 	chunkMode     = 0o644
 )
 

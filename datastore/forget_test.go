@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"chunkgc/internal/fsys"
 	"chunkgc/locking"
 )
 
@@ -186,7 +187,7 @@ func TestForgetGroupRace(t *testing.T) {
 			// owner file survives.
 			ok(t, os.WriteFile(filepath.Join(s.base, "vm/1", ownerName), []byte("alice@pbs\n"), 0o640))
 
-			other, err := locking.OpenDir(filepath.Join(t.TempDir(), "other-locks"), -1, -1)
+			other, err := locking.OpenDir(filepath.Join(t.TempDir(), "other-locks"), fsys.Keep)
 			ok(t, err)
 			var hooks forgetHooks
 			var newSnap Snapshot

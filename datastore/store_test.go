@@ -56,7 +56,7 @@ func newTestStore(t *testing.T) *testStore {
 	})
 	// dir/locks is the lock root (dir may be a sticky 1777 tmpfs, which
 	// locking refuses as a lock root when running as root).
-	lk, err := locking.OpenDir(filepath.Join(dir, "locks", "store"), -1, -1)
+	lk, err := locking.OpenDir(filepath.Join(dir, "locks", "store"), fsys.Keep)
 	ok(t, err)
 	core, logs := observer.New(zap.InfoLevel)
 	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core))

@@ -47,7 +47,7 @@ func newBenchStore(tb testing.TB, n int) *benchStore {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { store.Close() })
-	locks, err := locking.OpenDir(filepath.Join(tb.TempDir(), "locks"), -1, -1)
+	locks, err := locking.OpenDir(filepath.Join(tb.TempDir(), "locks"), fsys.Keep)
 	if err != nil {
 		tb.Fatal(err)
 	}

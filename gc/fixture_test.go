@@ -53,7 +53,7 @@ func newFixtureAt(t *testing.T, base string) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	locks, err := locking.OpenDir(filepath.Join(t.TempDir(), "locks"), -1, -1)
+	locks, err := locking.OpenDir(filepath.Join(t.TempDir(), "locks"), fsys.Keep)
 	if err != nil {
 		t.Fatal(err)
 	}

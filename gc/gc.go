@@ -139,7 +139,7 @@ func (r *run) takeLocks() (release func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("gc lock: %w", err)
 	}
-	storeLock, err := locking.OFDLockAt(r.store.BaseFD(), r.store.Base(), ".lock")
+	storeLock, err := r.locks.LockStore(r.store.BaseFD(), r.store.Base())
 	if err != nil {
 		gcLock.Unlock()
 		return nil, fmt.Errorf("store lock: %w", err)

@@ -85,7 +85,7 @@ func newSkewedFixture(t *testing.T, offset time.Duration) *fixture {
 	store, err := chunkstore.Open(base, opts)
 	ok(t, err)
 	t.Cleanup(func() { store.Close() }) // before the unmount
-	locks, err := locking.OpenDir(filepath.Join(t.TempDir(), "locks"), -1, -1)
+	locks, err := locking.OpenDir(filepath.Join(t.TempDir(), "locks"), fsys.Keep)
 	ok(t, err)
 	f := &fixture{t: t, base: base, store: store, locks: locks, now: time.Now()}
 	t.Cleanup(func() {

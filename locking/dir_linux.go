@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"chunkgc/internal/nofollow"
+	"chunkgc/internal/fsys"
 )
 
 const (
@@ -20,20 +20,17 @@ const (
 	writersDir = "writers"
 )
 
-// DefaultDir returns the default lock directory of the store named store:
-// <[DefaultRoot]>/<store>.
-func DefaultDir(store string) string { return DefaultRoot + "/" + store }
-
 // Dir is a store's lock directory: the GC lock, the writer registry and the
 // group and snapshot lock files live in it. It keeps an O_DIRECTORY file
 // descriptor of the directory, and everything below it is reached relative
 // to that fd without following symlinks (package doc, "No escape"). Its
 // methods are safe for concurrent use, except Close.
 type Dir struct {
-	path     string
-	fd       int // O_DIRECTORY fd of path; -1 once closed
-	uid, gid int // owner of what it creates; -1: leave as created
-	fl       flocker
+	sys   fsys.Syscalls // the seam of the Root it was opened from
+	path  string
+	fd    int        // O_DIRECTORY fd of path; -1 once closed
+	owner fsys.Owner // of what it creates, when Active
+	fl    flocker
 
 	// afterTmpCreate, for tests, runs in RegisterWriter between creating the
 	// hidden entry and flocking it.
@@ -41,10 +38,16 @@ type Dir struct {
 }
 
 // OpenDir opens the lock directory path of one store: it is
-// OpenRoot(filepath.Dir(path)) followed by Store(filepath.Base(path), uid,
-// gid), so the parent of path is the lock root and is checked as
-// [OpenRoot] checks one. See [Root.Store] for uid and gid.
-func OpenDir(path string, uid, gid int) (*Dir, error) {
+// OpenRoot(filepath.Dir(path)) followed by Store(filepath.Base(path),
+// owner), so the parent of path is the lock root and is checked as
+// [OpenRoot] checks one. See [Root.Store] for owner.
+func OpenDir(path string, owner fsys.Owner) (*Dir, error) {
+	return OpenDirWith(path, owner, RootOptions{})
+}
+
+// OpenDirWith is [OpenDir] with options: the Dir makes its syscalls
+// through opts.Syscalls.
+func OpenDirWith(path string, owner fsys.Owner, opts RootOptions) (*Dir, error) {
 	if path == "" {
 		return nil, errors.New("open lock dir: empty path")
 	}
@@ -52,12 +55,12 @@ func OpenDir(path string, uid, gid int) (*Dir, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open lock dir %s: %w", path, err)
 	}
-	r, err := OpenRoot(filepath.Dir(abs))
+	r, err := OpenRootWith(filepath.Dir(abs), opts)
 	if err != nil {
 		return nil, fmt.Errorf("open lock dir %s: %w", path, err)
 	}
 	defer r.Close()
-	return r.Store(filepath.Base(abs), uid, gid)
+	return r.Store(filepath.Base(abs), owner)
 }
 
 // Path returns the lock directory.
@@ -84,13 +87,14 @@ func (d *Dir) openSub(rel string) (int, string, error) {
 		return -1, "", fmt.Errorf("lock dir %s: %w", d.path, fs.ErrClosed)
 	}
 	if rel == "" {
-		fd, err := unix.FcntlInt(uintptr(d.fd), unix.F_DUPFD_CLOEXEC, 0)
+		// A new fd of d itself (a lock keeps the fd of its directory).
+		fd, err := d.sys.Openat(d.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return -1, "", &fs.PathError{Op: "dup", Path: d.path, Err: err}
+			return -1, "", pathError("open", d.path, err)
 		}
 		return fd, d.path, nil
 	}
-	fd, err := nofollow.MkdirAll(d.fd, d.path, rel, 0o755, d.uid, d.gid)
+	fd, err := mkdirAll(d.sys, d.fd, d.path, rel, 0o755, d.owner)
 	if err != nil {
 		return -1, "", err
 	}

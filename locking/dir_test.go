@@ -10,10 +10,15 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"chunkgc/internal/fsys"
 	"chunkgc/internal/nofollow"
+	"chunkgc/internal/testkit/rtest"
 )
 
 const backupUID, backupGID = 34, 34 // Debian's backup user and group
+
+// backupOwner is the backup user and group as an fsys.Owner.
+var backupOwner = fsys.Owner{UID: backupUID, GID: backupGID}
 
 // TestDirOnTmpfs opens a lock directory on a tmpfs as root with the backup
 // user as owner: the lock root and its parent it creates are root:root 0755,
@@ -22,13 +27,13 @@ const backupUID, backupGID = 34, 34 // Debian's backup user and group
 func TestDirOnTmpfs(t *testing.T) {
 	mnt := mountTmpfs(t)
 	path := filepath.Join(mnt, "chunkgc", "locks", "store1")
-	d, err := OpenDir(path, backupUID, backupGID)
-	ok(t, err)
-	equal(t, path, d.Path())
+	d, err := OpenDir(path, backupOwner)
+	rtest.OK(t, err)
+	rtest.Equal(t, "d.Path()", path, d.Path())
 
 	var sfs unix.Statfs_t
-	ok(t, unix.Statfs(d.Path(), &sfs))
-	equal(t, int64(unix.TMPFS_MAGIC), int64(sfs.Type))
+	rtest.OK(t, unix.Statfs(d.Path(), &sfs))
+	rtest.Equal(t, "int64(sfs.Type)", int64(unix.TMPFS_MAGIC), int64(sfs.Type))
 
 	assertOwner := func(p string, uid, gid uint32) {
 		t.Helper()
@@ -47,58 +52,58 @@ func TestDirOnTmpfs(t *testing.T) {
 	}
 
 	gc, err := d.GCLock()
-	ok(t, err)
+	rtest.OK(t, err)
 	assertOwner(gc.Path(), backupUID, backupGID)
 	if _, err := d.GCLock(); !errors.Is(err, ErrLocked) {
 		t.Errorf("second GCLock: want ErrLocked, got %v", err)
 	}
-	ok(t, gc.Unlock())
+	rtest.OK(t, gc.Unlock())
 
 	g, err := d.LockGroup(t.Context(), []string{"ns1", "ns2"}, "vm", "100", Exclusive, 0)
-	ok(t, err)
-	equal(t, filepath.Join(path, "ns1:ns2", "vm-100"), g.Path())
+	rtest.OK(t, err)
+	rtest.Equal(t, "g.Path()", filepath.Join(path, "ns1:ns2", "vm-100"), g.Path())
 	assertOwner(filepath.Join(path, "ns1:ns2"), backupUID, backupGID)
 	assertOwner(g.Path(), backupUID, backupGID)
-	ok(t, g.Unlock())
+	rtest.OK(t, g.Unlock())
 
 	long := strings.Repeat("x", 300)
 	s, err := d.LockSnapshot(t.Context(), nil, "ct", long, "2025-04-04T15:02:49Z", Exclusive, 0)
-	ok(t, err)
-	equal(t, filepath.Join(path, LockFileName(nil, "ct/"+long+"/2025-04-04T15:02:49Z")), s.Path())
+	rtest.OK(t, err)
+	rtest.Equal(t, "s.Path()", filepath.Join(path, LockFileName(nil, "ct/"+long+"/2025-04-04T15:02:49Z")), s.Path())
 	assertOwner(filepath.Join(path, "hashed"), backupUID, backupGID)
 	assertOwner(s.Path(), backupUID, backupGID)
-	ok(t, s.RemoveAndUnlock())
+	rtest.OK(t, s.RemoveAndUnlock())
 
 	w, err := d.RegisterWriter(time.Now())
-	ok(t, err)
+	rtest.OK(t, err)
 	assertOwner(w.Path(), backupUID, backupGID)
-	ok(t, w.Close())
+	rtest.OK(t, w.Close())
 
 	// A second OpenDir of the existing directory changes nothing.
-	_, err = OpenDir(path, 0, 0)
-	ok(t, err)
+	_, err = OpenDir(path, fsys.Owner{})
+	rtest.OK(t, err)
 	assertOwner(path, backupUID, backupGID)
 }
 
 // TestOpenDirNoOwner: uid -1 leaves ownership to the process.
 func TestOpenDirNoOwner(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "a", "b")
-	d, err := OpenDir(path, -1, -1)
-	ok(t, err)
+	d, err := OpenDir(path, fsys.Keep)
+	rtest.OK(t, err)
 	uid, gid := owner(t, filepath.Join(path, "writers"))
-	equal(t, uint32(os.Geteuid()), uid)
-	equal(t, uint32(os.Getegid()), gid)
+	rtest.Equal(t, "uid", uint32(os.Geteuid()), uid)
+	rtest.Equal(t, "gid", uint32(os.Getegid()), gid)
 	g, err := d.LockGroup(t.Context(), nil, "vm", "100", Exclusive, 0)
-	ok(t, err)
+	rtest.OK(t, err)
 	uid, _ = owner(t, g.Path())
-	equal(t, uint32(os.Geteuid()), uid)
-	ok(t, g.Unlock())
+	rtest.Equal(t, "uid", uint32(os.Geteuid()), uid)
+	rtest.OK(t, g.Unlock())
 }
 
 func TestOpenDirNotADirectory(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "file")
-	ok(t, os.WriteFile(path, nil, 0o644))
-	_, err := OpenDir(path, -1, -1)
+	rtest.OK(t, os.WriteFile(path, nil, 0o644))
+	_, err := OpenDir(path, fsys.Keep)
 	if !errors.Is(err, nofollow.ErrNotDir) || !strings.Contains(err.Error(), path) {
 		t.Fatalf("want ErrNotDir naming %s, got %v", path, err)
 	}
@@ -107,35 +112,35 @@ func TestOpenDirNotADirectory(t *testing.T) {
 // TestSnapshotLockFileIsPBSs: the file LockSnapshot locks is the one PBS
 // names, and a process holding that file (as PBS would) keeps chunkgc out.
 func TestSnapshotLockFileIsPBSs(t *testing.T) {
-	d, err := OpenDir(t.TempDir(), -1, -1)
-	ok(t, err)
+	d, err := OpenDir(t.TempDir(), fsys.Keep)
+	rtest.OK(t, err)
 	ns := []string{"ns1", "ns2", "ns3", "ns4", "ns5", "ns6", "ns7"}
 	pbsPath := filepath.Join(d.Path(), `ns1:ns2:ns3:ns4:ns5:ns6:ns7/vm-100-2022\x2d05\x2d02T08\x3a11\x3a33Z`)
 
 	l, err := d.LockSnapshot(t.Context(), ns, "vm", "100", "2022-05-02T08:11:33Z", Shared, 0)
-	ok(t, err)
-	equal(t, pbsPath, l.Path())
-	ok(t, l.Unlock())
+	rtest.OK(t, err)
+	rtest.Equal(t, "l.Path()", pbsPath, l.Path())
+	rtest.OK(t, l.Unlock())
 
 	h := startProc(t, "flock", pbsPath, "sh", "0")
 	h.expectLocked()
 	l, err = d.LockSnapshot(t.Context(), ns, "vm", "100", "2022-05-02T08:11:33Z", Shared, 0)
-	ok(t, err) // readers share
-	ok(t, l.Unlock())
+	rtest.OK(t, err) // readers share
+	rtest.OK(t, l.Unlock())
 	_, err = d.LockSnapshot(t.Context(), ns, "vm", "100", "2022-05-02T08:11:33Z", Exclusive, 0)
 	if !errors.Is(err, ErrLocked) {
 		t.Fatalf("exclusive beside a reader: want ErrLocked, got %v", err)
 	}
 	// The group lock is a different file.
 	g, err := d.LockGroup(t.Context(), ns, "vm", "100", Exclusive, 0)
-	ok(t, err)
-	equal(t, filepath.Join(d.Path(), "ns1:ns2:ns3:ns4:ns5:ns6:ns7", "vm-100"), g.Path())
-	ok(t, g.Unlock())
+	rtest.OK(t, err)
+	rtest.Equal(t, "g.Path()", filepath.Join(d.Path(), "ns1:ns2:ns3:ns4:ns5:ns6:ns7", "vm-100"), g.Path())
+	rtest.OK(t, g.Unlock())
 }
 
 func TestLockInvalidNames(t *testing.T) {
-	d, err := OpenDir(filepath.Join(t.TempDir(), "locks"), -1, -1)
-	ok(t, err)
+	d, err := OpenDir(filepath.Join(t.TempDir(), "locks"), fsys.Keep)
+	rtest.OK(t, err)
 	tests := []struct {
 		name string
 		ns   []string
@@ -168,6 +173,6 @@ func TestLockInvalidNames(t *testing.T) {
 		t.Error("LockSnapshot with an empty time succeeded")
 	}
 	entries, err := os.ReadDir(filepath.Dir(d.Path()))
-	ok(t, err)
-	equal(t, 1, len(entries)) // nothing created beside the lock dir
+	rtest.OK(t, err)
+	rtest.Equal(t, "len(entries)", 1, len(entries)) // nothing created beside the lock dir
 }

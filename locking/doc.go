@@ -19,21 +19,28 @@
 //
 // # Store lock
 //
-// [OFDLock] takes an OFD write lock (fcntl F_OFD_SETLK, F_WRLCK, whole file)
-// on <base>/.lock, non-blocking, for the whole GC run. PBS daemons hold
+// [Dir.LockStore] takes an OFD write lock (fcntl F_OFD_SETLK, F_WRLCK, whole
+// file) on <base>/.lock ([StoreLockName]), non-blocking, for the whole GC
+// run. PBS daemons hold
 // classic POSIX read locks (F_SETLK, F_RDLCK) on that file while a backup
 // runs; on Linux OFD and classic locks conflict, so GC does not start while a
 // PBS writer is active, and a PBS writer cannot start while GC runs. It is an
 // OFD lock and not a classic one because a classic lock is dropped when the
-// process closes any fd of the file, which any library code could do. .lock is
-// created if missing, owned like its parent (the store base) when root.
-// [OFDLockAt] opens it relative to the store's base fd; [OFDLock] takes a
-// path and opens its directory first.
+// process closes any fd of the file, which any library code could do.
+//
+// This package is the one owner of .lock: [CreateStoreLock] makes it when
+// chunkstore creates a store (0644 whatever the umask, owned by the store's
+// [fsys.Owner] when that is Active), and LockStore creates it if it is
+// missing (0644, owned like its parent, the store base, when root: PBS
+// daemons running as the store's owner must still open it). LockStore opens
+// it relative to the store's base fd; [OFDLock] takes a path and opens its
+// directory first.
 //
 // # GC lock
 //
 // [Dir.GCLock] takes flock LOCK_EX|LOCK_NB on <lockdir>/gc: one GC per store
-// on this host. The lock directory ([DefaultDir]: /run/chunkgc/locks/<store>)
+// on this host. The lock directory (<root>/<store>, with [DefaultRoot]
+// /run/chunkgc/locks/<store>)
 // is on tmpfs, so lock files cost no disk I/O, do not depend on the store's
 // filesystem supporting flock, and vanish at reboot together with every
 // process that could hold them.
@@ -44,18 +51,45 @@
 // lock directory per store, <root>/<store>. [OpenRoot] opens (and creates)
 // the root; [Root.Store] opens (and creates) a store's directory in it and
 // returns the [Dir]; [OpenDir] is the two in one, taking the parent of its
-// path as the root. Ownership, when running as root:
+// path as the root.
+//
+// # Ownership
+//
+// Who owns what the package creates is an [fsys.Owner], the one owner type
+// of chunkgc, given to [Root.Store] and [OpenDir] (the backup user; [fsys.Keep]
+// leaves ownership as the process creates it). It applies when it is
+// [fsys.Owner.Active]: running as root and a UID >= 0. Ownership, when
+// running as root:
 //
 //   - what root creates for the lock root itself (/run/chunkgc,
 //     /run/chunkgc/locks) is root:root 0755, whatever the umask;
 //   - the store's directory and everything a writer running as the backup
 //     user must create or lock in it (writers/, the namespace directories,
 //     hashed/, the lock files, registry entries) are created owned by the
-//     uid:gid given to Store, the backup user, chowned through the new fd;
-//   - nothing that already exists is ever chowned or chmodded.
+//     Owner given to Store, the backup user, chowned through the new fd;
+//   - a missing <base>/.lock that [Dir.LockStore] creates is owned like the
+//     store base (who owns the store, not the lock tree);
+//   - nothing that already exists in the lock tree is ever chowned or
+//     chmodded. (An existing <base>/.lock, which is in the store, is chowned
+//     to the store's Owner by CreateStoreLock, as chunkstore.Create chowns
+//     the rest of the store it adopts.)
 //
 // A process that is not root checks no ownership and chowns nothing: it
 // cannot be led to do anything its user could not do anyway.
+//
+// # The syscall seam
+//
+// Every syscall the package makes on the lock root, the lock directories,
+// their lock files and the store lock goes through one [fsys.Syscalls] value
+// (close(2) aside, as in chunkstore): [RootOptions].Syscalls, given to
+// [OpenRootWith] or [OpenDirWith] and kept by the [Root], the Dirs opened from it and
+// every [Lock] and [Writer] made from them; [CreateStoreLock] takes its
+// caller's (chunkstore's). [OpenRoot], [OpenDir], [Flock] and [OFDLock] use
+// [fsys.Real]. So a test can fail "the Nth call of op X on name Y" anywhere
+// in the protocol with one wrapper (see internal/testkit/faultfs). The
+// paths above the lock root that are resolved by name (rule 2 of No escape)
+// go through the seam too, as *at calls on AT_FDCWD. Errors from the seam
+// name the relative name; the package rewrites them to the full path.
 //
 // # Writer registry
 //
@@ -145,10 +179,10 @@
 //     without following a symlink: the [Root] and the [Dir] keep an
 //     O_DIRECTORY fd; a store's directory, writers/, namespace directories
 //     and hashed/ are opened (created if missing) component by component
-//     with O_NOFOLLOW|O_DIRECTORY, or with openat2(RESOLVE_BENEATH|
-//     RESOLVE_NO_SYMLINKS) on Linux ≥ 5.6 (package internal/nofollow has
-//     both). A symlink, or anything but a directory, where a directory is
-//     expected is an error naming that path.
+//     with O_NOFOLLOW|O_DIRECTORY through the seam, as
+//     internal/nofollow's component-wise resolution does (whose checks and
+//     errors it reuses). A symlink, or anything but a directory, where a
+//     directory is expected is an error naming that path.
 //  3. Lock files (gc, group and snapshot locks, <base>/.lock, registry
 //     entries) are opened relative to their parent's fd with O_NOFOLLOW and
 //     O_NONBLOCK, so a FIFO cannot block the open, and checked with fstat

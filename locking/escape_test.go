@@ -1,10 +1,12 @@
 package locking
 
 import (
-	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"chunkgc/internal/testkit/rtest"
 )
 
 // systemdEscape runs the real `systemd-escape --path`, or skips t when it
@@ -13,10 +15,7 @@ func systemdEscape(t *testing.T, s string) string {
 	t.Helper()
 	bin, err := exec.LookPath("systemd-escape")
 	if err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skip("systemd-escape not installed")
-		}
-		t.Fatal("systemd-escape not installed; CI is set")
+		rtest.SkipOrFail(t, "systemd-escape not installed")
 	}
 	out, err := exec.Command(bin, "--path", "--", s).Output()
 	if err != nil {
@@ -55,8 +54,8 @@ func TestEscapePath(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := EscapePath(tt.give)
-			equal(t, tt.want, got)
-			equal(t, systemdEscape(t, tt.give), got)
+			rtest.Equal(t, "got", tt.want, got)
+			rtest.Equal(t, "got", systemdEscape(t, tt.give), got)
 		})
 	}
 }
@@ -76,7 +75,7 @@ func TestEscapePathRejectedBySystemd(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			equal(t, tt.want, EscapePath(tt.give))
+			rtest.Equal(t, "EscapePath(tt.give)", tt.want, EscapePath(tt.give))
 		})
 	}
 }
@@ -112,7 +111,7 @@ func TestLockFileName(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := LockFileName(tt.ns, tt.rel)
-			equal(t, tt.want, got)
+			rtest.Equal(t, "got", tt.want, got)
 			base := got[strings.LastIndexByte(got, '/')+1:]
 			if len(base) >= maxLockName {
 				t.Errorf("file name is %d bytes, want < %d", len(base), maxLockName)
@@ -126,10 +125,12 @@ func TestLockFileName(t *testing.T) {
 func TestLockFileNameDiffersFromSystemdOnlyInColon(t *testing.T) {
 	for _, rel := range []string{"vm/100", "ct/my.host-1/2025-04-04T15:02:49Z", ".x/y z/ü"} {
 		want := strings.ReplaceAll(systemdEscape(t, rel), ":", `\x3a`)
-		equal(t, want, LockFileName(nil, rel))
+		rtest.Equal(t, "LockFileName(nil, rel)", want, LockFileName(nil, rel))
 	}
 }
 
-func TestDefaultDir(t *testing.T) {
-	equal(t, "/run/chunkgc/locks/store1", DefaultDir("store1"))
+// TestDefaultRoot: the default lock directory of a store is
+// <DefaultRoot>/<store>, /run/chunkgc/locks/<store>.
+func TestDefaultRoot(t *testing.T) {
+	rtest.Equal(t, "default lock dir", "/run/chunkgc/locks/store1", filepath.Join(DefaultRoot, "store1"))
 }

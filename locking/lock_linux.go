@@ -5,15 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"chunkgc/internal/eintr"
+	"chunkgc/internal/fsys"
 	"chunkgc/internal/nofollow"
 )
 
@@ -58,10 +56,11 @@ const (
 )
 
 // Lock is a held kernel lock on a file: a flock (from [Flock] and [Dir]) or
-// an OFD write lock (from [OFDLock]). It owns an open file descriptor; the
-// lock lasts until Unlock or RemoveAndUnlock, or until the process dies.
-// Its methods are safe for concurrent use.
+// an OFD write lock (from [OFDLock] and [Dir.LockStore]). It owns an open
+// file descriptor; the lock lasts until Unlock or RemoveAndUnlock, or until
+// the process dies. Its methods are safe for concurrent use.
 type Lock struct {
+	sys  fsys.Syscalls // the seam it was taken through
 	path string
 	kind kind
 	// dirfd is an O_DIRECTORY fd of the lock file's parent and name its
@@ -104,12 +103,12 @@ func (l *Lock) release(fd int) error {
 	var unlockErr error
 	if l.kind == kindOFD {
 		lk := unix.Flock_t{Type: unix.F_UNLCK, Whence: 0}
-		if err := eintr.Retry(func() error { return unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk) }); err != nil {
-			unlockErr = &fs.PathError{Op: "fcntl F_OFD_SETLK F_UNLCK", Path: l.path, Err: err}
+		if err := l.sys.FcntlFlock(fd, unix.F_OFD_SETLK, &lk); err != nil {
+			unlockErr = pathError("fcntl F_OFD_SETLK F_UNLCK", l.path, err)
 		}
 	} else {
-		if err := eintr.Retry(func() error { return unix.Flock(fd, unix.LOCK_UN) }); err != nil {
-			unlockErr = &fs.PathError{Op: "flock LOCK_UN", Path: l.path, Err: err}
+		if err := l.sys.Flock(fd, unix.LOCK_UN); err != nil {
+			unlockErr = pathError("flock LOCK_UN", l.path, err)
 		}
 	}
 	// Closing releases the lock too (it is the last fd of its open file
@@ -136,23 +135,23 @@ func (l *Lock) RemoveAndUnlock() error {
 	case l.kind != kindFlockExclusive:
 		rmErr = fmt.Errorf("remove lock %s: not an exclusive flock", l.path)
 	default:
-		rmErr = removeIfSame(fd, l.dirfd, l.name, l.path)
+		rmErr = removeIfSame(l.sys, fd, l.dirfd, l.name, l.path)
 	}
 	return errors.Join(rmErr, l.release(fd))
 }
 
 // removeIfSame unlinks name in dirfd (path, for messages) if it still names
 // the file open as fd.
-func removeIfSame(fd, dirfd int, name, path string) error {
-	same, err := sameFile(fd, dirfd, name, path)
+func removeIfSame(sys fsys.Syscalls, fd, dirfd int, name, path string) error {
+	same, err := sameFile(sys, fd, dirfd, name, path)
 	if err != nil {
 		return err
 	}
 	if !same {
 		return fmt.Errorf("remove lock %s: %w", path, ErrReplaced)
 	}
-	if err := eintr.Retry(func() error { return unix.Unlinkat(dirfd, name, 0) }); err != nil {
-		return &fs.PathError{Op: "unlink", Path: path, Err: err}
+	if err := sys.Unlinkat(dirfd, name, 0); err != nil {
+		return pathError("unlink", path, err)
 	}
 	return nil
 }
@@ -174,30 +173,31 @@ func removeIfSame(fd, dirfd int, name, path string) error {
 // After every successful flock it double-stats (see the package doc): if the
 // path is gone or names another inode, it drops that lock and retries on the
 // file now at path, or, if there is no time left to, returns [ErrReplaced].
+//
+// Its syscalls go through [fsys.Real].
 func Flock(ctx context.Context, path string, mode Mode, timeout time.Duration) (*Lock, error) {
-	f := newFlocker(-1, -1)
+	f := newFlocker(fsys.Real{}, fsys.Keep)
 	return f.lock(ctx, path, mode, timeout)
 }
 
-// openParent opens the directory holding path, by path, and returns its fd,
-// its path and the base name of path.
-func openParent(path string) (int, string, string, error) {
+// openParent opens the directory holding path, by path, through sys and
+// returns its fd, its path and the base name of path.
+func openParent(sys fsys.Syscalls, path string) (int, string, string, error) {
 	dir, name := filepath.Dir(path), filepath.Base(path)
 	if name == "/" || name == "." || name == ".." {
 		return -1, "", "", fmt.Errorf("lock %s: not a file name", path)
 	}
-	fd, err := eintr.Retry2(func() (int, error) {
-		return unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	})
+	fd, err := sys.Openat(unix.AT_FDCWD, dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return -1, "", "", &fs.PathError{Op: "open", Path: dir, Err: err}
+		return -1, "", "", pathError("open", dir, err)
 	}
 	return fd, dir, name, nil
 }
 
 // flocker takes flocks. Its unexported knobs are for tests.
 type flocker struct {
-	uid, gid int // owner of lock files it creates; -1: leave as created
+	sys   fsys.Syscalls
+	owner fsys.Owner // of the lock files it creates (when Active)
 
 	minPoll, maxPoll time.Duration // backoff bounds while waiting
 
@@ -210,117 +210,166 @@ type flocker struct {
 	afterReplaced func()
 }
 
-func newFlocker(uid, gid int) flocker {
-	return flocker{uid: uid, gid: gid, minPoll: time.Millisecond, maxPoll: 50 * time.Millisecond}
+func newFlocker(sys fsys.Syscalls, owner fsys.Owner) flocker {
+	return flocker{sys: sys, owner: owner, minPoll: time.Millisecond, maxPoll: 50 * time.Millisecond}
 }
 
 // lock is lockAt for a path whose directory is opened by path.
 func (f *flocker) lock(ctx context.Context, path string, mode Mode, timeout time.Duration) (*Lock, error) {
-	dirfd, dir, name, err := openParent(path)
+	dirfd, dir, name, err := openParent(f.sys, path)
 	if err != nil {
 		return nil, err
 	}
 	return f.lockAt(ctx, dirfd, dir, name, mode, timeout)
 }
 
+// attempt is one lockAt call: the lock file it waits on and how long.
+type attempt struct {
+	f        *flocker
+	ctx      context.Context
+	dirfd    int
+	dirPath  string
+	name     string
+	path     string
+	how      int // LOCK_SH or LOCK_EX
+	kind     kind
+	timeout  time.Duration
+	deadline time.Time // zero for a try-once attempt
+	delay    time.Duration
+	busy     int
+	fd       int // the open lock file, -1 for none
+}
+
 // lockAt flocks name in the directory dirfd (whose path is dirPath, for
 // messages). It takes ownership of dirfd: the returned Lock keeps it, and
 // it is closed on error.
+//
+// Each round opens the file at path (or creates it) unless it holds it
+// already, tries the flock, and on success double-stats; a busy lock or a
+// replaced file is waited for with backoff until the timeout (see [Flock]).
 func (f *flocker) lockAt(ctx context.Context, dirfd int, dirPath, name string, mode Mode, timeout time.Duration) (l *Lock, err error) {
-	path := filepath.Join(dirPath, name)
-	defer func() {
-		if l == nil {
-			closeFD(dirfd, dirPath)
-		}
-	}()
-	how, err := mode.how()
-	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", path, err)
+	a := &attempt{f: f, ctx: ctx, dirfd: dirfd, dirPath: dirPath, name: name,
+		path: filepath.Join(dirPath, name), timeout: timeout, delay: f.minPoll, fd: -1}
+	defer a.cleanup(&l)
+	if a.how, err = mode.how(); err != nil {
+		return nil, fmt.Errorf("lock %s: %w", a.path, err)
+	}
+	a.kind = kindFlockShared
+	if mode == Exclusive {
+		a.kind = kindFlockExclusive
 	}
 	if ctx.Err() != nil {
-		return nil, waitError(ctx, path)
+		return nil, waitError(ctx, a.path)
 	}
-	var deadline time.Time
 	if timeout > 0 {
-		deadline = time.Now().Add(timeout)
+		a.deadline = time.Now().Add(timeout)
 	}
-	delay := f.minPoll
-	busy := 0
-	fd := -1
-	defer func() {
-		if fd >= 0 {
-			closeFD(fd, path)
-		}
-	}()
 	for {
-		if fd < 0 {
-			if fd, err = openLockFile(dirfd, dirPath, name, unix.O_RDONLY, f.uid, f.gid); err != nil {
-				return nil, err
-			}
-		}
-		if f.beforeFlock != nil {
-			f.beforeFlock()
-		}
-		err := eintr.Retry(func() error { return unix.Flock(fd, how|unix.LOCK_NB) })
-		switch {
-		case err == nil:
-			same, err := sameFile(fd, dirfd, name, path)
-			if err != nil {
-				return nil, err
-			}
-			if same {
-				k := kindFlockShared
-				if mode == Exclusive {
-					k = kindFlockExclusive
-				}
-				l := &Lock{path: path, kind: k, dirfd: dirfd, name: name, fd: fd}
-				fd = -1
-				return l, nil
-			}
-			// We locked an inode that is no longer at path: whoever removed
-			// it did so while holding the lock, and whoever holds the file
-			// there now must not share it with us. Drop it and look again.
-			closeFD(fd, path)
-			fd = -1
-			if f.afterReplaced != nil {
-				f.afterReplaced()
-			}
-			if timeout <= 0 || !time.Now().Before(deadline) {
-				return nil, fmt.Errorf("lock %s: %w", path, ErrReplaced)
-			}
-			if ctx.Err() != nil {
-				return nil, waitError(ctx, path)
-			}
-		case errors.Is(err, unix.EWOULDBLOCK):
-			if timeout <= 0 {
-				return nil, &LockedError{Path: path, Err: err}
-			}
-			left := time.Until(deadline)
-			if left <= 0 {
-				return nil, &LockedError{Path: path, Err: fmt.Errorf("still held after %v: %w", timeout, err)}
-			}
-			// The holder may have removed the file and not released it
-			// yet; wait on the file at path then, not on the old one.
-			same, err := sameFile(fd, dirfd, name, path)
-			if err != nil {
-				return nil, err
-			}
-			if !same {
-				closeFD(fd, path)
-				fd = -1
-			}
-			busy++
-			if f.afterBusy != nil {
-				f.afterBusy(busy)
-			}
-			if err := sleepCtx(ctx, min(delay, left)); err != nil {
-				return nil, waitError(ctx, path)
-			}
-			delay = min(2*delay, f.maxPoll)
-		default:
-			return nil, &fs.PathError{Op: "flock", Path: path, Err: err}
+		l, done, err := a.round()
+		if done || err != nil {
+			return l, err
 		}
 	}
+}
+
+// cleanup closes what an attempt holds unless it made *l, which owns them.
+func (a *attempt) cleanup(l **Lock) {
+	if *l != nil {
+		return
+	}
+	a.dropFile()
+	closeFD(a.dirfd, a.dirPath)
+}
+
+// dropFile closes the lock file the attempt holds, if any.
+func (a *attempt) dropFile() {
+	if a.fd >= 0 {
+		closeFD(a.fd, a.path)
+		a.fd = -1
+	}
+}
+
+// round opens the lock file if needed and tries the flock once. It returns
+// the Lock when taken, done with an error when the attempt ends, and
+// neither to go round again.
+func (a *attempt) round() (*Lock, bool, error) {
+	if a.fd < 0 {
+		fd, err := openLockFile(a.f.sys, a.dirfd, a.dirPath, a.name, unix.O_RDONLY, ownedBy(a.f.owner))
+		if err != nil {
+			return nil, true, err
+		}
+		a.fd = fd
+	}
+	if a.f.beforeFlock != nil {
+		a.f.beforeFlock()
+	}
+	err := a.f.sys.Flock(a.fd, a.how|unix.LOCK_NB)
+	switch {
+	case err == nil:
+		return a.locked()
+	case errors.Is(err, unix.EWOULDBLOCK):
+		return nil, false, a.busyWait(err)
+	default:
+		return nil, true, pathError("flock", a.path, err)
+	}
+}
+
+// locked is the double-stat after a successful flock: the Lock when the file
+// is still at path, otherwise (someone removed it while holding the lock,
+// and whoever holds the file there now must not share it with us) nil with
+// the file dropped, to look again while there is time, or [ErrReplaced].
+func (a *attempt) locked() (*Lock, bool, error) {
+	same, err := sameFile(a.f.sys, a.fd, a.dirfd, a.name, a.path)
+	if err != nil {
+		return nil, true, err
+	}
+	if same {
+		l := &Lock{sys: a.f.sys, path: a.path, kind: a.kind, dirfd: a.dirfd, name: a.name, fd: a.fd}
+		a.fd = -1
+		return l, true, nil
+	}
+	a.dropFile()
+	if a.f.afterReplaced != nil {
+		a.f.afterReplaced()
+	}
+	if a.timeout <= 0 || !time.Now().Before(a.deadline) {
+		return nil, true, fmt.Errorf("lock %s: %w", a.path, ErrReplaced)
+	}
+	if a.ctx.Err() != nil {
+		return nil, true, waitError(a.ctx, a.path)
+	}
+	return nil, false, nil
+}
+
+// busyWait handles a held lock (err is the EWOULDBLOCK): a [*LockedError]
+// for a try-once attempt or when the timeout ran out, otherwise a sleep of
+// the next backoff step, after dropping the file if it is no longer at path
+// (the holder may have removed it and not released it yet: wait on the file
+// at path then, not on the old one). It returns nil to go round again.
+func (a *attempt) busyWait(err error) error {
+	if a.timeout <= 0 {
+		return &LockedError{Path: a.path, Err: errnoOf(err)}
+	}
+	left := time.Until(a.deadline)
+	if left <= 0 {
+		return &LockedError{Path: a.path, Err: fmt.Errorf("still held after %v: %w", a.timeout, errnoOf(err))}
+	}
+	same, err := sameFile(a.f.sys, a.fd, a.dirfd, a.name, a.path)
+	if err != nil {
+		return err
+	}
+	if !same {
+		a.dropFile()
+	}
+	a.busy++
+	if a.f.afterBusy != nil {
+		a.f.afterBusy(a.busy)
+	}
+	if err := sleepCtx(a.ctx, min(a.delay, left)); err != nil {
+		return waitError(a.ctx, a.path)
+	}
+	a.delay = min(2*a.delay, a.f.maxPoll)
+	return nil
 }
 
 // sleepCtx waits for d or until ctx is done, whichever is first.
@@ -345,70 +394,34 @@ func waitError(ctx context.Context, path string) error {
 	return fmt.Errorf("wait for lock %s: %w", path, err)
 }
 
-// OFDLock takes a non-blocking OFD write lock (F_OFD_SETLK, F_WRLCK, whole
-// file) on path, the store's <base>/.lock: it opens the directory of path by
-// path and calls [OFDLockAt]. Prefer OFDLockAt with the store's base fd.
-func OFDLock(path string) (*Lock, error) {
-	dirfd, dir, name, err := openParent(path)
-	if err != nil {
-		return nil, err
-	}
-	defer closeFD(dirfd, dir)
-	return OFDLockAt(dirfd, dir, name)
+// lockFileOwner says who owns a lock file [openLockFile] creates.
+type lockFileOwner struct {
+	// owner is chowned to when it is [fsys.Owner.Active], unless likeParent.
+	owner fsys.Owner
+	// likeParent: as root, the owner of the directory the file is created
+	// in (the store's .lock, which PBS daemons running as the owner of the
+	// store must be able to open).
+	likeParent bool
 }
 
-// OFDLockAt takes a non-blocking OFD write lock (F_OFD_SETLK, F_WRLCK, whole
-// file) on name in the directory dirfd (the store's base fd and ".lock";
-// dirPath is the directory's path, for messages). The file is opened
-// O_RDWR|O_NONBLOCK|O_NOFOLLOW relative to dirfd and must be a regular file
-// with one link, or OFDLockAt fails with an error naming it. It is created
-// if missing (0644; when running as root, owned like the directory, fstat
-// of dirfd, so that PBS daemons running as the backup user can still open
-// it). dirfd stays the caller's.
-//
-// The lock conflicts with the classic POSIX read locks PBS daemons hold on
-// .lock during a backup: if any process holds one (or another OFD or POSIX
-// lock), OFDLockAt returns a [*LockedError]. Being an OFD lock, it belongs to
-// the open file description, so closing some other fd of the same file in
-// this process does not drop it (a classic POSIX lock would be dropped).
-func OFDLockAt(dirfd int, dirPath, name string) (*Lock, error) {
-	path := filepath.Join(dirPath, name)
-	if err := nofollow.CheckName(name); err != nil || strings.Contains(name, "/") {
-		return nil, fmt.Errorf("lock %s: %q is not a file name", path, name)
-	}
-	fd, err := openLockFile(dirfd, dirPath, name, unix.O_RDWR, ownerOfParent, ownerOfParent)
-	if err != nil {
-		return nil, err
-	}
-	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 0}
-	err = eintr.Retry(func() error { return unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk) })
-	if err != nil {
-		closeFD(fd, path)
-		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
-			return nil, &LockedError{Path: path, Err: err}
-		}
-		return nil, &fs.PathError{Op: "fcntl F_OFD_SETLK", Path: path, Err: err}
-	}
-	return &Lock{path: path, kind: kindOFD, dirfd: -1, name: name, fd: fd}, nil
-}
+// ownedBy is the lockFileOwner for files chowned to o.
+func ownedBy(o fsys.Owner) lockFileOwner { return lockFileOwner{owner: o} }
 
-// ownerOfParent as uid and gid of openLockFile means: chown a created file
-// to the owner of its parent directory.
-const ownerOfParent = -2
+// ownedLikeParent is the lockFileOwner for files owned like their directory.
+var ownedLikeParent = lockFileOwner{likeParent: true}
 
-// openLockFile opens name in dirfd with acc (O_RDONLY or O_RDWR) plus
-// O_NOFOLLOW|O_NONBLOCK (a FIFO must not block), creating it 0644 with
+// openLockFile opens name in dirfd through sys with acc (O_RDONLY or O_RDWR)
+// plus O_NOFOLLOW|O_NONBLOCK (a FIFO must not block), creating it 0644 with
 // O_CREAT|O_EXCL if missing, and checks the opened fd with checkLockFile.
-// A file it creates is chowned through its fd to uid:gid when running as
-// root and uid is not -1 (ownerOfParent: dirfd's owner). A file that
+// A file it creates is chowned through its fd as owner says; a file that
 // already exists keeps its owner.
-func openLockFile(dirfd int, dirPath, name string, acc int, uid, gid int) (int, error) {
+func openLockFile(sys fsys.Syscalls, dirfd int, dirPath, name string, acc int, owner lockFileOwner) (int, error) {
 	path := filepath.Join(dirPath, name)
 	flags := acc | unix.O_NONBLOCK
 	for {
-		fd, err := nofollow.Open(dirfd, dirPath, name, flags, 0)
+		fd, err := openEntry(sys, dirfd, dirPath, name, flags, 0, false)
 		if err == nil {
-			if err := checkLockFile(fd, path); err != nil {
+			if err := checkLockFile(sys, fd, path); err != nil {
 				closeFD(fd, path)
 				return -1, err
 			}
@@ -417,14 +430,14 @@ func openLockFile(dirfd int, dirPath, name string, acc int, uid, gid int) (int, 
 		if !errors.Is(err, unix.ENOENT) {
 			return -1, err
 		}
-		fd, err = nofollow.Open(dirfd, dirPath, name, flags|unix.O_CREAT|unix.O_EXCL, 0o644)
+		fd, err = openEntry(sys, dirfd, dirPath, name, flags|unix.O_CREAT|unix.O_EXCL, 0o644, false)
 		if errors.Is(err, unix.EEXIST) {
 			continue // created by someone else just now: open theirs
 		}
 		if err != nil {
 			return -1, fmt.Errorf("create lock file: %w", err)
 		}
-		if err := chownCreated(fd, dirfd, path, uid, gid); err != nil {
+		if err := chownCreated(sys, fd, dirfd, path, owner); err != nil {
 			closeFD(fd, path)
 			return -1, err
 		}
@@ -437,11 +450,16 @@ func openLockFile(dirfd int, dirPath, name string, acc int, uid, gid int) (int, 
 // (a hard link could make the lock file also a file outside the lock
 // directory). A file with no link left was removed after we opened it: the
 // double-stat sees that and retries.
-func checkLockFile(fd int, path string) error {
+func checkLockFile(sys fsys.Syscalls, fd int, path string) error {
 	var st unix.Stat_t
-	if err := eintr.Retry(func() error { return unix.Fstat(fd, &st) }); err != nil {
-		return &fs.PathError{Op: "fstat", Path: path, Err: err}
+	if err := sys.Fstat(fd, &st); err != nil {
+		return pathError("fstat", path, err)
 	}
+	return checkLockStat(&st, path)
+}
+
+// checkLockStat is checkLockFile's check of the stat st of the file at path.
+func checkLockStat(st *unix.Stat_t, path string) error {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return &fs.PathError{Op: "open lock file", Path: path,
 			Err: fmt.Errorf("%w (%s)", nofollow.ErrNotRegular, nofollow.TypeName(st.Mode))}
@@ -453,21 +471,19 @@ func checkLockFile(fd int, path string) error {
 	return nil
 }
 
-// chownCreated gives the file just created as fd in dirfd to uid:gid when
-// root (ownerOfParent: to the owner of dirfd).
-func chownCreated(fd, dirfd int, path string, uid, gid int) error {
-	if uid == -1 || os.Geteuid() != 0 {
-		return nil
-	}
-	if uid == ownerOfParent {
+// chownCreated gives the file just created as fd in dirfd to owner (see
+// lockFileOwner).
+func chownCreated(sys fsys.Syscalls, fd, dirfd int, path string, owner lockFileOwner) error {
+	o := owner.owner
+	if owner.likeParent {
 		var st unix.Stat_t
-		if err := eintr.Retry(func() error { return unix.Fstat(dirfd, &st) }); err != nil {
-			return &fs.PathError{Op: "fstat", Path: filepath.Dir(path), Err: err}
+		if err := sys.Fstat(dirfd, &st); err != nil {
+			return pathError("fstat", filepath.Dir(path), err)
 		}
-		uid, gid = int(st.Uid), int(st.Gid)
+		o = fsys.OwnerOf(&st)
 	}
-	if err := eintr.Retry(func() error { return unix.Fchown(fd, uid, gid) }); err != nil {
-		return &fs.PathError{Op: "fchown", Path: path, Err: err}
+	if err := o.Fchown(sys, fd); err != nil {
+		return pathError("fchown", path, err)
 	}
 	return nil
 }
@@ -476,25 +492,17 @@ func chownCreated(fd, dirfd int, path string, uid, gid int) error {
 // messages) still names the file open as fd: fstat(fd) against
 // fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW), same device and inode, and
 // that file still linked.
-func sameFile(fd, dirfd int, name, path string) (bool, error) {
+func sameFile(sys fsys.Syscalls, fd, dirfd int, name, path string) (bool, error) {
 	var fst, pst unix.Stat_t
-	if err := eintr.Retry(func() error { return unix.Fstat(fd, &fst) }); err != nil {
-		return false, &fs.PathError{Op: "fstat", Path: path, Err: err}
+	if err := sys.Fstat(fd, &fst); err != nil {
+		return false, pathError("fstat", path, err)
 	}
-	err := eintr.Retry(func() error { return unix.Fstatat(dirfd, name, &pst, unix.AT_SYMLINK_NOFOLLOW) })
+	err := sys.Fstatat(dirfd, name, &pst, unix.AT_SYMLINK_NOFOLLOW)
 	if errors.Is(err, unix.ENOENT) {
 		return false, nil
 	}
 	if err != nil {
-		return false, &fs.PathError{Op: "stat", Path: path, Err: err}
+		return false, pathError("stat", path, err)
 	}
 	return fst.Nlink > 0 && fst.Dev == pst.Dev && fst.Ino == pst.Ino, nil
-}
-
-func closeFD(fd int, path string) error {
-	// close is not retried on EINTR: Linux has released the fd either way.
-	if err := unix.Close(fd); err != nil {
-		return &fs.PathError{Op: "close", Path: path, Err: err}
-	}
-	return nil
 }

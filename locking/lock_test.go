@@ -10,6 +10,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"chunkgc/internal/fsys"
+	"chunkgc/internal/testkit/rtest"
 )
 
 // TestFlockBetweenProcesses checks shared/exclusive semantics against a
@@ -33,24 +36,24 @@ func TestFlockBetweenProcesses(t *testing.T) {
 			h.expectLocked()
 			l, err := Flock(t.Context(), path, tt.give, 0)
 			if !tt.wantLocked {
-				ok(t, err)
-				equal(t, path, l.Path())
-				ok(t, l.Unlock())
+				rtest.OK(t, err)
+				rtest.Equal(t, "l.Path()", path, l.Path())
+				rtest.OK(t, l.Unlock())
 				return
 			}
 			le, isLocked := errors.AsType[*LockedError](err)
 			if !isLocked {
 				t.Fatalf("want *LockedError, got %v", err)
 			}
-			equal(t, path, le.Path)
+			rtest.Equal(t, "le.Path", path, le.Path)
 			if !errors.Is(err, ErrLocked) {
 				t.Errorf("%v does not match ErrLocked", err)
 			}
 			// Once the holder is gone, the same call succeeds.
 			h.stop()
 			l, err = Flock(t.Context(), path, tt.give, 0)
-			ok(t, err)
-			ok(t, l.Unlock())
+			rtest.OK(t, err)
+			rtest.OK(t, l.Unlock())
 		})
 	}
 }
@@ -63,7 +66,7 @@ func TestFlockWaitsForHolder(t *testing.T) {
 	h.expectLocked()
 
 	waiting := make(chan struct{})
-	f := newFlocker(-1, -1)
+	f := newFlocker(fsys.Real{}, fsys.Keep)
 	f.afterBusy = func(n int) {
 		if n == 1 {
 			close(waiting)
@@ -81,9 +84,9 @@ func TestFlockWaitsForHolder(t *testing.T) {
 	<-waiting
 	h.stop()
 	r := <-res
-	ok(t, r.err)
-	equal(t, inode(t, path), fdInode(t, r.l))
-	ok(t, r.l.Unlock())
+	rtest.OK(t, r.err)
+	rtest.Equal(t, "fdInode(t, r.l)", inode(t, path), fdInode(t, r.l))
+	rtest.OK(t, r.l.Unlock())
 }
 
 // TestFlockTimeoutRunsOut: a holder that stays gives *LockedError after the
@@ -109,7 +112,7 @@ func TestFlockCancel(t *testing.T) {
 	t.Run("while waiting", func(t *testing.T) {
 		ctx, cancel := context.WithCancelCause(t.Context())
 		defer cancel(nil)
-		f := newFlocker(-1, -1)
+		f := newFlocker(fsys.Real{}, fsys.Keep)
 		f.afterBusy = func(n int) {
 			if n == 2 {
 				cancel(errStop)
@@ -145,7 +148,7 @@ func TestSeed000(t *testing.T) {
 	firstBusy, resume := make(chan struct{}), make(chan struct{})
 	replaced, busyOnNew := make(chan struct{}), make(chan struct{})
 	sawReplaced := false // only touched by B's goroutine, in hooks
-	b := newFlocker(-1, -1)
+	b := newFlocker(fsys.Real{}, fsys.Keep)
 	b.afterBusy = func(n int) {
 		switch {
 		case n == 1:
@@ -201,10 +204,10 @@ func TestSeed000(t *testing.T) {
 	c.send("unlock")
 	c.expect("unlocked")
 	r := <-res
-	ok(t, r.err)
-	equal(t, inoC, fdInode(t, r.l))
-	equal(t, inoC, inode(t, path))
-	ok(t, r.l.Unlock())
+	rtest.OK(t, r.err)
+	rtest.Equal(t, "fdInode(t, r.l)", inoC, fdInode(t, r.l))
+	rtest.Equal(t, "inode(t, path)", inoC, inode(t, path))
+	rtest.OK(t, r.l.Unlock())
 }
 
 // TestWaitMovesToNewFile: while waiting, a lock file removed by a holder
@@ -214,18 +217,18 @@ func TestWaitMovesToNewFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "lock")
 	h := startProc(t, "flock", path, "ex", "0")
 	old := h.expectLocked()
-	f := newFlocker(-1, -1)
+	f := newFlocker(fsys.Real{}, fsys.Keep)
 	f.afterBusy = func(n int) {
 		if n == 1 {
-			ok(t, os.Remove(path)) // as the holder would before releasing
+			rtest.OK(t, os.Remove(path)) // as the holder would before releasing
 		}
 	}
 	l, err := f.lock(t.Context(), path, Exclusive, time.Hour)
-	ok(t, err)
+	rtest.OK(t, err)
 	if got := fdInode(t, l); got == old || got != inode(t, path) {
 		t.Errorf("locked inode %d, old file %d, file at path %d", got, old, inode(t, path))
 	}
-	ok(t, l.Unlock())
+	rtest.OK(t, l.Unlock())
 }
 
 // TestDoubleStat replaces or removes the lock file between Flock's open and
@@ -245,35 +248,35 @@ func TestDoubleStat(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "lock")
-			ok(t, os.WriteFile(path, nil, 0o644))
+			rtest.OK(t, os.WriteFile(path, nil, 0o644))
 			old := inode(t, path)
 			replaced := 0
-			f := newFlocker(-1, -1)
+			f := newFlocker(fsys.Real{}, fsys.Keep)
 			f.beforeFlock = func() {
 				if replaced > 0 {
 					return
 				}
-				ok(t, os.Remove(path))
+				rtest.OK(t, os.Remove(path))
 				if tt.recreate {
-					ok(t, os.WriteFile(path, nil, 0o644))
+					rtest.OK(t, os.WriteFile(path, nil, 0o644))
 				}
 			}
 			f.afterReplaced = func() { replaced++ }
 			l, err := f.lock(t.Context(), path, Exclusive, tt.timeout)
-			equal(t, 1, replaced)
+			rtest.Equal(t, "replaced", 1, replaced)
 			if tt.wantError != nil {
 				if !errors.Is(err, tt.wantError) {
 					t.Fatalf("want %v, got %v", tt.wantError, err)
 				}
 				return
 			}
-			ok(t, err)
+			rtest.OK(t, err)
 			// The inode number of the removed file may be reused, so
 			// only the recreated case can tell old and new apart by it.
 			if got := fdInode(t, l); got != inode(t, path) || tt.recreate && got == old {
 				t.Errorf("locked inode %d, old file %d, file at path %d", got, old, inode(t, path))
 			}
-			ok(t, l.Unlock())
+			rtest.OK(t, l.Unlock())
 		})
 	}
 }
@@ -301,8 +304,8 @@ func TestExclusionUnderRemovals(t *testing.T) {
 func TestUnlockTwice(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "lock")
 	l, err := Flock(t.Context(), path, Exclusive, 0)
-	ok(t, err)
-	ok(t, l.Unlock())
+	rtest.OK(t, err)
+	rtest.OK(t, l.Unlock())
 	if err := l.Unlock(); !errors.Is(err, fs.ErrClosed) {
 		t.Errorf("second Unlock: want fs.ErrClosed, got %v", err)
 	}
@@ -317,7 +320,7 @@ func TestUnlockTwice(t *testing.T) {
 func TestUnlockConcurrent(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "lock")
 	l, err := Flock(t.Context(), path, Exclusive, 0)
-	ok(t, err)
+	rtest.OK(t, err)
 	var wg sync.WaitGroup
 	errs := make([]error, 4)
 	for i := range errs {
@@ -332,14 +335,14 @@ func TestUnlockConcurrent(t *testing.T) {
 			t.Errorf("Unlock: %v", err)
 		}
 	}
-	equal(t, 1, succeeded)
+	rtest.Equal(t, "succeeded", 1, succeeded)
 }
 
 func TestRemoveAndUnlock(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "lock")
 	l, err := Flock(t.Context(), path, Exclusive, 0)
-	ok(t, err)
-	ok(t, l.RemoveAndUnlock())
+	rtest.OK(t, err)
+	rtest.OK(t, l.RemoveAndUnlock())
 	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("lock file after RemoveAndUnlock: %v", err)
 	}
@@ -353,7 +356,7 @@ func TestRemoveAndUnlock(t *testing.T) {
 func TestRemoveAndUnlockShared(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "lock")
 	l, err := Flock(t.Context(), path, Shared, 0)
-	ok(t, err)
+	rtest.OK(t, err)
 	if err := l.RemoveAndUnlock(); err == nil {
 		t.Fatal("RemoveAndUnlock of a shared lock succeeded")
 	}
@@ -361,8 +364,8 @@ func TestRemoveAndUnlockShared(t *testing.T) {
 		t.Fatalf("lock file: %v", err)
 	}
 	l, err = Flock(t.Context(), path, Exclusive, 0) // released
-	ok(t, err)
-	ok(t, l.Unlock())
+	rtest.OK(t, err)
+	rtest.OK(t, l.Unlock())
 }
 
 // TestRemoveAndUnlockReplaced: a holder whose file was replaced behind its
@@ -370,9 +373,9 @@ func TestRemoveAndUnlockShared(t *testing.T) {
 func TestRemoveAndUnlockReplaced(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "lock")
 	l, err := Flock(t.Context(), path, Exclusive, 0)
-	ok(t, err)
-	ok(t, os.Remove(path))
-	ok(t, os.WriteFile(path, nil, 0o644))
+	rtest.OK(t, err)
+	rtest.OK(t, os.Remove(path))
+	rtest.OK(t, os.WriteFile(path, nil, 0o644))
 	if err := l.RemoveAndUnlock(); !errors.Is(err, ErrReplaced) {
 		t.Fatalf("want ErrReplaced, got %v", err)
 	}
@@ -392,8 +395,8 @@ func TestFlockInvalidMode(t *testing.T) {
 func TestFlockSymlink(t *testing.T) {
 	dir := t.TempDir()
 	target, path := filepath.Join(dir, "target"), filepath.Join(dir, "lock")
-	ok(t, os.WriteFile(target, nil, 0o644))
-	ok(t, os.Symlink(target, path))
+	rtest.OK(t, os.WriteFile(target, nil, 0o644))
+	rtest.OK(t, os.Symlink(target, path))
 	if _, err := Flock(t.Context(), path, Exclusive, 0); err == nil {
 		t.Fatal("Flock through a symlink succeeded")
 	}
@@ -403,7 +406,7 @@ func TestFlockSymlink(t *testing.T) {
 // by another process keeps OFDLock out until that process exits.
 func TestOFDLockConflictsWithPOSIXReadLock(t *testing.T) {
 	path := filepath.Join(t.TempDir(), ".lock")
-	ok(t, os.WriteFile(path, nil, 0o644))
+	rtest.OK(t, os.WriteFile(path, nil, 0o644))
 	h := startProc(t, "posix-rdlock", path)
 	h.expect("locked")
 	_, err := OFDLock(path)
@@ -411,11 +414,11 @@ func TestOFDLockConflictsWithPOSIXReadLock(t *testing.T) {
 	if !isLocked {
 		t.Fatalf("want *LockedError, got %v", err)
 	}
-	equal(t, path, le.Path)
+	rtest.Equal(t, "le.Path", path, le.Path)
 	h.stop()
 	l, err := OFDLock(path)
-	ok(t, err)
-	ok(t, l.Unlock())
+	rtest.OK(t, err)
+	rtest.OK(t, l.Unlock())
 }
 
 // TestOFDLockSurvivesClose: closing another fd of .lock in this process
@@ -423,10 +426,10 @@ func TestOFDLockConflictsWithPOSIXReadLock(t *testing.T) {
 func TestOFDLockSurvivesClose(t *testing.T) {
 	path := filepath.Join(t.TempDir(), ".lock")
 	l, err := OFDLock(path) // creates it
-	ok(t, err)
+	rtest.OK(t, err)
 	f, err := os.Open(path)
-	ok(t, err)
-	ok(t, f.Close())
+	rtest.OK(t, err)
+	rtest.OK(t, f.Close())
 
 	h := startProc(t, "ofd", path)
 	h.expect("busy")
@@ -435,7 +438,7 @@ func TestOFDLockSurvivesClose(t *testing.T) {
 		t.Fatalf("second OFDLock in this process: want ErrLocked, got %v", err)
 	}
 
-	ok(t, l.Unlock())
+	rtest.OK(t, l.Unlock())
 	if err := l.Unlock(); !errors.Is(err, fs.ErrClosed) {
 		t.Errorf("second Unlock: want fs.ErrClosed, got %v", err)
 	}
@@ -446,19 +449,19 @@ func TestOFDLockSurvivesClose(t *testing.T) {
 // TestOFDLockCreatesOwnedLikeParent: as root, a missing .lock is created
 // with the owner of the store base, so PBS (running as backup) can open it.
 func TestOFDLockCreatesOwnedLikeParent(t *testing.T) {
-	needRoot(t)
+	rtest.RequireRoot(t)
 	base := filepath.Join(t.TempDir(), "store")
-	ok(t, os.Mkdir(base, 0o755))
-	ok(t, os.Chown(base, 34, 34))
+	rtest.OK(t, os.Mkdir(base, 0o755))
+	rtest.OK(t, os.Chown(base, 34, 34))
 	path := filepath.Join(base, ".lock")
 	l, err := OFDLock(path)
-	ok(t, err)
+	rtest.OK(t, err)
 	defer l.Unlock()
 	uid, gid := owner(t, path)
-	equal(t, uint32(34), uid)
-	equal(t, uint32(34), gid)
+	rtest.Equal(t, "uid", uint32(34), uid)
+	rtest.Equal(t, "gid", uint32(34), gid)
 	st, err := os.Stat(path)
-	ok(t, err)
+	rtest.OK(t, err)
 	if perm := st.Mode().Perm(); perm&^0o644 != 0 {
 		t.Errorf("mode %v, want at most 0644", perm)
 	}

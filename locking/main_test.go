@@ -2,7 +2,6 @@ package locking
 
 import (
 	"bufio"
-	"chunkgc/internal/testkit/leakcheck"
 	"context"
 	"errors"
 	"fmt"
@@ -18,17 +17,18 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"chunkgc/internal/fsys"
+	"chunkgc/internal/testkit/leakcheck"
+	"chunkgc/internal/testkit/rtest"
 )
 
-// helperEnv makes the test binary a helper process (see helperMain) instead
-// of running tests: lock tests between processes re-exec it.
-const helperEnv = "CHUNKGC_LOCKING_HELPER"
-
+// TestMain runs the tests, or, re-executed by [rtest.Helper] as the helper
+// "locking", helperMain: lock tests between processes re-exec the binary.
 func TestMain(m *testing.M) {
-	if os.Getenv(helperEnv) == "1" {
-		os.Exit(helperMain(os.Args[1:]))
-	}
-	os.Exit(leakcheck.Run(m, "chunkgc/locking."))
+	rtest.Main(m, rtest.Helpers{"locking": helperMain}, func(m *testing.M) int {
+		return leakcheck.Run(m, "chunkgc/locking.")
+	})
 }
 
 // helperMain runs one helper command. It reports on stdout, one line per
@@ -83,7 +83,7 @@ func helperMain(args []string) int {
 		}
 		io.Copy(io.Discard, os.Stdin)
 	case "writer": // DIR START-UNIX-NANOS: register a writer, then obey close
-		d, err := OpenDir(args[0], -1, -1)
+		d, err := OpenDir(args[0], fsys.Keep)
 		if err != nil {
 			fmt.Println("error", err)
 			return 1
@@ -155,7 +155,7 @@ func stress(path, rounds, witness string) int {
 		fmt.Println("error", err)
 		return 2
 	}
-	f := newFlocker(-1, -1)
+	f := newFlocker(fsys.Real{}, fsys.Keep)
 	f.minPoll, f.maxPoll = 10*time.Microsecond, 200*time.Microsecond
 	for i := range n {
 		l, err := f.lock(context.Background(), path, Exclusive, time.Minute)
@@ -200,16 +200,13 @@ type proc struct {
 // startProc starts a helper running args; t.Cleanup stops it.
 func startProc(t *testing.T, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], args...)
-	// Under -race a process sleeps 1 s at exit unless told not to.
-	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
-	cmd.Env = append(os.Environ(), helperEnv+"=1", "GORACE="+gorace)
+	cmd := rtest.Helper("locking", args...)
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
-	ok(t, err)
+	rtest.OK(t, err)
 	out, err := cmd.StdoutPipe()
-	ok(t, err)
-	ok(t, cmd.Start())
+	rtest.OK(t, err)
+	rtest.OK(t, cmd.Start())
 	p := &proc{t: t, cmd: cmd, in: in, out: bufio.NewReader(out)}
 	t.Cleanup(func() { p.stop() })
 	return p
@@ -242,7 +239,7 @@ func (p *proc) expectLocked() uint64 {
 		p.t.Fatalf("helper %v said %q, want locked", p.cmd.Args[1:], got)
 	}
 	n, err := strconv.ParseUint(ino, 10, 64)
-	ok(p.t, err)
+	rtest.OK(p.t, err)
 	return n
 }
 
@@ -269,7 +266,7 @@ func (p *proc) stop() {
 func (p *proc) kill() {
 	p.t.Helper()
 	p.done = true
-	ok(p.t, p.cmd.Process.Signal(unix.SIGKILL))
+	rtest.OK(p.t, p.cmd.Process.Signal(unix.SIGKILL))
 	err := p.cmd.Wait()
 	if ee, isExit := errors.AsType[*exec.ExitError](err); !isExit || ee.ProcessState.Sys().(syscall.WaitStatus).Signal() != unix.SIGKILL {
 		p.t.Fatalf("helper %v: want killed by SIGKILL, got %v", p.cmd.Args[1:], err)
@@ -277,42 +274,13 @@ func (p *proc) kill() {
 	p.in.Close()
 }
 
-func ok(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-func equal[T comparable](t testing.TB, want, got T) {
-	t.Helper()
-	if want != got {
-		t.Fatalf("want %v, got %v", want, got)
-	}
-}
-
-// needRoot skips t when not root, unless under CI where that is a failure.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "" {
-		t.Skip("needs root (mount, chown)")
-	}
-	t.Fatal("needs root (mount, chown); CI is set")
-}
-
 // mountTmpfs mounts a fresh tmpfs (root only) and unmounts it in cleanup.
 func mountTmpfs(t *testing.T) string {
 	t.Helper()
-	needRoot(t)
+	rtest.RequireRoot(t)
 	dir := t.TempDir()
 	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=16m,mode=0755"); err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skipf("mount tmpfs on %s: %v", dir, err)
-		}
-		t.Fatalf("mount tmpfs on %s: %v", dir, err)
+		rtest.SkipOrFailf(t, "mount tmpfs on %s: %v", dir, err)
 	}
 	t.Cleanup(func() {
 		if err := unix.Unmount(dir, 0); err != nil {
@@ -326,7 +294,7 @@ func mountTmpfs(t *testing.T) string {
 func inode(t *testing.T, path string) uint64 {
 	t.Helper()
 	var st unix.Stat_t
-	ok(t, unix.Lstat(path, &st))
+	rtest.OK(t, unix.Lstat(path, &st))
 	return st.Ino
 }
 
@@ -334,7 +302,7 @@ func inode(t *testing.T, path string) uint64 {
 func fdInode(t *testing.T, l *Lock) uint64 {
 	t.Helper()
 	var st unix.Stat_t
-	ok(t, unix.Fstat(l.fd, &st))
+	rtest.OK(t, unix.Fstat(l.fd, &st))
 	return st.Ino
 }
 
@@ -342,7 +310,7 @@ func fdInode(t *testing.T, l *Lock) uint64 {
 func owner(t *testing.T, path string) (uint32, uint32) {
 	t.Helper()
 	var st unix.Stat_t
-	ok(t, unix.Lstat(path, &st))
+	rtest.OK(t, unix.Lstat(path, &st))
 	return st.Uid, st.Gid
 }
 
@@ -350,7 +318,7 @@ func owner(t *testing.T, path string) (uint32, uint32) {
 func assertMode(t *testing.T, path string, want uint32) {
 	t.Helper()
 	var st unix.Stat_t
-	ok(t, unix.Lstat(path, &st))
+	rtest.OK(t, unix.Lstat(path, &st))
 	if got := st.Mode & 0o7777; got != want {
 		t.Errorf("%s: mode %04o, want %04o", path, got, want)
 	}

@@ -15,8 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"chunkgc/internal/nofollow"
+	"chunkgc/internal/testkit/rtest"
 	"chunkgc/internal/testkit/storetest"
-	"chunkgc/internal/testkit/testfs"
 )
 
 // opBound is how long any locking operation may take in the attack tests,
@@ -29,17 +29,17 @@ const opBound = 2 * time.Second
 // lock tree in production is. It returns the open Dir.
 func backupLockTree(t *testing.T) *Dir {
 	t.Helper()
-	testfs.RequireRoot(t)
+	rtest.RequireRoot(t)
 	base := t.TempDir()
 	// Let the backup user reach the tree (t.TempDir makes 0700 dirs).
 	for p := base; p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
-		ok(t, os.Chmod(p, 0o755))
+		rtest.OK(t, os.Chmod(p, 0o755))
 	}
 	r, err := OpenRoot(filepath.Join(base, "locks"))
-	ok(t, err)
+	rtest.OK(t, err)
 	defer r.Close()
-	d, err := r.Store("store", backupUID, backupGID)
-	ok(t, err)
+	d, err := r.Store("store", backupOwner)
+	rtest.OK(t, err)
 	t.Cleanup(func() { d.Close() })
 	storetest.ChownTree(t, d.Path())
 	return d
@@ -109,8 +109,8 @@ var attackOps = []attackOp{
 		return err
 	}},
 	{"store-lock", func(ctx context.Context, d *Dir) error {
-		// The lock dir stands in for a store base here: OFDLockAt on its .lock.
-		l, err := OFDLockAt(d.fd, d.path, ".lock")
+		// The lock dir stands in for a store base here: LockStore on its .lock.
+		l, err := d.LockStore(d.fd, d.path)
 		return lockAndRelease(l, err, false)
 	}},
 }
@@ -137,7 +137,7 @@ func runAttackOp(t *testing.T, d *Dir, op attackOp) error {
 // naming the planted path; none blocks, and the victim tree is unchanged
 // after every row.
 func TestNoEscapePlanted(t *testing.T) {
-	testfs.RequireRoot(t)
+	rtest.RequireRoot(t)
 	victim := storetest.NewVictim(t)
 	V := shq(victim.Dir)
 	snapFile := LockFileName(nil, "vm/100/"+snapTime)
@@ -223,10 +223,10 @@ func TestNoEscapePlanted(t *testing.T) {
 			root: func(t *testing.T, d *Dir) []string {
 				p := filepath.Join(d.Path(), writersDir, "sock")
 				fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-				ok(t, err)
+				rtest.OK(t, err)
 				defer unix.Close(fd)
-				ok(t, unix.Bind(fd, &unix.SockaddrUnix{Name: p}))
-				ok(t, os.Lchown(p, backupUID, backupGID))
+				rtest.OK(t, unix.Bind(fd, &unix.SockaddrUnix{Name: p}))
+				rtest.OK(t, os.Lchown(p, backupUID, backupGID))
 				return []string{p}
 			},
 		},
@@ -235,8 +235,8 @@ func TestNoEscapePlanted(t *testing.T) {
 			root: func(t *testing.T, d *Dir) []string {
 				entry := filepath.Join(d.Path(), writersDir, "hardlink")
 				group := filepath.Join(d.Path(), "vm-100")
-				ok(t, os.Link(filepath.Join(victim.Dir, "writers", "abcdef"), entry))
-				ok(t, os.Link(filepath.Join(victim.Dir, "vm-100"), group))
+				rtest.OK(t, os.Link(filepath.Join(victim.Dir, "writers", "abcdef"), entry))
+				rtest.OK(t, os.Link(filepath.Join(victim.Dir, "vm-100"), group))
 				return []string{entry, group}
 			},
 			fail: map[string]string{"group-ex-remove": "vm-100", "group-sh": "vm-100"},
@@ -279,11 +279,11 @@ func TestNoEscapePlanted(t *testing.T) {
 // TestNoEscapePlantedErrors pins the kind of error for the main plantings:
 // a symlink is ErrSymlink, a FIFO ErrNotRegular, a hard link ErrLinked.
 func TestNoEscapePlantedErrors(t *testing.T) {
-	testfs.RequireRoot(t)
+	rtest.RequireRoot(t)
 	victim := storetest.NewVictim(t)
 	d := backupLockTree(t)
 	storetest.AsBackup(t, d.Path(), "rm -rf writers && ln -s "+shq(victim.Dir)+" writers && mkfifo gc && ln -s "+shq(victim.Dir)+" 'ns1:ns2'")
-	ok(t, os.Link(filepath.Join(victim.Dir, "vm-100"), filepath.Join(d.Path(), "vm-100")))
+	rtest.OK(t, os.Link(filepath.Join(victim.Dir, "vm-100"), filepath.Join(d.Path(), "vm-100")))
 	defer os.Remove(filepath.Join(d.Path(), "vm-100"))
 
 	if _, _, _, err := d.OldestWriter(zaptest.NewLogger(t)); !errors.Is(err, nofollow.ErrSymlink) {
@@ -310,13 +310,13 @@ func TestNoEscapePlantedErrors(t *testing.T) {
 // symlinks to a victim tree and back in a loop. Errors are allowed; the
 // victim must stay unchanged, and no operation may block.
 func TestNoEscapeSwapping(t *testing.T) {
-	testfs.RequireRoot(t)
+	rtest.RequireRoot(t)
 	victim := storetest.NewVictim(t)
 	d := backupLockTree(t)
 	// Make the swapped dirs exist, with a stale registry entry to reap.
 	for _, op := range attackOps {
 		if op.name == "ns-snapshot-sh" || op.name == "hashed-ex-remove" {
-			ok(t, op.run(t.Context(), d))
+			rtest.OK(t, op.run(t.Context(), d))
 		}
 	}
 	storetest.ChownTree(t, d.Path())

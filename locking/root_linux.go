@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"chunkgc/internal/eintr"
+	"chunkgc/internal/fsys"
 	"chunkgc/internal/nofollow"
 )
 
@@ -36,11 +36,23 @@ var ErrUnsafeRoot = errors.New("unsafe lock root: users other than root can chan
 // without following a symlink in its last component, and every store
 // directory is opened relative to that fd. See the package doc.
 type Root struct {
+	sys  fsys.Syscalls
 	path string
 	fd   int
 	// pbsOwner is the owner of an accepted backup-owned PBS root, -1 for a
 	// root-owned (or not checked) one.
 	pbsOwner int
+}
+
+// RootOptions are the options of [OpenRootWith] and [OpenDirWith]. The zero
+// RootOptions is what [OpenRoot] and [OpenDir] use.
+type RootOptions struct {
+	// Syscalls is the seam every syscall on the lock root, its lock
+	// directories and their lock files goes through (close(2) aside),
+	// including those of the Dirs, Locks and Writers made from the root
+	// (nil: [fsys.Real]). Tests set it to a wrapper that fails a precise
+	// call.
+	Syscalls fsys.Syscalls
 }
 
 // OpenRoot opens the lock root path, creating it and its missing parents
@@ -58,7 +70,13 @@ type Root struct {
 // root or that user and not writable by group or others. As another user,
 // no ownership is checked: such a process cannot be led to do anything its
 // user could not do anyway.
-func OpenRoot(path string) (*Root, error) {
+//
+// Its syscalls go through [fsys.Real]; [OpenRootWith] takes another seam.
+func OpenRoot(path string) (*Root, error) { return OpenRootWith(path, RootOptions{}) }
+
+// OpenRootWith is [OpenRoot] with options.
+func OpenRootWith(path string, opts RootOptions) (*Root, error) {
+	sys := orReal(opts.Syscalls)
 	if path == "" {
 		return nil, errors.New("open lock root: empty path")
 	}
@@ -69,38 +87,39 @@ func OpenRoot(path string) (*Root, error) {
 	if abs == "/" {
 		return nil, errors.New("open lock root: / cannot be a lock root")
 	}
+	// asRoot is not an [fsys.Owner] check: it asks whether the process is
+	// root, whose lock tree (and what it creates above it) must be
+	// changeable by root only; another user's is its own business.
 	asRoot := os.Geteuid() == 0
 	parent, name := filepath.Dir(abs), filepath.Base(abs)
-	if err := mkdirParents(parent, asRoot); err != nil {
+	if err := mkdirParents(sys, parent, asRoot); err != nil {
 		return nil, fmt.Errorf("open lock root %s: %w", abs, err)
 	}
-	pfd, err := eintr.Retry2(func() (int, error) {
-		return unix.Open(parent, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	})
+	pfd, err := sys.Openat(unix.AT_FDCWD, parent, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("open lock root %s: %w", abs, &fs.PathError{Op: "open", Path: parent, Err: err})
+		return nil, fmt.Errorf("open lock root %s: %w", abs, pathError("open", parent, err))
 	}
 	defer unix.Close(pfd)
 	var pst unix.Stat_t
-	if err := eintr.Retry(func() error { return unix.Fstat(pfd, &pst) }); err != nil {
-		return nil, fmt.Errorf("open lock root %s: %w", abs, &fs.PathError{Op: "fstat", Path: parent, Err: err})
+	if err := sys.Fstat(pfd, &pst); err != nil {
+		return nil, fmt.Errorf("open lock root %s: %w", abs, pathError("fstat", parent, err))
 	}
 	if asRoot && abs != PBSRoot && !trustedParent(&pst) {
 		// Refuse before creating anything in it.
 		return nil, unsafeDir(abs, parent, &pst)
 	}
-	fd, created, err := mkdirAt(pfd, parent, name)
+	fd, created, err := mkdirAt(sys, pfd, parent, name)
 	if err != nil {
 		return nil, fmt.Errorf("open lock root %s: %w", abs, err)
 	}
-	r := &Root{path: abs, fd: fd, pbsOwner: -1}
+	r := &Root{sys: sys, path: abs, fd: fd, pbsOwner: -1}
 	if asRoot {
 		if created {
 			// Exactly 0755 whatever the umask: backup-user writers must be
 			// able to reach their store's directory.
-			if err := eintr.Retry(func() error { return unix.Fchmod(fd, 0o755) }); err != nil {
+			if err := sys.Fchmod(fd, 0o755); err != nil {
 				r.Close()
-				return nil, fmt.Errorf("open lock root %s: %w", abs, &fs.PathError{Op: "fchmod", Path: abs, Err: err})
+				return nil, fmt.Errorf("open lock root %s: %w", abs, pathError("fchmod", abs, err))
 			}
 		}
 		if err := r.check(&pst, parent); err != nil {
@@ -123,8 +142,8 @@ func trustedParent(pst *unix.Stat_t) bool {
 // ownership and modes of the root and of its parent.
 func (r *Root) check(pst *unix.Stat_t, parent string) error {
 	var st unix.Stat_t
-	if err := eintr.Retry(func() error { return unix.Fstat(r.fd, &st) }); err != nil {
-		return fmt.Errorf("open lock root %s: %w", r.path, &fs.PathError{Op: "fstat", Path: r.path, Err: err})
+	if err := r.sys.Fstat(r.fd, &st); err != nil {
+		return fmt.Errorf("open lock root %s: %w", r.path, pathError("fstat", r.path, err))
 	}
 	if r.path == PBSRoot && st.Uid != 0 && st.Mode&0o022 == 0 &&
 		(pst.Uid == 0 || pst.Uid == st.Uid) && pst.Mode&0o022 == 0 {
@@ -157,11 +176,11 @@ func shellQuote(s string) string {
 }
 
 // mkdirParents creates directory p and its missing parents by path (they
-// are above the lock root), 0755; as root, what it creates is made exactly
-// 0755 whatever the umask.
-func mkdirParents(p string, asRoot bool) error {
+// are above the lock root), 0755, through sys; as root, what it creates is
+// made exactly 0755 whatever the umask.
+func mkdirParents(sys fsys.Syscalls, p string, asRoot bool) error {
 	var st unix.Stat_t
-	err := eintr.Retry(func() error { return unix.Stat(p, &st) })
+	err := sys.Fstatat(unix.AT_FDCWD, p, &st, 0)
 	if err == nil {
 		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			return &fs.PathError{Op: "mkdir", Path: p, Err: unix.ENOTDIR}
@@ -169,23 +188,23 @@ func mkdirParents(p string, asRoot bool) error {
 		return nil
 	}
 	if !errors.Is(err, unix.ENOENT) {
-		return &fs.PathError{Op: "stat", Path: p, Err: err}
+		return pathError("stat", p, err)
 	}
 	if parent := filepath.Dir(p); parent != p {
-		if err := mkdirParents(parent, asRoot); err != nil {
+		if err := mkdirParents(sys, parent, asRoot); err != nil {
 			return err
 		}
 	}
-	err = eintr.Retry(func() error { return unix.Mkdir(p, 0o755) })
+	err = sys.Mkdirat(unix.AT_FDCWD, p, 0o755)
 	if errors.Is(err, unix.EEXIST) {
-		return mkdirParents(p, asRoot) // someone else made it: check it is a directory
+		return mkdirParents(sys, p, asRoot) // someone else made it: check it is a directory
 	}
 	if err != nil {
-		return &fs.PathError{Op: "mkdir", Path: p, Err: err}
+		return pathError("mkdir", p, err)
 	}
 	if asRoot {
-		if err := eintr.Retry(func() error { return unix.Chmod(p, 0o755) }); err != nil {
-			return &fs.PathError{Op: "chmod", Path: p, Err: err}
+		if err := sys.Fchmodat(unix.AT_FDCWD, p, 0o755); err != nil {
+			return pathError("chmod", p, err)
 		}
 	}
 	return nil
@@ -193,23 +212,23 @@ func mkdirParents(p string, asRoot bool) error {
 
 // mkdirAt opens directory name of dirfd (O_NOFOLLOW), creating it 0755 if
 // missing, and reports whether it created it.
-func mkdirAt(dirfd int, dirPath, name string) (fd int, created bool, err error) {
+func mkdirAt(sys fsys.Syscalls, dirfd int, dirPath, name string) (fd int, created bool, err error) {
 	for range 8 {
-		dfd, oerr := nofollow.OpenDir(dirfd, dirPath, name)
+		dfd, oerr := openDirEntry(sys, dirfd, dirPath, name)
 		if oerr == nil {
 			return dfd, created, nil
 		}
 		if !errors.Is(oerr, unix.ENOENT) {
 			return -1, false, oerr
 		}
-		err = eintr.Retry(func() error { return unix.Mkdirat(dirfd, name, 0o755) })
+		err = sys.Mkdirat(dirfd, name, 0o755)
 		switch {
 		case err == nil:
 			created = true
 		case errors.Is(err, unix.EEXIST):
 			created = false
 		default:
-			return -1, false, &fs.PathError{Op: "mkdir", Path: filepath.Join(dirPath, name), Err: err}
+			return -1, false, pathError("mkdir", filepath.Join(dirPath, name), err)
 		}
 	}
 	return -1, false, &fs.PathError{Op: "mkdir", Path: filepath.Join(dirPath, name), Err: unix.ELOOP}
@@ -221,15 +240,16 @@ func (r *Root) Path() string { return r.path }
 // Store opens (creating it if missing) the lock directory of the store
 // named name, <root>/<name>, and its writer registry <root>/<name>/writers,
 // relative to the root's fd without following a symlink. name must be one
-// plain path component. When running as root and uid >= 0, the store
-// directory and everything the [Dir] creates in it, now or later, is chowned
-// to uid:gid (gid -1 leaves the group) through its fd; existing entries
-// keep their owner. As another user, or with uid -1, ownership is left
-// alone.
+// plain path component. When owner is [fsys.Owner.Active] (running as root
+// and owner.UID >= 0), the store directory and everything the [Dir] creates
+// in it, now or later, is chowned to owner (GID -1 leaves the group)
+// through its fd; existing entries keep their owner. As another user, or
+// with [fsys.Keep], ownership is left alone.
 //
-// In an accepted PBS root (see [OpenRoot]) owned by another user than uid,
-// Store fails: PBS and chunkgc would disagree on who owns the lock tree.
-func (r *Root) Store(name string, uid, gid int) (*Dir, error) {
+// In an accepted PBS root (see [OpenRoot]) owned by another user than
+// owner, Store fails: PBS and chunkgc would disagree on who owns the lock
+// tree.
+func (r *Root) Store(name string, owner fsys.Owner) (*Dir, error) {
 	path := filepath.Join(r.path, name)
 	if err := nofollow.CheckName(name); err != nil || strings.Contains(name, "/") {
 		return nil, fmt.Errorf("open lock dir %s: store name %q is not one plain path component", path, name)
@@ -237,18 +257,18 @@ func (r *Root) Store(name string, uid, gid int) (*Dir, error) {
 	if r.fd < 0 {
 		return nil, fmt.Errorf("open lock dir %s: %w", path, fs.ErrClosed)
 	}
-	if uid < 0 || os.Geteuid() != 0 {
-		uid, gid = -1, -1
+	if !owner.Active() {
+		owner = fsys.Keep
 	}
-	if r.pbsOwner >= 0 && uid >= 0 && uid != r.pbsOwner {
-		return nil, fmt.Errorf("open lock dir %s: PBS lock root %s is owned by uid %d, not by the store owner %d", path, r.path, r.pbsOwner, uid)
+	if r.pbsOwner >= 0 && owner.UID >= 0 && owner.UID != r.pbsOwner {
+		return nil, fmt.Errorf("open lock dir %s: PBS lock root %s is owned by uid %d, not by the store owner %d", path, r.path, r.pbsOwner, owner.UID)
 	}
-	fd, err := nofollow.MkdirAll(r.fd, r.path, name, 0o755, uid, gid)
+	fd, err := mkdirAll(r.sys, r.fd, r.path, name, 0o755, owner)
 	if err != nil {
 		return nil, fmt.Errorf("open lock dir %s: %w", path, err)
 	}
-	d := &Dir{path: path, fd: fd, uid: uid, gid: gid, fl: newFlocker(uid, gid)}
-	wfd, err := nofollow.MkdirAll(fd, path, writersDir, 0o755, uid, gid)
+	d := &Dir{sys: r.sys, path: path, fd: fd, owner: owner, fl: newFlocker(r.sys, owner)}
+	wfd, err := mkdirAll(r.sys, fd, path, writersDir, 0o755, owner)
 	if err != nil {
 		d.Close()
 		return nil, fmt.Errorf("open lock dir %s: %w", path, err)

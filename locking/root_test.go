@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -12,15 +11,16 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"chunkgc/internal/fsys"
 	"chunkgc/internal/nofollow"
-	"chunkgc/internal/testkit/testfs"
+	"chunkgc/internal/testkit/rtest"
 )
 
 // TestOpenRootRefusesUnsafe: as root, a lock root (or its parent) that
 // someone other than root could change is refused with an error naming it
 // and the fix; a sticky parent like /tmp is fine.
 func TestOpenRootRefusesUnsafe(t *testing.T) {
-	testfs.RequireRoot(t)
+	rtest.RequireRoot(t)
 	tests := []struct {
 		name string
 		// setup prepares base and returns the lock root to open and the
@@ -29,46 +29,46 @@ func TestOpenRootRefusesUnsafe(t *testing.T) {
 	}{
 		{"root owned by backup", func(t *testing.T, base string) (string, string) {
 			r := filepath.Join(base, "locks")
-			ok(t, os.Mkdir(r, 0o755))
-			ok(t, os.Chown(r, backupUID, backupGID))
+			rtest.OK(t, os.Mkdir(r, 0o755))
+			rtest.OK(t, os.Chown(r, backupUID, backupGID))
 			return r, r
 		}},
 		{"root mode 0777", func(t *testing.T, base string) (string, string) {
 			r := filepath.Join(base, "locks")
-			ok(t, os.Mkdir(r, 0o755))
-			ok(t, os.Chmod(r, 0o777))
+			rtest.OK(t, os.Mkdir(r, 0o755))
+			rtest.OK(t, os.Chmod(r, 0o777))
 			return r, r
 		}},
 		{"root group-writable by backup", func(t *testing.T, base string) (string, string) {
 			r := filepath.Join(base, "locks")
-			ok(t, os.Mkdir(r, 0o755))
-			ok(t, os.Chown(r, 0, backupGID))
-			ok(t, os.Chmod(r, 0o775))
+			rtest.OK(t, os.Mkdir(r, 0o755))
+			rtest.OK(t, os.Chown(r, 0, backupGID))
+			rtest.OK(t, os.Chmod(r, 0o775))
 			return r, r
 		}},
 		{"sticky world-writable root", func(t *testing.T, base string) (string, string) {
 			r := filepath.Join(base, "locks")
-			ok(t, os.Mkdir(r, 0o755))
-			ok(t, unix.Chmod(r, 0o1777))
+			rtest.OK(t, os.Mkdir(r, 0o755))
+			rtest.OK(t, unix.Chmod(r, 0o1777))
 			return r, r
 		}},
 		{"parent owned by backup", func(t *testing.T, base string) (string, string) {
 			p := filepath.Join(base, "run")
-			ok(t, os.Mkdir(p, 0o755))
-			ok(t, os.Chown(p, backupUID, backupGID))
+			rtest.OK(t, os.Mkdir(p, 0o755))
+			rtest.OK(t, os.Chown(p, backupUID, backupGID))
 			return filepath.Join(p, "locks"), p
 		}},
 		{"sticky world-writable parent", func(t *testing.T, base string) (string, string) {
 			p := filepath.Join(base, "tmp")
-			ok(t, os.Mkdir(p, 0o755))
-			ok(t, unix.Chmod(p, 0o1777))
+			rtest.OK(t, os.Mkdir(p, 0o755))
+			rtest.OK(t, unix.Chmod(p, 0o1777))
 			return filepath.Join(p, "locks"), ""
 		}},
 		{"backup-owned tree at another path than PBS's", func(t *testing.T, base string) (string, string) {
 			r := filepath.Join(base, "proxmox-backup", "locks")
-			ok(t, os.MkdirAll(r, 0o755))
-			ok(t, os.Chown(filepath.Dir(r), backupUID, backupGID))
-			ok(t, os.Chown(r, backupUID, backupGID))
+			rtest.OK(t, os.MkdirAll(r, 0o755))
+			rtest.OK(t, os.Chown(filepath.Dir(r), backupUID, backupGID))
+			rtest.OK(t, os.Chown(r, backupUID, backupGID))
 			return r, filepath.Dir(r)
 		}},
 	}
@@ -78,8 +78,8 @@ func TestOpenRootRefusesUnsafe(t *testing.T) {
 			_, statErr := os.Lstat(root)
 			r, err := OpenRoot(root)
 			if bad == "" {
-				ok(t, err)
-				ok(t, r.Close())
+				rtest.OK(t, err)
+				rtest.OK(t, r.Close())
 				return
 			}
 			if err == nil {
@@ -96,7 +96,7 @@ func TestOpenRootRefusesUnsafe(t *testing.T) {
 				}
 			}
 			// OpenDir treats the parent of its path as the lock root.
-			if _, err := OpenDir(filepath.Join(root, "store"), backupUID, backupGID); !errors.Is(err, ErrUnsafeRoot) {
+			if _, err := OpenDir(filepath.Join(root, "store"), backupOwner); !errors.Is(err, ErrUnsafeRoot) {
 				t.Errorf("OpenDir below it: want ErrUnsafeRoot, got %v", err)
 			}
 		})
@@ -107,15 +107,15 @@ func TestOpenRootRefusesUnsafe(t *testing.T) {
 // its missing parent are created root:root 0755, and the store's directory
 // and registry are the backup user's.
 func TestOpenRootFresh(t *testing.T) {
-	testfs.RequireRoot(t)
+	rtest.RequireRoot(t)
 	old := unix.Umask(0o077)
 	defer unix.Umask(old)
 	base := t.TempDir()
 	path := filepath.Join(base, "chunkgc", "locks")
 	r, err := OpenRoot(path)
-	ok(t, err)
+	rtest.OK(t, err)
 	defer r.Close()
-	equal(t, path, r.Path())
+	rtest.Equal(t, "r.Path()", path, r.Path())
 	for _, p := range []string{filepath.Dir(path), path} {
 		uid, gid := owner(t, p)
 		if uid != 0 || gid != 0 {
@@ -123,8 +123,8 @@ func TestOpenRootFresh(t *testing.T) {
 		}
 		assertMode(t, p, 0o755)
 	}
-	d, err := r.Store("store1", backupUID, backupGID)
-	ok(t, err)
+	d, err := r.Store("store1", backupOwner)
+	rtest.OK(t, err)
 	defer d.Close()
 	for _, p := range []string{d.Path(), filepath.Join(d.Path(), writersDir)} {
 		uid, gid := owner(t, p)
@@ -134,22 +134,22 @@ func TestOpenRootFresh(t *testing.T) {
 	}
 	// Opening it again changes nothing and accepts it.
 	r2, err := OpenRoot(path)
-	ok(t, err)
-	ok(t, r2.Close())
+	rtest.OK(t, err)
+	rtest.OK(t, r2.Close())
 }
 
 func TestStoreNames(t *testing.T) {
 	r, err := OpenRoot(t.TempDir())
-	ok(t, err)
+	rtest.OK(t, err)
 	defer r.Close()
 	for _, name := range []string{"", ".", "..", "a/b", "/abs", "a\x00b"} {
-		if d, err := r.Store(name, -1, -1); err == nil {
+		if d, err := r.Store(name, fsys.Keep); err == nil {
 			d.Close()
 			t.Errorf("Store(%q) succeeded", name)
 		}
 	}
-	ok(t, r.Close())
-	if _, err := r.Store("s", -1, -1); !errors.Is(err, os.ErrClosed) {
+	rtest.OK(t, r.Close())
+	if _, err := r.Store("s", fsys.Keep); !errors.Is(err, os.ErrClosed) {
 		t.Errorf("Store on a closed root: want ErrClosed, got %v", err)
 	}
 }
@@ -159,17 +159,17 @@ func TestStoreNames(t *testing.T) {
 func TestStoreSymlink(t *testing.T) {
 	base := t.TempDir()
 	outside := t.TempDir()
-	ok(t, os.Symlink(outside, filepath.Join(base, "store")))
+	rtest.OK(t, os.Symlink(outside, filepath.Join(base, "store")))
 	r, err := OpenRoot(base)
-	ok(t, err)
+	rtest.OK(t, err)
 	defer r.Close()
-	_, err = r.Store("store", -1, -1)
+	_, err = r.Store("store", fsys.Keep)
 	if !errors.Is(err, nofollow.ErrSymlink) || !strings.Contains(err.Error(), filepath.Join(base, "store")) {
 		t.Fatalf("want ErrSymlink naming the store dir, got %v", err)
 	}
 	entries, err := os.ReadDir(outside)
-	ok(t, err)
-	equal(t, 0, len(entries))
+	rtest.OK(t, err)
+	rtest.Equal(t, "len(entries)", 0, len(entries))
 }
 
 // TestLiteralRoots runs pbsLayout (in a helper process with its own mount
@@ -177,13 +177,12 @@ func TestStoreSymlink(t *testing.T) {
 // touched): the exact PBS layout is accepted, the same layout at another
 // path or with a writable mode is not, and DefaultRoot is created root's.
 func TestLiteralRoots(t *testing.T) {
-	testfs.RequireRoot(t)
-	cmd := exec.Command(os.Args[0], "literal-roots")
-	cmd.Env = append(os.Environ(), helperEnv+"=1", "GORACE=atexit_sleep_ms=0")
+	rtest.RequireRoot(t)
+	cmd := rtest.Helper("locking", "literal-roots")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
 	out, err := cmd.CombinedOutput()
 	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EINVAL) {
-		testfs.SkipOrFail(t, fmt.Sprintf("no private mount namespace: %v", err))
+		rtest.SkipOrFailf(t, "no private mount namespace: %v", err)
 	}
 	if err != nil || strings.TrimSpace(string(out)) != "ok" {
 		t.Fatalf("literal-roots helper: %v\n%s", err, out)
@@ -214,19 +213,19 @@ func literalRoots() int {
 	if r, err := OpenRoot(PBSRoot); err != nil {
 		fail("PBS layout refused: %v", err)
 	} else {
-		if d, err := r.Store("store1", backupUID, backupGID); err != nil {
+		if d, err := r.Store("store1", backupOwner); err != nil {
 			fail("PBS store dir: %v", err)
 		} else {
 			d.Close()
 		}
-		if d, err := r.Store("store1", backupUID+1, backupGID+1); err == nil {
+		if d, err := r.Store("store1", fsys.Owner{UID: backupUID + 1, GID: backupGID + 1}); err == nil {
 			d.Close()
 			fail("PBS root owned by %d accepted for store owner %d", backupUID, backupUID+1)
 		}
 		// In the PBS layout the backup user may plant a symlink as a
 		// store's lock dir: it is not followed.
 		must(os.Symlink("/etc", filepath.Join(PBSRoot, "evil")))
-		if _, err := r.Store("evil", backupUID, backupGID); !errors.Is(err, nofollow.ErrSymlink) {
+		if _, err := r.Store("evil", backupOwner); !errors.Is(err, nofollow.ErrSymlink) {
 			fail("symlinked store dir in the PBS root: want ErrSymlink, got %v", err)
 		}
 		r.Close()

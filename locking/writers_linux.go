@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,7 +13,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
-	"chunkgc/internal/eintr"
+	"chunkgc/internal/fsys"
 	"chunkgc/internal/nofollow"
 )
 
@@ -78,7 +77,7 @@ func (d *Dir) openWriters() (int, error) {
 	if d.fd < 0 {
 		return -1, fmt.Errorf("lock dir %s: %w", d.path, fs.ErrClosed)
 	}
-	return nofollow.OpenDir(d.fd, d.path, writersDir)
+	return openDirEntry(d.sys, d.fd, d.path, writersDir)
 }
 
 // tryRegister makes one attempt; it returns nil, nil when the entry was
@@ -87,14 +86,12 @@ func (d *Dir) openWriters() (int, error) {
 func (d *Dir) tryRegister(dfd int, wdir, name string, content []byte) (*Writer, error) {
 	tmp := tmpWriterPrefix + name
 	tmpPath := filepath.Join(wdir, tmp)
-	fd, err := eintr.Retry2(func() (int, error) {
-		return unix.Openat(dfd, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o644)
-	})
+	fd, err := d.sys.Openat(dfd, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o644)
 	if errors.Is(err, unix.EEXIST) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, &fs.PathError{Op: "create", Path: tmpPath, Err: err}
+		return nil, pathError("create", tmpPath, err)
 	}
 	if d.afterTmpCreate != nil {
 		d.afterTmpCreate(tmpPath)
@@ -105,29 +102,30 @@ func (d *Dir) tryRegister(dfd int, wdir, name string, content []byte) (*Writer, 
 			closeFD(fd, tmpPath)
 		}
 	}()
-	err = eintr.Retry(func() error { return unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) })
+	err = d.sys.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
 	if errors.Is(err, unix.EWOULDBLOCK) {
 		return nil, nil // a GC is reaping it
 	}
 	if err != nil {
-		return nil, &fs.PathError{Op: "flock", Path: tmpPath, Err: err}
+		return nil, pathError("flock", tmpPath, err)
 	}
-	if err := chownCreated(fd, dfd, tmpPath, d.uid, d.gid); err != nil {
+	if err := chownCreated(d.sys, fd, dfd, tmpPath, ownedBy(d.owner)); err != nil {
 		return nil, err
 	}
-	if _, err := eintr.Retry2(func() (int, error) { return unix.Pwrite(fd, content, 0) }); err != nil {
-		return nil, &fs.PathError{Op: "write", Path: tmpPath, Err: err}
+	// The file is new and its offset 0: write is the pwrite at 0 it was.
+	if _, err := d.sys.Write(fd, content); err != nil {
+		return nil, pathError("write", tmpPath, err)
 	}
-	err = eintr.Retry(func() error { return unix.Renameat(dfd, tmp, dfd, name) })
+	err = d.sys.Renameat(dfd, tmp, dfd, name)
 	if errors.Is(err, unix.ENOENT) {
 		return nil, nil // reaped between create and flock; we hold an orphan
 	}
 	if err != nil {
-		unix.Unlinkat(dfd, tmp, 0)
-		return nil, &fs.PathError{Op: "rename", Path: tmpPath, Err: err}
+		d.sys.Unlinkat(dfd, tmp, 0)
+		return nil, pathError("rename", tmpPath, err)
 	}
 	keep = true
-	return &Writer{lock: &Lock{path: filepath.Join(wdir, name), kind: kindFlockExclusive, dirfd: dfd, name: name, fd: fd}}, nil
+	return &Writer{lock: &Lock{sys: d.sys, path: filepath.Join(wdir, name), kind: kindFlockExclusive, dirfd: dfd, name: name, fd: fd}}, nil
 }
 
 // Start returns the start time the writer registered with.
@@ -176,16 +174,14 @@ func (d *Dir) OldestWriter(log *zap.Logger) (oldest time.Time, live int, found b
 	if err != nil {
 		return time.Time{}, 0, false, fmt.Errorf("list writers: %w", err)
 	}
-	dir := os.NewFile(uintptr(wfd), wdir)
-	defer dir.Close()
-	names, err := dir.Readdirnames(-1)
+	defer closeFD(wfd, wdir)
+	names, err := d.listWriters(wfd, wdir)
 	if err != nil {
 		return time.Time{}, 0, false, fmt.Errorf("list writers: %w", err)
 	}
-	dfd := wfd
 	stale := 0
 	for _, name := range names {
-		e, err := inspectWriter(dfd, wdir, name)
+		e, err := inspectWriter(d.sys, wfd, wdir, name)
 		if err != nil {
 			return time.Time{}, 0, false, fmt.Errorf("list writers: %w", err)
 		}
@@ -215,6 +211,18 @@ func (d *Dir) OldestWriter(log *zap.Logger) (oldest time.Time, live int, found b
 	return oldest, live, found, nil
 }
 
+// listWriters returns the names in the registry directory open as wfd
+// (wdir), read through d's seam before any is inspected.
+func (d *Dir) listWriters(wfd int, wdir string) ([]string, error) {
+	var names []string
+	buf := make([]byte, 8192)
+	err := fsys.ReadDirents(d.sys, wfd, func() string { return wdir }, buf, func(name []byte, _ uint8) error {
+		names = append(names, string(name))
+		return nil
+	})
+	return names, err
+}
+
 type entryState uint8
 
 const (
@@ -232,11 +240,9 @@ type writerEntry struct {
 }
 
 // inspectWriter classifies registry entry name and removes it if stale.
-func inspectWriter(dfd int, wdir, name string) (writerEntry, error) {
+func inspectWriter(sys fsys.Syscalls, dfd int, wdir, name string) (writerEntry, error) {
 	path := filepath.Join(wdir, name)
-	fd, err := eintr.Retry2(func() (int, error) {
-		return unix.Openat(dfd, name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
-	})
+	fd, err := sys.Openat(dfd, name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	switch {
 	case errors.Is(err, unix.ENOENT):
 		return writerEntry{state: entryGone}, nil // closed by its writer meanwhile
@@ -245,12 +251,12 @@ func inspectWriter(dfd int, wdir, name string) (writerEntry, error) {
 	case errors.Is(err, unix.ENXIO), errors.Is(err, unix.ENODEV):
 		return writerEntry{state: entryForeign, kind: "socket or device"}, nil
 	case err != nil:
-		return writerEntry{}, &fs.PathError{Op: "open", Path: path, Err: err}
+		return writerEntry{}, pathError("open", path, err)
 	}
 	defer closeFD(fd, path)
 	var st unix.Stat_t
-	if err := eintr.Retry(func() error { return unix.Fstat(fd, &st) }); err != nil {
-		return writerEntry{}, &fs.PathError{Op: "fstat", Path: path, Err: err}
+	if err := sys.Fstat(fd, &st); err != nil {
+		return writerEntry{}, pathError("fstat", path, err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 1 {
 		// A FIFO (opened without blocking), socket, device or directory is
@@ -262,42 +268,42 @@ func inspectWriter(dfd int, wdir, name string) (writerEntry, error) {
 		}
 		return writerEntry{state: entryForeign, kind: kind}, nil
 	}
-	err = eintr.Retry(func() error { return unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) })
+	err = sys.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
 	switch {
 	case errors.Is(err, unix.EWOULDBLOCK):
 		if strings.HasPrefix(name, ".") {
 			return writerEntry{state: entryGone}, nil // being registered: not yet working
 		}
-		return readStart(fd, path, &st)
+		return readStart(sys, fd, path, &st)
 	case err != nil:
-		return writerEntry{}, &fs.PathError{Op: "flock", Path: path, Err: err}
+		return writerEntry{}, pathError("flock", path, err)
 	}
 	// We hold the lock, so its writer is gone. Remove the entry, but only if
 	// the name still refers to the file we locked.
 	var pst unix.Stat_t
-	err = eintr.Retry(func() error { return unix.Fstatat(dfd, name, &pst, unix.AT_SYMLINK_NOFOLLOW) })
+	err = sys.Fstatat(dfd, name, &pst, unix.AT_SYMLINK_NOFOLLOW)
 	if errors.Is(err, unix.ENOENT) {
 		return writerEntry{state: entryGone}, nil
 	}
 	if err != nil {
-		return writerEntry{}, &fs.PathError{Op: "stat", Path: path, Err: err}
+		return writerEntry{}, pathError("stat", path, err)
 	}
 	if pst.Dev != st.Dev || pst.Ino != st.Ino {
 		return writerEntry{state: entryGone}, nil
 	}
-	err = eintr.Retry(func() error { return unix.Unlinkat(dfd, name, 0) })
+	err = sys.Unlinkat(dfd, name, 0)
 	if err != nil && !errors.Is(err, unix.ENOENT) {
-		return writerEntry{}, &fs.PathError{Op: "unlink", Path: path, Err: err}
+		return writerEntry{}, pathError("unlink", path, err)
 	}
 	return writerEntry{state: entryStale}, nil
 }
 
 // readStart reads a live entry's start time.
-func readStart(fd int, path string, st *unix.Stat_t) (writerEntry, error) {
+func readStart(sys fsys.Syscalls, fd int, path string, st *unix.Stat_t) (writerEntry, error) {
 	var buf [32]byte
-	n, err := eintr.Retry2(func() (int, error) { return unix.Pread(fd, buf[:], 0) })
+	n, err := sys.Pread(fd, buf[:], 0)
 	if err != nil {
-		return writerEntry{}, &fs.PathError{Op: "read", Path: path, Err: err}
+		return writerEntry{}, pathError("read", path, err)
 	}
 	ns, err := strconv.ParseInt(strings.TrimSpace(string(buf[:n])), 10, 64)
 	if err != nil {

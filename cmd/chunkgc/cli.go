@@ -77,7 +77,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, `
 common flags (after the command name):
   --config FILE        datastore config (default /etc/chunkgc/datastore.cfg, env CHUNKGC_CONFIG)
-  --lock-dir DIR       root of the per-store lock dirs (default /run/chunkgc/locks, env CHUNKGC_LOCK_DIR)
+  --lock-dir DIR       root of the per-store lock dirs (default `+locking.DefaultRoot+`, env CHUNKGC_LOCK_DIR)
   --log-format F       console or json (default: console on a terminal, else json)
   --log-level L        debug, info, warn, error (default info)
 
@@ -164,7 +164,7 @@ func (e *env) flags(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet("chunkgc "+name, flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	fs.StringVar(&e.configPath, "config", envOr("CHUNKGC_CONFIG", config.DefaultPath), "datastore config file")
-	fs.StringVar(&e.lockDir, "lock-dir", os.Getenv("CHUNKGC_LOCK_DIR"), "root of the per-store lock directories (default /run/chunkgc/locks)")
+	fs.StringVar(&e.lockDir, "lock-dir", os.Getenv("CHUNKGC_LOCK_DIR"), "root of the per-store lock directories (default "+locking.DefaultRoot+")")
 	fs.StringVar(&e.logFormat, "log-format", "", "console or json (default: console on a terminal)")
 	fs.StringVar(&e.logLevel, "log-level", "info", "debug, info, warn or error")
 	return fs

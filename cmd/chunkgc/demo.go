@@ -47,7 +47,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	if lockRoot == "" {
 		lockRoot = filepath.Join(dir, "locks")
 	}
-	locks, err := locking.OpenDir(filepath.Join(lockRoot, "demo"), -1, -1)
+	locks, err := locking.OpenDir(filepath.Join(lockRoot, "demo"), fsys.Keep)
 	if err != nil {
 		return err
 	}

@@ -81,11 +81,7 @@ func (e *env) openLockDir(name string, owner fsys.Owner) (*locking.Dir, error) {
 		return nil, err
 	}
 	defer root.Close()
-	uid, gid := -1, -1
-	if owner.Active() {
-		uid, gid = owner.UID, owner.GID
-	}
-	return root.Store(name, uid, gid)
+	return root.Store(name, owner)
 }
 
 // defaultOwner is the backup user when it exists; otherwise ownership is left

@@ -1,7 +1,9 @@
 // Package fsys is the syscall seam of chunkgc: every syscall a package makes
-// on a store's files goes through a [Syscalls] value, so that a test can fail
-// any one of them (see chunkgc/internal/testkit/faultfs) and a production run
-// pays one interface call for it.
+// on a store's files (chunkstore) or on lock files and lock directories
+// (locking, which also needs Fstat, Fchmod, Pread and FcntlFlock, for its
+// double-stat and the OFD store lock) goes through a [Syscalls] value, so
+// that a test can fail any one of them (see chunkgc/internal/testkit/faultfs)
+// and a production run pays one interface call for it.
 //
 // [Real] makes the calls with x/sys/unix *at calls on held directory fds,
 // retries EINTR (x/sys does not; FUSE and NFS return it) and turns every errno

@@ -8,9 +8,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Syscalls is every syscall chunkstore makes on a store, except close(2).
-// Real is the default; tests (here and in package gc) set
-// [Options.Syscalls] to a wrapper that embeds Real and injects an
+// Syscalls is every syscall chunkstore makes on a store and locking makes on
+// lock files and lock directories, except close(2). Real is the default;
+// tests set chunkstore's Options.Syscalls or locking's RootOptions.Syscalls
+// to a wrapper that embeds Real and injects an
 // errno (or a real change to the files) at a precise call. Names are relative to the dirfd given; errors are
 // *fs.PathError naming the relative name (empty for fd-only calls), which the
 // Store rewrites to the full path.
@@ -38,6 +39,10 @@ type Syscalls interface {
 	Fsync(fd int) error
 	Syncfs(fd int) error
 	Fstatfs(fd int, st *unix.Statfs_t) error
+	Fstat(fd int, st *unix.Stat_t) error
+	Fchmod(fd int, mode uint32) error
+	Pread(fd int, p []byte, offset int64) (int, error)
+	FcntlFlock(fd int, cmd int, lk *unix.Flock_t) error
 }
 
 // Real makes the syscalls through x/sys/unix, retrying EINTR (x/sys does
@@ -285,6 +290,44 @@ func (Real) Fstatfs(fd int, st *unix.Statfs_t) error {
 		err := unix.Fstatfs(fd, st)
 		if err != unix.EINTR {
 			return pathErr("fstatfs", "", err)
+		}
+	}
+}
+
+func (Real) Fstat(fd int, st *unix.Stat_t) error {
+	for {
+		err := unix.Fstat(fd, st)
+		if err != unix.EINTR {
+			return pathErr("fstat", "", err)
+		}
+	}
+}
+
+func (Real) Fchmod(fd int, mode uint32) error {
+	for {
+		err := unix.Fchmod(fd, mode)
+		if err != unix.EINTR {
+			return pathErr("fchmod", "", err)
+		}
+	}
+}
+
+func (Real) Pread(fd int, p []byte, offset int64) (int, error) {
+	for {
+		n, err := unix.Pread(fd, p, offset)
+		if err != unix.EINTR {
+			return n, pathErr("pread", "", err)
+		}
+	}
+}
+
+// FcntlFlock is fcntl(fd, cmd, lk) for the record locks (F_OFD_SETLK,
+// F_SETLK, F_GETLK, …).
+func (Real) FcntlFlock(fd int, cmd int, lk *unix.Flock_t) error {
+	for {
+		err := unix.FcntlFlock(uintptr(fd), cmd, lk)
+		if err != unix.EINTR {
+			return pathErr("fcntl", "", err)
 		}
 	}
 }

@@ -178,3 +178,40 @@ func TestRealSysUtimesTimes(t *testing.T) {
 		t.Errorf("mtime not moved: %v", ts(st.Mtim))
 	}
 }
+
+// TestRealFdCalls: Fstat, Fchmod, Pread and FcntlFlock (the fd calls
+// package locking makes) work, and fail with an *fs.PathError naming no
+// path that matches the errno.
+func TestRealFdCalls(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	ok(t, os.WriteFile(p, []byte("12345"), 0o600))
+	fd, err := unix.Open(p, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	ok(t, err)
+	defer unix.Close(fd)
+	var sys Syscalls = Real{}
+
+	ok(t, sys.Fchmod(fd, 0o644))
+	var st unix.Stat_t
+	ok(t, sys.Fstat(fd, &st))
+	equal(t, "mode", uint32(unix.S_IFREG|0o644), st.Mode)
+	buf := make([]byte, 3)
+	n, err := sys.Pread(fd, buf, 2)
+	ok(t, err)
+	equal(t, "pread", "345", string(buf[:n]))
+	lk := unix.Flock_t{Type: unix.F_WRLCK}
+	ok(t, sys.FcntlFlock(fd, unix.F_OFD_SETLK, &lk))
+	lk = unix.Flock_t{Type: unix.F_UNLCK}
+	ok(t, sys.FcntlFlock(fd, unix.F_OFD_SETLK, &lk))
+
+	for op, err := range map[string]error{
+		"fstat":  sys.Fstat(-1, &st),
+		"fchmod": sys.Fchmod(-1, 0o644),
+		"pread":  func() error { _, err := sys.Pread(-1, buf, 0); return err }(),
+		"fcntl":  sys.FcntlFlock(-1, unix.F_OFD_SETLK, &lk),
+	} {
+		pe, isPE := errors.AsType[*fs.PathError](err)
+		if !isPE || pe.Op != op || pe.Path != "" || !errors.Is(err, unix.EBADF) {
+			t.Errorf("%s on fd -1: %#v, want *fs.PathError{Op: %q} matching EBADF", op, err, op)
+		}
+	}
+}
