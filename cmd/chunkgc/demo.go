@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"chunkgc/backup"
 	"chunkgc/blob"
 	"chunkgc/chunkstore"
 	"chunkgc/datastore"
@@ -95,7 +96,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 			return fmt.Errorf("demo source: %w", err)
 		}
 		when := start.Add(time.Duration(night) * 24 * time.Hour)
-		snap, err := datastore.Ingest(ctx, store, locks, g, []string{f}, datastore.IngestOptions{
+		snap, err := backup.Ingest(ctx, store, locks, g, []string{f}, backup.IngestOptions{
 			ChunkSize: demoChunk, Now: func() time.Time { return when },
 		}, log)
 		if err != nil {
@@ -121,7 +122,12 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	if err := ageChunks(base, time.Now().Add(-48*time.Hour)); err != nil {
 		return err
 	}
-	if err := datastore.Forget(ctx, base, locks, snaps[0], log); err != nil {
+	tree, err := datastore.NewTree(store.BaseFD(), store.Base(), datastore.TreeOptions{})
+	if err != nil {
+		return err
+	}
+	defer tree.Close()
+	if err := backup.Forget(ctx, tree, locks, snaps[0], log); err != nil {
 		return err
 	}
 	log.Info("demo store ready: 3 nightly snapshots, the oldest forgotten, 6 stray chunks, all chunks aged 48 h")
