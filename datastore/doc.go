@@ -1,8 +1,9 @@
-// Package datastore knows the tree of a PBS datastore above the chunks:
-// namespaces, backup groups and snapshots (SPEC §1); the plain walk that
-// finds every index file for GC (§6.3); and the two writer-side operations
-// chunkgc needs for tests and demos, removing a snapshot ([Forget], §7.6)
-// and creating one ([Ingest]).
+// Package datastore reads the tree of a PBS datastore above the chunks:
+// the vocabulary of namespaces, backup groups and snapshots (SPEC §1), their
+// listings, and the plain walk that finds every index file for GC (§6.3).
+// It only reads; the writer side (creating and removing snapshots) is
+// package chunkgc/backup, which builds on the [Tree] and the doubt errors
+// of this package. It knows nothing of chunks, locks or atomic writes.
 //
 // # Tree
 //
@@ -18,10 +19,10 @@
 //
 // [Namespace], [Group] and [Snapshot] name these; their RelPath is the
 // directory relative to base. A [Tree] is the store's tree held as a
-// directory fd of base ([NewTree] from the store's fd, [OpenTree] from the
-// path, [OpenStoreTree] from a chunk store); [Tree.ListNamespaces],
-// [Tree.ListGroups], [Tree.ListSnapshots] and [Tree.IndexFiles] list one
-// level each, ignore what does not fit the scheme (other names, hidden
+// directory fd of base ([NewTree] from the store's fd, such as
+// chunkstore.Store.BaseFD, with [TreeOptions]; [OpenTree] from the path);
+// [Tree.ListNamespaces], [Tree.ListGroups], [Tree.ListSnapshots] and
+// [Tree.IndexFiles] list one level each, ignore what does not fit the scheme (other names, hidden
 // entries, regular files where a directory belongs) and sort their results,
 // so every listing is deterministic; [Tree.OpenIndex] opens an index. The
 // package-level functions of the same names open a Tree for one call. A
@@ -29,6 +30,24 @@
 // removed concurrently. A missing snapshot directory is an error matching
 // fs.ErrNotExist from IndexFiles, because GC must notice that a snapshot it
 // listed vanished (§6.3).
+//
+// For code that works below the tree (package backup), a Tree also hands
+// out its base fd ([Tree.FD]), the directories it opens without following
+// a symlink ([Tree.OpenDir], [Tree.OpenSubdir]), paths for messages
+// ([Tree.Path]) and its seam ([Tree.Syscalls]); [Doubt] and [Unexpected]
+// make the errors of "No escape" below.
+//
+// # Syscalls
+//
+// Every listing, stat and open the tree makes on the store goes through an
+// fsys.Syscalls ([TreeOptions.Syscalls], fsys.Real{} by default), so that a
+// test can fail a precise call; getdents64 records are parsed by
+// fsys.ReadDirents, whose errors name the directory (an *fs.PathError with
+// Op "getdents64", EIO for a malformed record). The exceptions: a path
+// below the base that [Tree.OpenDir] or [Tree.OpenIndex] opens is resolved
+// by internal/nofollow (openat2), which makes its own calls; dup and
+// close(2) are made directly; and [OpenTree] and the package-level
+// functions, which open the base by path, use fsys.Real.
 //
 // # No escape / doubt stops the run
 //
@@ -44,9 +63,8 @@
 //     kernels before 5.6). No symlink below base is ever followed, so no
 //     command reads, writes, touches or removes anything outside the store
 //     through one.
-//  2. Every index, owner or manifest file is opened with O_NONBLOCK and
-//     fstat'ed for S_ISREG before it is read: a FIFO cannot block, a
-//     device is never read.
+//  2. Every index file is opened with O_NONBLOCK and fstat'ed for S_ISREG
+//     before it is read: a FIFO cannot block, a device is never read.
 //  3. Doubt is an error, never a skip. An entry that is a symlink, FIFO,
 //     socket or device where the scheme expects a namespace (ns,
 //     ns/<name>), a group type directory, a group, a snapshot, or, anywhere
@@ -54,23 +72,18 @@
 //     [ErrUnexpectedEntry] (and nofollow.ErrSymlink for a symlink) that
 //     names the path. So is a directory that the walk listed and that is a
 //     symlink, FIFO, socket or device when it opens it (the swap an
-//     attacker does), a component on the way to what a listing, OpenIndex,
-//     Forget or Ingest opens that is a symlink or not a directory, and an
-//     index whose path is PATH_MAX bytes or longer (ENAMETOOLONG, which
-//     nobody could open by path). GC stops on any of these before phase 2,
-//     with nothing removed. Only three things are skipped: an entry that
+//     attacker does), a component on the way to what a listing or
+//     OpenIndex opens that is a symlink or not a directory, and an index
+//     whose path is PATH_MAX bytes or longer (ENAMETOOLONG, which nobody
+//     could open by path). GC stops on any of these before phase 2, with
+//     nothing removed. Only three things are skipped: an entry that
 //     vanished (ENOENT: pruned concurrently), an unreadable lost+found
 //     directly under base, and entries that are not where the scheme
 //     expects anything (a symlinked client.log.blob in a snapshot, a
 //     symlink with a non-scheme name), which the walk logs at debug level.
-//  4. Removal is by name relative to a directory fd (unlinkat): [Forget]
-//     empties a snapshot directory through fds opened with O_NOFOLLOW, so a
-//     symlink planted in it is removed itself, never what it points to,
-//     and then removes the directory from its group's fd.
-//  5. Creation is relative to fds too: [Ingest] creates namespace, group
-//     and snapshot directories with nofollow.MkdirAll from base's fd and
-//     writes every file with atomicfile.WriteAt (O_CREAT|O_EXCL|O_NOFOLLOW
-//     temporary, renameat) in its directory's fd.
+//
+// Package backup keeps the same contract for what it removes and creates
+// (its doc, "No escape").
 //
 // What the backup user can still do is what it could do without chunkgc:
 // hide or remove its own snapshots (a snapshot renamed away while GC runs
@@ -84,8 +97,8 @@
 // base, in the scheme or not ([InScheme] tells which, for GC's count of
 // index files outside the expected scheme). It does not descend into hidden
 // entries (.chunks among them) and does not follow symlinks, as PBS's GC
-// does not. Directories are read in full with getdents64, parsed here to
-// keep d_type; a DT_UNKNOWN entry is resolved with fstatat on the held
+// does not. Directories are read in full with getdents64, parsed by
+// fsys.ReadDirents, which keeps d_type; a DT_UNKNOWN entry is resolved with fstatat on the held
 // directory fd, and subdirectories are opened with openat(O_NOFOLLOW), so a
 // concurrent rename cannot redirect the walk. Where PBS's GC skips a
 // symlink, this walk stops on one the scheme has no room for (see "No
@@ -97,38 +110,4 @@
 // debug. An entry that vanishes between the listing of its directory and
 // the look at it was pruned concurrently and is skipped, as is a directory
 // that became a regular file.
-//
-// # Removal
-//
-// [Forget] removes a snapshot under its exclusive lock (locking's snapshot
-// lock, shared with PBS ≥ 3.4): it refuses a snapshot with .protected
-// ([ErrProtected]), removes the directory recursively in place, and then
-// removes the lock file while still holding it. The recursive delete is
-// safe here because it needs no emptiness check: the snapshot is removed
-// whatever it holds, and nobody else writes to it while the lock is held.
-// An interrupted removal leaves part of the snapshot; forgetting it again
-// finishes the job. (Renaming it away to a hidden name first would make the
-// removal look atomic, but an interrupted one would then leave a hidden
-// directory nobody lists and nobody ever removes.)
-//
-// Removing the group that became empty is where seed 000's race lives: a
-// check that the group is empty followed by a recursive delete removes a
-// snapshot created in between. So the group goes only by rmdir, and
-// ENOTEMPTY means a snapshot (or anything else) arrived: keep the group.
-// The group's exclusive lock is taken first, try-once: if a writer holds
-// it, the group is in use and stays. Under the lock the listing is a
-// shortcut; then owner is read and unlinked, and rmdir decides. If rmdir
-// fails, owner is put back (O_EXCL, so a newcomer's own owner file wins).
-// The group's lock file is removed, while held, only with the directory.
-// Empty namespace directories stay, as in PBS, where namespaces are
-// created and removed explicitly.
-//
-// # Ingest
-//
-// [Ingest] is the writer side of the lock protocol, used by the ingest
-// command, the demo and the tests that race backups against GC: register
-// as a writer, take the group lock for the whole run and the snapshot lock
-// while writing, insert every chunk (touching those that exist), sync the
-// chunks, then write the fixed indexes and last the manifest, each
-// atomically.
 package datastore

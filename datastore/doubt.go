@@ -48,11 +48,20 @@ func unexpected(op, path string, typ uint8, want string) error {
 	return &fs.PathError{Op: op, Path: path, Err: &unexpectedEntry{typ: dtName(typ), want: want, link: typ == unix.DT_LNK}}
 }
 
-// doubt marks an error of nofollow that says a component is a symlink or
+// Unexpected returns the error for the entry at path, of stat mode mode,
+// where the tree expects want (such as "the group's owner file"): an
+// *fs.PathError with op naming path whose Err matches [ErrUnexpectedEntry],
+// and nofollow.ErrSymlink for a symlink. It is for code that works below
+// the tree (package backup) and finds an entry the scheme has no room for.
+func Unexpected(op, path string, mode uint32, want string) error {
+	return unexpected(op, path, dtype(mode), want)
+}
+
+// Doubt marks an error of nofollow that says a component is a symlink or
 // not a directory (or not a regular file) as [ErrUnexpectedEntry] as well;
 // nofollow's *fs.PathError, which names the component, stays in the chain.
 // Other errors are returned as they are.
-func doubt(err error) error {
+func Doubt(err error) error {
 	if errors.Is(err, nofollow.ErrSymlink) || errors.Is(err, nofollow.ErrNotDir) || errors.Is(err, nofollow.ErrNotRegular) {
 		return fmt.Errorf("%w: %w", ErrUnexpectedEntry, err)
 	}
@@ -84,7 +93,7 @@ func schemeRole(rel string) string {
 			if last == 0 {
 				return wantNSDir
 			}
-			if !validName(parts[i+1]) {
+			if !ValidName(parts[i+1]) {
 				return ""
 			}
 			if last == 1 {
@@ -96,7 +105,7 @@ func schemeRole(rel string) string {
 			switch {
 			case last == 0:
 				return wantType
-			case !validName(parts[i+1]):
+			case !ValidName(parts[i+1]):
 				return ""
 			case last == 1:
 				return wantGroup

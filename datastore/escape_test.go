@@ -1,8 +1,6 @@
 package datastore
 
 import (
-	"chunkgc/internal/fsys"
-
 	"errors"
 	"os"
 	"os/exec"
@@ -19,9 +17,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"chunkgc/index"
+	"chunkgc/internal/fsys"
 	"chunkgc/internal/nofollow"
+	"chunkgc/internal/testkit/rtest"
 	"chunkgc/internal/testkit/storetest"
-	"chunkgc/internal/testkit/testfs"
 )
 
 // victimSnap is the snapshot directory every victim tree holds (see
@@ -35,7 +34,7 @@ func reachable(t testing.TB, dir string) {
 	t.Helper()
 	tmp := filepath.Clean(os.TempDir())
 	for p := filepath.Clean(dir); strings.HasPrefix(p, tmp+"/"); p = filepath.Dir(p) {
-		ok(t, os.Chmod(p, 0o755))
+		rtest.OK(t, os.Chmod(p, 0o755))
 	}
 }
 
@@ -43,7 +42,7 @@ func reachable(t testing.TB, dir string) {
 // tree outside it.
 func attackTree(t *testing.T) (base string, v *storetest.Victim) {
 	t.Helper()
-	testfs.RequireRoot(t)
+	rtest.RequireRoot(t)
 	base = filepath.Join(t.TempDir(), "store")
 	fixture(t, base, t.TempDir())
 	storetest.ChownTree(t, base)
@@ -56,7 +55,7 @@ func attackTree(t *testing.T) (base string, v *storetest.Victim) {
 func needPerl(t testing.TB) {
 	t.Helper()
 	if _, err := exec.LookPath("perl"); err != nil {
-		testfs.SkipOrFail(t, "needs perl for the attacker's renameat2 and sockets")
+		rtest.SkipOrFail(t, "needs perl for the attacker's renameat2 and sockets")
 	}
 }
 
@@ -83,7 +82,7 @@ func wantDoubt(t testing.TB, what string, err error, path string, symlink bool) 
 func listEverything(t *testing.T, base string) error {
 	t.Helper()
 	tree, err := OpenTree(base)
-	ok(t, err)
+	rtest.OK(t, err)
 	defer tree.Close()
 	snaps, err := tree.ListAllSnapshots()
 	if err != nil {
@@ -156,7 +155,7 @@ func TestDoubtStopsTree(t *testing.T) {
 			v.Check(t)
 			// CheckReferenced cannot open a socket; it is no index.
 			if strings.Contains(tt.name, "socket") {
-				ok(t, os.Remove(path))
+				rtest.OK(t, os.Remove(path))
 			}
 			storetest.CheckReferenced(t, base)
 		})
@@ -188,7 +187,7 @@ func TestDoubtSwappedWhileWalking(t *testing.T) {
 				fired = true
 				storetest.AsBackup(t, base, `mv `+swap+` `+filepath.Dir(swap)+`/.swapped && ln -s "`+v.Dir+`/`+target+`" `+swap)
 			}})
-			equal(t, "hook fired", true, fired)
+			rtest.Equal(t, "hook fired", true, fired)
 			wantDoubt(t, "walk", err, filepath.Join(base, swap), true)
 			v.Check(t)
 			storetest.CheckReferenced(t, base)
@@ -198,11 +197,11 @@ func TestDoubtSwappedWhileWalking(t *testing.T) {
 	t.Run("between ListSnapshots and IndexFiles", func(t *testing.T) {
 		base, v := attackTree(t)
 		tree, err := OpenTree(base)
-		ok(t, err)
+		rtest.OK(t, err)
 		defer tree.Close()
 		snaps, err := tree.ListSnapshots(Group{Type: "vm", ID: "100"})
-		ok(t, err)
-		equal(t, "snapshots", 2, len(snaps))
+		rtest.OK(t, err)
+		rtest.Equal(t, "snapshots", 2, len(snaps))
 		storetest.AsBackup(t, base, `mv vm/100 vm/.100 && ln -s "`+v.Dir+`/vm/100" vm/100`)
 		_, err = tree.IndexFiles(snaps[1])
 		wantDoubt(t, "IndexFiles", err, filepath.Join(base, "vm/100"), true)
@@ -262,7 +261,7 @@ func TestDoubtRacingAttacker(t *testing.T) {
 		t.Logf("note: the race never hit both ways (%d of %d walks stopped)", failed, runs)
 	}
 	v.Check(t)
-	ok(t, os.Remove(filepath.Join(base, "vm/.swap")))
+	rtest.OK(t, os.Remove(filepath.Join(base, "vm/.swap")))
 	storetest.CheckReferenced(t, base)
 }
 
@@ -272,13 +271,13 @@ func TestDoubtRacingAttacker(t *testing.T) {
 func mkdirDeep(t *testing.T, dir string) (int, string) {
 	t.Helper()
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	ok(t, err)
+	rtest.OK(t, err)
 	name := strings.Repeat("d", 200)
 	p := dir
 	for len(p) < unix.PathMax+100 {
-		ok(t, unix.Mkdirat(fd, name, 0o755))
+		rtest.OK(t, unix.Mkdirat(fd, name, 0o755))
 		nfd, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
-		ok(t, err)
+		rtest.OK(t, err)
 		unix.Close(fd)
 		fd, p = nfd, p+"/"+name
 	}
@@ -292,8 +291,8 @@ func mkdirDeep(t *testing.T, dir string) (int, string) {
 func TestIndexPathTooLong(t *testing.T) {
 	base := newFixture(t)
 	fd, p := mkdirDeep(t, filepath.Join(base, "stray"))
-	ok(t, unix.Mkdirat(fd, "x.fidx.d", 0o755)) // a directory near the end does not count
-	ok(t, index.WriteFixedFileAt(fd, p, "x.fidx", fsys.Keep, 0, 4096, nil))
+	rtest.OK(t, unix.Mkdirat(fd, "x.fidx.d", 0o755)) // a directory near the end does not count
+	rtest.OK(t, index.WriteFixedFileAt(fd, p, "x.fidx", fsys.Keep, 0, 4096, nil))
 	_, err := walkAll(t, base, walkHooks{})
 	if !errors.Is(err, unix.ENAMETOOLONG) {
 		t.Fatalf("walk: want ENAMETOOLONG, got %v", err)
@@ -302,14 +301,14 @@ func TestIndexPathTooLong(t *testing.T) {
 		t.Errorf("error does not name the index %s/x.fidx: %v", p[:80]+"…", err)
 	}
 	tree, err := OpenTree(base)
-	ok(t, err)
+	rtest.OK(t, err)
 	defer tree.Close()
 	rel := strings.TrimPrefix(p, base+"/") + "/x.fidx"
 	if _, err := tree.OpenIndex(rel); !errors.Is(err, unix.ENAMETOOLONG) {
 		t.Errorf("OpenIndex of the long path: want ENAMETOOLONG, got %v", err)
 	}
 	// storetest walks by path and cannot reach it either.
-	ok(t, os.RemoveAll(filepath.Join(base, "stray", strings.Repeat("d", 200))))
+	rtest.OK(t, os.RemoveAll(filepath.Join(base, "stray", strings.Repeat("d", 200))))
 }
 
 // TestWalkSkipsOddEntriesOutsideTheScheme: symlinks and FIFOs where the
@@ -319,7 +318,7 @@ func TestWalkSkipsOddEntriesOutsideTheScheme(t *testing.T) {
 	core, logs := observer.New(zap.DebugLevel)
 	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core))
 	var got []string
-	ok(t, walkIndexFiles(t.Context(), base, log, func(rel string) error {
+	rtest.OK(t, walkIndexFiles(t.Context(), base, log, func(rel string) error {
 		got = append(got, rel)
 		return nil
 	}, walkHooks{}))
@@ -358,6 +357,6 @@ func TestSchemeRole(t *testing.T) {
 		{deepNS + "/vm/1", wantGroup},
 	}
 	for _, tt := range tests {
-		equal(t, "role of "+tt.give, tt.want, schemeRole(tt.give))
+		rtest.Equal(t, "role of "+tt.give, tt.want, schemeRole(tt.give))
 	}
 }

@@ -79,21 +79,3 @@ func FuzzInScheme(f *testing.F) {
 		}
 	})
 }
-
-// FuzzParseDirents checks that no getdents buffer makes the parser panic
-// and that it only returns plausible names.
-func FuzzParseDirents(f *testing.F) {
-	b := make([]byte, 32)
-	putDirent(b, 5, 8, "a.fidx")
-	f.Add(b)
-	f.Add([]byte{})
-	f.Add(make([]byte, 19))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		ents, _ := parseDirents(b, nil)
-		for _, e := range ents {
-			if e.name == "" || e.name == "." || e.name == ".." || strings.IndexByte(e.name, 0) >= 0 {
-				t.Fatalf("implausible name %q", e.name)
-			}
-		}
-	})
-}

@@ -1,7 +1,6 @@
 package datastore
 
 import (
-	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -12,24 +11,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"chunkgc/index"
+	"chunkgc/internal/testkit/rtest"
 )
 
-func ok(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatalf("unexpected error: %v", err)
-	}
-}
-
-func equal[T comparable](t testing.TB, what string, want, got T) {
-	t.Helper()
-	if want != got {
-		t.Errorf("%s: want %v, got %v", what, want, got)
-	}
-}
-
 // equalLists compares two lists in order and prints the missing and extra
-// items on a mismatch.
+// items on a mismatch (rtest.Equal would print the two long lists only).
 func equalLists(t testing.TB, what string, want, got []string) {
 	t.Helper()
 	if slices.Equal(want, got) {
@@ -63,7 +49,7 @@ func mkTree(t testing.TB, base string, entries ...entry) {
 
 func mkParent(t testing.TB, p string) {
 	t.Helper()
-	ok(t, os.MkdirAll(filepath.Dir(p), 0o755))
+	rtest.OK(t, os.MkdirAll(filepath.Dir(p), 0o755))
 }
 
 // idx is an empty, valid index file (fixed or dynamic by its suffix): it
@@ -74,9 +60,9 @@ func idx(rel string) entry {
 		p := filepath.Join(base, rel)
 		mkParent(t, p)
 		if k, _ := index.KindOf(rel); k == index.Dynamic {
-			ok(t, index.WriteDynamicFile(p, nil, nil))
+			rtest.OK(t, index.WriteDynamicFile(p, nil, nil))
 		} else {
-			ok(t, index.WriteFixedFile(p, 0, 4096, nil))
+			rtest.OK(t, index.WriteFixedFile(p, 0, 4096, nil))
 		}
 	}
 }
@@ -87,7 +73,7 @@ func file(rel string) entry {
 		t.Helper()
 		p := filepath.Join(base, rel)
 		mkParent(t, p)
-		ok(t, os.WriteFile(p, []byte(rel), 0o644))
+		rtest.OK(t, os.WriteFile(p, []byte(rel), 0o644))
 	}
 }
 
@@ -95,7 +81,7 @@ func file(rel string) entry {
 func dir(rel string) entry {
 	return func(t testing.TB, base string) {
 		t.Helper()
-		ok(t, os.MkdirAll(filepath.Join(base, rel), 0o755))
+		rtest.OK(t, os.MkdirAll(filepath.Join(base, rel), 0o755))
 	}
 }
 
@@ -105,7 +91,7 @@ func symlink(rel, target string) entry {
 		t.Helper()
 		p := filepath.Join(base, rel)
 		mkParent(t, p)
-		ok(t, os.Symlink(target, p))
+		rtest.OK(t, os.Symlink(target, p))
 	}
 }
 
@@ -115,7 +101,7 @@ func fifo(rel string) entry {
 		t.Helper()
 		p := filepath.Join(base, rel)
 		mkParent(t, p)
-		ok(t, unix.Mkfifo(p, 0o644))
+		rtest.OK(t, unix.Mkfifo(p, 0o644))
 	}
 }
 
@@ -123,6 +109,3 @@ func fifo(rel string) entry {
 func isPermission(err error) bool {
 	return errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)
 }
-
-func nativePutUint64(b []byte, v uint64) { binary.NativeEndian.PutUint64(b, v) }
-func nativePutUint16(b []byte, v uint16) { binary.NativeEndian.PutUint16(b, v) }

@@ -4,34 +4,28 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 
 	"go.uber.org/zap"
 
 	"chunkgc/internal/testkit/leakcheck"
+	"chunkgc/internal/testkit/rtest"
 )
 
-// helperEnv makes the test binary a helper process (see helperMain) instead
-// of running tests: the permission tests re-exec it as another user.
-const helperEnv = "CHUNKGC_DATASTORE_HELPER"
-
+// TestMain runs the tests, or a helper process (see asBackup): the
+// permission tests re-exec the test binary as the backup user.
 func TestMain(m *testing.M) {
-	if os.Getenv(helperEnv) == "1" {
-		os.Exit(helperMain(os.Args[1:]))
-	}
-	os.Exit(leakcheck.Run(m, "chunkgc/datastore."))
+	rtest.Main(m, rtest.Helpers{"walk": walkHelper, "list-groups": listGroupsHelper},
+		func(m *testing.M) int { return leakcheck.Run(m, "chunkgc/datastore.") })
 }
 
-// helperMain runs one helper command and reports on stdout, one line per
-// item; debug logs go to stderr as JSON.
-//
-//	walk BASE   WalkIndexFiles: "index REL" per file, then "ok" or
-//	            "error [permission] MESSAGE"
-func helperMain(args []string) int {
-	if len(args) != 2 || args[0] != "walk" {
-		fmt.Println("error bad helper command", args)
+// walkHelper runs WalkIndexFiles on the store at args[0] and reports on
+// stdout: "index REL" per file, then "ok" or "error [permission] MESSAGE";
+// debug logs go to stderr.
+func walkHelper(args []string) int {
+	if len(args) != 1 {
+		fmt.Println("error want BASE, got", args)
 		return 2
 	}
 	log, err := zap.NewDevelopment() // debug level, to stderr
@@ -39,16 +33,32 @@ func helperMain(args []string) int {
 		fmt.Println("error", err)
 		return 1
 	}
-	err = WalkIndexFiles(context.Background(), args[1], log, func(rel string) error {
+	err = WalkIndexFiles(context.Background(), args[0], log, func(rel string) error {
 		fmt.Println("index", rel)
 		return nil
 	})
 	log.Sync()
-	reportWalk(err)
+	report(err)
 	return 0
 }
 
-func reportWalk(err error) {
+// listGroupsHelper runs ListGroups of the root namespace on the store at
+// args[0] and reports as walkHelper does, one "index GROUP" per group.
+func listGroupsHelper(args []string) int {
+	if len(args) != 1 {
+		fmt.Println("error want BASE, got", args)
+		return 2
+	}
+	groups, err := ListGroups(args[0], nil)
+	for _, g := range groups {
+		fmt.Println("index", g.RelPath())
+	}
+	report(err)
+	return 0
+}
+
+// report prints a helper's result line.
+func report(err error) {
 	switch {
 	case err == nil:
 		fmt.Println("ok")
@@ -59,15 +69,15 @@ func reportWalk(err error) {
 	}
 }
 
-// walkResult is what one walk found.
+// walkResult is what one helper run found.
 type walkResult struct {
 	rels []string
 	err  string // "" for success
 	perm bool   // the error was a permission error
-	log  string // the walk's log output, when it ran in a helper process
+	log  string // the helper's log output, when it ran in a helper process
 }
 
-// parseWalk reads a helper's walk report.
+// parseWalk reads a helper's report.
 func parseWalk(out string) (walkResult, error) {
 	var r walkResult
 	for line := range strings.Lines(out) {

@@ -21,12 +21,12 @@ func InScheme(rel string) bool {
 		return false
 	}
 	for i := 0; i < len(nsParts); i += 2 {
-		if nsParts[i] != nsDir || !validName(nsParts[i+1]) {
+		if nsParts[i] != nsDir || !ValidName(nsParts[i+1]) {
 			return false
 		}
 	}
 	tail := parts[len(parts)-4:]
-	if !validType(tail[0]) || !validName(tail[1]) {
+	if !validType(tail[0]) || !ValidName(tail[1]) {
 		return false
 	}
 	if _, ok := parseTime(tail[2]); !ok {

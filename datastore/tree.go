@@ -12,9 +12,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"chunkgc/chunkstore"
 	"chunkgc/index"
 	"chunkgc/internal/eintr"
+	"chunkgc/internal/fsys"
 	"chunkgc/internal/nofollow"
 )
 
@@ -31,9 +31,9 @@ const nsDir = "ns"
 // groupTypes returns the backup group types, sorted.
 func groupTypes() [3]string { return [...]string{"ct", "host", "vm"} }
 
-// validName reports whether s is a PBS "safe id", the syntax of namespace
-// components and group ids: [A-Za-z0-9_][A-Za-z0-9._\-]*.
-func validName(s string) bool {
+// ValidName reports whether s is a PBS "safe id", the syntax of namespace
+// components, group ids and archive names: [A-Za-z0-9_][A-Za-z0-9._\-]*.
+func ValidName(s string) bool {
 	if s == "" {
 		return false
 	}
@@ -87,7 +87,7 @@ func ParseNamespace(s string) (Namespace, error) {
 		return nil, fmt.Errorf("namespace %q: %d levels, at most %d allowed", s, len(parts), MaxNamespaceDepth)
 	}
 	for _, p := range parts {
-		if !validName(p) {
+		if !ValidName(p) {
 			return nil, fmt.Errorf("namespace %q: invalid component %q (want [A-Za-z0-9_][A-Za-z0-9._-]*)", s, p)
 		}
 	}
@@ -124,25 +124,25 @@ func ParseGroup(s string) (Group, error) {
 		return Group{}, fmt.Errorf("backup group %q: want TYPE/ID", s)
 	}
 	g := Group{Type: typ, ID: id}
-	if err := g.check(); err != nil {
+	if err := g.Check(); err != nil {
 		return Group{}, fmt.Errorf("backup group %q: %w", s, err)
 	}
 	return g, nil
 }
 
-// check validates the group's type, id and namespace.
-func (g Group) check() error {
+// Check validates the group's type, id and namespace.
+func (g Group) Check() error {
 	if !validType(g.Type) {
 		return fmt.Errorf("invalid type %q (want vm, ct or host)", g.Type)
 	}
-	if !validName(g.ID) {
+	if !ValidName(g.ID) {
 		return fmt.Errorf("invalid id %q (want [A-Za-z0-9_][A-Za-z0-9._-]*)", g.ID)
 	}
 	if len(g.NS) > MaxNamespaceDepth {
 		return fmt.Errorf("namespace %q: %d levels, at most %d allowed", g.NS.String(), len(g.NS), MaxNamespaceDepth)
 	}
 	for _, c := range g.NS {
-		if !validName(c) {
+		if !ValidName(c) {
 			return fmt.Errorf("namespace %q: invalid component %q", g.NS.String(), c)
 		}
 	}
@@ -186,6 +186,17 @@ func ParseSnapshot(s string) (Snapshot, error) {
 	return Snapshot{Group: g, Time: t}, nil
 }
 
+// Check validates the snapshot's group and time.
+func (s Snapshot) Check() error {
+	if err := s.Group.Check(); err != nil {
+		return err
+	}
+	if s.Time.IsZero() {
+		return errors.New("no snapshot time")
+	}
+	return nil
+}
+
 // TimeString returns the snapshot's time as its directory name: RFC 3339 in
 // UTC to the second, "2025-04-04T15:02:49Z".
 func (s Snapshot) TimeString() string { return s.Time.UTC().Format(TimeLayout) }
@@ -211,49 +222,66 @@ func (s Snapshot) String() string { return s.RelPath() }
 type Tree struct {
 	fd   int
 	base string
+	sys  fsys.Syscalls
+}
+
+// TreeOptions configure [NewTree].
+type TreeOptions struct {
+	// Syscalls is the syscall seam every listing, open and stat of the
+	// tree goes through (see the package doc, "Syscalls"); nil means
+	// fsys.Real{}. Callers pass the seam they give chunkstore.Options, so
+	// that a test can fail a precise call of the tree as of the chunks.
+	Syscalls fsys.Syscalls
 }
 
 // NewTree returns the tree of the store whose base directory is open as
-// baseFD (at path base, for messages). It works on a duplicate of baseFD,
-// so the caller keeps and closes its own.
-func NewTree(baseFD int, base string) (*Tree, error) {
+// baseFD (at path base, for messages), such as chunkstore.Store.BaseFD.
+// The tree works on a duplicate of baseFD, which its Close closes: the
+// caller keeps its own fd and closes it itself, before or after the tree.
+func NewTree(baseFD int, base string, opts TreeOptions) (*Tree, error) {
+	sys := opts.Syscalls
+	if sys == nil {
+		sys = fsys.Real{}
+	}
 	fd, err := eintr.Retry2(func() (int, error) { return unix.FcntlInt(uintptr(baseFD), unix.F_DUPFD_CLOEXEC, 0) })
 	if err != nil {
 		return nil, &fs.PathError{Op: "dup", Path: base, Err: err}
 	}
 	var st unix.Stat_t
-	if err := eintr.Retry(func() error { return unix.Fstat(fd, &st) }); err != nil {
+	if err := sys.Fstatat(fd, "", &st, unix.AT_EMPTY_PATH); err != nil {
 		unix.Close(fd)
-		return nil, &fs.PathError{Op: "fstat", Path: base, Err: err}
+		return nil, fsys.WithPath(err, base)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		unix.Close(fd)
 		return nil, &fs.PathError{Op: "open", Path: base, Err: unix.ENOTDIR}
 	}
-	return &Tree{fd: fd, base: base}, nil
+	return &Tree{fd: fd, base: base, sys: sys}, nil
 }
 
-// OpenTree opens the tree of the store at base. base itself is the
-// configured, trusted path: it is opened as any path is (a symlinked base
-// is followed); nothing below it is.
+// OpenTree opens the tree of the store at base, with the real syscalls.
+// base itself is the configured, trusted path: it is opened as any path is
+// (a symlinked base is followed); nothing below it is.
 func OpenTree(base string) (*Tree, error) {
-	fd, err := eintr.Retry2(func() (int, error) {
-		return unix.Open(base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	})
+	sys := fsys.Real{}
+	fd, err := sys.Openat(unix.AT_FDCWD, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: base, Err: err}
+		return nil, fsys.WithPath(err, base)
 	}
-	return &Tree{fd: fd, base: base}, nil
-}
-
-// OpenStoreTree returns the tree of store: from the store's own base fd
-// when it holds one, else by opening its base path.
-func OpenStoreTree(store *chunkstore.Store) (*Tree, error) {
-	return NewTree(store.BaseFD(), store.Base())
+	return &Tree{fd: fd, base: base, sys: sys}, nil
 }
 
 // Base returns the path of the store's base directory, as given.
 func (t *Tree) Base() string { return t.base }
+
+// FD returns the tree's O_DIRECTORY fd of the base, valid until Close, for
+// callers that create below the base relative to it (package backup's
+// nofollow.MkdirAll). It must not be closed, read from or seeked.
+func (t *Tree) FD() int { return t.fd }
+
+// Syscalls returns the seam the tree makes its syscalls through, for
+// callers that work on the directories the tree opens for them.
+func (t *Tree) Syscalls() fsys.Syscalls { return t.sys }
 
 // Close closes the tree's fd. A second Close is an error.
 func (t *Tree) Close() error {
@@ -268,8 +296,8 @@ func (t *Tree) Close() error {
 	return nil
 }
 
-// path returns the path of rel below the base, for messages.
-func (t *Tree) path(rel string) string { return filepath.Join(t.base, rel) }
+// Path returns the path of rel below the base, for messages.
+func (t *Tree) Path(rel string) string { return filepath.Join(t.base, rel) }
 
 // relJoin joins two relative paths with "/", either of which may be "".
 func relJoin(a, b string) string {
@@ -282,25 +310,70 @@ func relJoin(a, b string) string {
 	return a + "/" + b
 }
 
-// openDir opens directory rel below the base ("" for the base itself, as a
-// new open file description) without following a symlink. A symlink or
-// non-directory anywhere on the way is an error matching
-// [ErrUnexpectedEntry] naming it; a missing one matches fs.ErrNotExist.
-func (t *Tree) openDir(rel string) (int, error) {
+// OpenDir opens directory rel below the base ("" for the base itself, as a
+// new open file description) without following a symlink, and returns its
+// fd, which the caller closes. A symlink or non-directory anywhere on the
+// way is an error matching [ErrUnexpectedEntry] naming it; a missing one
+// matches fs.ErrNotExist. The components are resolved by nofollow (openat2),
+// not through the tree's seam.
+func (t *Tree) OpenDir(rel string) (int, error) {
 	if rel == "" {
-		fd, err := eintr.Retry2(func() (int, error) {
-			return unix.Openat(t.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		})
+		fd, err := t.sys.Openat(t.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return -1, &fs.PathError{Op: "open", Path: t.base, Err: err}
+			return -1, fsys.WithPath(err, t.base)
 		}
 		return fd, nil
 	}
 	fd, err := nofollow.OpenDir(t.fd, t.base, rel)
 	if err != nil {
-		return -1, doubt(err)
+		return -1, Doubt(err)
 	}
 	return fd, nil
+}
+
+// OpenSubdir opens the directory rel below the base, a namespace, group or
+// snapshot directory whose parent directory is open as parentFD, by its
+// last component relative to parentFD and without following a symlink,
+// and returns its fd, which the caller closes. A missing one matches
+// fs.ErrNotExist; one that is a symlink or no directory is an error
+// matching [ErrUnexpectedEntry] that names it and says what the scheme
+// expects at rel.
+func (t *Tree) OpenSubdir(parentFD int, rel string) (int, error) {
+	name := rel[strings.LastIndexByte(rel, '/')+1:]
+	fd, err := t.sys.Openat(parentFD, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err == nil {
+		return fd, nil
+	}
+	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+		if typ, serr := t.notDir(parentFD, name, err); serr == nil {
+			want := schemeRole(rel)
+			if want == "" {
+				want = "a directory"
+			}
+			return -1, unexpected("open", t.Path(rel), typ, want)
+		}
+	}
+	return -1, fsys.WithPath(err, t.Path(rel))
+}
+
+// notDir returns the type of entry name of the directory open as dirfd,
+// which an open with O_DIRECTORY|O_NOFOLLOW refused with errno (ELOOP or
+// ENOTDIR). An entry that is a directory again (swapped back) was no
+// directory at the open: it is a symlink if the open said ELOOP, else of a
+// type unknown (dtOther). A failing fstatat is returned as is, naming name.
+func (t *Tree) notDir(dirfd int, name string, errno error) (uint8, error) {
+	var st unix.Stat_t
+	if err := t.sys.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return 0, err
+	}
+	typ := dtype(st.Mode)
+	if typ == unix.DT_DIR {
+		typ = dtOther
+		if errors.Is(errno, unix.ELOOP) {
+			typ = unix.DT_LNK
+		}
+	}
+	return typ, nil
 }
 
 // readDir lists directory rel below the base: every entry but "." and
@@ -309,12 +382,12 @@ func (t *Tree) openDir(rel string) (int, error) {
 // directory that is missing, or that was removed after it was opened,
 // gives an error matching fs.ErrNotExist.
 func (t *Tree) readDir(rel string) ([]dirent, error) {
-	fd, err := t.openDir(rel)
+	fd, err := t.OpenDir(rel)
 	if err != nil {
 		return nil, err
 	}
 	defer unix.Close(fd)
-	ents, err := readDirents(fd, t.path(rel), make([]byte, direntBufSize))
+	ents, err := readDirents(t.sys, fd, t.Path(rel), make([]byte, direntBufSize))
 	if err != nil {
 		return nil, err
 	}
@@ -322,12 +395,12 @@ func (t *Tree) readDir(rel string) ([]dirent, error) {
 	for _, e := range ents {
 		if e.typ == unix.DT_UNKNOWN {
 			var st unix.Stat_t
-			err := eintr.Retry(func() error { return unix.Fstatat(fd, e.name, &st, unix.AT_SYMLINK_NOFOLLOW) })
+			err := t.sys.Fstatat(fd, e.name, &st, unix.AT_SYMLINK_NOFOLLOW)
 			if errors.Is(err, unix.ENOENT) {
 				continue
 			}
 			if err != nil {
-				return nil, &fs.PathError{Op: "fstatat", Path: t.path(relJoin(rel, e.name)), Err: err}
+				return nil, fsys.WithPath(err, t.Path(relJoin(rel, e.name)))
 			}
 			e.typ = dtype(st.Mode)
 		}
@@ -348,7 +421,7 @@ func (t *Tree) listDirs(rel string, keep func(name string) bool, want string) ([
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", t.path(rel), err)
+		return nil, fmt.Errorf("list %s: %w", t.Path(rel), err)
 	}
 	var names []string
 	for _, e := range ents {
@@ -360,7 +433,7 @@ func (t *Tree) listDirs(rel string, keep func(name string) bool, want string) ([
 			names = append(names, e.name)
 		case unix.DT_REG:
 		default:
-			return nil, unexpected("list", t.path(relJoin(rel, e.name)), e.typ, want)
+			return nil, unexpected("list", t.Path(relJoin(rel, e.name)), e.typ, want)
 		}
 	}
 	return names, nil
@@ -380,7 +453,7 @@ func (t *Tree) ListNamespaces() ([]Namespace, error) {
 		if len(parent) == MaxNamespaceDepth {
 			return nil
 		}
-		names, err := t.listDirs(relJoin(parent.RelPath(), nsDir), validName, wantNS)
+		names, err := t.listDirs(relJoin(parent.RelPath(), nsDir), ValidName, wantNS)
 		if err != nil {
 			return err
 		}
@@ -408,7 +481,7 @@ func (t *Tree) ListNamespaces() ([]Namespace, error) {
 func (t *Tree) ListGroups(ns Namespace) ([]Group, error) {
 	var groups []Group
 	for _, typ := range groupTypes() {
-		ids, err := t.listDirs(relJoin(ns.RelPath(), typ), validName, wantGroup)
+		ids, err := t.listDirs(relJoin(ns.RelPath(), typ), ValidName, wantGroup)
 		if err != nil {
 			return nil, err
 		}
@@ -480,7 +553,7 @@ func (t *Tree) IndexFiles(s Snapshot) ([]string, error) {
 	rel := s.RelPath()
 	ents, err := t.readDir(rel)
 	if err != nil {
-		return nil, fmt.Errorf("list index files of snapshot %s: %w", t.path(rel), err)
+		return nil, fmt.Errorf("list index files of snapshot %s: %w", t.Path(rel), err)
 	}
 	var names []string
 	for _, e := range ents {
@@ -492,7 +565,7 @@ func (t *Tree) IndexFiles(s Snapshot) ([]string, error) {
 			names = append(names, e.name)
 		case unix.DT_DIR:
 		default:
-			return nil, unexpected("list", t.path(relJoin(rel, e.name)), e.typ, wantIndex)
+			return nil, unexpected("list", t.Path(relJoin(rel, e.name)), e.typ, wantIndex)
 		}
 	}
 	return names, nil
@@ -509,7 +582,7 @@ func (t *Tree) IndexFiles(s Snapshot) ([]string, error) {
 func (t *Tree) OpenIndex(rel string) (*index.Reader, error) {
 	f, err := nofollow.OpenFile(t.fd, t.base, rel)
 	if err != nil {
-		return nil, fmt.Errorf("open index: %w", doubt(err))
+		return nil, fmt.Errorf("open index: %w", Doubt(err))
 	}
 	return index.OpenFile(f)
 }

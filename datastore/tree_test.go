@@ -5,9 +5,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"chunkgc/internal/testkit/rtest"
 	"chunkgc/internal/testkit/storetest"
 )
 
@@ -108,10 +110,10 @@ func TestParseNamespace(t *testing.T) {
 				}
 				return
 			}
-			ok(t, err)
-			equal(t, "RelPath", tt.want, ns.RelPath())
-			equal(t, "String", tt.give, ns.String())
-			equal(t, "IsRoot", tt.give == "", ns.IsRoot())
+			rtest.OK(t, err)
+			rtest.Equal(t, "RelPath", tt.want, ns.RelPath())
+			rtest.Equal(t, "String", tt.give, ns.String())
+			rtest.Equal(t, "IsRoot", tt.give == "", ns.IsRoot())
 		})
 	}
 }
@@ -140,10 +142,10 @@ func TestParseGroup(t *testing.T) {
 				}
 				return
 			}
-			ok(t, err)
-			equal(t, "RelPath", tt.give, g.RelPath())
-			equal(t, "String", tt.give, g.String())
-			equal(t, "root namespace", true, g.NS.IsRoot())
+			rtest.OK(t, err)
+			rtest.Equal(t, "RelPath", tt.give, g.RelPath())
+			rtest.Equal(t, "String", tt.give, g.String())
+			rtest.Equal(t, "root namespace", true, g.NS.IsRoot())
 		})
 	}
 }
@@ -176,28 +178,28 @@ func TestParseSnapshot(t *testing.T) {
 				}
 				return
 			}
-			ok(t, err)
-			equal(t, "RelPath", tt.give, s.RelPath())
-			equal(t, "String", tt.give, s.String())
-			equal(t, "TimeString", tt.give[len(tt.give)-len(t1):], s.TimeString())
-			equal(t, "location", time.UTC, s.Time.Location())
+			rtest.OK(t, err)
+			rtest.Equal(t, "RelPath", tt.give, s.RelPath())
+			rtest.Equal(t, "String", tt.give, s.String())
+			rtest.Equal(t, "TimeString", tt.give[len(tt.give)-len(t1):], s.TimeString())
+			rtest.Equal(t, "location", time.UTC, s.Time.Location())
 		})
 	}
 }
 
 func TestRelPathsWithNamespace(t *testing.T) {
 	ns, err := ParseNamespace("a/b")
-	ok(t, err)
+	rtest.OK(t, err)
 	s := Snapshot{Group: Group{NS: ns, Type: "vm", ID: "100"}, Time: time.Date(2025, 4, 4, 17, 2, 49, 0, time.FixedZone("CEST", 2*3600))}
-	equal(t, "group", "ns/a/ns/b/vm/100", s.Group.RelPath())
-	equal(t, "snapshot", "ns/a/ns/b/vm/100/2025-04-04T15:02:49Z", s.RelPath())
-	equal(t, "string", s.RelPath(), s.String())
+	rtest.Equal(t, "group", "ns/a/ns/b/vm/100", s.Group.RelPath())
+	rtest.Equal(t, "snapshot", "ns/a/ns/b/vm/100/2025-04-04T15:02:49Z", s.RelPath())
+	rtest.Equal(t, "string", s.RelPath(), s.String())
 }
 
 func TestListNamespaces(t *testing.T) {
 	base := newFixture(t)
 	nss, err := ListNamespaces(base)
-	ok(t, err)
+	rtest.OK(t, err)
 	var got []string
 	for _, ns := range nss {
 		got = append(got, ns.String())
@@ -214,8 +216,8 @@ func TestListNamespaces(t *testing.T) {
 
 	empty := t.TempDir()
 	nss, err = ListNamespaces(empty)
-	ok(t, err)
-	equal(t, "namespaces of an empty store", 1, len(nss))
+	rtest.OK(t, err)
+	rtest.Equal(t, "namespaces of an empty store", 1, len(nss))
 }
 
 func TestListGroups(t *testing.T) {
@@ -234,13 +236,13 @@ func TestListGroups(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ns, err := ParseNamespace(tt.give)
-			ok(t, err)
+			rtest.OK(t, err)
 			groups, err := ListGroups(base, ns)
-			ok(t, err)
+			rtest.OK(t, err)
 			var got []string
 			for _, g := range groups {
 				got = append(got, g.RelPath())
-				equal(t, "namespace of "+g.RelPath(), ns.String(), g.NS.String())
+				rtest.Equal(t, "namespace of "+g.RelPath(), ns.String(), g.NS.String())
 			}
 			equalLists(t, "groups", tt.want, got)
 		})
@@ -251,7 +253,7 @@ func TestListSnapshots(t *testing.T) {
 	base := newFixture(t)
 	g := Group{Type: "vm", ID: "100"}
 	snaps, err := ListSnapshots(base, g)
-	ok(t, err)
+	rtest.OK(t, err)
 	var got []string
 	for _, s := range snaps {
 		got = append(got, s.RelPath())
@@ -264,14 +266,14 @@ func TestListSnapshots(t *testing.T) {
 	}
 
 	snaps, err = ListSnapshots(base, Group{Type: "vm", ID: "999"})
-	ok(t, err)
-	equal(t, "snapshots of a missing group", 0, len(snaps))
+	rtest.OK(t, err)
+	rtest.Equal(t, "snapshots of a missing group", 0, len(snaps))
 }
 
 func TestListAllSnapshots(t *testing.T) {
 	base := newFixture(t)
 	snaps, err := ListAllSnapshots(base)
-	ok(t, err)
+	rtest.OK(t, err)
 	var got []string
 	for _, s := range snaps {
 		got = append(got, s.RelPath())
@@ -289,34 +291,44 @@ func TestListAllSnapshots(t *testing.T) {
 func TestIndexFiles(t *testing.T) {
 	base := newFixture(t)
 	s, err := ParseSnapshot("vm/100/" + t1)
-	ok(t, err)
+	rtest.OK(t, err)
 	names, err := IndexFiles(base, s)
-	ok(t, err)
+	rtest.OK(t, err)
 	// Not .x.fidx (hidden) or notes.fidx.bak.
 	equalLists(t, "index files", []string{"drive-scsi0.img.fidx"}, names)
 
 	s2, err := ParseSnapshot("vm/100/" + t2)
-	ok(t, err)
+	rtest.OK(t, err)
 	names, err = IndexFiles(base, s2)
-	ok(t, err)
+	rtest.OK(t, err)
 	equalLists(t, "index files", []string{"catalog.pcat1.didx", "drive-scsi0.img.fidx"}, names)
 
 	gone, err := ParseSnapshot("vm/100/2020-01-01T00:00:00Z")
-	ok(t, err)
+	rtest.OK(t, err)
 	_, err = IndexFiles(base, gone)
 	if !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("IndexFiles of a missing snapshot: want fs.ErrNotExist, got %v", err)
 	}
 }
 
+// TestListUnreadable lists the groups of a store whose type directory the
+// lister may not read: as the backup user (in a helper process) when the
+// test runs as root, which reads any directory, else in this process.
 func TestListUnreadable(t *testing.T) {
-	if os.Geteuid() == 0 {
-		t.Skip("root reads any directory; the walk tests cover permissions as another user")
-	}
 	base := newFixture(t)
 	p := filepath.Join(base, "vm")
-	ok(t, os.Chmod(p, 0))
+	rtest.OK(t, os.Chmod(p, 0))
 	t.Cleanup(func() { os.Chmod(p, 0o755) })
+	if os.Geteuid() == 0 {
+		r := runAsBackup(t, "list-groups", base)
+		if !r.perm {
+			t.Errorf("ListGroups with an unreadable type dir: want a permission error, got %q (groups %q)", r.err, r.rels)
+		}
+		if want := p + ":"; !strings.Contains(r.err, want) {
+			t.Errorf("error %q does not name %s", r.err, p)
+		}
+		return
+	}
 	if _, err := ListGroups(base, nil); !errors.Is(err, fs.ErrPermission) {
 		t.Errorf("ListGroups with an unreadable type dir: want fs.ErrPermission, got %v", err)
 	}
@@ -350,7 +362,7 @@ func TestInScheme(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.give, func(t *testing.T) {
-			equal(t, "InScheme", tt.want, InScheme(tt.give))
+			rtest.Equal(t, "InScheme", tt.want, InScheme(tt.give))
 		})
 	}
 }

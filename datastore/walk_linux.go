@@ -2,18 +2,16 @@ package datastore
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
-	"path/filepath"
 	"slices"
 	"strings"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
-	"chunkgc/internal/eintr"
+	"chunkgc/internal/fsys"
 )
 
 // direntBufSize is the getdents buffer: 8 KiB, as os.File.ReadDir uses.
@@ -88,18 +86,18 @@ func (t *Tree) walkIndexFiles(ctx context.Context, log *zap.Logger, fn func(rel 
 	if log == nil {
 		log = zap.NewNop()
 	}
-	fd, err := t.openDir("")
+	fd, err := t.OpenDir("")
 	if err != nil {
 		return fmt.Errorf("walk index files: %w", err)
 	}
 	defer unix.Close(fd)
-	w := walker{ctx: ctx, base: t.base, log: log, fn: fn, hooks: hooks, buf: make([]byte, direntBufSize)}
+	w := walker{ctx: ctx, tree: t, log: log, fn: fn, hooks: hooks, buf: make([]byte, direntBufSize)}
 	return w.dir(fd, "")
 }
 
 type walker struct {
 	ctx   context.Context
-	base  string
+	tree  *Tree
 	log   *zap.Logger
 	fn    func(rel string) error
 	hooks walkHooks
@@ -107,7 +105,7 @@ type walker struct {
 }
 
 // path returns the full path of rel, for errors.
-func (w *walker) path(rel string) string { return filepath.Join(w.base, rel) }
+func (w *walker) path(rel string) string { return w.tree.Path(rel) }
 
 // dir visits the entries of the open directory fd, which is rel under base
 // ("" for base).
@@ -115,7 +113,7 @@ func (w *walker) dir(fd int, rel string) error {
 	if err := w.ctx.Err(); err != nil {
 		return context.Cause(w.ctx)
 	}
-	ents, err := readDirents(fd, w.path(rel), w.buf)
+	ents, err := readDirents(w.tree.sys, fd, w.path(rel), w.buf)
 	if rel != "" && errors.Is(err, unix.ENOENT) {
 		// Linux's getdents fails with ENOENT on a directory that was
 		// removed after it was opened.
@@ -141,13 +139,13 @@ func (w *walker) dir(fd int, rel string) error {
 		typ := e.typ
 		if typ == unix.DT_UNKNOWN {
 			var st unix.Stat_t
-			err := eintr.Retry(func() error { return unix.Fstatat(fd, e.name, &st, unix.AT_SYMLINK_NOFOLLOW) })
+			err := w.tree.sys.Fstatat(fd, e.name, &st, unix.AT_SYMLINK_NOFOLLOW)
 			if errors.Is(err, unix.ENOENT) {
 				w.vanished(crel)
 				continue
 			}
 			if err != nil {
-				return w.fail("fstatat", crel, err)
+				return w.fail(crel, err)
 			}
 			typ = dtype(st.Mode)
 		}
@@ -194,9 +192,7 @@ func (w *walker) other(rel, name string, typ uint8) error {
 
 // subdir opens directory name of the open directory fd and walks it.
 func (w *walker) subdir(fd int, name, rel string) error {
-	cfd, err := eintr.Retry2(func() (int, error) {
-		return unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	})
+	cfd, err := w.tree.sys.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	switch {
 	case err == nil:
 	case errors.Is(err, unix.ENOENT):
@@ -210,7 +206,7 @@ func (w *walker) subdir(fd int, name, rel string) error {
 		}
 		return nil
 	default:
-		return w.fail("open", rel, err)
+		return w.fail(rel, err)
 	}
 	defer unix.Close(cfd)
 	if w.hooks.afterOpen != nil {
@@ -225,27 +221,22 @@ func (w *walker) subdir(fd int, name, rel string) error {
 // removal and a new file leave and is skipped, as is an entry that is gone.
 func (w *walker) replaced(fd int, name, rel string, errno error) error {
 	var st unix.Stat_t
-	err := eintr.Retry(func() error { return unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) })
+	err := w.tree.sys.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
 	switch {
 	case errors.Is(err, unix.ENOENT):
 		w.vanished(rel)
 		return nil
 	case err != nil:
-		return w.fail("fstatat", rel, err)
+		return w.fail(rel, err)
 	case st.Mode&unix.S_IFMT == unix.S_IFREG:
 		if ce := w.log.Check(zap.DebugLevel, "directory replaced by a file while walking, skipped"); ce != nil {
 			ce.Write(zap.String("path", w.path(rel)), zap.Error(errno))
 		}
 		return nil
 	}
-	typ := dtype(st.Mode)
-	if typ == unix.DT_DIR {
-		// A directory again (swapped back): at the open it was something
-		// else, a symlink if the open said ELOOP. Doubt all the same.
-		typ = dtOther
-		if errors.Is(errno, unix.ELOOP) {
-			typ = unix.DT_LNK
-		}
+	typ, err := w.tree.notDir(fd, name, errno)
+	if err != nil {
+		return w.fail(rel, err)
 	}
 	want := schemeRole(rel)
 	if want == "" {
@@ -261,10 +252,11 @@ func (w *walker) vanished(rel string) {
 	}
 }
 
-// fail returns the error that stops the walk at rel.
-func (w *walker) fail(op, rel string, errno error) error {
-	err := &fs.PathError{Op: op, Path: w.path(rel), Err: errno}
-	if errors.Is(errno, unix.EACCES) || errors.Is(errno, unix.EPERM) {
+// fail returns the error that stops the walk at rel: err, an error of the
+// seam, renamed to name rel's path.
+func (w *walker) fail(rel string, err error) error {
+	err = fsys.WithPath(err, w.path(rel))
+	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
 		return fmt.Errorf("walk index files: cannot list every index file, stopping: %w", err)
 	}
 	return fmt.Errorf("walk index files: %w", err)
@@ -301,54 +293,18 @@ type dirent struct {
 	typ  uint8 // unix.DT_*; DT_UNKNOWN when the filesystem does not say
 }
 
-// linux_dirent64 field offsets.
-const (
-	direntIno    = 0  // u64
-	direntReclen = 16 // u16
-	direntType   = 18 // u8
-	direntName   = 19 // NUL-terminated
-)
-
-// readDirents lists every entry of the open directory fd (path, for errors)
-// with getdents64, without "." and "..".
-func readDirents(fd int, path string, buf []byte) ([]dirent, error) {
+// readDirents lists every entry of the open directory fd (at path, for
+// errors) but "." and "..", in directory order, with fsys.ReadDirents
+// through sys. Its errors are fsys's: an *fs.PathError with Op
+// "getdents64" naming path (EIO for a malformed record).
+func readDirents(sys fsys.Syscalls, fd int, path string, buf []byte) ([]dirent, error) {
 	var ents []dirent
-	for {
-		n, err := eintr.Retry2(func() (int, error) { return unix.Getdents(fd, buf) })
-		if err != nil {
-			return nil, &fs.PathError{Op: "getdents", Path: path, Err: err}
-		}
-		if n <= 0 {
-			return ents, nil
-		}
-		if ents, err = parseDirents(buf[:n], ents); err != nil {
-			return nil, fmt.Errorf("getdents %s: %w", path, err)
-		}
-	}
-}
-
-// parseDirents appends the entries of the linux_dirent64 records in b to
-// ents, skipping ".", ".." and deleted entries (inode 0). unix.ParseDirent
-// would drop d_type, so the records are parsed here.
-func parseDirents(b []byte, ents []dirent) ([]dirent, error) {
-	for len(b) > 0 {
-		if len(b) < direntName {
-			return ents, fmt.Errorf("truncated record of %d bytes", len(b))
-		}
-		reclen := int(binary.NativeEndian.Uint16(b[direntReclen:]))
-		if reclen < direntName || reclen > len(b) {
-			return ents, fmt.Errorf("bad record length %d with %d bytes left", reclen, len(b))
-		}
-		name := b[direntName:reclen]
-		if i := slices.Index(name, 0); i >= 0 {
-			name = name[:i]
-		}
-		typ := b[direntType]
-		ino := binary.NativeEndian.Uint64(b[direntIno:])
-		b = b[reclen:]
-		if s := string(name); ino != 0 && s != "." && s != ".." && s != "" {
-			ents = append(ents, dirent{name: s, typ: typ})
-		}
+	err := fsys.ReadDirents(sys, fd, func() string { return path }, buf, func(name []byte, typ uint8) error {
+		ents = append(ents, dirent{name: string(name), typ: typ})
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return ents, nil
 }

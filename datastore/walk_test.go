@@ -7,7 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,6 +15,9 @@ import (
 
 	"go.uber.org/zap/zaptest"
 	"golang.org/x/sys/unix"
+
+	"chunkgc/internal/testkit/rtest"
+	"chunkgc/internal/testkit/storetest"
 )
 
 // fixtureIndexes is what WalkIndexFiles finds in the fixture, in its order.
@@ -53,21 +55,21 @@ func walkAll(t *testing.T, base string, hooks walkHooks) ([]string, error) {
 func TestWalkIndexFiles(t *testing.T) {
 	base := newFixture(t)
 	got, err := walkAll(t, base, walkHooks{})
-	ok(t, err)
+	rtest.OK(t, err)
 	equalLists(t, "index files", fixtureIndexes, got)
 
 	again, err := walkAll(t, base, walkHooks{})
-	ok(t, err)
+	rtest.OK(t, err)
 	equalLists(t, "index files of a second walk", got, again)
 
 	// Every index in the scheme is also reached through the tree functions,
 	// and those are exactly the ones InScheme accepts.
 	snaps, err := ListAllSnapshots(base)
-	ok(t, err)
+	rtest.OK(t, err)
 	var viaTree []string
 	for _, s := range snaps {
 		names, err := IndexFiles(base, s)
-		ok(t, err)
+		rtest.OK(t, err)
 		for _, n := range names {
 			viaTree = append(viaTree, s.RelPath()+"/"+n)
 		}
@@ -81,9 +83,9 @@ func TestWalkIndexFiles(t *testing.T) {
 func TestWalkIndexFilesBaseSymlink(t *testing.T) {
 	base := newFixture(t)
 	link := filepath.Join(t.TempDir(), "store")
-	ok(t, os.Symlink(base, link))
+	rtest.OK(t, os.Symlink(base, link))
 	got, err := walkAll(t, link, walkHooks{})
-	ok(t, err)
+	rtest.OK(t, err)
 	equalLists(t, "index files through a symlinked base", fixtureIndexes, got)
 }
 
@@ -96,7 +98,7 @@ func TestWalkIndexFilesUnknownType(t *testing.T) {
 			ents[i].typ = unix.DT_UNKNOWN
 		}
 	}})
-	ok(t, err)
+	rtest.OK(t, err)
 	equalLists(t, "index files", fixtureIndexes, got)
 }
 
@@ -113,19 +115,19 @@ func TestWalkIndexFilesConcurrentChanges(t *testing.T) {
 	}{
 		{
 			name: "snapshot removed", at: "vm/100", gone: "vm/100/" + t2 + "/",
-			change: func(t *testing.T, base string) { ok(t, os.RemoveAll(filepath.Join(base, "vm/100", t2))) },
+			change: func(t *testing.T, base string) { rtest.OK(t, os.RemoveAll(filepath.Join(base, "vm/100", t2))) },
 		},
 		{
 			name: "index removed, type unknown", at: "vm/100/" + t2, unknown: true, gone: "vm/100/" + t2 + "/catalog",
 			change: func(t *testing.T, base string) {
-				ok(t, os.Remove(filepath.Join(base, "vm/100", t2, "catalog.pcat1.didx")))
+				rtest.OK(t, os.Remove(filepath.Join(base, "vm/100", t2, "catalog.pcat1.didx")))
 			},
 		},
 		{
 			name: "dir replaced by a file", at: "", gone: "stray/",
 			change: func(t *testing.T, base string) {
-				ok(t, os.RemoveAll(filepath.Join(base, "stray")))
-				ok(t, os.WriteFile(filepath.Join(base, "stray"), nil, 0o644))
+				rtest.OK(t, os.RemoveAll(filepath.Join(base, "stray")))
+				rtest.OK(t, os.WriteFile(filepath.Join(base, "stray"), nil, 0o644))
 			},
 		},
 	}
@@ -145,10 +147,10 @@ func TestWalkIndexFilesConcurrentChanges(t *testing.T) {
 				}
 				tt.change(t, base)
 			}})
-			ok(t, err)
-			equal(t, "hook fired", true, fired)
+			rtest.OK(t, err)
+			rtest.Equal(t, "hook fired", true, fired)
 			want := without(fixtureIndexes, func(rel string) bool { return strings.HasPrefix(rel, tt.gone) })
-			equal(t, "some index files gone", true, len(want) < len(fixtureIndexes))
+			rtest.Equal(t, "some index files gone", true, len(want) < len(fixtureIndexes))
 			equalLists(t, "index files", want, got)
 		})
 	}
@@ -163,11 +165,11 @@ func TestWalkIndexFilesRemovedAfterOpen(t *testing.T) {
 	got, err := walkAll(t, base, walkHooks{afterOpen: func(rel string) {
 		if rel == "vm/100/"+t2 {
 			fired = true
-			ok(t, os.RemoveAll(filepath.Join(base, rel)))
+			rtest.OK(t, os.RemoveAll(filepath.Join(base, rel)))
 		}
 	}})
-	ok(t, err)
-	equal(t, "hook fired", true, fired)
+	rtest.OK(t, err)
+	rtest.Equal(t, "hook fired", true, fired)
 	equalLists(t, "index files", without(fixtureIndexes, func(rel string) bool { return strings.HasPrefix(rel, "vm/100/"+t2+"/") }), got)
 }
 
@@ -183,7 +185,7 @@ func TestWalkIndexFilesStops(t *testing.T) {
 	if !errors.Is(err, errStop) {
 		t.Errorf("fn error: want it returned, got %v", err)
 	}
-	equal(t, "calls after fn failed", 1, n)
+	rtest.Equal(t, "calls after fn failed", 1, n)
 
 	ctx, cancel := context.WithCancel(t.Context())
 	n = 0
@@ -195,7 +197,7 @@ func TestWalkIndexFilesStops(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled walk: want context.Canceled, got %v", err)
 	}
-	equal(t, "calls after cancel", 1, n)
+	rtest.Equal(t, "calls after cancel", 1, n)
 
 	err = WalkIndexFiles(t.Context(), filepath.Join(base, "nope"), nil, func(string) error { return nil })
 	if !errors.Is(err, fs.ErrNotExist) {
@@ -206,10 +208,6 @@ func TestWalkIndexFilesStops(t *testing.T) {
 		t.Errorf("base not a dir: want ENOTDIR, got %v", err)
 	}
 }
-
-// backupUID is the uid the permission tests walk as when run as root:
-// Debian's "backup" user.
-const backupUID = 34
 
 // TestWalkIndexFilesPermissions walks as a user that cannot read parts of
 // the tree: an unreadable lost+found directly under base is skipped, any
@@ -229,10 +227,10 @@ func TestWalkIndexFilesPermissions(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			base := newFixture(t)
-			ok(t, os.MkdirAll(filepath.Join(base, "vm/lost+found"), 0o755))
+			rtest.OK(t, os.MkdirAll(filepath.Join(base, "vm/lost+found"), 0o755))
 			for rel, mode := range tt.chmod {
 				p := filepath.Join(base, rel)
-				ok(t, os.Chmod(p, mode))
+				rtest.OK(t, os.Chmod(p, mode))
 				t.Cleanup(func() { os.Chmod(p, 0o755) }) // before CheckReferenced and TempDir's RemoveAll
 			}
 			r := walkAsOtherUser(t, base)
@@ -249,7 +247,7 @@ func TestWalkIndexFilesPermissions(t *testing.T) {
 			if r.err == "" {
 				t.Fatalf("walk succeeded with %d index files, want a permission error on %s", len(r.rels), tt.wantErr)
 			}
-			equal(t, "permission error", true, r.perm)
+			rtest.Equal(t, "permission error", true, r.perm)
 			if want := filepath.Join(base, tt.wantErr); !strings.Contains(r.err, want+":") {
 				t.Errorf("error %q does not name %s", r.err, want)
 			}
@@ -258,34 +256,43 @@ func TestWalkIndexFilesPermissions(t *testing.T) {
 }
 
 // walkAsOtherUser walks base as a user without root's bypass of
-// permissions: in this process when not root, else in a copy of the test
-// binary run as backupUID.
+// permissions: in this process when not root, else in a helper process run
+// as the backup user.
 func walkAsOtherUser(t *testing.T, base string) walkResult {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		var r walkResult
-		err := WalkIndexFiles(t.Context(), base, zaptest.NewLogger(t), func(rel string) error {
-			r.rels = append(r.rels, rel)
-			return nil
-		})
-		if err != nil {
-			r.err, r.perm = err.Error(), isPermission(err)
-		}
-		return r
+	if os.Geteuid() == 0 {
+		return runAsBackup(t, "walk", base)
 	}
-	// The other user must reach base and the helper binary: the test's
+	var r walkResult
+	err := WalkIndexFiles(t.Context(), base, zaptest.NewLogger(t), func(rel string) error {
+		r.rels = append(r.rels, rel)
+		return nil
+	})
+	if err != nil {
+		r.err, r.perm = err.Error(), isPermission(err)
+	}
+	return r
+}
+
+// runAsBackup runs helper (see TestMain) on base in a copy of the test
+// binary as the backup user (uid/gid 34, no supplementary groups) and
+// returns its report.
+func runAsBackup(t *testing.T, helper, base string) walkResult {
+	t.Helper()
+	// The backup user must reach base and the helper binary: the test's
 	// temporary directories are 0700.
 	for _, p := range []string{filepath.Dir(base), base} {
-		ok(t, os.Chmod(p, 0o755))
+		rtest.OK(t, os.Chmod(p, 0o755))
 	}
 	bin := copyTestBinary(t)
-	cmd := exec.CommandContext(t.Context(), bin, "walk", base)
-	cmd.Env = append(os.Environ(), helperEnv+"=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: backupUID, Gid: backupUID}}
+	cmd := rtest.Helper(helper, base)
+	cmd.Path, cmd.Args[0] = bin, bin
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{
+		Uid: storetest.BackupUID, Gid: storetest.BackupGID, Groups: []uint32{}}}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("helper: %v\n%s%s", err, stdout.String(), stderr.String())
+		t.Fatalf("helper %s: %v\n%s%s", helper, err, stdout.String(), stderr.String())
 	}
 	r, err := parseWalk(stdout.String())
 	if err != nil {
@@ -300,51 +307,17 @@ func walkAsOtherUser(t *testing.T, base string) walkResult {
 func copyTestBinary(t *testing.T) string {
 	t.Helper()
 	exe, err := os.Executable()
-	ok(t, err)
+	rtest.OK(t, err)
 	dir := t.TempDir()
-	ok(t, os.Chmod(filepath.Dir(dir), 0o755))
-	ok(t, os.Chmod(dir, 0o755))
+	rtest.OK(t, os.Chmod(filepath.Dir(dir), 0o755))
+	rtest.OK(t, os.Chmod(dir, 0o755))
 	bin := filepath.Join(dir, "datastore.test")
 	src, err := os.Open(exe)
-	ok(t, err)
+	rtest.OK(t, err)
 	defer src.Close()
 	dst, err := os.OpenFile(bin, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
-	ok(t, err)
+	rtest.OK(t, err)
 	_, err = io.Copy(dst, src)
-	ok(t, errors.Join(err, dst.Close()))
+	rtest.OK(t, errors.Join(err, dst.Close()))
 	return bin
-}
-
-func TestParseDirents(t *testing.T) {
-	rec := func(ino uint64, typ uint8, name string, pad int) []byte {
-		b := make([]byte, direntName+len(name)+1+pad)
-		putDirent(b, ino, typ, name)
-		return b
-	}
-	var b []byte
-	b = append(b, rec(1, unix.DT_DIR, ".", 4)...)
-	b = append(b, rec(1, unix.DT_DIR, "..", 3)...)
-	b = append(b, rec(7, unix.DT_REG, "a.fidx", 5)...)
-	b = append(b, rec(0, unix.DT_REG, "deleted", 0)...)
-	b = append(b, rec(8, unix.DT_UNKNOWN, "x", 0)...)
-	ents, err := parseDirents(b, nil)
-	ok(t, err)
-	want := []dirent{{name: "a.fidx", typ: unix.DT_REG}, {name: "x", typ: unix.DT_UNKNOWN}}
-	if !slices.Equal(want, ents) {
-		t.Errorf("entries: want %v, got %v", want, ents)
-	}
-
-	for _, bad := range [][]byte{b[:10], append(slices.Clone(b), 1, 2, 3), rec(1, unix.DT_REG, "y", 0)[:direntName+1]} {
-		if _, err := parseDirents(bad, nil); err == nil {
-			t.Errorf("parseDirents(% x): want an error", bad)
-		}
-	}
-}
-
-// putDirent writes a linux_dirent64 record of len(b) bytes.
-func putDirent(b []byte, ino uint64, typ uint8, name string) {
-	nativePutUint64(b[direntIno:], ino)
-	nativePutUint16(b[direntReclen:], uint16(len(b)))
-	b[direntType] = typ
-	copy(b[direntName:], name)
 }

@@ -44,6 +44,10 @@ type Options struct {
 	// GroupLockTimeout bounds the wait for a group's exclusive lock on the
 	// last re-list attempt; 0 means 10 minutes.
 	GroupLockTimeout time.Duration
+	// Syscalls is the syscall seam of the store's tree (listings, index
+	// opens); nil means fsys.Real{}. Pass the seam given to the store's
+	// chunkstore.Options.Syscalls.
+	Syscalls fsys.Syscalls
 
 	hooks hooks
 }

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"chunkgc/backup"
 	"chunkgc/chunkstore"
 	"chunkgc/config"
 	"chunkgc/datastore"
@@ -287,7 +288,7 @@ func runIngest(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer o.Close()
-	snap, err := datastore.Ingest(ctx, o.store, o.locks, g, fs.Args()[2:], datastore.IngestOptions{NS: ns, ChunkSize: *chunkSize}, e.log)
+	snap, err := backup.Ingest(ctx, o.store, o.locks, g, fs.Args()[2:], backup.IngestOptions{NS: ns, ChunkSize: *chunkSize}, e.log)
 	if err != nil {
 		return err
 	}
@@ -318,12 +319,12 @@ func runForget(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer o.Close()
-	tree, err := datastore.OpenStoreTree(o.store)
+	tree, err := datastore.NewTree(o.store.BaseFD(), o.store.Base(), datastore.TreeOptions{})
 	if err != nil {
 		return err
 	}
 	defer tree.Close()
-	if err := tree.Forget(ctx, o.locks, snap, e.log); err != nil {
+	if err := backup.Forget(ctx, tree, o.locks, snap, e.log); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "removed %s\n", snap.RelPath())

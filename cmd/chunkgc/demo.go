@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"chunkgc/backup"
 	"chunkgc/blob"
 	"chunkgc/chunkstore"
 	"chunkgc/datastore"
@@ -64,7 +65,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	if err := ageChunks(base, time.Now().Add(-48*time.Hour)); err != nil {
 		return err
 	}
-	if err := datastore.Forget(ctx, base, locks, snaps[0], log); err != nil {
+	if err := forgetOldest(ctx, store, locks, snaps[0], log); err != nil {
 		return err
 	}
 	log.Info("demo store ready: 3 nightly snapshots, the oldest forgotten, 6 stray chunks, all chunks aged 48 h")
@@ -136,7 +137,7 @@ func ingestNights(ctx context.Context, store *chunkstore.Store, locks *locking.D
 			return nil, fmt.Errorf("demo source: %w", err)
 		}
 		when := start.Add(time.Duration(night) * 24 * time.Hour)
-		snap, err := datastore.Ingest(ctx, store, locks, g, []string{f}, datastore.IngestOptions{
+		snap, err := backup.Ingest(ctx, store, locks, g, []string{f}, backup.IngestOptions{
 			ChunkSize: demoChunk, Now: func() time.Time { return when },
 		}, log)
 		if err != nil {
@@ -176,6 +177,16 @@ func (e *env) reportDemo(st *gc.Status, output, base, lockRoot string) error {
 		fmt.Fprintf(e.stdout, "\ndemo store: %s\nrun it again: chunkgc gc --lock-dir %s %s\n", base, lockRoot, base)
 	}
 	return nil
+}
+
+// forgetOldest forgets snapshot snap of the demo store.
+func forgetOldest(ctx context.Context, store *chunkstore.Store, locks *locking.Dir, snap datastore.Snapshot, log *zap.Logger) error {
+	tree, err := datastore.NewTree(store.BaseFD(), store.Base(), datastore.TreeOptions{})
+	if err != nil {
+		return err
+	}
+	defer tree.Close()
+	return backup.Forget(ctx, tree, locks, snap, log)
 }
 
 // ageChunks sets atime and mtime of every chunk file to t.

@@ -68,7 +68,8 @@ var layer = map[string]int{
 	"chunkgc/locking":     1,
 	"chunkgc/index":       1,
 	"chunkgc/chunkstore":  2,
-	"chunkgc/datastore":   3,
+	"chunkgc/datastore":   2, // beside chunkstore: neither imports the other
+	"chunkgc/backup":      3, // the writer, on datastore, chunkstore, index, locking
 	"chunkgc/gc":          4,
 	"chunkgc/cmd/chunkgc": 5,
 	// internal/ outside internal/testkit is production code: leaves below

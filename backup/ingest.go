@@ -1,8 +1,6 @@
-package datastore
+package backup
 
 import (
-	"chunkgc/internal/fsys"
-
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -13,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -20,9 +19,10 @@ import (
 
 	"chunkgc/blob"
 	"chunkgc/chunkstore"
+	"chunkgc/datastore"
 	"chunkgc/index"
 	"chunkgc/internal/atomicfile"
-	"chunkgc/internal/eintr"
+	"chunkgc/internal/fsys"
 	"chunkgc/internal/nofollow"
 	"chunkgc/locking"
 )
@@ -54,7 +54,7 @@ const (
 type IngestOptions struct {
 	// NS is the namespace of the group; when set it replaces the group's
 	// NS, which must then be empty or the same.
-	NS Namespace
+	NS datastore.Namespace
 	// ChunkSize is the fixed chunk size: a power of two from MinChunkSize
 	// to MaxChunkSize; 0 means DefaultChunkSize.
 	ChunkSize int
@@ -62,6 +62,11 @@ type IngestOptions struct {
 	// time.Now. With Now set, a snapshot that exists at that time is an
 	// error; with the real clock, Ingest waits for the next second.
 	Now func() time.Time
+	// Syscalls is the seam of Ingest's own syscalls on the tree (stat,
+	// mkdir, open, chown, fsync, unlink, getdents); nil means fsys.Real{}.
+	// The chunks go through the store's seam (chunkstore.Options.Syscalls);
+	// nofollow.MkdirAll and atomicfile make their calls directly.
+	Syscalls fsys.Syscalls
 
 	hooks ingestHooks
 }
@@ -105,20 +110,20 @@ type ingestStats struct {
 // opened from the store's base without following a symlink
 // (nofollow.MkdirAll, atomicfile.WriteAt): a namespace, type, group or
 // snapshot component that is a symlink or no directory is an error matching
-// [ErrUnexpectedEntry] that names it, and nothing is written outside the
-// store.
-func Ingest(ctx context.Context, store *chunkstore.Store, lk *locking.Dir, g Group, files []string, opts IngestOptions, log *zap.Logger) (Snapshot, error) {
+// [datastore.ErrUnexpectedEntry] that names it, and nothing is written
+// outside the store.
+func Ingest(ctx context.Context, store *chunkstore.Store, lk *locking.Dir, g datastore.Group, files []string, opts IngestOptions, log *zap.Logger) (datastore.Snapshot, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
 	in, err := newIngest(store, lk, g, files, opts, log)
 	if err != nil {
-		return Snapshot{}, fmt.Errorf("ingest into %s: %w", g.RelPath(), err)
+		return datastore.Snapshot{}, fmt.Errorf("ingest into %s: %w", g.RelPath(), err)
 	}
-	defer in.closeFiles()
+	defer in.close()
 	snap, err := in.run(ctx)
 	if err != nil {
-		return Snapshot{}, fmt.Errorf("ingest into %s: %w", in.g.RelPath(), err)
+		return datastore.Snapshot{}, fmt.Errorf("ingest into %s: %w", in.g.RelPath(), err)
 	}
 	return snap, nil
 }
@@ -128,12 +133,13 @@ type ingest struct {
 	store     *chunkstore.Store
 	lk        *locking.Dir
 	log       *zap.Logger
-	tree      *Tree
-	g         Group
+	tree      *datastore.Tree
+	sys       fsys.Syscalls // the tree's
+	g         datastore.Group
 	chunkSize int
 	now       func() time.Time
 	fakeClock bool
-	own       fileOwner
+	own       fsys.Owner // of the store's base: who gets what Ingest creates
 	hooks     ingestHooks
 
 	files    []*os.File
@@ -170,9 +176,9 @@ func checkChunkSize(n int) (int, error) {
 	return n, nil
 }
 
-// newIngest checks the arguments and opens the files, before anything is
-// created.
-func newIngest(store *chunkstore.Store, lk *locking.Dir, g Group, files []string, opts IngestOptions, log *zap.Logger) (*ingest, error) {
+// newIngest checks the arguments and opens the files and the store's
+// tree, before anything is created.
+func newIngest(store *chunkstore.Store, lk *locking.Dir, g datastore.Group, files []string, opts IngestOptions, log *zap.Logger) (*ingest, error) {
 	cs, err := checkChunkSize(opts.ChunkSize)
 	if err != nil {
 		return nil, err
@@ -183,57 +189,75 @@ func newIngest(store *chunkstore.Store, lk *locking.Dir, g Group, files []string
 		}
 		g.NS = opts.NS
 	}
-	if err := g.check(); err != nil {
+	if err := g.Check(); err != nil {
 		return nil, err
 	}
 	if len(files) == 0 {
 		return nil, errors.New("no files to back up")
 	}
-	tree, err := OpenStoreTree(store)
-	if err != nil {
-		return nil, err
-	}
-	own, err := ownerOf(tree)
-	if err != nil {
-		tree.Close()
-		return nil, err
-	}
-	in := &ingest{store: store, lk: lk, log: log.With(zap.String("group", g.RelPath())), tree: tree, g: g,
-		chunkSize: cs, now: opts.Now, fakeClock: opts.Now != nil, own: own, hooks: opts.hooks}
+	in := &ingest{store: store, lk: lk, log: log.With(zap.String("group", g.RelPath())), g: g,
+		chunkSize: cs, now: opts.Now, fakeClock: opts.Now != nil, hooks: opts.hooks}
 	if in.now == nil {
 		in.now = time.Now
 	}
-	for _, name := range files {
-		arch := filepath.Base(name)
-		if !validName(arch) {
-			in.closeFiles()
-			return nil, fmt.Errorf("file %s: base name %q is not a valid archive name ([A-Za-z0-9_][A-Za-z0-9._-]*)", name, arch)
-		}
-		arch += imageSuffix
-		if slices.Contains(in.archives, arch) {
-			in.closeFiles()
-			return nil, fmt.Errorf("file %s: a file of the same base name is already in the snapshot as %s", name, arch)
-		}
-		f, err := os.Open(name)
-		if err != nil {
-			in.closeFiles()
-			return nil, err
-		}
-		in.files = append(in.files, f)
-		in.archives = append(in.archives, arch)
-		if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-			in.closeFiles()
-			if err == nil {
-				err = fmt.Errorf("file %s: not a regular file (%s)", name, fi.Mode().Type())
-			}
-			return nil, err
-		}
+	if err := in.openFiles(files); err != nil {
+		in.close()
+		return nil, err
+	}
+	if err := in.openTree(opts.Syscalls); err != nil {
+		in.close()
+		return nil, err
 	}
 	return in, nil
 }
 
-// closeFiles closes the source files and the tree.
-func (in *ingest) closeFiles() {
+// openFiles opens the source files, each a regular file whose base name
+// is a valid archive name that no other file of the snapshot has.
+func (in *ingest) openFiles(files []string) error {
+	for _, name := range files {
+		arch := filepath.Base(name)
+		if !datastore.ValidName(arch) {
+			return fmt.Errorf("file %s: base name %q is not a valid archive name ([A-Za-z0-9_][A-Za-z0-9._-]*)", name, arch)
+		}
+		arch += imageSuffix
+		if slices.Contains(in.archives, arch) {
+			return fmt.Errorf("file %s: a file of the same base name is already in the snapshot as %s", name, arch)
+		}
+		f, err := os.Open(name)
+		if err != nil {
+			return err
+		}
+		in.files = append(in.files, f)
+		in.archives = append(in.archives, arch)
+		fi, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("file %s: not a regular file (%s)", name, fi.Mode().Type())
+		}
+	}
+	return nil
+}
+
+// openTree opens the store's tree with seam sys and reads the owner of its
+// base directory, which chunkstore gives to the backup user.
+func (in *ingest) openTree(sys fsys.Syscalls) error {
+	tree, err := datastore.NewTree(in.store.BaseFD(), in.store.Base(), datastore.TreeOptions{Syscalls: sys})
+	if err != nil {
+		return err
+	}
+	in.tree, in.sys = tree, tree.Syscalls()
+	var st unix.Stat_t
+	if err := in.sys.Fstatat(tree.FD(), "", &st, unix.AT_EMPTY_PATH); err != nil {
+		return fsys.WithPath(err, tree.Base())
+	}
+	in.own = fsys.OwnerOf(&st)
+	return nil
+}
+
+// close closes the source files and the tree.
+func (in *ingest) close() {
 	for _, f := range in.files {
 		f.Close()
 	}
@@ -244,81 +268,100 @@ func (in *ingest) closeFiles() {
 	}
 }
 
-// run does the locked part of Ingest.
-func (in *ingest) run(ctx context.Context) (snap Snapshot, err error) {
+// run does the locked part of Ingest: register as a writer, lock and
+// create the group, lock and create the snapshot directory, write the
+// snapshot, and remove it again if that failed.
+func (in *ingest) run(ctx context.Context) (snap datastore.Snapshot, err error) {
 	w, err := in.lk.RegisterWriter(time.Now())
 	if err != nil {
-		return Snapshot{}, err
+		return datastore.Snapshot{}, err
 	}
 	defer func() { err = joinCleanup(err, w.Close()) }()
 
 	glock, err := in.lk.LockGroup(ctx, in.g.NS, in.g.Type, in.g.ID, locking.Exclusive, ingestLockTimeout)
 	if err != nil {
-		return Snapshot{}, err
+		return datastore.Snapshot{}, err
 	}
 	defer func() { err = joinCleanup(err, glock.Unlock()) }()
 	gfd, err := in.ensureGroup()
 	if err != nil {
-		return Snapshot{}, err
+		return datastore.Snapshot{}, err
 	}
 	defer unix.Close(gfd)
 
-	snap, sfd, slock, err := in.createSnapshotDir(ctx, gfd)
+	created, sfd, slock, err := in.createSnapshotDir(ctx, gfd)
 	if err != nil {
-		return Snapshot{}, err
+		return datastore.Snapshot{}, err
 	}
-	dir, snapName := in.tree.path(snap.RelPath()), snap.TimeString() // snap is zeroed by a failing return
-	defer func() {
-		unix.Close(sfd)
-		if err == nil {
-			err = joinCleanup(err, slock.Unlock())
-			return
-		}
-		// Remove the partial snapshot, relative to the group's fd, and
-		// then its lock file while still holding it, as Forget does.
-		if rerr := removePartial(gfd, snapName, dir); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("remove partial snapshot: %w", rerr), slock.Unlock())
-			return
-		}
-		err = joinCleanup(err, slock.RemoveAndUnlock())
-	}()
-
-	m := manifest{BackupType: in.g.Type, BackupID: in.g.ID, BackupTime: snap.Time.Unix(), Unprotected: map[string]any{}}
-	digests := make([][]blob.Digest, len(in.files))
-	sizes := make([]uint64, len(in.files))
-	for i, f := range in.files {
-		digests[i], sizes[i], err = in.chunkFile(ctx, f)
-		if err != nil {
-			return Snapshot{}, err
-		}
+	// created, not snap: a failing return zeroes snap before the cleanup.
+	defer func() { err = in.closeSnapshot(err, gfd, sfd, created, slock) }()
+	if err := in.writeSnapshot(ctx, sfd, created); err != nil {
+		return datastore.Snapshot{}, err
 	}
-	// The chunks must be on disk before any index that references them.
-	if err := in.store.SyncFS(); err != nil {
-		return Snapshot{}, err
-	}
-	for i, arch := range in.archives {
-		csum, err := in.writeIndex(sfd, dir, arch, sizes[i], digests[i])
-		if err != nil {
-			return Snapshot{}, err
-		}
-		m.Files = append(m.Files, archiveFile{Filename: arch, Size: sizes[i], Csum: hex.EncodeToString(csum[:]), CryptMode: "none"})
-	}
-	js, err := json.Marshal(&m)
-	if err != nil {
-		return Snapshot{}, fmt.Errorf("encode manifest: %w", err)
-	}
-	b, err := blob.Encode(js, true)
-	if err != nil {
-		return Snapshot{}, fmt.Errorf("encode manifest: %w", err)
-	}
-	if err := atomicfile.WriteBytesAt(sfd, dir, manifestName, b, 0o644, in.own.atomic()); err != nil {
-		return Snapshot{}, err
-	}
-	in.log.Info("snapshot created", zap.String("snapshot", snap.RelPath()), zap.Int("files", len(in.files)),
+	in.log.Info("snapshot created", zap.String("snapshot", created.RelPath()), zap.Int("files", len(in.files)),
 		zap.Int64("data-bytes", in.st.dataBytes), zap.Int("chunks", in.st.chunks),
 		zap.Int("new-chunks", in.st.newChunks), zap.Int("pre-existing-chunks", in.st.preExisting),
 		zap.Int64("new-chunk-bytes", in.st.newBytes))
-	return snap, nil
+	return created, nil
+}
+
+// closeSnapshot closes the snapshot directory sfd and drops its lock after
+// the snapshot was written with error err. A failed snapshot is removed,
+// relative to the group's fd gfd, and then its lock file while still
+// holding it, as Forget does. It returns err with the cleanup's errors.
+func (in *ingest) closeSnapshot(err error, gfd, sfd int, snap datastore.Snapshot, slock *locking.Lock) error {
+	if err == nil {
+		unix.Close(sfd)
+		return joinCleanup(err, slock.Unlock())
+	}
+	dir := in.tree.Path(snap.RelPath())
+	if rerr := removeDir(in.sys, gfd, snap.TimeString(), sfd, dir); rerr != nil {
+		unix.Close(sfd)
+		return errors.Join(err, fmt.Errorf("remove partial snapshot: %w", rerr), slock.Unlock())
+	}
+	unix.Close(sfd)
+	return joinCleanup(err, slock.RemoveAndUnlock())
+}
+
+// writeSnapshot writes snapshot snap into its directory open as sfd: the
+// chunks of every file, made durable before any index that references
+// them, then the fixed indexes, and last the manifest.
+func (in *ingest) writeSnapshot(ctx context.Context, sfd int, snap datastore.Snapshot) error {
+	dir := in.tree.Path(snap.RelPath())
+	digests := make([][]blob.Digest, len(in.files))
+	sizes := make([]uint64, len(in.files))
+	for i, f := range in.files {
+		var err error
+		if digests[i], sizes[i], err = in.chunkFile(ctx, f); err != nil {
+			return err
+		}
+	}
+	if err := in.store.SyncFS(); err != nil {
+		return err
+	}
+	m := manifest{BackupType: in.g.Type, BackupID: in.g.ID, BackupTime: snap.Time.Unix(), Unprotected: map[string]any{}}
+	for i, arch := range in.archives {
+		csum, err := in.writeIndex(sfd, dir, arch, sizes[i], digests[i])
+		if err != nil {
+			return err
+		}
+		m.Files = append(m.Files, archiveFile{Filename: arch, Size: sizes[i], Csum: hex.EncodeToString(csum[:]), CryptMode: "none"})
+	}
+	return in.writeManifest(sfd, dir, &m)
+}
+
+// writeManifest writes the manifest m as the blob index.json.blob into
+// the snapshot directory open as sfd (at dir).
+func (in *ingest) writeManifest(sfd int, dir string, m *manifest) error {
+	js, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode manifest: %w", err)
+	}
+	b, err := blob.Encode(js, true)
+	if err != nil {
+		return fmt.Errorf("encode manifest: %w", err)
+	}
+	return atomicfile.WriteBytesAt(sfd, dir, manifestName, b, 0o644, in.own)
 }
 
 // joinCleanup adds the error of a cleanup step to err.
@@ -333,27 +376,32 @@ func joinCleanup(err, cerr error) error {
 // file as needed, and returns an fd of the group directory; the caller
 // holds the group lock. Directories are created and opened from the tree's
 // fd without following a symlink: a component that is a symlink or not a
-// directory is an error matching [ErrUnexpectedEntry] that names it.
+// directory is an error matching [datastore.ErrUnexpectedEntry] that names
+// it.
 func (in *ingest) ensureGroup() (int, error) {
 	rel := in.g.RelPath()
-	gdir := in.tree.path(rel)
-	gfd, err := nofollow.MkdirAll(in.tree.fd, in.tree.base, rel, 0o755, in.own.uidOrNone(), in.own.gid)
+	gdir := in.tree.Path(rel)
+	uid := -1 // nofollow.MkdirAll chowns when uid >= 0
+	if in.own.Active() {
+		uid = in.own.UID
+	}
+	gfd, err := nofollow.MkdirAll(in.tree.FD(), in.tree.Base(), rel, 0o755, uid, in.own.GID)
 	if err != nil {
-		return -1, doubt(err)
+		return -1, datastore.Doubt(err)
 	}
 	var st unix.Stat_t
-	err = eintr.Retry(func() error { return unix.Fstatat(gfd, ownerName, &st, unix.AT_SYMLINK_NOFOLLOW) })
+	err = in.sys.Fstatat(gfd, ownerName, &st, unix.AT_SYMLINK_NOFOLLOW)
 	switch {
 	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG:
 		return gfd, nil
 	case err == nil:
 		unix.Close(gfd)
-		return -1, unexpected("stat", gdir+"/"+ownerName, dtype(st.Mode), "the group's owner file")
+		return -1, datastore.Unexpected("stat", gdir+"/"+ownerName, st.Mode, "the group's owner file")
 	case !errors.Is(err, unix.ENOENT):
 		unix.Close(gfd)
-		return -1, &fs.PathError{Op: "fstatat", Path: gdir + "/" + ownerName, Err: err}
+		return -1, fsys.WithPath(err, gdir+"/"+ownerName)
 	}
-	if err := atomicfile.WriteBytesAt(gfd, gdir, ownerName, []byte(DefaultOwner+"\n"), 0o644, in.own.atomic()); err != nil {
+	if err := atomicfile.WriteBytesAt(gfd, gdir, ownerName, []byte(DefaultOwner+"\n"), 0o644, in.own); err != nil {
 		unix.Close(gfd)
 		return -1, err
 	}
@@ -364,79 +412,55 @@ func (in *ingest) ensureGroup() (int, error) {
 // the directory of a new snapshot at the current time, and returns an fd
 // of it. A time that is taken (a snapshot of the same second) is an error
 // with a fake clock; with the real one it waits for the next second.
-func (in *ingest) createSnapshotDir(ctx context.Context, gfd int) (Snapshot, int, *locking.Lock, error) {
-	gdir := in.tree.path(in.g.RelPath())
+func (in *ingest) createSnapshotDir(ctx context.Context, gfd int) (datastore.Snapshot, int, *locking.Lock, error) {
+	gdir := in.tree.Path(in.g.RelPath())
 	for attempt := 1; ; attempt++ {
-		s := Snapshot{Group: in.g, Time: in.now().UTC().Truncate(time.Second)}
+		s := datastore.Snapshot{Group: in.g, Time: in.now().UTC().Truncate(time.Second)}
 		lock, err := in.lk.LockSnapshot(ctx, s.NS, s.Type, s.ID, s.TimeString(), locking.Exclusive, ingestLockTimeout)
 		if err != nil {
-			return Snapshot{}, -1, nil, err
+			return datastore.Snapshot{}, -1, nil, err
 		}
-		sfd, err := in.mkdirOwned(gfd, gdir, s.TimeString())
+		sfd, err := in.mkdirOwned(gfd, s.RelPath())
 		if err == nil {
-			if err := eintr.Retry(func() error { return unix.Fsync(gfd) }); err != nil {
+			if err := in.sys.Fsync(gfd); err != nil {
 				unix.Close(sfd)
-				return Snapshot{}, -1, nil, errors.Join(&fs.PathError{Op: "fsync", Path: gdir, Err: err}, lock.Unlock())
+				return datastore.Snapshot{}, -1, nil, errors.Join(fsys.WithPath(err, gdir), lock.Unlock())
 			}
 			return s, sfd, lock, nil
 		}
 		if uerr := lock.Unlock(); uerr != nil {
-			return Snapshot{}, -1, nil, errors.Join(err, uerr)
+			return datastore.Snapshot{}, -1, nil, errors.Join(err, uerr)
 		}
 		if !errors.Is(err, fs.ErrExist) || in.fakeClock || attempt == snapshotTimeAttempts {
-			return Snapshot{}, -1, nil, fmt.Errorf("create snapshot: %w", err)
+			return datastore.Snapshot{}, -1, nil, fmt.Errorf("create snapshot: %w", err)
 		}
 		t := time.NewTimer(time.Until(s.Time.Add(time.Second)))
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return Snapshot{}, -1, nil, context.Cause(ctx)
+			return datastore.Snapshot{}, -1, nil, context.Cause(ctx)
 		case <-t.C:
 		}
 	}
 }
 
-// mkdirOwned creates directory name (0755) in the directory open as dirfd
-// (at dirPath), opens it without following a symlink and chowns it through
-// its fd. An existing name gives an error matching fs.ErrExist.
-func (in *ingest) mkdirOwned(dirfd int, dirPath, name string) (int, error) {
-	p := dirPath + "/" + name
-	if err := eintr.Retry(func() error { return unix.Mkdirat(dirfd, name, 0o755) }); err != nil {
-		return -1, &fs.PathError{Op: "mkdir", Path: p, Err: err}
+// mkdirOwned creates directory rel (0755), whose parent directory is open
+// as dirfd, opens it without following a symlink and chowns it through its
+// fd. An existing one gives an error matching fs.ErrExist.
+func (in *ingest) mkdirOwned(dirfd int, rel string) (int, error) {
+	name := rel[strings.LastIndexByte(rel, '/')+1:]
+	if err := in.sys.Mkdirat(dirfd, name, 0o755); err != nil {
+		return -1, fsys.WithPath(err, in.tree.Path(rel))
 	}
-	fd, err := openSubdir(dirfd, name, p, wantSnapshot)
+	fd, err := in.tree.OpenSubdir(dirfd, rel)
 	if err != nil {
 		return -1, err
 	}
-	if in.own.active {
-		if err := eintr.Retry(func() error { return unix.Fchown(fd, in.own.uid, in.own.gid) }); err != nil {
-			unix.Close(fd)
-			return -1, &fs.PathError{Op: "chown", Path: p, Err: err}
-		}
+	if err := in.own.Fchown(in.sys, fd); err != nil {
+		unix.Close(fd)
+		return -1, fsys.WithPath(err, in.tree.Path(rel))
 	}
 	return fd, nil
-}
-
-// removePartial removes the snapshot directory name of the group directory
-// open as gfd (at path dir), and everything in it, relative to gfd.
-func removePartial(gfd int, name, dir string) error {
-	sfd, err := openSubdir(gfd, name, dir, wantSnapshot)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	err = removeContents(sfd, dir, 0)
-	unix.Close(sfd)
-	if err != nil {
-		return err
-	}
-	err = eintr.Retry(func() error { return unix.Unlinkat(gfd, name, unix.AT_REMOVEDIR) })
-	if err != nil && !errors.Is(err, unix.ENOENT) {
-		return &fs.PathError{Op: "rmdir", Path: dir, Err: err}
-	}
-	return nil
 }
 
 // chunkFile stores the chunks of f and returns their digests and the
@@ -488,12 +512,12 @@ func (in *ingest) chunkFile(ctx context.Context, f *os.File) ([]blob.Digest, uin
 // writeIndex writes the fixed index name into the snapshot directory open
 // as sfd (at dir) and returns its checksum as read back from the file.
 func (in *ingest) writeIndex(sfd int, dir, name string, size uint64, digests []blob.Digest) ([32]byte, error) {
-	if err := index.WriteFixedFileAt(sfd, dir, name, in.own.atomic(), size, uint64(in.chunkSize), digests); err != nil {
+	if err := index.WriteFixedFileAt(sfd, dir, name, in.own, size, uint64(in.chunkSize), digests); err != nil {
 		return [32]byte{}, err
 	}
 	f, err := nofollow.OpenFile(sfd, dir, name)
 	if err != nil {
-		return [32]byte{}, doubt(err)
+		return [32]byte{}, datastore.Doubt(err)
 	}
 	r, err := index.OpenFile(f)
 	if err != nil {
@@ -504,36 +528,4 @@ func (in *ingest) writeIndex(sfd int, dir, name string, size uint64, digests []b
 		return [32]byte{}, err
 	}
 	return csum, nil
-}
-
-// fileOwner is who gets the directories and files Ingest creates.
-type fileOwner struct {
-	uid, gid int
-	active   bool // running as root: chown
-}
-
-// ownerOf returns the owner of the store's base directory, which chunkstore
-// gives to the backup user.
-func ownerOf(t *Tree) (fileOwner, error) {
-	var st unix.Stat_t
-	if err := eintr.Retry(func() error { return unix.Fstat(t.fd, &st) }); err != nil {
-		return fileOwner{}, &fs.PathError{Op: "fstat", Path: t.base, Err: err}
-	}
-	return fileOwner{uid: int(st.Uid), gid: int(st.Gid), active: os.Geteuid() == 0}, nil
-}
-
-// atomic returns the owner for atomicfile: none unless running as root.
-func (o fileOwner) atomic() fsys.Owner {
-	if !o.active {
-		return fsys.Keep
-	}
-	return fsys.Owner{UID: o.uid, GID: o.gid}
-}
-
-// uidOrNone returns the uid to chown new directories to, -1 for none.
-func (o fileOwner) uidOrNone() int {
-	if !o.active {
-		return -1
-	}
-	return o.uid
 }

@@ -1,19 +1,20 @@
-package datastore
+package backup
 
 import (
 	"os"
 	"path/filepath"
 	"testing"
 
+	"chunkgc/datastore"
+	"chunkgc/internal/testkit/rtest"
 	"chunkgc/internal/testkit/storetest"
-	"chunkgc/internal/testkit/testfs"
 )
 
 // isSymlink reports whether p is a symlink (not followed).
 func isSymlink(t testing.TB, p string) bool {
 	t.Helper()
 	fi, err := os.Lstat(p)
-	ok(t, err)
+	rtest.OK(t, err)
 	return fi.Mode()&os.ModeSymlink != 0
 }
 
@@ -24,17 +25,17 @@ func isSymlink(t testing.TB, p string) bool {
 // removed either. Then a forget of a snapshot holding symlinks to the
 // victim removes the links, not what they point to.
 func TestEscapeForgetAndIngest(t *testing.T) {
-	testfs.RequireRoot(t)
+	rtest.RequireRoot(t)
 	s := newTestStore(t)
 	src := writeSource(t, "disk", 2*MinChunkSize, 21)
-	g := Group{Type: "vm", ID: "100"}
+	g := datastore.Group{Type: "vm", ID: "100"}
 	s.ingest(t, g, t1, src)
 	storetest.ChownTree(t, s.base)
 	reachable(t, s.base)
 	v := storetest.NewVictim(t)
 	// The victim holds the snapshot an attacker wants forget to remove.
-	victimTarget, err := ParseSnapshot(victimSnap)
-	ok(t, err)
+	victimTarget, err := datastore.ParseSnapshot(victimSnap)
+	rtest.OK(t, err)
 
 	forgetTests := []struct {
 		name    string
@@ -52,12 +53,12 @@ func TestEscapeForgetAndIngest(t *testing.T) {
 		t.Run("forget through "+tt.name, func(t *testing.T) {
 			storetest.AsBackup(t, s.base, "V="+v.Dir+"; "+tt.plant)
 			snap := victimTarget
-			snap.NS, err = ParseNamespace(tt.ns)
-			ok(t, err)
-			err := Forget(t.Context(), s.base, s.lk, snap, s.log)
+			snap.NS, err = datastore.ParseNamespace(tt.ns)
+			rtest.OK(t, err)
+			err := s.forget(t, snap)
 			link := filepath.Join(s.base, tt.link)
 			wantDoubt(t, "forget", err, link, true)
-			equal(t, "planted link kept", true, isSymlink(t, link))
+			rtest.Equal(t, "planted link kept", true, isSymlink(t, link))
 			v.Check(t)
 			storetest.AsBackup(t, s.base, tt.restore)
 		})
@@ -66,13 +67,13 @@ func TestEscapeForgetAndIngest(t *testing.T) {
 	ingestTests := []struct {
 		name  string
 		plant string
-		g     Group
+		g     datastore.Group
 		link  string
 	}{
-		{name: "type dir", plant: `ln -s "$V/vm" ct`, g: Group{Type: "ct", ID: "100"}, link: "ct"},
-		{name: "group", plant: `ln -s "$V/vm/100" vm/200`, g: Group{Type: "vm", ID: "200"}, link: "vm/200"},
-		{name: "namespace", plant: `mkdir -p ns && ln -s "$V/ns/a" ns/b`, g: Group{NS: Namespace{"b"}, Type: "vm", ID: "100"}, link: "ns/b"},
-		{name: "ns", plant: `rmdir ns && ln -s "$V/ns" ns`, g: Group{NS: Namespace{"a"}, Type: "vm", ID: "100"}, link: "ns"},
+		{name: "type dir", plant: `ln -s "$V/vm" ct`, g: datastore.Group{Type: "ct", ID: "100"}, link: "ct"},
+		{name: "group", plant: `ln -s "$V/vm/100" vm/200`, g: datastore.Group{Type: "vm", ID: "200"}, link: "vm/200"},
+		{name: "namespace", plant: `mkdir -p ns && ln -s "$V/ns/a" ns/b`, g: datastore.Group{NS: datastore.Namespace{"b"}, Type: "vm", ID: "100"}, link: "ns/b"},
+		{name: "ns", plant: `rmdir ns && ln -s "$V/ns" ns`, g: datastore.Group{NS: datastore.Namespace{"a"}, Type: "vm", ID: "100"}, link: "ns"},
 	}
 	for _, tt := range ingestTests {
 		t.Run("ingest through "+tt.name, func(t *testing.T) {
@@ -80,9 +81,9 @@ func TestEscapeForgetAndIngest(t *testing.T) {
 			_, err := Ingest(t.Context(), s.store, s.lk, tt.g, []string{src}, IngestOptions{ChunkSize: MinChunkSize, Now: at(t, t2)}, s.log)
 			link := filepath.Join(s.base, tt.link)
 			wantDoubt(t, "ingest", err, link, true)
-			equal(t, "planted link kept", true, isSymlink(t, link))
+			rtest.Equal(t, "planted link kept", true, isSymlink(t, link))
 			v.Check(t)
-			ok(t, os.Remove(link))
+			rtest.OK(t, os.Remove(link))
 		})
 	}
 
@@ -92,15 +93,15 @@ func TestEscapeForgetAndIngest(t *testing.T) {
 		storetest.ChownTree(t, dir)
 		storetest.AsBackup(t, dir, `V=`+v.Dir+`; ln -s "$V" victim && ln -s "$V/etc/passwd" passwd &&
 			ln -s "$V/drive.fidx" z.fidx && mkdir sub && ln -s "$V/bb9f" sub/bb9f && ln -s "$V/vm/100" sub/g && mkfifo fifo`)
-		ok(t, Forget(t.Context(), s.base, s.lk, snap, s.log))
-		equal(t, "snapshot removed", false, exists(t, dir))
+		rtest.OK(t, s.forget(t, snap))
+		rtest.Equal(t, "snapshot removed", false, exists(t, dir))
 		v.Check(t)
 		if _, err := os.Lstat(filepath.Join(v.Dir, "etc/passwd")); err != nil {
 			t.Errorf("victim file: %v", err)
 		}
-		snaps, err := ListSnapshots(s.base, g)
-		ok(t, err)
-		equal(t, "snapshots left", 1, len(snaps))
+		snaps, err := datastore.ListSnapshots(s.base, g)
+		rtest.OK(t, err)
+		rtest.Equal(t, "snapshots left", 1, len(snaps))
 	})
 
 	v.Check(t)

@@ -1,4 +1,4 @@
-package datastore
+package backup
 
 import (
 	"errors"
@@ -8,76 +8,78 @@ import (
 	"sync"
 	"testing"
 
+	"chunkgc/datastore"
 	"chunkgc/internal/fsys"
+	"chunkgc/internal/testkit/rtest"
 	"chunkgc/locking"
 )
 
 // lockFile returns the path of the lock file of a group or snapshot.
-func (s *testStore) lockFile(ns Namespace, rel string) string {
+func (s *testStore) lockFile(ns datastore.Namespace, rel string) string {
 	return filepath.Join(s.lk.Path(), locking.LockFileName(ns, rel))
 }
 
 func TestForget(t *testing.T) {
 	s := newTestStore(t)
-	g := Group{Type: "vm", ID: "100"}
+	g := datastore.Group{Type: "vm", ID: "100"}
 	src := writeSource(t, "disk", 3*MinChunkSize, 11)
 	old := s.ingest(t, g, t1, src)
 	newer := s.ingest(t, g, t2, src)
-	equal(t, "snapshot lock file", true, exists(t, s.lockFile(nil, old.Group.Type+"/"+old.ID+"/"+t1)))
+	rtest.Equal(t, "snapshot lock file", true, exists(t, s.lockFile(nil, old.Group.Type+"/"+old.ID+"/"+t1)))
 
-	ok(t, Forget(t.Context(), s.base, s.lk, old, s.log))
-	equal(t, "forgotten snapshot", false, exists(t, filepath.Join(s.base, old.RelPath())))
-	equal(t, "its lock file", false, exists(t, s.lockFile(nil, "vm/100/"+t1)))
-	equal(t, "other snapshot", true, exists(t, filepath.Join(s.base, newer.RelPath(), "disk"+imageSuffix)))
-	equal(t, "group owner", true, exists(t, filepath.Join(s.base, "vm/100", ownerName)))
+	rtest.OK(t, s.forget(t, old))
+	rtest.Equal(t, "forgotten snapshot", false, exists(t, filepath.Join(s.base, old.RelPath())))
+	rtest.Equal(t, "its lock file", false, exists(t, s.lockFile(nil, "vm/100/"+t1)))
+	rtest.Equal(t, "other snapshot", true, exists(t, filepath.Join(s.base, newer.RelPath(), "disk"+imageSuffix)))
+	rtest.Equal(t, "group owner", true, exists(t, filepath.Join(s.base, "vm/100", ownerName)))
 
 	// The last snapshot takes the group, and its lock file, with it.
-	ok(t, Forget(t.Context(), s.base, s.lk, newer, s.log))
-	equal(t, "group", false, exists(t, filepath.Join(s.base, "vm/100")))
-	equal(t, "group lock file", false, exists(t, s.lockFile(nil, "vm/100")))
-	equal(t, "snapshot lock file", false, exists(t, s.lockFile(nil, "vm/100/"+t2)))
-	equal(t, "type dir", true, exists(t, filepath.Join(s.base, "vm")))
-	equal(t, "removed-group log lines", 1, s.logs.FilterMessage("removed empty group").Len())
+	rtest.OK(t, s.forget(t, newer))
+	rtest.Equal(t, "group", false, exists(t, filepath.Join(s.base, "vm/100")))
+	rtest.Equal(t, "group lock file", false, exists(t, s.lockFile(nil, "vm/100")))
+	rtest.Equal(t, "snapshot lock file", false, exists(t, s.lockFile(nil, "vm/100/"+t2)))
+	rtest.Equal(t, "type dir", true, exists(t, filepath.Join(s.base, "vm")))
+	rtest.Equal(t, "removed-group log lines", 1, s.logs.FilterMessage("removed empty group").Len())
 
 	// A new backup recreates the group.
 	s.ingest(t, g, t2, src)
-	equal(t, "group owner", true, exists(t, filepath.Join(s.base, "vm/100", ownerName)))
+	rtest.Equal(t, "group owner", true, exists(t, filepath.Join(s.base, "vm/100", ownerName)))
 }
 
 func TestForgetNamespace(t *testing.T) {
 	s := newTestStore(t)
-	ns, err := ParseNamespace("a/b")
-	ok(t, err)
-	g := Group{NS: ns, Type: "ct", ID: "9"}
+	ns, err := datastore.ParseNamespace("a/b")
+	rtest.OK(t, err)
+	g := datastore.Group{NS: ns, Type: "ct", ID: "9"}
 	snap := s.ingest(t, g, t1, writeSource(t, "disk", 1000, 12))
-	ok(t, Forget(t.Context(), s.base, s.lk, snap, s.log))
-	equal(t, "group", false, exists(t, filepath.Join(s.base, "ns/a/ns/b/ct/9")))
-	equal(t, "group lock file", false, exists(t, s.lockFile(ns, "ct/9")))
+	rtest.OK(t, s.forget(t, snap))
+	rtest.Equal(t, "group", false, exists(t, filepath.Join(s.base, "ns/a/ns/b/ct/9")))
+	rtest.Equal(t, "group lock file", false, exists(t, s.lockFile(ns, "ct/9")))
 	// Namespaces are not removed with their last group.
-	nss, err := ListNamespaces(s.base)
-	ok(t, err)
-	equal(t, "namespaces", 3, len(nss))
+	nss, err := datastore.ListNamespaces(s.base)
+	rtest.OK(t, err)
+	rtest.Equal(t, "namespaces", 3, len(nss))
 }
 
 func TestForgetRefused(t *testing.T) {
 	tests := []struct {
 		name    string
-		prepare func(t *testing.T, s *testStore, snap Snapshot) // may return a cleanup via t.Cleanup
+		prepare func(t *testing.T, s *testStore, snap datastore.Snapshot) // may return a cleanup via t.Cleanup
 		want    error
 	}{
 		{
 			name: "protected",
-			prepare: func(t *testing.T, s *testStore, snap Snapshot) {
-				ok(t, os.WriteFile(filepath.Join(s.base, snap.RelPath(), protectedName), nil, 0o644))
+			prepare: func(t *testing.T, s *testStore, snap datastore.Snapshot) {
+				rtest.OK(t, os.WriteFile(filepath.Join(s.base, snap.RelPath(), protectedName), nil, 0o644))
 			},
 			want: ErrProtected,
 		},
 		{
 			name: "snapshot in use",
-			prepare: func(t *testing.T, s *testStore, snap Snapshot) {
+			prepare: func(t *testing.T, s *testStore, snap datastore.Snapshot) {
 				l, err := s.lk.LockSnapshot(t.Context(), nil, snap.Type, snap.ID, snap.TimeString(), locking.Shared, 0)
-				ok(t, err)
-				t.Cleanup(func() { ok(t, l.Unlock()) })
+				rtest.OK(t, err)
+				t.Cleanup(func() { rtest.OK(t, l.Unlock()) })
 			},
 			want: locking.ErrLocked,
 		},
@@ -85,29 +87,29 @@ func TestForgetRefused(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newTestStore(t)
-			snap := s.ingest(t, Group{Type: "vm", ID: "1"}, t1, writeSource(t, "disk", 2*MinChunkSize, 13))
+			snap := s.ingest(t, datastore.Group{Type: "vm", ID: "1"}, t1, writeSource(t, "disk", 2*MinChunkSize, 13))
 			tt.prepare(t, s, snap)
-			err := Forget(t.Context(), s.base, s.lk, snap, s.log)
+			err := s.forget(t, snap)
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("want %v, got %v", tt.want, err)
 			}
-			equal(t, "snapshot index", true, exists(t, filepath.Join(s.base, snap.RelPath(), "disk"+imageSuffix)))
-			equal(t, "snapshot manifest", true, exists(t, filepath.Join(s.base, snap.RelPath(), manifestName)))
+			rtest.Equal(t, "snapshot index", true, exists(t, filepath.Join(s.base, snap.RelPath(), "disk"+imageSuffix)))
+			rtest.Equal(t, "snapshot manifest", true, exists(t, filepath.Join(s.base, snap.RelPath(), manifestName)))
 		})
 	}
 }
 
 func TestForgetMissing(t *testing.T) {
 	s := newTestStore(t)
-	snap, err := ParseSnapshot("vm/1/" + t1)
-	ok(t, err)
-	err = Forget(t.Context(), s.base, s.lk, snap, s.log)
+	snap, err := datastore.ParseSnapshot("vm/1/" + t1)
+	rtest.OK(t, err)
+	err = s.forget(t, snap)
 	if !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("missing snapshot: want fs.ErrNotExist, got %v", err)
 	}
-	equal(t, "lock file left", false, exists(t, s.lockFile(nil, "vm/1/"+t1)))
+	rtest.Equal(t, "lock file left", false, exists(t, s.lockFile(nil, "vm/1/"+t1)))
 
-	if err := Forget(t.Context(), s.base, s.lk, Snapshot{Group: Group{Type: "vm", ID: "1"}}, s.log); err == nil {
+	if err := s.forget(t, datastore.Snapshot{Group: datastore.Group{Type: "vm", ID: "1"}}); err == nil {
 		t.Error("snapshot without time: want an error")
 	}
 }
@@ -124,22 +126,22 @@ func TestForgetKeepsGroup(t *testing.T) {
 			name: "group locked by a writer",
 			prepare: func(t *testing.T, s *testStore) {
 				l, err := s.lk.LockGroup(t.Context(), nil, "vm", "1", locking.Exclusive, 0)
-				ok(t, err)
-				t.Cleanup(func() { ok(t, l.Unlock()) })
+				rtest.OK(t, err)
+				t.Cleanup(func() { rtest.OK(t, l.Unlock()) })
 			},
 			log: "group in use, not checking whether it is empty",
 		},
 		{
 			name: "group notes",
 			prepare: func(t *testing.T, s *testStore) {
-				ok(t, os.WriteFile(filepath.Join(s.base, "vm/1/notes"), []byte("keep me"), 0o644))
+				rtest.OK(t, os.WriteFile(filepath.Join(s.base, "vm/1/notes"), []byte("keep me"), 0o644))
 			},
 			log: "group holds no snapshot but other entries, kept",
 		},
 		{
 			name: "non-snapshot directory",
 			prepare: func(t *testing.T, s *testStore) {
-				ok(t, os.Mkdir(filepath.Join(s.base, "vm/1/not-a-time"), 0o755))
+				rtest.OK(t, os.Mkdir(filepath.Join(s.base, "vm/1/not-a-time"), 0o755))
 			},
 			log: "group holds no snapshot but other entries, kept",
 		},
@@ -147,14 +149,14 @@ func TestForgetKeepsGroup(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newTestStore(t)
-			snap := s.ingest(t, Group{Type: "vm", ID: "1"}, t1, writeSource(t, "disk", 1000, 14))
+			snap := s.ingest(t, datastore.Group{Type: "vm", ID: "1"}, t1, writeSource(t, "disk", 1000, 14))
 			tt.prepare(t, s)
-			ok(t, Forget(t.Context(), s.base, s.lk, snap, s.log))
-			equal(t, "snapshot", false, exists(t, filepath.Join(s.base, snap.RelPath())))
+			rtest.OK(t, s.forget(t, snap))
+			rtest.Equal(t, "snapshot", false, exists(t, filepath.Join(s.base, snap.RelPath())))
 			owner, err := os.ReadFile(filepath.Join(s.base, "vm/1", ownerName))
-			ok(t, err)
-			equal(t, "owner", DefaultOwner+"\n", string(owner))
-			equal(t, "log line "+tt.log, 1, s.logs.FilterMessage(tt.log).Len())
+			rtest.OK(t, err)
+			rtest.Equal(t, "owner", DefaultOwner+"\n", string(owner))
+			rtest.Equal(t, "log line "+tt.log, 1, s.logs.FilterMessage(tt.log).Len())
 		})
 	}
 }
@@ -180,36 +182,36 @@ func TestForgetGroupRace(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newTestStore(t)
-			g := Group{Type: "vm", ID: "1"}
+			g := datastore.Group{Type: "vm", ID: "1"}
 			src := writeSource(t, "disk", 3*MinChunkSize, 15)
 			old := s.ingest(t, g, t1, src)
 			// An owner that differs from what Ingest writes, to see whose
 			// owner file survives.
-			ok(t, os.WriteFile(filepath.Join(s.base, "vm/1", ownerName), []byte("alice@pbs\n"), 0o640))
+			rtest.OK(t, os.WriteFile(filepath.Join(s.base, "vm/1", ownerName), []byte("alice@pbs\n"), 0o640))
 
 			other, err := locking.OpenDir(filepath.Join(t.TempDir(), "other-locks"), fsys.Keep)
-			ok(t, err)
+			rtest.OK(t, err)
 			var hooks forgetHooks
-			var newSnap Snapshot
+			var newSnap datastore.Snapshot
 			fired := 0
 			tt.hook(&hooks, func() {
 				fired++
 				newSnap, err = Ingest(t.Context(), s.store, other, g, []string{src}, IngestOptions{ChunkSize: MinChunkSize, Now: at(t, t2)}, s.log)
-				ok(t, err)
+				rtest.OK(t, err)
 			})
-			ok(t, forget(t.Context(), s.base, s.lk, old, s.log, hooks))
-			equal(t, "hook fired", 1, fired)
+			rtest.OK(t, forget(t.Context(), s.tree, s.lk, old, s.log, hooks))
+			rtest.Equal(t, "hook fired", 1, fired)
 
-			equal(t, "old snapshot", false, exists(t, filepath.Join(s.base, old.RelPath())))
-			names, err := IndexFiles(s.base, newSnap)
-			ok(t, err)
-			equalLists(t, "new snapshot's index files", []string{"disk" + imageSuffix}, names)
-			equal(t, "new snapshot's manifest", true, exists(t, filepath.Join(s.base, newSnap.RelPath(), manifestName)))
+			rtest.Equal(t, "old snapshot", false, exists(t, filepath.Join(s.base, old.RelPath())))
+			names, err := datastore.IndexFiles(s.base, newSnap)
+			rtest.OK(t, err)
+			rtest.Equal(t, "new snapshot's index files", []string{"disk" + imageSuffix}, names)
+			rtest.Equal(t, "new snapshot's manifest", true, exists(t, filepath.Join(s.base, newSnap.RelPath(), manifestName)))
 			owner, err := os.ReadFile(filepath.Join(s.base, "vm/1", ownerName))
-			ok(t, err)
-			equal(t, "owner", tt.wantOwner, string(owner))
-			equal(t, "group lock file kept", true, exists(t, s.lockFile(nil, "vm/1")))
-			equal(t, "kept log line", 1, s.logs.FilterMessage("group got new entries while being removed, kept").Len())
+			rtest.OK(t, err)
+			rtest.Equal(t, "owner", tt.wantOwner, string(owner))
+			rtest.Equal(t, "group lock file kept", true, exists(t, s.lockFile(nil, "vm/1")))
+			rtest.Equal(t, "kept log line", 1, s.logs.FilterMessage("group got new entries while being removed, kept").Len())
 			// storetest.CheckReferenced (cleanup) checks the new snapshot's
 			// chunks.
 		})
@@ -222,12 +224,12 @@ func TestForgetGroupRace(t *testing.T) {
 // its group exist afterwards.
 func TestForgetGroupRaceCooperating(t *testing.T) {
 	s := newTestStore(t)
-	g := Group{Type: "vm", ID: "1"}
+	g := datastore.Group{Type: "vm", ID: "1"}
 	src := writeSource(t, "disk", 3*MinChunkSize, 16)
 	old := s.ingest(t, g, t1, src)
 
 	var wg sync.WaitGroup
-	var newSnap Snapshot
+	var newSnap datastore.Snapshot
 	var ingestErr error
 	hooks := forgetHooks{beforeGroupRemoval: func() {
 		wg.Go(func() {
@@ -235,15 +237,15 @@ func TestForgetGroupRaceCooperating(t *testing.T) {
 				IngestOptions{ChunkSize: MinChunkSize, Now: at(t, t2)}, s.log)
 		})
 	}}
-	ok(t, forget(t.Context(), s.base, s.lk, old, s.log, hooks))
+	rtest.OK(t, forget(t.Context(), s.tree, s.lk, old, s.log, hooks))
 	wg.Wait()
-	ok(t, ingestErr)
+	rtest.OK(t, ingestErr)
 
-	names, err := IndexFiles(s.base, newSnap)
-	ok(t, err)
-	equalLists(t, "new snapshot's index files", []string{"disk" + imageSuffix}, names)
-	equal(t, "owner", true, exists(t, filepath.Join(s.base, "vm/1", ownerName)))
-	snaps, err := ListSnapshots(s.base, g)
-	ok(t, err)
-	equal(t, "snapshots", 1, len(snaps))
+	names, err := datastore.IndexFiles(s.base, newSnap)
+	rtest.OK(t, err)
+	rtest.Equal(t, "new snapshot's index files", []string{"disk" + imageSuffix}, names)
+	rtest.Equal(t, "owner", true, exists(t, filepath.Join(s.base, "vm/1", ownerName)))
+	snaps, err := datastore.ListSnapshots(s.base, g)
+	rtest.OK(t, err)
+	rtest.Equal(t, "snapshots", 1, len(snaps))
 }
