@@ -94,8 +94,9 @@
 // [WalkIndexFiles] is what GC marks from, and it must not miss an index:
 // a missed index means its chunks are swept. So it does not trust the
 // scheme. It finds every regular file named *.fidx or *.didx anywhere under
-// base, in the scheme or not ([InScheme] tells which, for GC's count of
-// index files outside the expected scheme). It does not descend into hidden
+// base, in the scheme or not. (GC counts those its group listings did not
+// reach as outside the scheme; [InScheme] is the same rule as a predicate
+// on one path, which the tests check the two against.) It does not descend into hidden
 // entries (.chunks among them) and does not follow symlinks, as PBS's GC
 // does not. Directories are read in full with getdents64, parsed by
 // fsys.ReadDirents, which keeps d_type; a DT_UNKNOWN entry is resolved with fstatat on the held

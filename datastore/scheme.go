@@ -9,8 +9,12 @@ import "strings"
 //	[ns/<a>/[ns/<b>/…]]<type>/<id>/<time>/<name>.fidx|.didx
 //
 // with at most [MaxNamespaceDepth] namespace levels, valid names, a type of
-// vm, ct or host and a canonical snapshot time. GC counts the index files
-// outside the scheme (SPEC §6.3); it marks them all the same.
+// vm, ct or host and a canonical snapshot time. It is the scheme as a
+// predicate on one path. GC does not call it: GC counts as "outside the
+// scheme" (SPEC §6.3) the index files of the full walk that its
+// namespace/group/snapshot listings did not reach, and marks them all the
+// same. On a store nobody changes during the walk the two agree, which the
+// tests assert with InScheme.
 func InScheme(rel string) bool {
 	parts := strings.Split(rel, "/")
 	if len(parts) < 4 {

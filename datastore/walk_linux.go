@@ -35,7 +35,7 @@ type walkHooks struct {
 // WalkIndexFiles calls fn with the path, relative to base and with "/"
 // separators, of every index file under base: every regular file named
 // *.fidx or *.didx, inside the namespace/group/snapshot scheme or not
-// ([InScheme] tells). This is the listing GC marks from (SPEC §6.3).
+// (see [InScheme]). This is the listing GC marks from (SPEC §6.3).
 //
 // It is [Tree.WalkIndexFiles] on the store at base (base itself may be a
 // symlink; nothing below it is followed).
@@ -55,7 +55,7 @@ func walkIndexFiles(ctx context.Context, base string, log *zap.Logger, fn func(r
 // WalkIndexFiles calls fn with the path, relative to the base and with "/"
 // separators, of every index file in the tree: every regular file named
 // *.fidx or *.didx, inside the namespace/group/snapshot scheme or not
-// ([InScheme] tells). This is the listing GC marks from (SPEC §6.3).
+// (see [InScheme]). This is the listing GC marks from (SPEC §6.3).
 //
 // It does not descend into hidden entries (names starting with "."), so
 // .chunks is never listed, and does not follow symlinks. Each directory is
