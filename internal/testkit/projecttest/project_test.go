@@ -70,8 +70,8 @@ var layer = map[string]int{
 	"chunkgc/chunkstore":  2,
 	"chunkgc/datastore":   2, // beside chunkstore: neither imports the other
 	"chunkgc/backup":      3, // the writer, on datastore, chunkstore, index, locking
-	"chunkgc/gc":          4,
-	"chunkgc/cmd/chunkgc": 5,
+	"chunkgc/gc":          3, // beside backup: GC and the writer share no code
+	"chunkgc/cmd/chunkgc": 4,
 	// internal/ outside internal/testkit is production code: leaves below
 	// everything but tuning (which stays a leaf).
 	"chunkgc/internal/atomicfile": -2,
