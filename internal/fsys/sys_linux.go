@@ -9,11 +9,11 @@ import (
 )
 
 // Syscalls is every syscall chunkstore makes on a store, except close(2).
-// Real is the default; tests (here and in package gc) set
-// [Options.Syscalls] to a wrapper that embeds Real and injects an
-// errno (or a real change to the files) at a precise call. Names are relative to the dirfd given; errors are
-// *fs.PathError naming the relative name (empty for fd-only calls), which the
-// Store rewrites to the full path.
+// Real is the default; tests set chunkstore.Options.Syscalls to a fault set
+// (chunkgc/internal/testkit/faultfs) that wraps Real and injects an errno
+// (or a real change to the files) at a precise call. Names are relative to
+// the dirfd given; errors are *fs.PathError naming the relative name (empty
+// for fd-only calls), which the Store rewrites to the full path.
 //
 // A name may alias a buffer its caller reuses once the call returns (see
 // [Toucher] and [PrefixDir.StatBytes], which pass names built in place
