@@ -1,11 +1,12 @@
 package chunkstore
 
 import (
-	"chunkgc/internal/fsys"
-
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"chunkgc/internal/fsys"
+	"chunkgc/internal/testkit/rtest"
 )
 
 // BenchmarkTouch compares a touch through the seam with the bare syscall:
@@ -16,7 +17,7 @@ func BenchmarkTouch(b *testing.B) {
 	blb, d := testChunk(b, "bench touch")
 	s := miniStore(b, b.TempDir(), testOpts(b), d.Prefix())
 	_, _, err := s.Insert(blb, d)
-	ok(b, err)
+	rtest.OK(b, err)
 	name := string(appendRelName(nil, d))
 	times := []unix.Timespec{{Nsec: unix.UTIME_NOW}, {Nsec: unix.UTIME_OMIT}}
 
@@ -71,12 +72,12 @@ func BenchmarkReadNames(b *testing.B) {
 	want := fillPrefixDir(b, s, p, 10000)
 	b.Cleanup(func() { removeTmpNames(b, s, p, want) })
 	dir, err := s.OpenPrefix(p)
-	ok(b, err)
+	rtest.OK(b, err)
 	defer dir.Close()
 	b.ReportAllocs()
 	var n int
 	for b.Loop() {
-		ok(b, dir.ReadNames(func(name []byte, _ uint8) error {
+		rtest.OK(b, dir.ReadNames(func(name []byte, _ uint8) error {
 			if k, _ := Classify(name); k != KindOther {
 				n++
 			}
@@ -96,7 +97,7 @@ func BenchmarkStoreTouch(b *testing.B) {
 	blb, d := testChunk(b, "bench store touch")
 	s := miniStore(b, b.TempDir(), testOpts(b), d.Prefix())
 	_, _, err := s.Insert(blb, d)
-	ok(b, err)
+	rtest.OK(b, err)
 	name := string(appendRelName(nil, d))
 
 	b.Run("Toucher", func(b *testing.B) {
@@ -107,7 +108,7 @@ func BenchmarkStoreTouch(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		if n := testing.AllocsPerRun(100, func() { ok(b, t.Touch(d)) }); n != 0 {
+		if n := testing.AllocsPerRun(100, func() { rtest.OK(b, t.Touch(d)) }); n != 0 {
 			b.Fatalf("Toucher.Touch: %v allocs/op, want 0", n)
 		}
 	})
@@ -147,9 +148,9 @@ func BenchmarkPrefixStat(b *testing.B) {
 	blb, d := testChunk(b, "bench prefix stat")
 	s := miniStore(b, b.TempDir(), testOpts(b), d.Prefix())
 	_, _, err := s.Insert(blb, d)
-	ok(b, err)
+	rtest.OK(b, err)
 	dir, err := s.OpenPrefix(d.Prefix())
-	ok(b, err)
+	rtest.OK(b, err)
 	defer dir.Close()
 	name := d.AppendHex(nil)
 	var st unix.Stat_t
@@ -161,7 +162,7 @@ func BenchmarkPrefixStat(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		if n := testing.AllocsPerRun(100, func() { ok(b, dir.StatBytes(name, &st)) }); n != 0 {
+		if n := testing.AllocsPerRun(100, func() { rtest.OK(b, dir.StatBytes(name, &st)) }); n != 0 {
 			b.Fatalf("StatBytes: %v allocs/op, want 0", n)
 		}
 	})

@@ -1,8 +1,6 @@
 package chunkstore
 
 import (
-	"chunkgc/internal/fsys"
-
 	"context"
 	"errors"
 	"io/fs"
@@ -14,6 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"chunkgc/internal/fsys"
+	"chunkgc/internal/testkit/rtest"
 	"chunkgc/internal/testkit/testfs"
 )
 
@@ -22,7 +22,7 @@ import (
 func countPrefixDirs(t testing.TB, base string) int {
 	t.Helper()
 	entries, err := os.ReadDir(filepath.Join(base, chunksName))
-	ok(t, err)
+	rtest.OK(t, err)
 	n := 0
 	for _, e := range entries {
 		if len(e.Name()) != 4 || !e.IsDir() {
@@ -39,20 +39,20 @@ func TestCreate(t *testing.T) {
 	s, err := Create(context.Background(), base, testOpts(t), func(done, total int) {
 		calls = append(calls, [2]int{done, total})
 	})
-	ok(t, err)
-	t.Cleanup(func() { ok(t, s.Close()) })
+	rtest.OK(t, err)
+	t.Cleanup(func() { rtest.OK(t, s.Close()) })
 
-	equal(t, "Base", base, s.Base())
-	equal(t, "prefix dirs", PrefixCount, countPrefixDirs(t, base))
-	equal(t, "base mode", uint32(unix.S_IFDIR|0o755), lstat(t, base).Mode)
-	equal(t, ".chunks mode", uint32(unix.S_IFDIR|0o750), lstat(t, filepath.Join(base, ".chunks")).Mode)
+	rtest.Equal(t, "Base", base, s.Base())
+	rtest.Equal(t, "prefix dirs", PrefixCount, countPrefixDirs(t, base))
+	rtest.Equal(t, "base mode", uint32(unix.S_IFDIR|0o755), lstat(t, base).Mode)
+	rtest.Equal(t, ".chunks mode", uint32(unix.S_IFDIR|0o750), lstat(t, filepath.Join(base, ".chunks")).Mode)
 	lock := lstat(t, filepath.Join(base, ".lock"))
-	equal(t, ".lock mode", uint32(unix.S_IFREG|0o644), lock.Mode)
-	equal(t, ".lock size", int64(0), lock.Size)
+	rtest.Equal(t, ".lock mode", uint32(unix.S_IFREG|0o644), lock.Mode)
+	rtest.Equal(t, ".lock size", int64(0), lock.Size)
 	for p := range PrefixCount {
 		name := prefixName(uint16(p))
 		var st unix.Stat_t
-		ok(t, unix.Fstatat(s.chunksFd, name, &st, unix.AT_SYMLINK_NOFOLLOW))
+		rtest.OK(t, unix.Fstatat(s.chunksFd, name, &st, unix.AT_SYMLINK_NOFOLLOW))
 		if st.Mode != unix.S_IFDIR|0o750 {
 			t.Fatalf(".chunks/%s: mode %o, want dir 0750", name, st.Mode)
 		}
@@ -63,7 +63,7 @@ func TestCreate(t *testing.T) {
 		}
 	}
 
-	equal(t, "progress calls", 100, len(calls))
+	rtest.Equal(t, "progress calls", 100, len(calls))
 	for i, c := range calls {
 		if c[1] != PrefixCount || (i > 0 && c[0] <= calls[i-1][0]) {
 			t.Fatalf("progress call %d: %v after %v", i, c, calls[max(i-1, 0)])
@@ -72,18 +72,18 @@ func TestCreate(t *testing.T) {
 			t.Fatalf("progress call %d at %d%%, want %d%%", i, pct, i+1)
 		}
 	}
-	equal(t, "last progress", [2]int{PrefixCount, PrefixCount}, calls[len(calls)-1])
-	ok(t, s.VerifyLayout(context.Background()))
+	rtest.Equal(t, "last progress", [2]int{PrefixCount, PrefixCount}, calls[len(calls)-1])
+	rtest.OK(t, s.VerifyLayout(context.Background()))
 }
 
 func TestCreateAllowsHiddenAndLostFound(t *testing.T) {
 	base := scratchDir(t)
-	ok(t, os.Mkdir(filepath.Join(base, "lost+found"), 0o700))
-	ok(t, os.WriteFile(filepath.Join(base, ".hidden"), nil, 0o644))
+	rtest.OK(t, os.Mkdir(filepath.Join(base, "lost+found"), 0o700))
+	rtest.OK(t, os.WriteFile(filepath.Join(base, ".hidden"), nil, 0o644))
 	s, err := Create(context.Background(), base, testOpts(t), nil)
-	ok(t, err)
-	ok(t, s.Close())
-	equal(t, "prefix dirs", PrefixCount, countPrefixDirs(t, base))
+	rtest.OK(t, err)
+	rtest.OK(t, s.Close())
+	rtest.Equal(t, "prefix dirs", PrefixCount, countPrefixDirs(t, base))
 }
 
 func TestCreateRefuses(t *testing.T) {
@@ -101,9 +101,9 @@ func TestCreateRefuses(t *testing.T) {
 		{
 			name: "non-empty dir",
 			give: func(t *testing.T, dir string) string {
-				ok(t, os.MkdirAll(filepath.Join(dir, "vm", "100"), 0o755))
-				ok(t, os.WriteFile(filepath.Join(dir, "notes.txt"), nil, 0o644))
-				ok(t, os.Mkdir(filepath.Join(dir, ".chunks"), 0o750))
+				rtest.OK(t, os.MkdirAll(filepath.Join(dir, "vm", "100"), 0o755))
+				rtest.OK(t, os.WriteFile(filepath.Join(dir, "notes.txt"), nil, 0o644))
+				rtest.OK(t, os.Mkdir(filepath.Join(dir, ".chunks"), 0o750))
 				return dir
 			},
 			want:    `: directory is not empty: it holds "notes.txt"`,
@@ -113,7 +113,7 @@ func TestCreateRefuses(t *testing.T) {
 			name: "base is a file",
 			give: func(t *testing.T, dir string) string {
 				p := filepath.Join(dir, "store")
-				ok(t, os.WriteFile(p, nil, 0o644))
+				rtest.OK(t, os.WriteFile(p, nil, 0o644))
 				return p
 			},
 			want: "store exists and is not a directory",
@@ -121,7 +121,7 @@ func TestCreateRefuses(t *testing.T) {
 		{
 			name: ".chunks is a file",
 			give: func(t *testing.T, dir string) string {
-				ok(t, os.WriteFile(filepath.Join(dir, ".chunks"), nil, 0o644))
+				rtest.OK(t, os.WriteFile(filepath.Join(dir, ".chunks"), nil, 0o644))
 				return dir
 			},
 			want: ".chunks exists and is not a directory",
@@ -129,10 +129,10 @@ func TestCreateRefuses(t *testing.T) {
 		{
 			name: ".chunks is a symlink",
 			give: func(t *testing.T, dir string) string {
-				ok(t, os.Mkdir(filepath.Join(dir, "elsewhere"), 0o750))
+				rtest.OK(t, os.Mkdir(filepath.Join(dir, "elsewhere"), 0o750))
 				base := filepath.Join(dir, "store")
-				ok(t, os.Mkdir(base, 0o755))
-				ok(t, os.Symlink(filepath.Join(dir, "elsewhere"), filepath.Join(base, ".chunks")))
+				rtest.OK(t, os.Mkdir(base, 0o755))
+				rtest.OK(t, os.Symlink(filepath.Join(dir, "elsewhere"), filepath.Join(base, ".chunks")))
 				return base
 			},
 			want: ".chunks exists and is not a directory",
@@ -140,8 +140,8 @@ func TestCreateRefuses(t *testing.T) {
 		{
 			name: "prefix dir is a file",
 			give: func(t *testing.T, dir string) string {
-				ok(t, os.Mkdir(filepath.Join(dir, ".chunks"), 0o750))
-				ok(t, os.WriteFile(filepath.Join(dir, ".chunks", "0abc"), nil, 0o644))
+				rtest.OK(t, os.Mkdir(filepath.Join(dir, ".chunks"), 0o750))
+				rtest.OK(t, os.WriteFile(filepath.Join(dir, ".chunks", "0abc"), nil, 0o644))
 				return dir
 			},
 			want: ".chunks/0abc exists and is not a directory",
@@ -149,7 +149,7 @@ func TestCreateRefuses(t *testing.T) {
 		{
 			name: ".lock is a directory",
 			give: func(t *testing.T, dir string) string {
-				ok(t, os.Mkdir(filepath.Join(dir, ".lock"), 0o755))
+				rtest.OK(t, os.Mkdir(filepath.Join(dir, ".lock"), 0o755))
 				return dir
 			},
 			want: ".lock exists and is not a regular file",
@@ -199,12 +199,12 @@ func TestCreateInterruptedThenRerun(t *testing.T) {
 
 	var calls int
 	s, err := Create(context.Background(), base, testOpts(t), func(int, int) { calls++ })
-	ok(t, err)
+	rtest.OK(t, err)
 	defer s.Close()
-	equal(t, "progress calls of the rerun", 100, calls)
-	equal(t, "prefix dirs", PrefixCount, countPrefixDirs(t, base))
-	ok(t, s.VerifyLayout(context.Background()))
-	equal(t, ".lock mode", uint32(unix.S_IFREG|0o644), lstat(t, filepath.Join(base, ".lock")).Mode)
+	rtest.Equal(t, "progress calls of the rerun", 100, calls)
+	rtest.Equal(t, "prefix dirs", PrefixCount, countPrefixDirs(t, base))
+	rtest.OK(t, s.VerifyLayout(context.Background()))
+	rtest.Equal(t, ".lock mode", uint32(unix.S_IFREG|0o644), lstat(t, filepath.Join(base, ".lock")).Mode)
 }
 
 func TestVerifyLayoutNamesProblems(t *testing.T) {
@@ -215,18 +215,18 @@ func TestVerifyLayoutNamesProblems(t *testing.T) {
 	}
 	base := scratchDir(t)
 	s, err := Create(context.Background(), base, opts, nil)
-	ok(t, err)
+	rtest.OK(t, err)
 	defer s.Close()
-	ok(t, s.VerifyLayout(context.Background()))
+	rtest.OK(t, s.VerifyLayout(context.Background()))
 
-	ok(t, os.Remove(filepath.Join(base, ".chunks", "00af")))
-	ok(t, os.Remove(filepath.Join(base, ".chunks", "0b00")))
-	ok(t, os.WriteFile(filepath.Join(base, ".chunks", "0b00"), nil, 0o644))
-	ok(t, os.Remove(filepath.Join(base, ".chunks", "c0de")))
-	ok(t, os.Symlink("0000", filepath.Join(base, ".chunks", "c0de")))
+	rtest.OK(t, os.Remove(filepath.Join(base, ".chunks", "00af")))
+	rtest.OK(t, os.Remove(filepath.Join(base, ".chunks", "0b00")))
+	rtest.OK(t, os.WriteFile(filepath.Join(base, ".chunks", "0b00"), nil, 0o644))
+	rtest.OK(t, os.Remove(filepath.Join(base, ".chunks", "c0de")))
+	rtest.OK(t, os.Symlink("0000", filepath.Join(base, ".chunks", "c0de")))
 	want := []string{".chunks/00af: missing", ".chunks/0b00: not a directory"}
 	if root {
-		ok(t, os.Lchown(filepath.Join(base, ".chunks", "1234"), 0, 0))
+		rtest.OK(t, os.Lchown(filepath.Join(base, ".chunks", "1234"), 0, 0))
 		want = append(want, ".chunks/1234: owned by 0:0, want 34:34")
 	}
 	want = append(want, ".chunks/c0de: not a directory")
@@ -236,8 +236,8 @@ func TestVerifyLayoutNamesProblems(t *testing.T) {
 	if !isLE {
 		t.Fatalf("VerifyLayout: want *LayoutError, got %v", err)
 	}
-	equal(t, "Base", base, le.Base)
-	equal(t, "Count", len(want), le.Count)
+	rtest.Equal(t, "Base", base, le.Base)
+	rtest.Equal(t, "Count", len(want), le.Count)
 	if !slices.Equal(want, le.Problems) {
 		t.Fatalf("Problems:\nwant %q\ngot  %q", want, le.Problems)
 	}
@@ -259,9 +259,9 @@ func TestVerifyLayoutCapsProblems(t *testing.T) {
 	if !isLE {
 		t.Fatalf("VerifyLayout: want *LayoutError, got %v", err)
 	}
-	equal(t, "Count", PrefixCount-3, le.Count)
-	equal(t, "Problems", maxLayoutProblems, len(le.Problems))
-	equal(t, "first problem", ".chunks/0003: missing", le.Problems[0])
+	rtest.Equal(t, "Count", PrefixCount-3, le.Count)
+	rtest.Equal(t, "Problems", maxLayoutProblems, len(le.Problems))
+	rtest.Equal(t, "first problem", ".chunks/0003: missing", le.Problems[0])
 	if !strings.HasSuffix(err.Error(), "; and 65513 more") {
 		t.Errorf("error %q does not say how many more", err)
 	}
@@ -280,15 +280,15 @@ func TestVerifyLayoutCancel(t *testing.T) {
 // and .lock to the backup user, and a rerun fixes prefix dirs a crashed run
 // left owned by root.
 func TestCreateOwnership(t *testing.T) {
-	testfs.RequireRoot(t)
+	rtest.RequireRoot(t)
 	owner, err := fsys.LookupOwner("backup")
-	ok(t, err)
-	equal(t, "backup user", fsys.Owner{UID: 34, GID: 34}, owner)
+	rtest.OK(t, err)
+	rtest.Equal(t, "backup user", fsys.Owner{UID: 34, GID: 34}, owner)
 	base := filepath.Join(testfs.Tmpfs(t, ""), "store")
 	opts := testOpts(t)
 	opts.Owner = owner
 	s, err := Create(context.Background(), base, opts, nil)
-	ok(t, err)
+	rtest.OK(t, err)
 	defer s.Close()
 	for _, p := range []string{"", ".chunks", ".lock"} {
 		st := lstat(t, filepath.Join(base, p))
@@ -296,13 +296,13 @@ func TestCreateOwnership(t *testing.T) {
 			t.Errorf("%s/%s owned by %d:%d, want 34:34", base, p, st.Uid, st.Gid)
 		}
 	}
-	ok(t, s.VerifyLayout(context.Background()))
+	rtest.OK(t, s.VerifyLayout(context.Background()))
 
 	// A crash between mkdirat and fchownat leaves root-owned prefix dirs.
-	ok(t, os.Lchown(filepath.Join(base, ".chunks", "abcd"), 0, 0))
-	ok(t, os.Remove(filepath.Join(base, ".lock")))
+	rtest.OK(t, os.Lchown(filepath.Join(base, ".chunks", "abcd"), 0, 0))
+	rtest.OK(t, os.Remove(filepath.Join(base, ".lock")))
 	s2, err := Create(context.Background(), base, opts, nil)
-	ok(t, err)
+	rtest.OK(t, err)
 	defer s2.Close()
-	ok(t, s2.VerifyLayout(context.Background()))
+	rtest.OK(t, s2.VerifyLayout(context.Background()))
 }

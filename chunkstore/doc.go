@@ -153,12 +153,14 @@
 // directory fds, retries EINTR and returns *fs.PathError. The allocation-free
 // paths above go through it too: they pass names that alias a reused buffer,
 // which an implementation must not keep past the call. Tests set
-// [Options.Syscalls] to a wrapper that embeds fsys.Real and fails or
-// perturbs the Nth call of one method (an errno, or a rename that replaces
-// the probe chunk), counting calls so that each test asserts its fault fired.
-// Faults that can be made real are made real instead: loop-mounted ext4, xfs
-// and btrfs, tmpfs, and a FUSE filesystem that drops atime updates
-// (chunkgc/internal/testkit/testfs, chunkgc/internal/testkit/atimefuse). BenchmarkTouch shows
-// that the interface call costs nanoseconds against the microseconds of the
-// syscall.
+// [Options.Syscalls] to a fault set from chunkgc/internal/testkit/faultfs,
+// which fails the Nth call of one syscall on a matching name with an errno
+// (or makes a real change at that call, such as a rename that replaces the
+// probe chunk) and fails the test if a planned fault never fired. The one
+// wrapper of its own, skewedUtimes, changes a touch's times rather than its
+// outcome. Faults that can be made real are made real instead: loop-mounted
+// ext4, xfs and btrfs, tmpfs, and FUSE filesystems that drop atime updates or
+// stamp a skewed clock (chunkgc/internal/testkit/testfs, atimefuse,
+// skewfuse). BenchmarkTouch shows that the interface call costs nanoseconds
+// against the microseconds of the syscall.
 package chunkstore

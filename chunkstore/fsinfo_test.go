@@ -3,6 +3,8 @@ package chunkstore
 import (
 	"strings"
 	"testing"
+
+	"chunkgc/internal/testkit/rtest"
 )
 
 const sampleMountInfo = `22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw,discard
@@ -15,8 +17,8 @@ const sampleMountInfo = `22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw,
 
 func TestMountOf(t *testing.T) {
 	entries, err := parseMountInfo(strings.NewReader(sampleMountInfo))
-	ok(t, err)
-	equal(t, "entries", 6, len(entries))
+	rtest.OK(t, err)
+	rtest.Equal(t, "entries", 6, len(entries))
 	tests := []struct {
 		name     string
 		give     string
@@ -34,9 +36,9 @@ func TestMountOf(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e, found := mountOf(entries, tt.give)
-			equal(t, "found", true, found)
-			equal(t, "type", tt.wantType, e.fsType)
-			equal(t, "options", tt.wantOpts, e.options)
+			rtest.Equal(t, "found", true, found)
+			rtest.Equal(t, "type", tt.wantType, e.fsType)
+			rtest.Equal(t, "options", tt.wantOpts, e.options)
 		})
 	}
 }
@@ -50,6 +52,6 @@ func TestParseMountInfoMalformed(t *testing.T) {
 }
 
 func TestFSMagicName(t *testing.T) {
-	equal(t, "xfs", "xfs", fsMagicName(0x58465342))
-	equal(t, "unknown", "0x1234", fsMagicName(0x1234))
+	rtest.Equal(t, "xfs", "xfs", fsMagicName(0x58465342))
+	rtest.Equal(t, "unknown", "0x1234", fsMagicName(0x1234))
 }

@@ -1,16 +1,11 @@
 package chunkstore
 
 import (
-	"chunkgc/internal/fsys"
-
-	"chunkgc/internal/testkit/leakcheck"
 	"context"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,55 +16,39 @@ import (
 	"golang.org/x/sys/unix"
 
 	"chunkgc/blob"
+	"chunkgc/internal/fsys"
+	"chunkgc/internal/testkit/leakcheck"
+	"chunkgc/internal/testkit/rtest"
 	"chunkgc/internal/testkit/testfs"
 	"chunkgc/tuning"
 )
 
-// helperEnv makes the test binary a helper process (see runHelper) instead of
-// running the tests: the probe test re-executes itself as the backup user.
-const helperEnv = "CHUNKSTORE_TEST_HELPER"
-
 func TestMain(m *testing.M) {
-	if mode := os.Getenv(helperEnv); mode != "" {
-		os.Exit(runHelper(mode, os.Args[len(os.Args)-1]))
-	}
-	os.Exit(leakcheck.Run(m, "chunkgc/", "go-fuse"))
+	rtest.Main(m, rtest.Helpers{"probe": probeHelper}, func(m *testing.M) int {
+		return leakcheck.Run(m, "chunkgc/", "go-fuse")
+	})
 }
 
-// runHelper runs in the re-executed test binary. Mode "probe" opens the store
-// at base and runs the atime probe, printing the error if any.
-func runHelper(mode, base string) int {
-	switch mode {
-	case "probe":
-		s, err := Open(base, Options{Owner: fsys.Keep})
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer s.Close()
-		if _, err := s.ProbeAtime(context.Background()); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		fmt.Printf("probe passed as uid %d\n", os.Geteuid())
-		return 0
+// probeHelper runs in the test binary re-executed as a helper (see
+// runAsBackup): it opens the store at args[0] and runs the atime probe,
+// printing the error if any.
+func probeHelper(args []string) int {
+	if len(args) != 1 {
+		fmt.Fprintln(os.Stderr, "usage: probe <base>")
+		return 2
 	}
-	fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", mode)
-	return 2
-}
-
-func ok(t testing.TB, err error) {
-	t.Helper()
+	s, err := Open(args[0], Options{Owner: fsys.Keep})
 	if err != nil {
-		t.Fatalf("unexpected error: %v", err)
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
-}
-
-func equal[T comparable](t testing.TB, what string, want, got T) {
-	t.Helper()
-	if want != got {
-		t.Fatalf("%s: want %v, got %v", what, want, got)
+	defer s.Close()
+	if _, err := s.ProbeAtime(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
+	fmt.Printf("probe passed as uid %d\n", os.Geteuid())
+	return 0
 }
 
 // scratchDir returns a fresh empty directory for a test that creates full
@@ -81,7 +60,7 @@ func scratchDir(t testing.TB) string {
 		return t.TempDir()
 	}
 	dir := filepath.Join(testfs.Tmpfs(t, ""), "scratch")
-	ok(t, os.Mkdir(dir, 0o755))
+	rtest.OK(t, os.Mkdir(dir, 0o755))
 	return dir
 }
 
@@ -106,13 +85,13 @@ func observedOpts(t testing.TB) (Options, *observer.ObservedLogs) {
 // use it instead of Create.
 func miniStore(t testing.TB, base string, opts Options, prefixes ...uint16) *Store {
 	t.Helper()
-	ok(t, os.MkdirAll(filepath.Join(base, chunksName), 0o750))
+	rtest.OK(t, os.MkdirAll(filepath.Join(base, chunksName), 0o750))
 	for _, p := range prefixes {
-		ok(t, os.Mkdir(filepath.Join(base, chunksName, prefixName(p)), 0o750))
+		rtest.OK(t, os.Mkdir(filepath.Join(base, chunksName, prefixName(p)), 0o750))
 	}
 	s, err := Open(base, opts)
-	ok(t, err)
-	t.Cleanup(func() { checkNoTmp(t, s); ok(t, s.Close()) })
+	rtest.OK(t, err)
+	t.Cleanup(func() { checkNoTmp(t, s); rtest.OK(t, s.Close()) })
 	return s
 }
 
@@ -146,7 +125,7 @@ func checkNoTmp(t testing.TB, s *Store) {
 func zeroChunk(t testing.TB) ([]byte, blob.Digest) {
 	t.Helper()
 	b, d, err := blob.ZeroChunk(blob.ZeroChunkSize)
-	ok(t, err)
+	rtest.OK(t, err)
 	return b, d
 }
 
@@ -154,7 +133,7 @@ func zeroChunk(t testing.TB) ([]byte, blob.Digest) {
 func testChunk(t testing.TB, data string) ([]byte, blob.Digest) {
 	t.Helper()
 	b, err := blob.Encode([]byte(data), false)
-	ok(t, err)
+	rtest.OK(t, err)
 	return b, blob.Sum([]byte(data))
 }
 
@@ -175,51 +154,5 @@ var old = time.Date(2000, 1, 2, 3, 4, 5, 6000, time.UTC)
 // setTimes sets atime and mtime of path.
 func setTimes(t testing.TB, path string, atime, mtime time.Time) {
 	t.Helper()
-	ok(t, os.Chtimes(path, atime, mtime))
-}
-
-// --- seam wrappers -------------------------------------------------------
-
-// utimesFault fails the failAt-th UtimesNanoAt call with err.
-type utimesFault struct {
-	fsys.Real
-	failAt       int32
-	err          unix.Errno
-	calls, fired atomic.Int32
-}
-
-func (f *utimesFault) UtimesNanoAt(dirfd int, name string, ts []unix.Timespec, flags int) error {
-	if f.calls.Add(1) == f.failAt {
-		f.fired.Add(1)
-		return &fs.PathError{Op: "utimensat", Path: name, Err: f.err}
-	}
-	return f.Real.UtimesNanoAt(dirfd, name, ts, flags)
-}
-
-// replaceOnStatx replaces the file it is about to stat, by renaming a fresh
-// copy over it, at the given Statx calls (1-based).
-type replaceOnStatx struct {
-	fsys.Real
-	chunks       string // the .chunks dir the names are relative to
-	at           map[int32]bool
-	calls, fired atomic.Int32
-}
-
-func (f *replaceOnStatx) Statx(dirfd int, name string, flags, mask int, stx *unix.Statx_t) error {
-	if f.at[f.calls.Add(1)] {
-		path := filepath.Join(f.chunks, name)
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		tmp := path + ".replacement"
-		if err := os.WriteFile(tmp, b, 0o644); err != nil {
-			return err
-		}
-		if err := os.Rename(tmp, path); err != nil {
-			return err
-		}
-		f.fired.Add(1)
-	}
-	return f.Real.Statx(dirfd, name, flags, mask, stx)
+	rtest.OK(t, os.Chtimes(path, atime, mtime))
 }

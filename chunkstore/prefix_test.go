@@ -1,8 +1,6 @@
 package chunkstore
 
 import (
-	"chunkgc/internal/fsys"
-
 	"errors"
 	"fmt"
 	"io/fs"
@@ -16,13 +14,16 @@ import (
 	"golang.org/x/sys/unix"
 
 	"chunkgc/blob"
+	"chunkgc/internal/fsys"
+	"chunkgc/internal/testkit/faultfs"
+	"chunkgc/internal/testkit/rtest"
 )
 
 const zeroHex = "bb9f8df61474d25e71fa00722318cd387396ca1736605e1248821cc0de3d3af8"
 
 func TestClassify(t *testing.T) {
 	zero, err := blob.ParseDigest(zeroHex)
-	ok(t, err)
+	rtest.OK(t, err)
 	tests := []struct {
 		name       string
 		give       string
@@ -51,8 +52,8 @@ func TestClassify(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			k, d := Classify([]byte(tt.give))
-			equal(t, "kind", tt.want, k)
-			equal(t, "digest", tt.wantDigest, d)
+			rtest.Equal(t, "kind", tt.want, k)
+			rtest.Equal(t, "digest", tt.wantDigest, d)
 		})
 	}
 }
@@ -64,13 +65,13 @@ func TestClassifyDoesNotAllocate(t *testing.T) {
 			Classify(n)
 		}
 	})
-	equal(t, "allocations", 0.0, allocs)
+	rtest.Equal(t, "allocations", 0.0, allocs)
 }
 
 func TestKindString(t *testing.T) {
-	equal(t, "chunk", "chunk", KindChunk.String())
-	equal(t, "bad", "bad chunk", KindBad.String())
-	equal(t, "other", "not a chunk", KindOther.String())
+	rtest.Equal(t, "chunk", "chunk", KindChunk.String())
+	rtest.Equal(t, "bad", "bad chunk", KindBad.String())
+	rtest.Equal(t, "other", "not a chunk", KindOther.String())
 }
 
 // fillPrefixDir creates n chunk files in prefix dir p, plus bad copies and
@@ -90,8 +91,8 @@ func fillPrefixDir(t testing.TB, s *Store, p uint16, n int) map[string]Kind {
 			name += ".tmp_" + fmt.Sprintf("%016x", i)
 		}
 		f, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-		ok(t, err)
-		ok(t, f.Close())
+		rtest.OK(t, err)
+		rtest.OK(t, f.Close())
 		want[name], _ = Classify([]byte(name))
 	}
 	return want
@@ -113,14 +114,14 @@ func TestReadNames(t *testing.T) {
 	const p = 0x0a0b
 	s := miniStore(t, t.TempDir(), testOpts(t), p)
 	want := fillPrefixDir(t, s, p, 10000)
-	ok(t, os.Mkdir(filepath.Join(s.chunks, prefixName(p), "subdir"), 0o755))
+	rtest.OK(t, os.Mkdir(filepath.Join(s.chunks, prefixName(p), "subdir"), 0o755))
 	want["subdir"] = KindOther
 	t.Cleanup(func() { removeTmpNames(t, s, p, want) })
 
 	dir, err := s.OpenPrefix(p)
-	ok(t, err)
+	rtest.OK(t, err)
 	defer dir.Close()
-	equal(t, "Name", "0a0b", dir.Name())
+	rtest.Equal(t, "Name", "0a0b", dir.Name())
 	for round := range 2 { // ReadNames starts from the top every time
 		got := map[string]Kind{}
 		var counts [3]int
@@ -141,13 +142,13 @@ func TestReadNames(t *testing.T) {
 			}
 			return nil
 		})
-		ok(t, err)
+		rtest.OK(t, err)
 		if !maps.Equal(want, got) {
 			t.Fatalf("round %d: ReadNames listed %d names, want %d", round, len(got), len(want))
 		}
-		equal(t, "chunks", 8000, counts[KindChunk])
-		equal(t, "bad", 1000, counts[KindBad])
-		equal(t, "other", 1001, counts[KindOther])
+		rtest.Equal(t, "chunks", 8000, counts[KindChunk])
+		rtest.Equal(t, "bad", 1000, counts[KindBad])
+		rtest.Equal(t, "other", 1001, counts[KindOther])
 	}
 
 	stop := errors.New("stop")
@@ -156,10 +157,10 @@ func TestReadNames(t *testing.T) {
 	if !errors.Is(err, stop) || err.Error() != stop.Error() {
 		t.Fatalf("ReadNames: want the callback's error as is, got %v", err)
 	}
-	equal(t, "calls after an error", 1, calls)
+	rtest.Equal(t, "calls after an error", 1, calls)
 
 	allocs := testing.AllocsPerRun(5, func() {
-		ok(t, dir.ReadNames(func([]byte, uint8) error { return nil }))
+		rtest.OK(t, dir.ReadNames(func([]byte, uint8) error { return nil }))
 	})
 	// The pooled buffer may be dropped by the race detector's pool; never
 	// anything per entry.
@@ -176,14 +177,14 @@ func TestReadDirentsSmallBuffer(t *testing.T) {
 	want := map[string]Kind{}
 	for i := range 300 {
 		d := blob.Sum(fmt.Appendf(nil, "%d", i))
-		ok(t, os.WriteFile(filepath.Join(s.chunks, prefixName(p), d.String()), nil, 0o644))
+		rtest.OK(t, os.WriteFile(filepath.Join(s.chunks, prefixName(p), d.String()), nil, 0o644))
 		want[d.String()] = KindChunk
 	}
 	fd, err := unix.Open(filepath.Join(s.chunks, prefixName(p)), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	ok(t, err)
+	rtest.OK(t, err)
 	defer unix.Close(fd)
 	got := map[string]Kind{}
-	ok(t, readDirents(fsys.Real{}, fd, "dir", make([]byte, 100), func(name []byte, _ uint8) error {
+	rtest.OK(t, readDirents(fsys.Real{}, fd, "dir", make([]byte, 100), func(name []byte, _ uint8) error {
 		got[string(name)] = KindChunk
 		return nil
 	}))
@@ -192,7 +193,7 @@ func TestReadDirentsSmallBuffer(t *testing.T) {
 	}
 	// A buffer too small for one record is EINVAL from the kernel.
 	fd2, err := unix.Open(filepath.Join(s.chunks, prefixName(p)), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	ok(t, err)
+	rtest.OK(t, err)
 	defer unix.Close(fd2)
 	err = readDirents(fsys.Real{}, fd2, "dir", make([]byte, 8), func([]byte, uint8) error { return nil })
 	if !errors.Is(err, unix.EINVAL) || !strings.Contains(err.Error(), "dir") {
@@ -200,21 +201,16 @@ func TestReadDirentsSmallBuffer(t *testing.T) {
 	}
 }
 
-// getdentsFault returns a malformed record.
-type getdentsFault struct{ fsys.Real }
-
-func (getdentsFault) Getdents(fd int, buf []byte) (int, error) {
-	clear(buf[:24])
-	buf[16] = 4 // d_reclen shorter than the header
-	return 24, nil
-}
-
+// TestReadNamesMalformedRecord: a getdents reply with a corrupt record is
+// EIO naming the dir.
 func TestReadNamesMalformedRecord(t *testing.T) {
+	set := faultfs.New(t, nil)
+	set.Add(faultfs.Fault{Op: faultfs.Getdents, Err: faultfs.ErrMalformed})
 	opts := testOpts(t)
-	opts.Syscalls = getdentsFault{}
+	opts.Syscalls = set
 	s := miniStore(t, t.TempDir(), opts, 7)
 	dir, err := s.OpenPrefix(7)
-	ok(t, err)
+	rtest.OK(t, err)
 	defer dir.Close()
 	err = dir.ReadNames(func([]byte, uint8) error { return nil })
 	if !errors.Is(err, unix.EIO) || !strings.Contains(err.Error(), "/.chunks/0007") {
@@ -226,28 +222,28 @@ func TestPrefixDirOps(t *testing.T) {
 	b, d := testChunk(t, "prefix ops")
 	s := miniStore(t, t.TempDir(), testOpts(t), d.Prefix())
 	_, _, err := s.Insert(b, d)
-	ok(t, err)
+	rtest.OK(t, err)
 
 	_, err = s.OpenPrefix(d.Prefix() + 1)
 	if !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("OpenPrefix of a missing dir: want fs.ErrNotExist, got %v", err)
 	}
 	dir, err := s.OpenPrefix(d.Prefix())
-	ok(t, err)
+	rtest.OK(t, err)
 	defer dir.Close()
 
 	var st unix.Stat_t
-	ok(t, dir.Stat(d.String(), &st))
-	equal(t, "size", int64(len(b)), st.Size)
+	rtest.OK(t, dir.Stat(d.String(), &st))
+	rtest.Equal(t, "size", int64(len(b)), st.Size)
 	setTimes(t, s.ChunkPath(d), old, old)
-	ok(t, dir.Touch(d.String()))
-	ok(t, dir.Stat(d.String(), &st))
+	rtest.OK(t, dir.Touch(d.String()))
+	rtest.OK(t, dir.Stat(d.String(), &st))
 	if !ts(st.Atim).After(old) {
 		t.Error("PrefixDir.Touch did not move the atime")
 	}
-	equal(t, "mtime", old, ts(st.Mtim).UTC())
+	rtest.Equal(t, "mtime", old, ts(st.Mtim).UTC())
 
-	ok(t, dir.Unlink(d.String()))
+	rtest.OK(t, dir.Unlink(d.String()))
 	for name, err := range map[string]error{
 		"Stat":   dir.Stat(d.String(), &st),
 		"Touch":  dir.Touch(d.String()),
@@ -260,13 +256,13 @@ func TestPrefixDirOps(t *testing.T) {
 			t.Errorf("%s of a missing chunk: want *fs.PathError naming %s, got %#v", name, s.ChunkPath(d), err)
 		}
 	}
-	ok(t, dir.Close())
-	ok(t, dir.Close()) // idempotent
+	rtest.OK(t, dir.Close())
+	rtest.OK(t, dir.Close()) // idempotent
 }
 
 func TestOpenPrefixRefusesSymlink(t *testing.T) {
 	s := miniStore(t, t.TempDir(), testOpts(t), 1)
-	ok(t, os.Symlink("0001", filepath.Join(s.chunks, "0002")))
+	rtest.OK(t, os.Symlink("0001", filepath.Join(s.chunks, "0002")))
 	if dir, err := s.OpenPrefix(2); err == nil {
 		dir.Close()
 		t.Fatal("OpenPrefix followed a symlink")
@@ -276,26 +272,26 @@ func TestOpenPrefixRefusesSymlink(t *testing.T) {
 func TestPrefixDirLock(t *testing.T) {
 	s := miniStore(t, t.TempDir(), testOpts(t), 5)
 	dir, err := s.OpenPrefix(5)
-	ok(t, err)
+	rtest.OK(t, err)
 	defer dir.Close()
 	other, err := unix.Open(filepath.Join(s.chunks, "0005"), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	ok(t, err)
+	rtest.OK(t, err)
 	defer unix.Close(other)
 
 	unlock, err := dir.Lock(true)
-	ok(t, err)
+	rtest.OK(t, err)
 	if err := unix.Flock(other, unix.LOCK_SH|unix.LOCK_NB); !errors.Is(err, unix.EWOULDBLOCK) {
 		t.Fatalf("shared try-lock under LOCK_EX: want EWOULDBLOCK, got %v", err)
 	}
-	ok(t, unlock())
+	rtest.OK(t, unlock())
 
 	unlock, err = dir.Lock(false)
-	ok(t, err)
+	rtest.OK(t, err)
 	if err := unix.Flock(other, unix.LOCK_EX|unix.LOCK_NB); !errors.Is(err, unix.EWOULDBLOCK) {
 		t.Fatalf("exclusive try-lock under LOCK_SH: want EWOULDBLOCK, got %v", err)
 	}
-	ok(t, unix.Flock(other, unix.LOCK_SH|unix.LOCK_NB))
-	ok(t, unix.Flock(other, unix.LOCK_UN))
-	ok(t, unlock())
-	ok(t, unix.Flock(other, unix.LOCK_EX|unix.LOCK_NB))
+	rtest.OK(t, unix.Flock(other, unix.LOCK_SH|unix.LOCK_NB))
+	rtest.OK(t, unix.Flock(other, unix.LOCK_UN))
+	rtest.OK(t, unlock())
+	rtest.OK(t, unix.Flock(other, unix.LOCK_EX|unix.LOCK_NB))
 }

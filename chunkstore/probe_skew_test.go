@@ -1,8 +1,6 @@
 package chunkstore
 
 import (
-	"chunkgc/internal/fsys"
-
 	"context"
 	"errors"
 	"os"
@@ -15,6 +13,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
 
+	"chunkgc/internal/fsys"
+	"chunkgc/internal/testkit/rtest"
 	"chunkgc/internal/testkit/skewfuse"
 	"chunkgc/internal/testkit/testfs"
 )
@@ -45,7 +45,7 @@ func TestClockSkewArithmetic(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			equal(t, "clockSkew", tt.want, clockSkew(t0, t1, tt.atime))
+			rtest.Equal(t, "clockSkew", tt.want, clockSkew(t0, t1, tt.atime))
 		})
 	}
 }
@@ -54,8 +54,8 @@ func TestCheckClockSkew(t *testing.T) {
 	host := time.Date(2025, 6, 1, 12, 0, 0, 250_000_000, time.UTC)
 	behind := ProbeResult{Path: "/s/.chunks/bb9f/x", HostBefore: host, HostAfter: host.Add(time.Millisecond),
 		After: Times{Atime: host.Add(-10 * time.Minute)}, ClockSkew: -10 * time.Minute}
-	ok(t, behind.CheckClockSkew(10*time.Minute))
-	ok(t, behind.CheckClockSkew(time.Hour))
+	rtest.OK(t, behind.CheckClockSkew(10*time.Minute))
+	rtest.OK(t, behind.CheckClockSkew(time.Hour))
 	err := behind.CheckClockSkew(30 * time.Second)
 	if !errors.Is(err, ErrClockSkew) {
 		t.Fatalf("want ErrClockSkew, got %v", err)
@@ -64,10 +64,10 @@ func TestCheckClockSkew(t *testing.T) {
 	if !isSE {
 		t.Fatalf("want *ClockSkewError, got %T", err)
 	}
-	equal(t, "HostTime", host, se.HostTime)
-	equal(t, "ServerTime", host.Add(-10*time.Minute), se.ServerTime)
-	equal(t, "Skew", -10*time.Minute, se.Skew)
-	equal(t, "Bound", 30*time.Second, se.Bound)
+	rtest.Equal(t, "HostTime", host, se.HostTime)
+	rtest.Equal(t, "ServerTime", host.Add(-10*time.Minute), se.ServerTime)
+	rtest.Equal(t, "Skew", -10*time.Minute, se.Skew)
+	rtest.Equal(t, "Bound", 30*time.Second, se.Bound)
 	for _, want := range []string{"file server time 2025-06-01T11:50:00.250Z", "host time 2025-06-01T12:00:00.250Z",
 		"10m0s behind", "gc-max-clock-skew=30 s", "raise tuning gc-max-clock-skew", "/s/.chunks/bb9f/x"} {
 		if !strings.Contains(err.Error(), want) {
@@ -82,17 +82,19 @@ func TestCheckClockSkew(t *testing.T) {
 	if !isSE {
 		t.Fatalf("ahead: want *ClockSkewError, got %v", err)
 	}
-	equal(t, "ahead: HostTime is the reading after the touch", host.Add(time.Millisecond), se.HostTime)
-	equal(t, "ahead: ServerTime - HostTime", time.Minute, se.ServerTime.Sub(se.HostTime))
+	rtest.Equal(t, "ahead: HostTime is the reading after the touch", host.Add(time.Millisecond), se.HostTime)
+	rtest.Equal(t, "ahead: ServerTime - HostTime", time.Minute, se.ServerTime.Sub(se.HostTime))
 	if !strings.Contains(err.Error(), "1m0s ahead of host time") {
 		t.Errorf("error %q does not say ahead", err)
 	}
-	ok(t, ProbeResult{}.CheckClockSkew(0))
+	rtest.OK(t, ProbeResult{}.CheckClockSkew(0))
 }
 
 // skewedUtimes stands for a file server with a clock offset by offset: it
 // replaces UTIME_NOW with the skewed clock (the probe's chunk exists
-// already, so no new file needs stamping).
+// already, so no new file needs stamping). It is not a faultfs fault: it
+// changes the call's arguments, not its outcome, and a real skewed server
+// is skewfuse (TestProbeAtimeOnSkewedFUSE).
 type skewedUtimes struct {
 	fsys.Real
 	offset time.Duration
@@ -122,26 +124,26 @@ func TestProbeAtimeMeasuresSkew(t *testing.T) {
 			s := miniStore(t, t.TempDir(), opts, zeroPrefix)
 			b, d := zeroChunk(t)
 			p := s.ChunkPath(d)
-			ok(t, os.WriteFile(p, b, 0o644))
+			rtest.OK(t, os.WriteFile(p, b, 0o644))
 			setTimes(t, p, old, old)
 
 			res, err := s.ProbeAtime(context.Background())
-			ok(t, err)
+			rtest.OK(t, err)
 			if f.fired.Load() == 0 {
 				t.Fatal("the seam never stamped a skewed time")
 			}
-			equal(t, "PreExisting", true, res.PreExisting)
+			rtest.Equal(t, "PreExisting", true, res.PreExisting)
 			if !res.HostBefore.Before(res.HostAfter) && !res.HostBefore.Equal(res.HostAfter) {
 				t.Errorf("host readings out of order: %v, %v", res.HostBefore, res.HostAfter)
 			}
 			if d := res.ClockSkew - offset; d.Abs() > time.Second {
 				t.Errorf("ClockSkew %v, want %v", res.ClockSkew, offset)
 			}
-			equal(t, "ServerTime - HostTime", res.ClockSkew, res.ServerTime().Sub(res.HostTime()))
+			rtest.Equal(t, "ServerTime - HostTime", res.ClockSkew, res.ServerTime().Sub(res.HostTime()))
 			m := onlyLog(t, logs, zapcore.InfoLevel, "atime probe passed").ContextMap()
-			equal(t, "logged clock_skew", any(res.ClockSkew), m["clock_skew"])
-			equal(t, "logged server_time", any(res.ServerTime()), m["server_time"])
-			equal(t, "logged host_time", any(res.HostTime()), m["host_time"])
+			rtest.Equal(t, "logged clock_skew", any(res.ClockSkew), m["clock_skew"])
+			rtest.Equal(t, "logged server_time", any(res.ServerTime()), m["server_time"])
+			rtest.Equal(t, "logged host_time", any(res.HostTime()), m["host_time"])
 			if err := res.CheckClockSkew(30 * time.Second); !errors.Is(err, ErrClockSkew) {
 				t.Errorf("CheckClockSkew(30s): %v", err)
 			}
@@ -153,27 +155,27 @@ func TestProbeAtimeMeasuresSkew(t *testing.T) {
 // the real probe (1 s sleep, newly inserted chunk) passes and measures the
 // offset; with no offset it measures exactly none.
 func TestProbeAtimeOnSkewedFUSE(t *testing.T) {
-	testfs.RequireRoot(t)
+	rtest.RequireRoot(t)
 	backing := testfs.Tmpfs(t, "noatime")
 	for _, offset := range []time.Duration{-48 * time.Hour, -10 * time.Minute, 0, 10 * time.Minute} {
 		t.Run(offset.String(), func(t *testing.T) {
 			t.Parallel()
 			dir := filepath.Join(backing, offset.String())
-			ok(t, os.MkdirAll(filepath.Join(dir, chunksName, prefixName(zeroPrefix)), 0o750))
+			rtest.OK(t, os.MkdirAll(filepath.Join(dir, chunksName, prefixName(zeroPrefix)), 0o750))
 			mnt := skewfuse.Mount(t, dir, offset)
 			opts, logs := observedOpts(t)
 			s, err := Open(mnt, opts)
-			ok(t, err)
-			t.Cleanup(func() { checkNoTmp(t, s); ok(t, s.Close()) }) // before the unmount
+			rtest.OK(t, err)
+			t.Cleanup(func() { checkNoTmp(t, s); rtest.OK(t, s.Close()) }) // before the unmount
 
 			res, err := s.ProbeAtime(context.Background())
-			ok(t, err)
-			equal(t, "PreExisting", false, res.PreExisting)
-			equal(t, "FSType", "fuse."+skewfuse.Name, res.FSType)
+			rtest.OK(t, err)
+			rtest.Equal(t, "PreExisting", false, res.PreExisting)
+			rtest.Equal(t, "FSType", "fuse."+skewfuse.Name, res.FSType)
 			if offset == 0 {
 				// The server stamps time.Now() between the two readings.
-				equal(t, "ClockSkew", time.Duration(0), res.ClockSkew)
-				ok(t, res.CheckClockSkew(0))
+				rtest.Equal(t, "ClockSkew", time.Duration(0), res.ClockSkew)
+				rtest.OK(t, res.CheckClockSkew(0))
 			} else {
 				if d := res.ClockSkew - offset; d.Abs() > time.Second {
 					t.Errorf("ClockSkew %v, want %v", res.ClockSkew, offset)
@@ -181,7 +183,7 @@ func TestProbeAtimeOnSkewedFUSE(t *testing.T) {
 				if err := res.CheckClockSkew(30 * time.Second); !errors.Is(err, ErrClockSkew) {
 					t.Errorf("CheckClockSkew(30s) at %v: %v", offset, err)
 				}
-				ok(t, res.CheckClockSkew(offset.Abs()+time.Second))
+				rtest.OK(t, res.CheckClockSkew(offset.Abs()+time.Second))
 			}
 			onlyLog(t, logs, zapcore.InfoLevel, "atime probe passed")
 		})

@@ -1,15 +1,14 @@
 package chunkstore
 
 import (
-	"chunkgc/internal/fsys"
-
 	"context"
 	"errors"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -18,7 +17,10 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/sys/unix"
 
+	"chunkgc/internal/fsys"
 	"chunkgc/internal/testkit/atimefuse"
+	"chunkgc/internal/testkit/faultfs"
+	"chunkgc/internal/testkit/rtest"
 	"chunkgc/internal/testkit/testfs"
 )
 
@@ -70,20 +72,20 @@ func TestProbeAtimeFilesystems(t *testing.T) {
 			if tt.full {
 				var err error
 				s, err = Create(context.Background(), base, opts, nil)
-				ok(t, err)
-				t.Cleanup(func() { ok(t, s.Close()) })
-				ok(t, s.VerifyLayout(context.Background()))
+				rtest.OK(t, err)
+				t.Cleanup(func() { rtest.OK(t, s.Close()) })
+				rtest.OK(t, s.VerifyLayout(context.Background()))
 			} else {
 				s = miniStore(t, base, opts, zeroPrefix)
 			}
 
 			res, err := s.ProbeAtime(context.Background())
-			ok(t, err)
+			rtest.OK(t, err)
 			_, d := zeroChunk(t)
-			equal(t, "Path", s.ChunkPath(d), res.Path)
-			equal(t, "PreExisting", false, res.PreExisting)
-			equal(t, "Retried", false, res.Retried)
-			equal(t, "FSType", tt.wantType, res.FSType)
+			rtest.Equal(t, "Path", s.ChunkPath(d), res.Path)
+			rtest.Equal(t, "PreExisting", false, res.PreExisting)
+			rtest.Equal(t, "Retried", false, res.Retried)
+			rtest.Equal(t, "FSType", tt.wantType, res.FSType)
 			if !strings.Contains(","+res.MountOptions+",", ","+tt.wantOpt+",") {
 				t.Errorf("MountOptions %q lack %q", res.MountOptions, tt.wantOpt)
 			}
@@ -95,15 +97,15 @@ func TestProbeAtimeFilesystems(t *testing.T) {
 			}
 			// A local filesystem stamps this host's coarse clock: a few ms
 			// behind time.Now, which is granularity, not skew.
-			equal(t, "ClockSkew", time.Duration(0), res.ClockSkew)
+			rtest.Equal(t, "ClockSkew", time.Duration(0), res.ClockSkew)
 			e := onlyLog(t, logs, zapcore.InfoLevel, "atime probe passed")
-			equal(t, "logged fs_type", any(tt.wantType), e.ContextMap()["fs_type"])
-			equal(t, "logged mount options", any(res.MountOptions), e.ContextMap()["mount_options"])
+			rtest.Equal(t, "logged fs_type", any(tt.wantType), e.ContextMap()["fs_type"])
+			rtest.Equal(t, "logged mount options", any(res.MountOptions), e.ContextMap()["mount_options"])
 
 			// Again, now with the chunk pre-existing.
 			res, err = s.ProbeAtime(context.Background())
-			ok(t, err)
-			equal(t, "PreExisting", true, res.PreExisting)
+			rtest.OK(t, err)
+			rtest.Equal(t, "PreExisting", true, res.PreExisting)
 		})
 	}
 }
@@ -114,12 +116,12 @@ func TestProbeAtimeFilesystems(t *testing.T) {
 func TestProbeAtimeFailsOnFUSE(t *testing.T) {
 	t.Parallel()
 	backing := t.TempDir()
-	ok(t, os.MkdirAll(filepath.Join(backing, chunksName, prefixName(zeroPrefix)), 0o750))
+	rtest.OK(t, os.MkdirAll(filepath.Join(backing, chunksName, prefixName(zeroPrefix)), 0o750))
 	mnt := atimefuse.Mount(t, backing)
 	opts, logs := observedOpts(t)
 	s, err := Open(mnt, opts)
-	ok(t, err)
-	t.Cleanup(func() { checkNoTmp(t, s); ok(t, s.Close()) }) // before the unmount
+	rtest.OK(t, err)
+	t.Cleanup(func() { checkNoTmp(t, s); rtest.OK(t, s.Close()) }) // before the unmount
 	_, d := zeroChunk(t)
 
 	for _, pre := range []bool{false, true} {
@@ -131,10 +133,10 @@ func TestProbeAtimeFailsOnFUSE(t *testing.T) {
 		if !isPE {
 			t.Fatalf("probe on atimefuse: want *ProbeError, got %T", err)
 		}
-		equal(t, "ProbeError.Path", s.ChunkPath(d), pe.Path)
-		equal(t, "ProbeError.PreExisting", pre, pe.PreExisting)
-		equal(t, "result PreExisting", pre, res.PreExisting)
-		equal(t, "FSType", "fuse."+atimefuse.Name, res.FSType)
+		rtest.Equal(t, "ProbeError.Path", s.ChunkPath(d), pe.Path)
+		rtest.Equal(t, "ProbeError.PreExisting", pre, pe.PreExisting)
+		rtest.Equal(t, "result PreExisting", pre, res.PreExisting)
+		rtest.Equal(t, "FSType", "fuse."+atimefuse.Name, res.FSType)
 		for _, want := range []string{s.ChunkPath(d), "does not honour atime updates"} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("error %q does not contain %q", err, want)
@@ -146,13 +148,13 @@ func TestProbeAtimeFailsOnFUSE(t *testing.T) {
 
 		e := onlyLog(t, logs, zapcore.WarnLevel, "atime probe failed: touching the chunk did not update its atime")
 		m := e.ContextMap()
-		equal(t, "logged pre_existing", any(pre), m["pre_existing"])
+		rtest.Equal(t, "logged pre_existing", any(pre), m["pre_existing"])
 		wantState := "newly inserted"
 		if pre {
 			wantState = "pre-existing"
 		}
-		equal(t, "logged chunk_state", any(wantState), m["chunk_state"])
-		equal(t, "logged chunk", any(s.ChunkPath(d)), m["chunk"])
+		rtest.Equal(t, "logged chunk_state", any(wantState), m["chunk_state"])
+		rtest.Equal(t, "logged chunk", any(s.ChunkPath(d)), m["chunk"])
 		for _, set := range []string{"before", "after"} {
 			times, isMap := m[set].(map[string]any)
 			if !isMap {
@@ -174,36 +176,42 @@ func TestProbeAtimeFailsOnFUSE(t *testing.T) {
 func TestProbeAtimeReplacedChunk(t *testing.T) {
 	tests := []struct {
 		name        string
-		give        []int32 // Statx calls before which the chunk is replaced
+		give        []int // Statx calls before which the chunk is replaced
 		wantErr     error
 		wantRetried bool
 	}{
-		{"between the stats", []int32{2}, nil, true},
-		{"twice", []int32{2, 4}, ErrProbeChunkReplaced, true},
-		{"before the first stat", []int32{1}, nil, false},
+		{"between the stats", []int{2}, nil, true},
+		{"twice", []int{2, 4}, ErrProbeChunkReplaced, true},
+		{"before the first stat", []int{1}, nil, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			base := t.TempDir()
-			f := &replaceOnStatx{chunks: filepath.Join(base, chunksName), at: map[int32]bool{}}
+			set := faultfs.New(t, nil)
+			var faults []*faultfs.Fault
 			for _, n := range tt.give {
-				f.at[n] = true
+				faults = append(faults, set.Add(faultfs.Fault{Op: faultfs.Statx, Nth: n, Name: prefixName(zeroPrefix) + "/*",
+					Before: func(name string) { replaceFile(t, filepath.Join(base, chunksName, name)) }}))
 			}
 			opts, logs := observedOpts(t)
-			opts.Syscalls = f
+			opts.Syscalls = set
 			s := miniStore(t, base, opts, zeroPrefix)
 
 			res, err := s.ProbeAtime(context.Background())
-			equal(t, "faults fired", int32(len(tt.give)), f.fired.Load())
+			fired := 0
+			for _, f := range faults {
+				fired += f.Fired()
+			}
+			rtest.Equal(t, "faults fired", len(tt.give), fired)
 			if tt.wantErr == nil {
-				ok(t, err)
+				rtest.OK(t, err)
 			} else if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("want %v, got %v", tt.wantErr, err)
 			}
-			equal(t, "Retried", tt.wantRetried, res.Retried)
+			rtest.Equal(t, "Retried", tt.wantRetried, res.Retried)
 			n := logs.FilterMessage("atime probe chunk was replaced during the probe, retrying once").Len()
-			equal(t, "retry logs", map[bool]int{false: 0, true: 1}[tt.wantRetried], n)
+			rtest.Equal(t, "retry logs", map[bool]int{false: 0, true: 1}[tt.wantRetried], n)
 			if errors.Is(err, ErrProbeChunkReplaced) && !strings.Contains(err.Error(), "changed twice") {
 				t.Errorf("error %q does not say the chunk changed twice", err)
 			}
@@ -211,14 +219,35 @@ func TestProbeAtimeReplacedChunk(t *testing.T) {
 	}
 }
 
+// replaceFile replaces the file at path by renaming a fresh copy over it: same
+// name and content, another inode.
+func replaceFile(t testing.TB, path string) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	tmp := path + ".replacement"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		t.Error(err)
+		return
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Error(err)
+	}
+}
+
 func TestProbeAtimeTouchEIO(t *testing.T) {
-	f := &utimesFault{failAt: 1, err: unix.EIO}
+	set := faultfs.New(t, nil)
+	// The probe's chunk is new: its insert touches nothing, so the first
+	// utimensat is the probe's touch.
+	f := set.Add(faultfs.Fault{Op: faultfs.UtimesNanoAt, Nth: 1, Err: unix.EIO})
 	opts := testOpts(t)
-	opts.Syscalls = f
+	opts.Syscalls = set
 	opts.probeDelay = time.Millisecond // fails before the atime matters
 	s := miniStore(t, t.TempDir(), opts, zeroPrefix)
 	_, err := s.ProbeAtime(context.Background())
-	equal(t, "fault fired", int32(1), f.fired.Load())
+	rtest.Equal(t, "fault fired", 1, f.Fired())
 	if !errors.Is(err, unix.EIO) || errors.Is(err, ErrAtimeNotHonoured) {
 		t.Fatalf("probe: want EIO, got %v", err)
 	}
@@ -228,14 +257,68 @@ func TestProbeAtimeTouchEIO(t *testing.T) {
 	}
 }
 
+// TestProbeAtimeCancelled: the probe's real 1 s sleep is not waited out on
+// a context cancelled before the probe or during the sleep. The bounds are
+// generous (this is a behaviour check, not a performance target): half the
+// sleep.
 func TestProbeAtimeCancelled(t *testing.T) {
-	s := miniStore(t, t.TempDir(), testOpts(t), zeroPrefix)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	_, err := s.ProbeAtime(ctx) // the real 1 s sleep: it must not be waited out
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("probe on a cancelled context: %v", err)
-	}
+	const prompt = probeSleep / 2
+	t.Run("before", func(t *testing.T) {
+		s := miniStore(t, t.TempDir(), testOpts(t), zeroPrefix)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		start := time.Now()
+		_, err := s.ProbeAtime(ctx)
+		took := time.Since(start)
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("probe on a cancelled context: %v", err)
+		}
+		if took >= prompt {
+			t.Errorf("probe on a cancelled context took %v, want well under the %v sleep", took, probeSleep)
+		}
+	})
+	t.Run("during the sleep", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var (
+			wg          sync.WaitGroup
+			cancelledAt atomic.Pointer[time.Time]
+		)
+		defer wg.Wait()
+		// The sleep starts right after the insert's rename of the new
+		// chunk: cancel 100 ms into it, from another goroutine.
+		set := faultfs.New(t, nil)
+		set.Add(faultfs.Fault{Op: faultfs.Renameat, Nth: 1, Before: func(string) {
+			wg.Go(func() {
+				timer := time.NewTimer(100 * time.Millisecond)
+				defer timer.Stop()
+				select {
+				case <-timer.C:
+				case <-ctx.Done():
+				}
+				now := time.Now()
+				cancelledAt.Store(&now)
+				cancel()
+			})
+		}})
+		opts := testOpts(t)
+		opts.Syscalls = set
+		s := miniStore(t, t.TempDir(), opts, zeroPrefix)
+		start := time.Now()
+		_, err := s.ProbeAtime(ctx)
+		returned := time.Now()
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("probe cancelled during its sleep: %v", err)
+		}
+		at := cancelledAt.Load()
+		if at == nil {
+			t.Fatal("the probe returned before it was cancelled")
+		}
+		if d := returned.Sub(*at); d >= prompt {
+			t.Errorf("probe returned %v after the cancel, want well under the %v sleep", d, probeSleep)
+		}
+		t.Logf("returned %v after the start, %v after the cancel", returned.Sub(start), returned.Sub(*at))
+	})
 }
 
 // TestProbeAtimeOwnership is seed 002: as root, the probe's zero chunk (like
@@ -243,25 +326,25 @@ func TestProbeAtimeCancelled(t *testing.T) {
 // writer running later as the backup user can touch it. A root-owned chunk
 // makes utimensat({UTIME_NOW, UTIME_OMIT}) fail with EPERM for them.
 func TestProbeAtimeOwnership(t *testing.T) {
-	testfs.RequireRoot(t)
+	rtest.RequireRoot(t)
 	owner, err := fsys.LookupOwner("backup")
-	ok(t, err)
+	rtest.OK(t, err)
 	mnt := testfs.Tmpfs(t, "")
 	makeTraversable(t, mnt)
 	base := filepath.Join(mnt, "store")
 	opts := testOpts(t)
 	opts.Owner = owner
 	s, err := Create(context.Background(), base, opts, nil)
-	ok(t, err)
-	t.Cleanup(func() { checkNoTmp(t, s); ok(t, s.Close()) })
+	rtest.OK(t, err)
+	t.Cleanup(func() { checkNoTmp(t, s); rtest.OK(t, s.Close()) })
 
 	res, err := s.ProbeAtime(context.Background())
-	ok(t, err)
+	rtest.OK(t, err)
 	st := lstat(t, res.Path)
 	if int(st.Uid) != owner.UID || int(st.Gid) != owner.GID {
 		t.Fatalf("zero chunk owned by %d:%d, want %v", st.Uid, st.Gid, owner)
 	}
-	ok(t, s.VerifyLayout(context.Background()))
+	rtest.OK(t, s.VerifyLayout(context.Background()))
 
 	bin := copyTestBinary(t)
 	t.Run("probe as backup user", func(t *testing.T) {
@@ -274,8 +357,8 @@ func TestProbeAtimeOwnership(t *testing.T) {
 		}
 	})
 	t.Run("root-owned chunk fails as backup user", func(t *testing.T) {
-		ok(t, os.Lchown(res.Path, 0, 0))
-		defer func() { ok(t, os.Lchown(res.Path, owner.UID, owner.GID)) }()
+		rtest.OK(t, os.Lchown(res.Path, 0, 0))
+		defer func() { rtest.OK(t, os.Lchown(res.Path, owner.UID, owner.GID)) }()
 		out, err := runAsBackup(t, bin, base)
 		if err == nil {
 			t.Fatalf("probe as the backup user on a root-owned chunk succeeded: %s", out)
@@ -293,8 +376,8 @@ func makeTraversable(t testing.TB, dir string) {
 	root := filepath.Clean(os.TempDir())
 	for d := dir; strings.HasPrefix(d, root+"/"); d = filepath.Dir(d) {
 		fi, err := os.Stat(d)
-		ok(t, err)
-		ok(t, os.Chmod(d, fi.Mode().Perm()|0o011))
+		rtest.OK(t, err)
+		rtest.OK(t, os.Chmod(d, fi.Mode().Perm()|0o011))
 	}
 }
 
@@ -303,27 +386,27 @@ func makeTraversable(t testing.TB, dir string) {
 func copyTestBinary(t testing.TB) string {
 	t.Helper()
 	exe, err := os.Executable()
-	ok(t, err)
+	rtest.OK(t, err)
 	dir := t.TempDir()
 	makeTraversable(t, dir)
 	dst := filepath.Join(dir, "chunkstore.test")
 	in, err := os.Open(exe)
-	ok(t, err)
+	rtest.OK(t, err)
 	defer in.Close()
 	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o755)
-	ok(t, err)
+	rtest.OK(t, err)
 	_, err = io.Copy(out, in)
-	ok(t, err)
-	ok(t, out.Close())
+	rtest.OK(t, err)
+	rtest.OK(t, out.Close())
 	return dst
 }
 
-// runAsBackup runs the atime probe on base in the test binary bin as uid and
-// gid 34 and returns its combined output.
+// runAsBackup runs the atime probe on base in the test binary bin (a copy
+// of this one) as uid and gid 34 and returns its combined output.
 func runAsBackup(t testing.TB, bin, base string) (string, error) {
 	t.Helper()
-	cmd := exec.Command(bin, base)
-	cmd.Env = append(os.Environ(), helperEnv+"=probe")
+	cmd := rtest.Helper("probe", base)
+	cmd.Path, cmd.Args[0] = bin, bin
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 34, Gid: 34}}
 	out, err := cmd.CombinedOutput()

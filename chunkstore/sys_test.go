@@ -1,17 +1,17 @@
 package chunkstore
 
 import (
-	"chunkgc/internal/fsys"
-
 	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"chunkgc/internal/testkit/faultfs"
+	"chunkgc/internal/testkit/rtest"
 )
 
 // TestToucher touches several chunks with one Toucher, whose name buffer
@@ -21,27 +21,27 @@ func TestToucher(t *testing.T) {
 	tc := s.NewToucher()
 	for _, data := range []string{"toucher 1", "toucher 2", "toucher 3"} {
 		b, d := testChunk(t, data)
-		ok(t, os.MkdirAll(filepath.Join(s.chunks, prefixName(d.Prefix())), 0o750))
+		rtest.OK(t, os.MkdirAll(filepath.Join(s.chunks, prefixName(d.Prefix())), 0o750))
 		_, _, err := s.Insert(b, d)
-		ok(t, err)
+		rtest.OK(t, err)
 		setTimes(t, s.ChunkPath(d), old, old)
-		ok(t, os.WriteFile(s.ChunkPath(d)+".4.bad", nil, 0o644))
+		rtest.OK(t, os.WriteFile(s.ChunkPath(d)+".4.bad", nil, 0o644))
 		setTimes(t, s.ChunkPath(d)+".4.bad", old, old)
 
 		_, missing := testChunk(t, data+" never inserted")
-		ok(t, os.MkdirAll(filepath.Join(s.chunks, prefixName(missing.Prefix())), 0o750))
+		rtest.OK(t, os.MkdirAll(filepath.Join(s.chunks, prefixName(missing.Prefix())), 0o750))
 		errMissing := tc.Touch(missing)
-		ok(t, tc.Touch(d))
+		rtest.OK(t, tc.Touch(d))
 		n, err := tc.TouchBad(d)
-		ok(t, err)
-		equal(t, "bad copies touched", 1, n)
+		rtest.OK(t, err)
+		rtest.Equal(t, "bad copies touched", 1, n)
 
 		for _, p := range []string{s.ChunkPath(d), s.ChunkPath(d) + ".4.bad"} {
 			st := lstat(t, p)
 			if !ts(st.Atim).After(old) {
 				t.Errorf("%s not touched", p)
 			}
-			equal(t, p+" mtime", old, ts(st.Mtim).UTC())
+			rtest.Equal(t, p+" mtime", old, ts(st.Mtim).UTC())
 		}
 		// The error of the earlier touch still names its own chunk,
 		// although the buffer has held other names since.
@@ -49,65 +49,50 @@ func TestToucher(t *testing.T) {
 		if !isPE || !errors.Is(errMissing, fs.ErrNotExist) {
 			t.Fatalf("touch of a missing chunk: want *fs.PathError matching fs.ErrNotExist, got %v", errMissing)
 		}
-		equal(t, "path", s.ChunkPath(missing), pe.Path)
+		rtest.Equal(t, "path", s.ChunkPath(missing), pe.Path)
 	}
 }
 
 // TestToucherFault: the Toucher goes through the seam.
 func TestToucherFault(t *testing.T) {
 	b, d := testChunk(t, "toucher eio")
-	f := &utimesFault{failAt: 2, err: unix.EIO}
+	set := faultfs.New(t, nil)
 	opts := testOpts(t)
-	opts.Syscalls = f
+	opts.Syscalls = set
 	s := miniStore(t, t.TempDir(), opts, d.Prefix())
 	_, _, err := s.Insert(b, d)
-	ok(t, err)
+	rtest.OK(t, err)
+	f := set.Add(faultfs.Fault{Op: faultfs.UtimesNanoAt, Nth: 2, Err: unix.EIO})
 	tc := s.NewToucher()
-	ok(t, tc.Touch(d))
+	rtest.OK(t, tc.Touch(d))
 	err = tc.Touch(d)
-	equal(t, "fault fired", int32(1), f.fired.Load())
+	rtest.Equal(t, "fault fired", 1, f.Fired())
 	if !errors.Is(err, unix.EIO) {
 		t.Fatalf("Touch: want EIO, got %v", err)
 	}
 	if pe, isPE := errors.AsType[*fs.PathError](err); !isPE || pe.Path != s.ChunkPath(d) {
 		t.Errorf("Touch: want *fs.PathError naming %s, got %v", s.ChunkPath(d), err)
 	}
-	ok(t, tc.Touch(d))
-}
-
-// fstatatFault fails the failAt-th Fstatat call with err.
-type fstatatFault struct {
-	fsys.Real
-	failAt       int32
-	err          unix.Errno
-	calls, fired atomic.Int32
-}
-
-func (f *fstatatFault) Fstatat(dirfd int, name string, st *unix.Stat_t, flags int) error {
-	if f.calls.Add(1) == f.failAt {
-		f.fired.Add(1)
-		return &fs.PathError{Op: "fstatat", Path: name, Err: f.err}
-	}
-	return f.Real.Fstatat(dirfd, name, st, flags)
+	rtest.OK(t, tc.Touch(d))
 }
 
 func TestStatBytes(t *testing.T) {
 	b, d := testChunk(t, "stat bytes")
-	f := &fstatatFault{err: unix.EIO}
+	set := faultfs.New(t, nil)
 	opts := testOpts(t)
-	opts.Syscalls = f
+	opts.Syscalls = set
 	s := miniStore(t, t.TempDir(), opts, d.Prefix())
 	_, _, err := s.Insert(b, d)
-	ok(t, err)
+	rtest.OK(t, err)
 	dir, err := s.OpenPrefix(d.Prefix())
-	ok(t, err)
+	rtest.OK(t, err)
 	defer dir.Close()
 
 	name := d.AppendHex(nil)
 	var got, want unix.Stat_t
-	ok(t, dir.StatBytes(name, &got))
-	ok(t, dir.Stat(d.String(), &want))
-	equal(t, "stat", want, got)
+	rtest.OK(t, dir.StatBytes(name, &got))
+	rtest.OK(t, dir.Stat(d.String(), &want))
+	rtest.Equal(t, "stat", want, got)
 
 	missing := []byte(strings.Repeat("0", len(name)))
 	err = dir.StatBytes(missing, &got)
@@ -116,12 +101,12 @@ func TestStatBytes(t *testing.T) {
 	if !isPE || !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("StatBytes of a missing entry: want *fs.PathError matching fs.ErrNotExist, got %v", err)
 	}
-	equal(t, "path", filepath.Join(s.chunks, prefixName(d.Prefix()), strings.Repeat("0", len(name))), pe.Path)
-	equal(t, "op", "fstatat", pe.Op)
+	rtest.Equal(t, "path", filepath.Join(s.chunks, prefixName(d.Prefix()), strings.Repeat("0", len(name))), pe.Path)
+	rtest.Equal(t, "op", "fstatat", pe.Op)
 
-	f.failAt = f.calls.Load() + 1
+	f := set.Add(faultfs.Fault{Op: faultfs.Fstatat, Nth: 1, Err: unix.EIO})
 	err = dir.StatBytes(name, &got)
-	equal(t, "fault fired", int32(1), f.fired.Load())
+	rtest.Equal(t, "fault fired", 1, f.Fired())
 	if !errors.Is(err, unix.EIO) || !strings.Contains(err.Error(), s.ChunkPath(d)) {
 		t.Fatalf("StatBytes: want EIO naming %s, got %v", s.ChunkPath(d), err)
 	}
@@ -133,9 +118,9 @@ func TestHotPathsDoNotAllocate(t *testing.T) {
 	b, d := testChunk(t, "no allocs")
 	s := miniStore(t, t.TempDir(), testOpts(t), d.Prefix())
 	_, _, err := s.Insert(b, d)
-	ok(t, err)
+	rtest.OK(t, err)
 	dir, err := s.OpenPrefix(d.Prefix())
-	ok(t, err)
+	rtest.OK(t, err)
 	defer dir.Close()
 	tc := s.NewToucher()
 	name := d.AppendHex(nil)
@@ -145,11 +130,11 @@ func TestHotPathsDoNotAllocate(t *testing.T) {
 		give func()
 		want float64
 	}{
-		{"Toucher.Touch", func() { ok(t, tc.Touch(d)) }, 0},
+		{"Toucher.Touch", func() { rtest.OK(t, tc.Touch(d)) }, 0},
 		// No bad copies: ten ENOENT errors, each a PathError and its name.
-		{"Toucher.TouchBad", func() { _, err := tc.TouchBad(d); ok(t, err) }, 2 * maxBad},
-		{"PrefixDir.StatBytes", func() { ok(t, dir.StatBytes(name, &st)) }, 0},
-		{"OpenPrefix", func() { dir, err := s.OpenPrefix(d.Prefix()); ok(t, err); ok(t, dir.Close()) }, 1},
+		{"Toucher.TouchBad", func() { _, err := tc.TouchBad(d); rtest.OK(t, err) }, 2 * maxBad},
+		{"PrefixDir.StatBytes", func() { rtest.OK(t, dir.StatBytes(name, &st)) }, 0},
+		{"OpenPrefix", func() { dir, err := s.OpenPrefix(d.Prefix()); rtest.OK(t, err); rtest.OK(t, dir.Close()) }, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

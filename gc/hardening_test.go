@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,28 +20,11 @@ import (
 	"chunkgc/chunkstore"
 	"chunkgc/index"
 	"chunkgc/internal/nofollow"
+	"chunkgc/internal/testkit/faultfs"
 	"chunkgc/internal/testkit/storetest"
 	"chunkgc/internal/testkit/testfs"
 	"chunkgc/tuning"
 )
-
-// enoentTouch is a syscall seam that makes the touch of one chunk report
-// ENOENT although the chunk exists, as a flaky network filesystem can. It is
-// a fake because no real filesystem here lies this way on demand; every
-// other call is real.
-type enoentTouch struct {
-	fsys.Real
-	name  string // the chunk's name in its prefix dir
-	fired atomic.Int64
-}
-
-func (f *enoentTouch) UtimesNanoAt(dirfd int, name string, ts []unix.Timespec, flags int) error {
-	if name == f.name {
-		f.fired.Add(1)
-		return &fs.PathError{Op: "utimensat", Path: strings.Clone(name), Err: unix.ENOENT}
-	}
-	return f.Real.UtimesNanoAt(dirfd, name, ts, flags)
-}
 
 // reopen opens the fixture's store again with the seam sys.
 func (f *fixture) reopen(sys fsys.Syscalls) *chunkstore.Store {
@@ -88,11 +70,14 @@ func TestENOENTOnTouchIsNeverSwept(t *testing.T) {
 	garbage, _ := f.chunk(1000, 72*time.Hour)
 	f.snapshot("vm/100/2025-01-01T00:00:00Z", lied, kept)
 
-	sys := &enoentTouch{name: lied.String()}
-	store := f.reopen(sys)
+	// A fake (faultfs): no real filesystem here lies this way on demand;
+	// every other call is real.
+	set := faultfs.New(t, nil)
+	lie := set.Add(faultfs.Fault{Op: faultfs.UtimesNanoAt, Name: lied.String(), Err: unix.ENOENT})
+	store := f.reopen(set)
 	st, err := Run(context.Background(), store, f.locks, f.opts())
 	ok(t, err)
-	if sys.fired.Load() == 0 {
+	if lie.Fired() == 0 {
 		t.Fatal("the ENOENT fault never fired")
 	}
 	equal(t, "missing", int64(1), st.MissingChunks)

@@ -8,13 +8,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Syscalls is every syscall chunkstore makes on a store and locking makes on
-// lock files and lock directories, except close(2). Real is the default;
-// tests set chunkstore's Options.Syscalls or locking's RootOptions.Syscalls
-// to a wrapper that embeds Real and injects an
-// errno (or a real change to the files) at a precise call. Names are relative to the dirfd given; errors are
+// Syscalls is every syscall chunkgc makes on a store's files (chunkstore's
+// chunks and prefix dirs, datastore's tree and index walk, backup's ingest and
+// forget, locking's lock files and lock dirs), except close(2) and what
+// internal/nofollow and internal/atomicfile do themselves. Real is the
+// default; tests pass a fault set (chunkgc/internal/testkit/faultfs) that
+// wraps Real and injects an errno (or a real change to the files) at a
+// precise call. Names are relative to the dirfd given; errors are
 // *fs.PathError naming the relative name (empty for fd-only calls), which the
-// Store rewrites to the full path.
+// caller rewrites to the full path.
 //
 // A name may alias a buffer its caller reuses once the call returns (see
 // [Toucher] and [PrefixDir.StatBytes], which pass names built in place
