@@ -1,14 +1,13 @@
 package chunkstore
 
 import (
-	"chunkgc/internal/fsys"
-
 	"io/fs"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"chunkgc/blob"
+	"chunkgc/internal/fsys"
 )
 
 // direntBufSize is the size of the buffer ReadNames hands to getdents64: a

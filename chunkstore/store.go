@@ -1,8 +1,6 @@
 package chunkstore
 
 import (
-	"chunkgc/internal/fsys"
-
 	"fmt"
 	"io/fs"
 	"path/filepath"
@@ -13,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"chunkgc/blob"
+	"chunkgc/internal/fsys"
 	"chunkgc/internal/nofollow"
 	"chunkgc/tuning"
 )

@@ -1,8 +1,6 @@
 package gc
 
 import (
-	"chunkgc/internal/fsys"
-
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +13,7 @@ import (
 
 	"chunkgc/chunkstore"
 	"chunkgc/datastore"
+	"chunkgc/internal/fsys"
 	"chunkgc/locking"
 	"chunkgc/tuning"
 )

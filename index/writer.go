@@ -1,8 +1,6 @@
 package index
 
 import (
-	"chunkgc/internal/fsys"
-
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -16,6 +14,7 @@ import (
 
 	"chunkgc/blob"
 	"chunkgc/internal/atomicfile"
+	"chunkgc/internal/fsys"
 )
 
 // errWriterClosed is returned by Add after Close.

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"chunkgc/internal/fsys"
-
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -17,6 +15,7 @@ import (
 	"chunkgc/chunkstore"
 	"chunkgc/datastore"
 	"chunkgc/gc"
+	"chunkgc/internal/fsys"
 	"chunkgc/locking"
 	"chunkgc/tuning"
 )

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"chunkgc/internal/fsys"
-
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +11,7 @@ import (
 
 	"chunkgc/chunkstore"
 	"chunkgc/config"
+	"chunkgc/internal/fsys"
 	"chunkgc/locking"
 	"chunkgc/tuning"
 )
