@@ -274,13 +274,13 @@ func runIngest(ctx context.Context, e *env, args []string) error {
 	if fs.NArg() < 3 {
 		return usagef("want STORE TYPE/ID FILE...")
 	}
-	ns, err := datastore.ParseNamespace(*nsFlag)
+	ns, err := parseNS(*nsFlag)
 	if err != nil {
-		return usagef("--ns: %v", err)
+		return err
 	}
-	g, err := datastore.ParseGroup(fs.Arg(1))
+	g, err := parseTarget(fs.Arg(1), datastore.ParseGroup)
 	if err != nil {
-		return usagef("%v", err)
+		return err
 	}
 	g.NS = ns
 	o, err := e.open(fs.Arg(0), tuning.Props{})
@@ -305,13 +305,13 @@ func runForget(ctx context.Context, e *env, args []string) error {
 	if fs.NArg() != 2 {
 		return usagef("want STORE TYPE/ID/TIME")
 	}
-	ns, err := datastore.ParseNamespace(*nsFlag)
+	ns, err := parseNS(*nsFlag)
 	if err != nil {
-		return usagef("--ns: %v", err)
+		return err
 	}
-	snap, err := datastore.ParseSnapshot(fs.Arg(1))
+	snap, err := parseTarget(fs.Arg(1), datastore.ParseSnapshot)
 	if err != nil {
-		return usagef("%v", err)
+		return err
 	}
 	snap.NS = ns
 	o, err := e.open(fs.Arg(0), tuning.Props{})
@@ -319,12 +319,7 @@ func runForget(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer o.Close()
-	tree, err := datastore.NewTree(o.store.BaseFD(), o.store.Base(), datastore.TreeOptions{})
-	if err != nil {
-		return err
-	}
-	defer tree.Close()
-	if err := backup.Forget(ctx, tree, o.locks, snap, e.log); err != nil {
+	if err := o.forget(ctx, snap, e.log); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "removed %s\n", snap.RelPath())
@@ -356,4 +351,23 @@ func runSnapshots(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintln(e.stdout, s.RelPath())
 	}
 	return nil
+}
+
+// parseNS parses a --ns value; a bad one is a usage error.
+func parseNS(s string) (datastore.Namespace, error) {
+	ns, err := datastore.ParseNamespace(s)
+	if err != nil {
+		return nil, usagef("--ns: %v", err)
+	}
+	return ns, nil
+}
+
+// parseTarget parses a group or snapshot argument with parse; a bad one is
+// a usage error.
+func parseTarget[T any](arg string, parse func(string) (T, error)) (T, error) {
+	v, err := parse(arg)
+	if err != nil {
+		return v, usagef("%v", err)
+	}
+	return v, nil
 }

@@ -64,7 +64,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	if err := ageChunks(base, time.Now().Add(-48*time.Hour)); err != nil {
 		return err
 	}
-	if err := forgetOldest(ctx, store, locks, snaps[0], log); err != nil {
+	if err := forget(ctx, store, locks, snaps[0], log); err != nil {
 		return err
 	}
 	log.Info("demo store ready: 3 nightly snapshots, the oldest forgotten, 6 stray chunks, all chunks aged 48 h")
@@ -176,16 +176,6 @@ func (e *env) reportDemo(st *gc.Status, output, base, lockRoot string) error {
 		fmt.Fprintf(e.stdout, "\ndemo store: %s\nrun it again: chunkgc gc --lock-dir %s %s\n", base, lockRoot, base)
 	}
 	return nil
-}
-
-// forgetOldest forgets snapshot snap of the demo store.
-func forgetOldest(ctx context.Context, store *chunkstore.Store, locks *locking.Dir, snap datastore.Snapshot, log *zap.Logger) error {
-	tree, err := datastore.NewTree(store.BaseFD(), store.Base(), datastore.TreeOptions{})
-	if err != nil {
-		return err
-	}
-	defer tree.Close()
-	return backup.Forget(ctx, tree, locks, snap, log)
 }
 
 // ageChunks sets atime and mtime of every chunk file to t.

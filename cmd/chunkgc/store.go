@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -9,7 +10,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"chunkgc/backup"
 	"chunkgc/chunkstore"
+	"chunkgc/datastore"
 	"chunkgc/config"
 	"chunkgc/internal/fsys"
 	"chunkgc/locking"
@@ -141,3 +144,18 @@ func (e *env) open(arg string, cli tuning.Props) (*opened, error) {
 }
 
 func (o *opened) Close() error { return errors.Join(o.locks.Close(), o.store.Close()) }
+
+// forget forgets snapshot snap of the open store.
+func (o *opened) forget(ctx context.Context, snap datastore.Snapshot, log *zap.Logger) error {
+	return forget(ctx, o.store, o.locks, snap, log)
+}
+
+// forget forgets snapshot snap of store (backup.Forget on the store's tree).
+func forget(ctx context.Context, store *chunkstore.Store, locks *locking.Dir, snap datastore.Snapshot, log *zap.Logger) error {
+	tree, err := datastore.NewTree(store.BaseFD(), store.Base(), datastore.TreeOptions{})
+	if err != nil {
+		return err
+	}
+	defer tree.Close()
+	return backup.Forget(ctx, tree, locks, snap, log)
+}
