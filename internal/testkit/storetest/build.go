@@ -251,6 +251,16 @@ func File(rel string, opts ...FileOption) Option {
 	}
 }
 
+// Dir makes the directory rel below base (and its missing parents).
+func Dir(rel string) Option {
+	return func(b *builder) {
+		b.items = append(b.items, func() {
+			b.s.t.Helper()
+			b.s.mkdirAll(filepath.Join(b.s.base, rel))
+		})
+	}
+}
+
 // Symlink makes rel below base a symlink to target (used as is).
 func Symlink(rel, target string) Option {
 	return func(b *builder) {

@@ -35,6 +35,8 @@ func TestBuildLayout(t *testing.T) {
 		Snapshot("vm/100/2025-01-01T00:00:00Z", "drive-scsi0.img.fidx", "old", "young", "lost"),
 		Snapshot("ct/101/2025-01-01T00:00:00Z", "root.pxar.didx", "old"),
 		File(".chunks/0000/notes.txt", Size(3), Age(time.Hour)),
+		Dir("vm/102"),
+		Symlink("vm/103", "102"),
 	)
 
 	store, err := chunkstore.Open(s.Base(), chunkstore.Options{Owner: fsys.Keep})
@@ -76,6 +78,9 @@ func TestBuildLayout(t *testing.T) {
 	fi, err := os.Stat(bad)
 	rtest.OK(t, err)
 	rtest.Equal(t, "bad copy size", int64(77), fi.Size())
+	fi, err = os.Stat(filepath.Join(s.Base(), "vm/103"))
+	rtest.OK(t, err)
+	rtest.Equal(t, "dir behind the symlink", true, fi.IsDir())
 
 	r, err := index.Open(filepath.Join(s.Base(), "vm/100/2025-01-01T00:00:00Z/drive-scsi0.img.fidx"))
 	rtest.OK(t, err)
