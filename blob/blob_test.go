@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+
+	"chunkgc/internal/testkit/rtest"
 )
 
 func TestMagicsMatchSpec(t *testing.T) {
@@ -24,8 +26,8 @@ func TestMagicsMatchSpec(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.give.String(), func(t *testing.T) {
-			equal(t, "Magic()", tt.want, tt.give.Magic())
-			equal(t, "exported Magic var", tt.want, tt.vars)
+			rtest.Equal(t, "Magic()", tt.want, tt.give.Magic())
+			rtest.Equal(t, "exported Magic var", tt.want, tt.vars)
 		})
 	}
 }
@@ -43,13 +45,13 @@ func TestKindString(t *testing.T) {
 		{9, "Kind(9)"},
 	}
 	for _, tt := range tests {
-		equal(t, fmt.Sprintf("Kind(%d).String()", tt.give), tt.want, tt.give.String())
+		rtest.Equal(t, fmt.Sprintf("Kind(%d).String()", tt.give), tt.want, tt.give.String())
 	}
 	for k, enc := range map[Kind]bool{Uncompressed: false, Compressed: false, Encrypted: true, EncryptedCompressed: true} {
-		equal(t, k.String()+".IsEncrypted()", enc, k.IsEncrypted())
+		rtest.Equal(t, k.String()+".IsEncrypted()", enc, k.IsEncrypted())
 	}
 	for k, c := range map[Kind]bool{Uncompressed: false, Compressed: true, Encrypted: false, EncryptedCompressed: true} {
-		equal(t, k.String()+".IsCompressed()", c, k.IsCompressed())
+		rtest.Equal(t, k.String()+".IsCompressed()", c, k.IsCompressed())
 	}
 }
 
@@ -74,7 +76,7 @@ func TestKindOf(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := KindOf(tt.give)
-			equal(t, "kind", tt.want, got)
+			rtest.Equal(t, "kind", tt.want, got)
 			checkReason(t, err, tt.wantReason, 0, len(tt.give))
 		})
 	}
@@ -85,7 +87,7 @@ func TestKindOf(t *testing.T) {
 func checkReason(t *testing.T, err error, want Reason, wantKind Kind, wantSize int) {
 	t.Helper()
 	if want == 0 {
-		ok(t, err)
+		rtest.OK(t, err)
 		return
 	}
 	if err == nil {
@@ -103,9 +105,9 @@ func checkReason(t *testing.T, err error, want Reason, wantKind Kind, wantSize i
 	if !isFE {
 		t.Fatalf("errors.AsType[*FormatError](%v) found none", err)
 	}
-	equal(t, "Reason", want, fe.Reason)
-	equal(t, "Kind", wantKind, fe.Kind)
-	equal(t, "Size", wantSize, fe.Size)
+	rtest.Equal(t, "Reason", want, fe.Reason)
+	rtest.Equal(t, "Kind", wantKind, fe.Kind)
+	rtest.Equal(t, "Size", wantSize, fe.Size)
 	if errors.Is(err, ErrEncrypted) {
 		t.Errorf("format error %v matches ErrEncrypted", err)
 	}
@@ -120,7 +122,7 @@ func TestMalformed(t *testing.T) {
 	flippedPayload := bytes.Clone(good)
 	flippedPayload[HeaderSize+2] ^= 1
 	compressed, err := Encode(text(10000, 1), true)
-	ok(t, err)
+	rtest.OK(t, err)
 	flippedCompressed := bytes.Clone(compressed)
 	flippedCompressed[len(flippedCompressed)/2] ^= 0x80
 	iv := make([]byte, 32)
@@ -155,7 +157,7 @@ func TestMalformed(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			k, err := Verify(tt.give)
 			checkReason(t, err, tt.wantReason, tt.wantKind, len(tt.give))
-			equal(t, "Verify kind", tt.wantKind, k)
+			rtest.Equal(t, "Verify kind", tt.wantKind, k)
 
 			out, err := Decode(tt.give)
 			checkReason(t, err, tt.wantReason, tt.wantKind, len(tt.give))
@@ -170,18 +172,18 @@ func TestMalformed(t *testing.T) {
 // whose zstd payload Decode rejects.
 func TestCorruptPayload(t *testing.T) {
 	frame, err := Encode(text(100000, 2), true)
-	ok(t, err)
+	rtest.OK(t, err)
 	frame = frame[HeaderSize:]
 
 	overMax := make([]byte, MaxSize+1)
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest))
-	ok(t, err)
+	rtest.OK(t, err)
 	withSize := enc.EncodeAll(overMax, nil)
 	var stream bytes.Buffer
 	enc.Reset(&stream) // a streamed frame does not declare its content size
 	_, err = enc.Write(overMax)
-	ok(t, err)
-	ok(t, enc.Close())
+	rtest.OK(t, err)
+	rtest.OK(t, enc.Close())
 
 	tests := []struct {
 		name       string
@@ -200,8 +202,8 @@ func TestCorruptPayload(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			b := rawBlob(Compressed, tt.give)
 			k, err := Verify(b)
-			ok(t, err)
-			equal(t, "Verify kind", Compressed, k)
+			rtest.OK(t, err)
+			rtest.Equal(t, "Verify kind", Compressed, k)
 
 			out, err := Decode(b)
 			checkReason(t, err, tt.wantReason, Compressed, len(b))
@@ -231,8 +233,8 @@ func TestEncrypted(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			b := rawBlob(tt.kind, tt.give)
 			k, err := Verify(b)
-			ok(t, err)
-			equal(t, "Verify kind", tt.kind, k)
+			rtest.OK(t, err)
+			rtest.Equal(t, "Verify kind", tt.kind, k)
 
 			out, err := Decode(b)
 			if !errors.Is(err, ErrEncrypted) {
@@ -264,19 +266,19 @@ func TestRoundTrip(t *testing.T) {
 			for _, compress := range []bool{false, true} {
 				t.Run(fmt.Sprintf("%d/%s/compress=%v", size, p.name, compress), func(t *testing.T) {
 					b, err := Encode(data, compress)
-					ok(t, err)
+					rtest.OK(t, err)
 					k, err := Verify(b)
-					ok(t, err)
+					rtest.OK(t, err)
 					switch {
 					case !compress || size == 0:
-						equal(t, "kind", Uncompressed, k)
+						rtest.Equal(t, "kind", Uncompressed, k)
 					case p.name == "random":
-						equal(t, "kind of incompressible data", Uncompressed, k)
+						rtest.Equal(t, "kind of incompressible data", Uncompressed, k)
 					case size >= 4096:
-						equal(t, "kind of compressible data", Compressed, k)
+						rtest.Equal(t, "kind of compressible data", Compressed, k)
 					}
 					if k == Uncompressed {
-						equal(t, "blob length", HeaderSize+size, len(b))
+						rtest.Equal(t, "blob length", HeaderSize+size, len(b))
 						if !bytes.Equal(b[HeaderSize:], data) {
 							t.Errorf("uncompressed payload differs from the data")
 						}
@@ -284,7 +286,7 @@ func TestRoundTrip(t *testing.T) {
 						t.Errorf("compressed payload of %d bytes is not smaller than the %d data bytes", len(b)-HeaderSize, size)
 					}
 					got, err := Decode(b)
-					ok(t, err)
+					rtest.OK(t, err)
 					if !bytes.Equal(got, data) {
 						t.Fatalf("Decode returned %d bytes that differ from the %d encoded", len(got), len(data))
 					}
@@ -313,10 +315,10 @@ func TestDecodeDoesNotAlias(t *testing.T) {
 	for _, compress := range []bool{false, true} {
 		data := text(1000, 5)
 		b, err := Encode(data, compress)
-		ok(t, err)
+		rtest.OK(t, err)
 		orig := bytes.Clone(b)
 		got, err := Decode(b)
-		ok(t, err)
+		rtest.OK(t, err)
 		for i := range got {
 			got[i] = 0xff
 		}
@@ -328,21 +330,21 @@ func TestDecodeDoesNotAlias(t *testing.T) {
 
 func TestZeroChunk(t *testing.T) {
 	b, d, err := ZeroChunk(ZeroChunkSize)
-	ok(t, err)
-	equal(t, "digest", "bb9f8df61474d25e71fa00722318cd387396ca1736605e1248821cc0de3d3af8", d.String())
+	rtest.OK(t, err)
+	rtest.Equal(t, "digest", "bb9f8df61474d25e71fa00722318cd387396ca1736605e1248821cc0de3d3af8", d.String())
 	if len(b) >= 1024 {
 		t.Errorf("zero chunk blob is %d bytes, want < 1 KiB", len(b))
 	}
 	k, err := Verify(b)
-	ok(t, err)
-	equal(t, "kind", Compressed, k)
+	rtest.OK(t, err)
+	rtest.Equal(t, "kind", Compressed, k)
 	data, err := Decode(b)
-	ok(t, err)
-	equal(t, "decoded length", ZeroChunkSize, len(data))
+	rtest.OK(t, err)
+	rtest.Equal(t, "decoded length", ZeroChunkSize, len(data))
 	if !bytes.Equal(data, make([]byte, ZeroChunkSize)) {
 		t.Errorf("zero chunk does not decode to zeros")
 	}
-	equal(t, "Sum of decoded data", d, Sum(data))
+	rtest.Equal(t, "Sum of decoded data", d, Sum(data))
 }
 
 func TestZeroChunkSizes(t *testing.T) {
@@ -366,11 +368,11 @@ func TestZeroChunkSizes(t *testing.T) {
 				}
 				return
 			}
-			ok(t, err)
+			rtest.OK(t, err)
 			k, err := Verify(b)
-			ok(t, err)
-			equal(t, "kind", tt.wantKind, k)
-			equal(t, "digest", Sum(make([]byte, tt.give)), d)
+			rtest.OK(t, err)
+			rtest.Equal(t, "kind", tt.wantKind, k)
+			rtest.Equal(t, "digest", Sum(make([]byte, tt.give)), d)
 		})
 	}
 	if _, _, err := ZeroChunk(-1); err == nil {
@@ -396,7 +398,7 @@ func TestFormatErrorMessages(t *testing.T) {
 			if err == nil {
 				t.Fatal("want an error")
 			}
-			equal(t, "message", tt.want, err.Error())
+			rtest.Equal(t, "message", tt.want, err.Error())
 		})
 	}
 	_, err := Decode(rawBlob(Compressed, []byte("junk")))
@@ -404,7 +406,7 @@ func TestFormatErrorMessages(t *testing.T) {
 		t.Errorf("corrupt payload message: got %v", err)
 	}
 	_, err = Decode(rawBlob(EncryptedCompressed, make([]byte, 32)))
-	equal(t, "encrypted message", "decode encrypted+compressed blob: blob is encrypted", fmt.Sprint(err))
+	rtest.Equal(t, "encrypted message", "decode encrypted+compressed blob: blob is encrypted", fmt.Sprint(err))
 }
 
 // TestConcurrent runs Encode and Decode from several goroutines at once; the

@@ -15,20 +15,6 @@ func TestMain(m *testing.M) {
 	os.Exit(leakcheck.Run(m, "chunkgc/blob.", "klauspost/compress"))
 }
 
-func ok(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatalf("unexpected error: %v", err)
-	}
-}
-
-func equal[T comparable](t testing.TB, what string, want, got T) {
-	t.Helper()
-	if want != got {
-		t.Errorf("%s: want %v, got %v", what, want, got)
-	}
-}
-
 // specMagic holds the magics as SPEC §2 writes them, in decimal, so that
 // tests check the package against the contract rather than against itself.
 var specMagic = map[Kind][8]byte{

@@ -1,8 +1,6 @@
 package gc
 
 import (
-	"chunkgc/internal/fsys"
-
 	"context"
 	"fmt"
 	"os"
@@ -12,9 +10,10 @@ import (
 
 	"go.uber.org/zap"
 
-	"chunkgc/blob"
 	"chunkgc/chunkstore"
-	"chunkgc/index"
+	"chunkgc/internal/fsys"
+	"chunkgc/internal/testkit/rtest"
+	"chunkgc/internal/testkit/storetest"
 	"chunkgc/internal/testkit/testfs"
 	"chunkgc/locking"
 	"chunkgc/tuning"
@@ -27,6 +26,7 @@ const benchIndexes = 20
 // benchStore is a chunk store of n chunks, each referenced by exactly one of
 // benchIndexes fixed indexes, on a tmpfs when root (else in a temp dir), so
 // that mark and sweep measure the code and the syscalls rather than a disk.
+// storetest.Build lays it out (and checks it when the benchmark ends).
 type benchStore struct {
 	store *chunkstore.Store
 	locks *locking.Dir
@@ -39,42 +39,22 @@ func newBenchStore(tb testing.TB, n int) *benchStore {
 	if os.Geteuid() == 0 {
 		dir = testfs.Tmpfs(tb, "")
 	}
-	base := filepath.Join(dir, "store")
-	store, err := chunkstore.Create(context.Background(), base, chunkstore.Options{
-		Owner: fsys.Keep, SyncLevel: tuning.SyncNone,
-	}, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { store.Close() })
-	locks, err := locking.OpenDir(filepath.Join(tb.TempDir(), "locks"), fsys.Keep)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	digests := make([]blob.Digest, 0, n)
+	opts := []storetest.Option{storetest.At(filepath.Join(dir, "store"))}
+	names := make([]string, n)
 	for i := range n {
-		data := fmt.Appendf(nil, "bench chunk %d of %d", i, n)
-		b, err := blob.Encode(data, false)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		d := blob.Sum(data)
-		if _, _, err := store.Insert(b, d); err != nil {
-			tb.Fatal(err)
-		}
-		digests = append(digests, d)
+		names[i] = fmt.Sprint("bench chunk ", i)
+		opts = append(opts, storetest.Chunk(names[i], storetest.Data(fmt.Appendf(nil, "bench chunk %d of %d", i, n))))
 	}
 	for i := range benchIndexes {
-		part := digests[i*n/benchIndexes : (i+1)*n/benchIndexes]
-		snap := filepath.Join(base, "vm", fmt.Sprint(100+i), "2025-01-01T00:00:00Z")
-		if err := os.MkdirAll(snap, 0o755); err != nil {
-			tb.Fatal(err)
-		}
-		p := filepath.Join(snap, "drive-scsi0.img.fidx")
-		if err := index.WriteFixedFile(p, uint64(len(part))*4096, 4096, part); err != nil {
-			tb.Fatal(err)
-		}
+		opts = append(opts, storetest.Snapshot(fmt.Sprintf("vm/%d/2025-01-01T00:00:00Z", 100+i), "drive-scsi0.img.fidx",
+			names[i*n/benchIndexes:(i+1)*n/benchIndexes]...))
 	}
+	st := storetest.Build(tb, opts...)
+	store, err := chunkstore.Open(st.Base(), chunkstore.Options{Owner: fsys.Keep, SyncLevel: tuning.SyncNone})
+	rtest.OK(tb, err)
+	tb.Cleanup(func() { store.Close() })
+	locks, err := locking.OpenDir(filepath.Join(tb.TempDir(), "locks"), fsys.Keep)
+	rtest.OK(tb, err)
 	return &benchStore{store: store, locks: locks, n: n}
 }
 

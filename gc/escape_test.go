@@ -17,6 +17,7 @@ import (
 	"chunkgc/blob"
 	"chunkgc/datastore"
 	"chunkgc/index"
+	"chunkgc/internal/testkit/rtest"
 	"chunkgc/internal/testkit/storetest"
 	"chunkgc/internal/testkit/testfs"
 )
@@ -41,7 +42,7 @@ type attackFixture struct {
 
 func newAttackFixture(t *testing.T) *attackFixture {
 	t.Helper()
-	testfs.RequireRoot(t)
+	rtest.RequireRoot(t)
 	mnt := testfs.Tmpfs(t, "")
 	f := newFixtureAt(t, filepath.Join(mnt, "store"))
 	a := &attackFixture{fixture: f}
@@ -56,7 +57,7 @@ func newAttackFixture(t *testing.T) *attackFixture {
 	storetest.ChownTree(t, f.base)
 	tmp := filepath.Clean(os.TempDir())
 	for p := f.base; strings.HasPrefix(p, tmp+"/"); p = filepath.Dir(p) {
-		ok(t, os.Chmod(p, 0o755))
+		rtest.OK(t, os.Chmod(p, 0o755))
 	}
 	a.victim = storetest.NewVictim(t)
 	return a
@@ -73,7 +74,7 @@ func (a *attackFixture) chunkFiles() []string {
 		}
 		return err
 	})
-	ok(a.t, err)
+	rtest.OK(a.t, err)
 	slices.Sort(files)
 	return files
 }
@@ -101,7 +102,7 @@ func (a *attackFixture) wantStopped(t *testing.T, err error, target error, path 
 	if after := a.chunkFiles(); !slices.Equal(before, after) {
 		t.Errorf("gc removed chunk files: %d before, %d after", len(before), len(after))
 	}
-	equal(t, "garbage chunk kept", true, a.exists(a.store.ChunkPath(a.garbage)))
+	rtest.Equal(t, "garbage chunk kept", true, a.exists(a.store.ChunkPath(a.garbage)))
 }
 
 // TestDoubtStopsGC plants, as the backup user, entries of the wrong type
@@ -132,7 +133,7 @@ func TestDoubtStopsGC(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if strings.Contains(tt.plant, "perl") {
 				if _, err := exec.LookPath("perl"); err != nil {
-					testfs.SkipOrFail(t, "needs perl to bind a socket")
+					rtest.SkipOrFail(t, "needs perl to bind a socket")
 				}
 			}
 			a := newAttackFixture(t)
@@ -153,12 +154,12 @@ func TestDoubtStopsGC(t *testing.T) {
 				}
 			})
 			if tt.swap != "" {
-				equal(t, "swap hook fired", true, fired)
+				rtest.Equal(t, "swap hook fired", true, fired)
 			}
 			a.wantStopped(t, err, datastore.ErrUnexpectedEntry, filepath.Join(a.base, tt.path), before)
 			a.victim.Check(t)
 			if strings.Contains(tt.name, "socket") { // storetest cannot open it; it is no index
-				ok(t, os.Remove(filepath.Join(a.base, tt.path)))
+				rtest.OK(t, os.Remove(filepath.Join(a.base, tt.path)))
 			}
 		})
 	}
@@ -171,26 +172,26 @@ func TestIndexPathTooLongStopsGC(t *testing.T) {
 	a := newAttackFixture(t)
 	hidden, _ := a.chunk(4096, 48*time.Hour)
 	fd, err := unix.Open(a.base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	ok(t, err)
+	rtest.OK(t, err)
 	name := strings.Repeat("d", 200)
 	p := a.base
 	for len(p) < unix.PathMax+100 {
-		ok(t, unix.Mkdirat(fd, name, 0o755))
+		rtest.OK(t, unix.Mkdirat(fd, name, 0o755))
 		nfd, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
-		ok(t, err)
+		rtest.OK(t, err)
 		unix.Close(fd)
 		fd, p = nfd, p+"/"+name
 	}
 	err = index.WriteFixedFileAt(fd, p, "x.fidx", fsys.Keep, 4096, 4096, []blob.Digest{hidden})
 	unix.Close(fd)
-	ok(t, err)
+	rtest.OK(t, err)
 	before := a.chunkFiles()
 	_, err = a.runNoProbe()
 	a.wantStopped(t, err, unix.ENAMETOOLONG, p+"/x.fidx", before)
-	equal(t, "chunk of the deep index kept", true, a.exists(a.store.ChunkPath(hidden)))
+	rtest.Equal(t, "chunk of the deep index kept", true, a.exists(a.store.ChunkPath(hidden)))
 	a.victim.Check(t)
 	// storetest walks by path and cannot reach it.
-	ok(t, os.RemoveAll(filepath.Join(a.base, name)))
+	rtest.OK(t, os.RemoveAll(filepath.Join(a.base, name)))
 }
 
 // TestRacingAttackerGC runs GC again and again for about 2 s while the
@@ -200,7 +201,7 @@ func TestIndexPathTooLongStopsGC(t *testing.T) {
 // unchanged.
 func TestRacingAttackerGC(t *testing.T) {
 	if _, err := exec.LookPath("perl"); err != nil {
-		testfs.SkipOrFail(t, "needs perl for the attacker's renameat2")
+		rtest.SkipOrFail(t, "needs perl for the attacker's renameat2")
 	}
 	a := newAttackFixture(t)
 	stop := storetest.StartAsBackup(t, a.base, `ln -s "`+a.victim.Dir+`/vm/100" vm/.swap && perl -e '
@@ -233,5 +234,5 @@ func TestRacingAttackerGC(t *testing.T) {
 		t.Fatalf("the group is not back in place: %v %v", fi, err)
 	}
 	a.victim.Check(t)
-	ok(t, os.Remove(filepath.Join(a.base, "vm/.swap")))
+	rtest.OK(t, os.Remove(filepath.Join(a.base, "vm/.swap")))
 }

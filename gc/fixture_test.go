@@ -1,12 +1,10 @@
 package gc
 
 import (
-	"chunkgc/internal/fsys"
-
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -15,25 +13,29 @@ import (
 
 	"chunkgc/blob"
 	"chunkgc/chunkstore"
-	"chunkgc/index"
+	"chunkgc/internal/fsys"
+	"chunkgc/internal/testkit/rtest"
 	"chunkgc/internal/testkit/storetest"
 	"chunkgc/internal/testkit/testfs"
 	"chunkgc/locking"
 	"chunkgc/tuning"
 )
 
-// fixture is a chunk store on a real filesystem with helpers to place chunks
-// with explicit ages and snapshots that reference them. Every fixture ends
-// its test with the store invariant check.
+// fixture is a chunk store on a real filesystem, laid out by
+// storetest.Build (which ends the test with the store invariant check), with
+// helpers to place chunks with explicit ages and snapshots that reference
+// them, and to run GC on it.
 type fixture struct {
 	t     *testing.T
+	st    *storetest.Store
 	base  string
 	store *chunkstore.Store
 	locks *locking.Dir
 	now   time.Time
 	seq   int
 	// missing are digests an index references on purpose although the chunk
-	// was never stored; the invariant check allows exactly these.
+	// was never stored; the invariant check allows exactly these. New code
+	// declares them with storetest.Missing or f.st.Except.
 	missing []blob.Digest
 }
 
@@ -44,101 +46,75 @@ func newFixture(t *testing.T) *fixture {
 	return newFixtureAt(t, filepath.Join(mnt, "store"))
 }
 
+// newFixtureAt lays out a store at base and opens it.
 func newFixtureAt(t *testing.T, base string) *fixture {
 	t.Helper()
-	store, err := chunkstore.Create(context.Background(), base, chunkstore.Options{
+	return openFixture(t, storetest.Build(t, storetest.At(base)), base)
+}
+
+// openFixture opens the store st laid out at base (which may be another
+// path to the same tree, such as a FUSE mount of it).
+func openFixture(t *testing.T, st *storetest.Store, base string) *fixture {
+	t.Helper()
+	store, err := chunkstore.Open(base, chunkstore.Options{
 		Log: zaptest.NewLogger(t), Owner: fsys.Keep, SyncLevel: tuning.SyncNone,
-	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	locks, err := locking.OpenDir(filepath.Join(t.TempDir(), "locks"), fsys.Keep)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fixture{t: t, base: base, store: store, locks: locks, now: time.Now()}
-	t.Cleanup(func() {
-		storetest.CheckReferencedExcept(t, base, f.missing...)
-		storetest.CheckNoTmp(t, base)
 	})
+	rtest.OK(t, err)
+	t.Cleanup(func() { store.Close() }) // before an unmount
+	locks, err := locking.OpenDir(filepath.Join(t.TempDir(), "locks"), fsys.Keep)
+	rtest.OK(t, err)
+	f := &fixture{t: t, st: st, base: base, store: store, locks: locks, now: st.Now()}
+	// Runs before the invariant check Build registered.
+	t.Cleanup(func() { st.Except(f.missing...) })
 	return f
 }
 
-// data returns size bytes unique to this fixture call.
-func (f *fixture) data(size int) []byte {
+// name returns a new chunk name unique in this fixture.
+func (f *fixture) name() string {
 	f.seq++
-	b := make([]byte, size)
-	copy(b, fmt.Sprintf("chunk %d of %s", f.seq, f.t.Name()))
-	for i := 64; i < size; i++ {
-		b[i] = byte(i*7 + f.seq)
-	}
-	return b
+	return fmt.Sprint("chunk ", f.seq)
 }
 
 // chunk inserts a chunk of size plain bytes whose atime and mtime lie age in
 // the past; it returns the digest and the blob's size on disk.
 func (f *fixture) chunk(size int, age time.Duration) (blob.Digest, int64) {
 	f.t.Helper()
-	data := f.data(size)
-	d := blob.Sum(data)
-	b, err := blob.Encode(data, false)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	if _, _, err := f.store.Insert(b, d); err != nil {
-		f.t.Fatal(err)
-	}
-	f.age(f.store.ChunkPath(d), age)
-	return d, int64(len(b))
+	n := f.name()
+	f.st.Add(storetest.Chunk(n, storetest.Size(size), storetest.Age(age)))
+	return f.st.Digest(n), f.st.Size(n)
 }
 
 // neverStored returns the digest of a chunk that does not exist, for an
 // index to reference on purpose.
 func (f *fixture) neverStored(size int) blob.Digest {
-	d := blob.Sum(f.data(size))
-	f.missing = append(f.missing, d)
-	return d
+	f.t.Helper()
+	n := f.name()
+	f.st.Add(storetest.Missing(n, storetest.Size(size)))
+	return f.st.Digest(n)
 }
 
-// badCopy writes <digest>.n.bad of the given size and age.
+// badCopy writes <digest>.n.bad of the given size and age beside the chunk
+// d (made by chunk or neverStored) and returns its path.
 func (f *fixture) badCopy(d blob.Digest, n int, size int, age time.Duration) string {
 	f.t.Helper()
-	p := fmt.Sprintf("%s.%d.bad", f.store.ChunkPath(d), n)
-	if err := os.WriteFile(p, f.data(size), 0o644); err != nil {
-		f.t.Fatal(err)
-	}
-	f.age(p, age)
-	return p
+	f.st.Add(storetest.BadCopy(f.st.NameOf(d), n, storetest.Size(size), storetest.Age(age)))
+	return f.store.ChunkPath(d) + "." + strconv.Itoa(n) + ".bad"
 }
 
 func (f *fixture) age(path string, age time.Duration) {
 	f.t.Helper()
-	ts := f.now.Add(-age)
-	if err := os.Chtimes(path, ts, ts); err != nil {
-		f.t.Fatal(err)
-	}
+	f.st.Age(path, age)
 }
 
 // snapshot writes a fixed index listing digests into the snapshot dir rel
 // (e.g. "vm/100/2025-01-01T00:00:00Z") and returns its path.
 func (f *fixture) snapshot(rel string, digests ...blob.Digest) string {
 	f.t.Helper()
-	dir := filepath.Join(f.base, rel)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		f.t.Fatal(err)
-	}
-	p := filepath.Join(dir, "drive-scsi0.img.fidx")
-	if err := index.WriteFixedFile(p, uint64(len(digests))*4096, 4096, digests); err != nil {
-		f.t.Fatal(err)
-	}
-	return p
+	f.st.Snapshot(rel, "drive-scsi0.img.fidx", digests...)
+	return filepath.Join(f.base, rel, "drive-scsi0.img.fidx")
 }
 
-func (f *fixture) exists(path string) bool {
-	_, err := os.Lstat(path)
-	return err == nil
-}
+func (f *fixture) exists(path string) bool { return f.st.Exists(path) }
 
 func (f *fixture) opts(mod ...func(*Options)) Options {
 	o := Options{
@@ -156,18 +132,4 @@ func (f *fixture) opts(mod ...func(*Options)) Options {
 
 func (f *fixture) run(mod ...func(*Options)) (*Status, error) {
 	return Run(context.Background(), f.store, f.locks, f.opts(mod...))
-}
-
-func equal[T comparable](t *testing.T, what string, want, got T) {
-	t.Helper()
-	if want != got {
-		t.Errorf("%s: want %v, got %v", what, want, got)
-	}
-}
-
-func ok(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
 }

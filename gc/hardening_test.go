@@ -5,6 +5,7 @@ import (
 
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"math"
 	"os"
@@ -21,6 +22,7 @@ import (
 	"chunkgc/index"
 	"chunkgc/internal/nofollow"
 	"chunkgc/internal/testkit/faultfs"
+	"chunkgc/internal/testkit/rtest"
 	"chunkgc/internal/testkit/storetest"
 	"chunkgc/internal/testkit/testfs"
 	"chunkgc/tuning"
@@ -76,17 +78,17 @@ func TestENOENTOnTouchIsNeverSwept(t *testing.T) {
 	lie := set.Add(faultfs.Fault{Op: faultfs.UtimesNanoAt, Name: lied.String(), Err: unix.ENOENT})
 	store := f.reopen(set)
 	st, err := Run(context.Background(), store, f.locks, f.opts())
-	ok(t, err)
+	rtest.OK(t, err)
 	if lie.Fired() == 0 {
 		t.Fatal("the ENOENT fault never fired")
 	}
-	equal(t, "missing", int64(1), st.MissingChunks)
-	equal(t, "kept untouched", int64(1), st.KeptUntouched) // its bad copy was touched as a missing chunk's are
-	equal(t, "lied-about chunk still there", true, f.exists(f.store.ChunkPath(lied)))
-	equal(t, "its bad copy still there", true, f.exists(bad))
-	equal(t, "referenced chunk still there", true, f.exists(f.store.ChunkPath(kept)))
-	equal(t, "garbage removed", false, f.exists(f.store.ChunkPath(garbage)))
-	equal(t, "removed", int64(1), st.RemovedChunks)
+	rtest.Equal(t, "missing", int64(1), st.MissingChunks)
+	rtest.Equal(t, "kept untouched", int64(1), st.KeptUntouched) // its bad copy was touched as a missing chunk's are
+	rtest.Equal(t, "lied-about chunk still there", true, f.exists(f.store.ChunkPath(lied)))
+	rtest.Equal(t, "its bad copy still there", true, f.exists(bad))
+	rtest.Equal(t, "referenced chunk still there", true, f.exists(f.store.ChunkPath(kept)))
+	rtest.Equal(t, "garbage removed", false, f.exists(f.store.ChunkPath(garbage)))
+	rtest.Equal(t, "removed", int64(1), st.RemovedChunks)
 }
 
 // TestUntouchedOverflowSkipsSweep: when more referenced chunks report ENOENT
@@ -99,7 +101,7 @@ func TestUntouchedOverflowSkipsSweep(t *testing.T) {
 	if !errors.Is(err, errTooManyUntouched) {
 		t.Fatalf("want errTooManyUntouched, got %v", err)
 	}
-	equal(t, "garbage kept", true, f.exists(f.store.ChunkPath(garbage)))
+	rtest.Equal(t, "garbage kept", true, f.exists(f.store.ChunkPath(garbage)))
 }
 
 // TestIndexDataBytesSaturates: index-data-bytes adds sizes from index
@@ -110,12 +112,12 @@ func TestIndexDataBytesSaturates(t *testing.T) {
 	d, _ := f.chunk(1000, time.Hour)
 	for _, snap := range []string{"vm/100/2025-01-01T00:00:00Z", "vm/100/2025-01-02T00:00:00Z"} {
 		dir := filepath.Join(f.base, snap)
-		ok(t, os.MkdirAll(dir, 0o755))
-		ok(t, index.WriteDynamicFile(filepath.Join(dir, "big.didx"), []uint64{math.MaxUint64 - 5}, []blob.Digest{d}))
+		rtest.OK(t, os.MkdirAll(dir, 0o755))
+		rtest.OK(t, index.WriteDynamicFile(filepath.Join(dir, "big.didx"), []uint64{math.MaxUint64 - 5}, []blob.Digest{d}))
 	}
 	st, err := f.run()
-	ok(t, err)
-	equal(t, "index data bytes", uint64(math.MaxUint64), st.IndexDataBytes)
+	rtest.OK(t, err)
+	rtest.Equal(t, "index data bytes", uint64(math.MaxUint64), st.IndexDataBytes)
 }
 
 // backupFixture is a fixture whose store is owned by the backup user, as a
@@ -180,7 +182,7 @@ func TestSymlinkedPrefixDir(t *testing.T) {
 						t.Errorf("%s was removed although GC stopped before phase 2", n)
 					}
 				}
-				equal(t, "garbage kept", true, f.exists(f.store.ChunkPath(garbage)))
+				rtest.Equal(t, "garbage kept", true, f.exists(f.store.ChunkPath(garbage)))
 			}
 		})
 	}
@@ -195,7 +197,7 @@ func TestRacingPrefixSwap(t *testing.T) {
 	victim := storetest.NewVictim(t)
 	for i := range 20 {
 		d, _ := f.chunk(1000+i, 72*time.Hour)
-		f.snapshot("vm/100/2025-01-0"+string(rune('1'+i%9))+"T00:00:00Z", d)
+		f.snapshot(fmt.Sprintf("vm/100/2025-01-%02dT00:00:00Z", i+1), d) // one snapshot per chunk: all 20 referenced
 	}
 	chunks := filepath.Join(f.base, ".chunks")
 	stop := storetest.StartAsBackup(t, chunks,
@@ -219,7 +221,7 @@ func TestRacingPrefixSwap(t *testing.T) {
 	// Put the prefix dir back if the loop was stopped half-way.
 	if _, err := os.Lstat(filepath.Join(chunks, "0a0a.x")); err == nil {
 		os.Remove(filepath.Join(chunks, "0a0a"))
-		ok(t, os.Rename(filepath.Join(chunks, "0a0a.x"), filepath.Join(chunks, "0a0a")))
+		rtest.OK(t, os.Rename(filepath.Join(chunks, "0a0a.x"), filepath.Join(chunks, "0a0a")))
 	}
 }
 
@@ -231,11 +233,11 @@ func TestHardLinkedGarbageKept(t *testing.T) {
 	linked, _ := f.chunk(1000, 72*time.Hour)
 	garbage, _ := f.chunk(1000, 72*time.Hour)
 	other := filepath.Join(f.base, "other-name")
-	ok(t, os.Link(f.store.ChunkPath(linked), other))
+	rtest.OK(t, os.Link(f.store.ChunkPath(linked), other))
 	f.age(f.store.ChunkPath(linked), 72*time.Hour)
 	st, err := f.run()
-	ok(t, err)
-	equal(t, "linked kept", true, f.exists(f.store.ChunkPath(linked)))
-	equal(t, "kept linked", int64(1), st.KeptLinked)
-	equal(t, "garbage removed", false, f.exists(f.store.ChunkPath(garbage)))
+	rtest.OK(t, err)
+	rtest.Equal(t, "linked kept", true, f.exists(f.store.ChunkPath(linked)))
+	rtest.Equal(t, "kept linked", int64(1), st.KeptLinked)
+	rtest.Equal(t, "garbage removed", false, f.exists(f.store.ChunkPath(garbage)))
 }

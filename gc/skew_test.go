@@ -1,9 +1,6 @@
 package gc
 
 import (
-	"chunkgc/internal/fsys"
-
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -18,10 +15,10 @@ import (
 
 	"chunkgc/blob"
 	"chunkgc/chunkstore"
+	"chunkgc/internal/testkit/rtest"
 	"chunkgc/internal/testkit/skewfuse"
 	"chunkgc/internal/testkit/storetest"
 	"chunkgc/internal/testkit/testfs"
-	"chunkgc/locking"
 	"chunkgc/tuning"
 )
 
@@ -39,7 +36,7 @@ func TestLagSeconds(t *testing.T) {
 		{-10*time.Minute - 300*time.Millisecond, 601},
 	}
 	for _, tt := range tests {
-		equal(t, "lagSeconds("+tt.give.String()+")", tt.want, lagSeconds(tt.give))
+		rtest.Equal(t, "lagSeconds("+tt.give.String()+")", tt.want, lagSeconds(tt.give))
 	}
 }
 
@@ -62,38 +59,25 @@ func TestApplyClockSkew(t *testing.T) {
 			if st.ClockSkewMs == nil {
 				t.Fatal("ClockSkewMs not set")
 			}
-			equal(t, "clock-skew-ms", tt.wantMs, *st.ClockSkewMs)
-			equal(t, "min-atime", tt.wantMin, st.MinAtime)
-			equal(t, "oldest-writer", tt.wantOldest, st.OldestWriter)
+			rtest.Equal(t, "clock-skew-ms", tt.wantMs, *st.ClockSkewMs)
+			rtest.Equal(t, "min-atime", tt.wantMin, st.MinAtime)
+			rtest.Equal(t, "oldest-writer", tt.wantOldest, st.OldestWriter)
 		})
 	}
 }
 
 // newSkewedFixture makes a store on a loop-mounted ext4 (noatime, so only
 // the file server stamps atimes) and opens it through a skewfuse mount whose
-// clock is offset by offset. The store's layout is made on the backing
-// filesystem directly: 65,536 mkdirs through FUSE would only be slow.
+// clock is offset by offset. The store (layout, chunks with their explicit
+// times, indexes) is written on the backing filesystem directly: 65,536
+// mkdirs through FUSE would only be slow. The invariant check runs there
+// too, after the unmount.
 func newSkewedFixture(t *testing.T, offset time.Duration) *fixture {
 	t.Helper()
 	backing := testfs.Loop(t, "ext4", "noatime", 256<<20)
-	opts := chunkstore.Options{Log: zaptest.NewLogger(t), Owner: fsys.Keep, SyncLevel: tuning.SyncNone}
-	s, err := chunkstore.Create(context.Background(), filepath.Join(backing, "store"), opts, nil)
-	ok(t, err)
-	ok(t, s.Close())
+	st := storetest.Build(t, storetest.At(filepath.Join(backing, "store")))
 	mnt := skewfuse.Mount(t, backing, offset)
-	base := filepath.Join(mnt, "store")
-	store, err := chunkstore.Open(base, opts)
-	ok(t, err)
-	t.Cleanup(func() { store.Close() }) // before the unmount
-	locks, err := locking.OpenDir(filepath.Join(t.TempDir(), "locks"), fsys.Keep)
-	ok(t, err)
-	f := &fixture{t: t, base: base, store: store, locks: locks, now: time.Now()}
-	t.Cleanup(func() {
-		storetest.CheckReferenced(t, base)
-		// The same files, without 65,536 directory reads through FUSE.
-		storetest.CheckNoTmp(t, filepath.Join(backing, "store"))
-	})
-	return f
+	return openFixture(t, st, filepath.Join(mnt, "store"))
 }
 
 // skewChunk is an unreferenced chunk of the skew table, aged (explicit
@@ -111,7 +95,7 @@ type skewChunk struct {
 // No referenced chunk is lost in any case, and garbage older than the
 // cutoff plus the lag is still removed.
 func TestSkewedFileServer(t *testing.T) {
-	testfs.RequireRoot(t)
+	rtest.RequireRoot(t)
 	const cutoff = 1445 * time.Minute
 	refused := []skewChunk{{"old garbage", 72 * time.Hour, false}, {"garbage past the cutoff", cutoff + 20*time.Minute, false}}
 	tests := []struct {
@@ -167,10 +151,10 @@ func TestSkewedFileServer(t *testing.T) {
 				paths[i] = f.store.ChunkPath(d)
 			}
 			props, err := tuning.Parse(tt.tuning)
-			ok(t, err)
+			rtest.OK(t, err)
 			if tt.writer > 0 {
 				w, err := f.locks.RegisterWriter(f.now.Add(-tt.writer))
-				ok(t, err)
+				rtest.OK(t, err)
 				t.Cleanup(func() { w.Close() })
 			}
 			core, logs := observer.New(zapcore.InfoLevel)
@@ -207,7 +191,7 @@ func TestSkewedFileServer(t *testing.T) {
 				}
 				return
 			}
-			ok(t, err)
+			rtest.OK(t, err)
 
 			unwidened := minAtime(st.StartTime, min(st.StartTime, f.now.Add(-tt.writer).Unix()), o(props).AtimeCutoff)
 			if !o(props).AtimeSafetyCheck {
@@ -217,7 +201,7 @@ func TestSkewedFileServer(t *testing.T) {
 				if logs.FilterMessageSnippet("clock skew unmeasured").Len() != 1 {
 					t.Error("no log says the clock skew is unmeasured")
 				}
-				equal(t, "min-atime", unwidened, st.MinAtime)
+				rtest.Equal(t, "min-atime", unwidened, st.MinAtime)
 				return
 			}
 			if st.ClockSkewMs == nil {
@@ -225,7 +209,7 @@ func TestSkewedFileServer(t *testing.T) {
 			}
 			skew := time.Duration(*st.ClockSkewMs) * time.Millisecond
 			if tt.offset == 0 {
-				equal(t, "clock-skew-ms", int64(0), *st.ClockSkewMs)
+				rtest.Equal(t, "clock-skew-ms", int64(0), *st.ClockSkewMs)
 			} else if d := skew - tt.offset; d.Abs() > time.Second {
 				t.Errorf("clock skew %v, want %v ± 1 s", skew, tt.offset)
 			}
@@ -233,18 +217,18 @@ func TestSkewedFileServer(t *testing.T) {
 			if lag < tt.wantLag || lag > tt.wantLag+1 {
 				t.Errorf("min-atime lowered by %d s, want %d (+1)", lag, tt.wantLag)
 			}
-			equal(t, "min-atime lowered by the recorded lag", lagSeconds(skew), lag)
+			rtest.Equal(t, "min-atime lowered by the recorded lag", lagSeconds(skew), lag)
 			if tt.writer > 0 {
-				equal(t, "oldest-writer lowered by the lag", f.now.Add(-tt.writer).Unix()-lag, st.OldestWriter)
+				rtest.Equal(t, "oldest-writer lowered by the lag", f.now.Add(-tt.writer).Unix()-lag, st.OldestWriter)
 			}
 
 			onDisk, err := ReadStatus(f.base)
-			ok(t, err)
+			rtest.OK(t, err)
 			if onDisk.ClockSkewMs == nil || *onDisk.ClockSkewMs != *st.ClockSkewMs {
 				t.Errorf(".gc-status clock-skew-ms %v, want %d", onDisk.ClockSkewMs, *st.ClockSkewMs)
 			}
 			raw, err := os.ReadFile(filepath.Join(f.base, StatusFile))
-			ok(t, err)
+			rtest.OK(t, err)
 			if !strings.Contains(string(raw), `"clock-skew-ms":`) {
 				t.Errorf(".gc-status lacks clock-skew-ms: %s", raw)
 			}

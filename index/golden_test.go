@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"chunkgc/blob"
+	"chunkgc/internal/testkit/rtest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/index")
@@ -25,7 +26,7 @@ const zeroChunk = "bb9f8df61474d25e71fa00722318cd387396ca1736605e1248821cc0de3d3
 func goldenDigests(t *testing.T) []blob.Digest {
 	t.Helper()
 	z, err := blob.ParseDigest(zeroChunk)
-	ok(t, err)
+	rtest.OK(t, err)
 	return []blob.Digest{z, blob.Sum([]byte("chunkgc golden 1")), blob.Sum([]byte("chunkgc golden 2")), z}
 }
 
@@ -75,17 +76,17 @@ func TestGolden(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := &memFile{}
-			ok(t, tt.write(m))
+			rtest.OK(t, tt.write(m))
 			if !bytes.Equal(tt.ref, m.b) {
 				t.Fatalf("writer output differs from the reference encoding at byte %d", firstDiff(tt.ref, m.b))
 			}
 			path := filepath.Join(goldenDir, tt.name)
 			if *update {
-				ok(t, os.MkdirAll(goldenDir, 0o755))
-				ok(t, os.WriteFile(path, m.b, 0o644))
+				rtest.OK(t, os.MkdirAll(goldenDir, 0o755))
+				rtest.OK(t, os.WriteFile(path, m.b, 0o644))
 			}
 			golden, err := os.ReadFile(path)
-			ok(t, err)
+			rtest.OK(t, err)
 			if !bytes.Equal(golden, m.b) {
 				t.Errorf("%s (%d bytes) differs from the writer's output (%d bytes) at byte %d; "+
 					"if the change is intended, run go test -run Golden -update ./index", path, len(golden), len(m.b), firstDiff(golden, m.b))
@@ -93,14 +94,14 @@ func TestGolden(t *testing.T) {
 			}
 
 			r, err := Open(path)
-			ok(t, err)
+			rtest.OK(t, err)
 			defer r.Close()
 			want := tt.wantHdr
 			want.Csum = [32]byte(tt.ref[32:64])
-			equal(t, "header", want, r.Header())
-			equal(t, "DataBytes", tt.wantBytes, r.DataBytes())
+			rtest.Equal(t, "header", want, r.Header())
+			rtest.Equal(t, "DataBytes", tt.wantBytes, r.DataBytes())
 			got, err := collect(r)
-			ok(t, err)
+			rtest.OK(t, err)
 			if !slices.Equal(ds, got) {
 				reportDigestDiff(t, path, golden, ds)
 			}

@@ -10,21 +10,8 @@ import (
 	"testing"
 
 	"chunkgc/blob"
+	"chunkgc/internal/testkit/rtest"
 )
-
-func ok(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatalf("unexpected error: %v", err)
-	}
-}
-
-func equal[T comparable](t testing.TB, what string, want, got T) {
-	t.Helper()
-	if want != got {
-		t.Errorf("%s: want %v, got %v", what, want, got)
-	}
-}
 
 // testDigests returns n distinct digests; seed separates sets.
 func testDigests(n int, seed byte) []blob.Digest {
@@ -105,7 +92,7 @@ func (m *memFile) WriteAt(p []byte, off int64) (int, error) {
 func writeTemp(t testing.TB, name string, b []byte) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), name)
-	ok(t, os.WriteFile(p, b, 0o644))
+	rtest.OK(t, os.WriteFile(p, b, 0o644))
 	return p
 }
 

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"chunkgc/blob"
+	"chunkgc/internal/testkit/rtest"
 )
 
 var (
@@ -39,17 +40,17 @@ func TestKindOf(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.give, func(t *testing.T) {
 			got, gotOK := KindOf(tt.give)
-			equal(t, "kind", tt.want, got)
-			equal(t, "ok", tt.wantOK, gotOK)
+			rtest.Equal(t, "kind", tt.want, got)
+			rtest.Equal(t, "ok", tt.wantOK, gotOK)
 			if tt.wantOK {
-				equal(t, "String", tt.wantName, got.String())
+				rtest.Equal(t, "String", tt.wantName, got.String())
 				if !strings.HasSuffix(tt.give, got.Suffix()) {
 					t.Errorf("Suffix %q is not the suffix of %q", got.Suffix(), tt.give)
 				}
 			}
 		})
 	}
-	equal(t, "String of unknown kind", "Kind(7)", Kind(7).String())
+	rtest.Equal(t, "String of unknown kind", "Kind(7)", Kind(7).String())
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -79,21 +80,21 @@ func TestRoundTrip(t *testing.T) {
 			var want []byte
 			mem := &memFile{}
 			if tt.kind == Fixed {
-				ok(t, WriteFixedFile(path, tt.size, tt.chunkSize, ds))
+				rtest.OK(t, WriteFixedFile(path, tt.size, tt.chunkSize, ds))
 				want = refFixed(testUUID, testCTime, tt.size, tt.chunkSize, ds)
 				w := NewFixedWriter(mem, tt.size, tt.chunkSize, testUUID, testCTime)
 				for _, d := range ds {
-					ok(t, w.Add(d))
+					rtest.OK(t, w.Add(d))
 				}
-				ok(t, w.Close())
+				rtest.OK(t, w.Close())
 			} else {
-				ok(t, WriteDynamicFile(path, ends, ds))
+				rtest.OK(t, WriteDynamicFile(path, ends, ds))
 				want = refDynamic(testUUID, testCTime, ends, ds)
 				w := NewDynamicWriter(mem, testUUID, testCTime)
 				for i, d := range ds {
-					ok(t, w.Add(ends[i], d))
+					rtest.OK(t, w.Add(ends[i], d))
 				}
-				ok(t, w.Close())
+				rtest.OK(t, w.Close())
 			}
 			if !bytes.Equal(want, mem.b) {
 				t.Errorf("writer output (%d bytes) differs from the reference encoding (%d bytes) at byte %d",
@@ -101,56 +102,56 @@ func TestRoundTrip(t *testing.T) {
 			}
 
 			fi, err := os.Stat(path)
-			ok(t, err)
-			equal(t, "file mode", fs.FileMode(0o644), fi.Mode())
-			equal(t, "file size", int64(len(want)), fi.Size())
+			rtest.OK(t, err)
+			rtest.Equal(t, "file mode", fs.FileMode(0o644), fi.Mode())
+			rtest.Equal(t, "file size", int64(len(want)), fi.Size())
 			entries, err := os.ReadDir(filepath.Dir(path))
-			ok(t, err)
-			equal(t, "files in dir (no temporary left)", 1, len(entries))
+			rtest.OK(t, err)
+			rtest.Equal(t, "files in dir (no temporary left)", 1, len(entries))
 
 			r, err := Open(path)
-			ok(t, err)
-			defer func() { ok(t, r.Close()) }()
+			rtest.OK(t, err)
+			defer func() { rtest.OK(t, r.Close()) }()
 			h := r.Header()
-			equal(t, "kind", tt.kind, h.Kind)
-			equal(t, "Len", tt.n, r.Len())
+			rtest.Equal(t, "kind", tt.kind, h.Kind)
+			rtest.Equal(t, "Len", tt.n, r.Len())
 			if h.CTime == 0 || h.UUID == ([16]byte{}) {
 				t.Errorf("WriteFile left ctime %d or uuid %x unset", h.CTime, h.UUID)
 			}
 			if tt.kind == Fixed {
-				equal(t, "size", tt.size, h.Size)
-				equal(t, "chunk size", tt.chunkSize, h.ChunkSize)
-				equal(t, "DataBytes", tt.size, r.DataBytes())
+				rtest.Equal(t, "size", tt.size, h.Size)
+				rtest.Equal(t, "chunk size", tt.chunkSize, h.ChunkSize)
+				rtest.Equal(t, "DataBytes", tt.size, r.DataBytes())
 			} else {
 				wantBytes := uint64(0)
 				if tt.n > 0 {
 					wantBytes = ends[tt.n-1]
 				}
-				equal(t, "DataBytes", wantBytes, r.DataBytes())
-				equal(t, "size (dynamic)", uint64(0), h.Size)
+				rtest.Equal(t, "DataBytes", wantBytes, r.DataBytes())
+				rtest.Equal(t, "size (dynamic)", uint64(0), h.Size)
 			}
-			equal(t, "csum", [32]byte(want[32:64]), h.Csum)
+			rtest.Equal(t, "csum", [32]byte(want[32:64]), h.Csum)
 			got, err := collect(r)
-			ok(t, err)
+			rtest.OK(t, err)
 			if !slices.Equal(ds, got) {
 				t.Errorf("Each returned %d digests, want %d (or different ones)", len(got), len(ds))
 			}
 			// Each can run again.
 			got, err = collect(r)
-			ok(t, err)
-			equal(t, "digests on second Each", len(ds), len(got))
+			rtest.OK(t, err)
+			rtest.Equal(t, "digests on second Each", len(ds), len(got))
 
 			// The reader also accepts the reference encoding through NewReader.
 			r2, err := NewReader(bytes.NewReader(want), int64(len(want)), "mem"+tt.kind.Suffix())
-			ok(t, err)
-			equal(t, "NewReader header", Header{Kind: tt.kind, UUID: testUUID, CTime: testCTime,
+			rtest.OK(t, err)
+			rtest.Equal(t, "NewReader header", Header{Kind: tt.kind, UUID: testUUID, CTime: testCTime,
 				Csum: [32]byte(want[32:64]), Size: h.Size, ChunkSize: h.ChunkSize}, r2.Header())
 			got, err = collect(r2)
-			ok(t, err)
+			rtest.OK(t, err)
 			if !slices.Equal(ds, got) {
 				t.Errorf("NewReader: Each returned %d digests, want %d (or different ones)", len(got), len(ds))
 			}
-			ok(t, r2.Close())
+			rtest.OK(t, r2.Close())
 		})
 	}
 }
@@ -172,11 +173,11 @@ func TestReservedBytesIgnored(t *testing.T) {
 		b[i] = 0xff
 	}
 	r, err := Open(writeTemp(t, "x.fidx", b))
-	ok(t, err)
+	rtest.OK(t, err)
 	defer r.Close()
 	got, err := collect(r)
-	ok(t, err)
-	equal(t, "digests", 3, len(got))
+	rtest.OK(t, err)
+	rtest.Equal(t, "digests", 3, len(got))
 }
 
 // setU64 returns b with a little-endian u64 stored at off.
@@ -252,7 +253,7 @@ func TestCorrupt(t *testing.T) {
 			path := writeTemp(t, name, tt.give)
 			r, err := Open(path)
 			if tt.wantAtEach {
-				ok(t, err)
+				rtest.OK(t, err)
 				defer r.Close()
 				_, err = collect(r)
 			} else if err == nil {
@@ -264,7 +265,7 @@ func TestCorrupt(t *testing.T) {
 			// NewReader judges the same bytes the same way.
 			r, err = NewReader(bytes.NewReader(tt.give), int64(len(tt.give)), name)
 			if tt.wantAtEach {
-				ok(t, err)
+				rtest.OK(t, err)
 				_, err = collect(r)
 			} else if err == nil {
 				t.Fatalf("NewReader accepted a corrupt index")
@@ -283,8 +284,8 @@ func checkCorrupt(t *testing.T, err error, path, reason string, offset int64) {
 	if !isCE {
 		t.Fatalf("error is not a *CorruptError: %v", err)
 	}
-	equal(t, "CorruptError.Path", path, ce.Path)
-	equal(t, "CorruptError.Offset", offset, ce.Offset)
+	rtest.Equal(t, "CorruptError.Path", path, ce.Path)
+	rtest.Equal(t, "CorruptError.Offset", offset, ce.Offset)
 	if !strings.Contains(ce.Reason, reason) {
 		t.Errorf("reason %q does not contain %q", ce.Reason, reason)
 	}
@@ -295,12 +296,12 @@ func checkCorrupt(t *testing.T, err error, path, reason string, offset int64) {
 
 func TestOpenNotRegular(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "x.fidx")
-	ok(t, os.Mkdir(dir, 0o755))
+	rtest.OK(t, os.Mkdir(dir, 0o755))
 	_, err := Open(dir)
 	checkCorrupt(t, err, dir, "not a regular file", 0)
 
 	fifo := filepath.Join(t.TempDir(), "y.didx")
-	ok(t, syscall.Mkfifo(fifo, 0o644))
+	rtest.OK(t, syscall.Mkfifo(fifo, 0o644))
 	_, err = Open(fifo) // must not block
 	checkCorrupt(t, err, fifo, "not a regular file", 0)
 }
@@ -326,15 +327,15 @@ func TestShrunkAfterOpen(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "x"+kind.Suffix())
 			ds := testDigests(5000, 7)
 			if kind == Fixed {
-				ok(t, WriteFixedFile(path, 5000*4096, 4096, ds))
+				rtest.OK(t, WriteFixedFile(path, 5000*4096, 4096, ds))
 			} else {
-				ok(t, WriteDynamicFile(path, testEnds(5000), ds))
+				rtest.OK(t, WriteDynamicFile(path, testEnds(5000), ds))
 			}
 			r, err := Open(path)
-			ok(t, err)
+			rtest.OK(t, err)
 			defer r.Close()
 			size := int64(HeaderSize + 4000*kind.entrySize() + 3)
-			ok(t, os.Truncate(path, size))
+			rtest.OK(t, os.Truncate(path, size))
 			n := 0
 			err = r.Each(func(*blob.Digest) error { n++; return nil })
 			checkCorrupt(t, err, path, "shorter than", size)
@@ -365,7 +366,7 @@ func TestReadErrorIsNotCorrupt(t *testing.T) {
 		t.Errorf("header read error: want EIO and not ErrCorrupt, got %v", err)
 	}
 	r, err := NewReader(errReaderAt{b: b, n: HeaderSize}, int64(len(b)), "x.fidx")
-	ok(t, err)
+	rtest.OK(t, err)
 	err = r.Each(func(*blob.Digest) error { return nil })
 	if !errors.Is(err, syscall.EIO) || errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "x.fidx") {
 		t.Errorf("body read error: want EIO naming x.fidx and not ErrCorrupt, got %v", err)
@@ -380,9 +381,9 @@ func TestReadErrorIsNotCorrupt(t *testing.T) {
 func TestEachStopsOnFnError(t *testing.T) {
 	ds := testDigests(100, 9)
 	path := filepath.Join(t.TempDir(), "x.fidx")
-	ok(t, WriteFixedFile(path, 100, 1, ds))
+	rtest.OK(t, WriteFixedFile(path, 100, 1, ds))
 	r, err := Open(path)
-	ok(t, err)
+	rtest.OK(t, err)
 	defer r.Close()
 	stop := errors.New("stop")
 	var seen []blob.Digest
@@ -403,10 +404,10 @@ func TestEachStopsOnFnError(t *testing.T) {
 
 func TestClose(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "x.didx")
-	ok(t, WriteDynamicFile(path, []uint64{1}, testDigests(1, 10)))
+	rtest.OK(t, WriteDynamicFile(path, []uint64{1}, testDigests(1, 10)))
 	r, err := Open(path)
-	ok(t, err)
-	ok(t, r.Close())
+	rtest.OK(t, err)
+	rtest.OK(t, r.Close())
 	if err := r.Close(); !errors.Is(err, os.ErrClosed) {
 		t.Errorf("second Close: want os.ErrClosed, got %v", err)
 	}
@@ -426,8 +427,8 @@ func TestWriterErrors(t *testing.T) {
 	d := testDigests(1, 11)[0]
 
 	w := NewFixedWriter(&memFile{}, 2*4096, 4096, testUUID, testCTime)
-	ok(t, w.Add(d))
-	ok(t, w.Add(d))
+	rtest.OK(t, w.Add(d))
+	rtest.OK(t, w.Add(d))
 	if err := w.Add(d); err == nil || !strings.Contains(err.Error(), "more than 2 digests") {
 		t.Errorf("third digest for two chunks: got %v", err)
 	}
@@ -437,7 +438,7 @@ func TestWriterErrors(t *testing.T) {
 
 	mem := &memFile{}
 	w = NewFixedWriter(mem, 2*4096+1, 4096, testUUID, testCTime)
-	ok(t, w.Add(d))
+	rtest.OK(t, w.Add(d))
 	if err := w.Close(); err == nil || !strings.Contains(err.Error(), "1 digests for size 8193 and chunk size 4096, want 3") {
 		t.Errorf("Close with too few digests: got %v", err)
 	}
@@ -454,15 +455,15 @@ func TestWriterErrors(t *testing.T) {
 	}
 
 	w = NewFixedWriter(&memFile{}, 0, 4096, testUUID, testCTime)
-	ok(t, w.Close())
-	ok(t, w.Close())
+	rtest.OK(t, w.Close())
+	rtest.OK(t, w.Close())
 	if err := w.Add(d); !errors.Is(err, errWriterClosed) {
 		t.Errorf("Add after Close: want errWriterClosed, got %v", err)
 	}
 
 	dw := NewDynamicWriter(&memFile{}, testUUID, testCTime)
-	ok(t, dw.Add(10, d))
-	ok(t, dw.Add(10, d))
+	rtest.OK(t, dw.Add(10, d))
+	rtest.OK(t, dw.Add(10, d))
 	if err := dw.Add(9, d); err == nil || !strings.Contains(err.Error(), "end offset 9 of entry 2 is below the previous end offset 10") {
 		t.Errorf("decreasing end: got %v", err)
 	}
@@ -471,13 +472,13 @@ func TestWriterErrors(t *testing.T) {
 	}
 
 	w = NewFixedWriter(failWriterAt{}, 1, 1, testUUID, testCTime)
-	ok(t, w.Add(d)) // buffered
+	rtest.OK(t, w.Add(d)) // buffered
 	if err := w.Close(); !errors.Is(err, syscall.ENOSPC) {
 		t.Errorf("Close on a failing WriterAt: want ENOSPC, got %v", err)
 	}
 	dw = NewDynamicWriter(failWriterAt{}, testUUID, testCTime)
 	for i := range batchBytes/40 - 1 {
-		ok(t, dw.Add(uint64(i), d))
+		rtest.OK(t, dw.Add(uint64(i), d))
 	}
 	if err := dw.Add(1<<20, d); !errors.Is(err, syscall.ENOSPC) {
 		t.Errorf("Add that fills a batch on a failing WriterAt: want ENOSPC, got %v", err)
@@ -507,7 +508,7 @@ func TestWriteFileErrors(t *testing.T) {
 				t.Errorf("want an error naming %s and containing %q, got %v", path, tt.want, err)
 			}
 			entries, err := os.ReadDir(dir)
-			ok(t, err)
+			rtest.OK(t, err)
 			if len(entries) != 0 {
 				t.Errorf("a failed write left %v", entries)
 			}
@@ -528,12 +529,12 @@ func TestEachAllocs(t *testing.T) {
 				path := filepath.Join(t.TempDir(), "x"+kind.Suffix())
 				ds := testDigests(n, 13)
 				if kind == Fixed {
-					ok(t, WriteFixedFile(path, uint64(n)*4096, 4096, ds))
+					rtest.OK(t, WriteFixedFile(path, uint64(n)*4096, 4096, ds))
 				} else {
-					ok(t, WriteDynamicFile(path, testEnds(n), ds))
+					rtest.OK(t, WriteDynamicFile(path, testEnds(n), ds))
 				}
 				r, err := Open(path)
-				ok(t, err)
+				rtest.OK(t, err)
 				var sum byte
 				fn := func(d *blob.Digest) error { sum ^= d[31]; return nil }
 				allocs[n] = testing.AllocsPerRun(20, func() {
@@ -541,7 +542,7 @@ func TestEachAllocs(t *testing.T) {
 						t.Fatal(err)
 					}
 				})
-				ok(t, r.Close())
+				rtest.OK(t, r.Close())
 				t.Logf("%d entries: %.0f allocs per Each", n, allocs[n])
 			}
 			if allocs[10_000] != allocs[10] || allocs[10_000] > 4 {

@@ -17,6 +17,7 @@ import (
 
 	"chunkgc/gc"
 	"chunkgc/internal/testkit/hangfuse"
+	"chunkgc/internal/testkit/rtest"
 	"chunkgc/internal/testkit/storetest"
 	"chunkgc/internal/testkit/testfs"
 )
@@ -41,7 +42,7 @@ func reachableDir(t *testing.T) string {
 // 34): it must find everything it needs writable by that user, remove the
 // forgotten snapshot's chunks and keep every referenced one.
 func TestFullCycleWithGCAsBackup(t *testing.T) {
-	testfs.RequireRoot(t)
+	rtest.RequireRoot(t)
 	dir := reachableDir(t)
 	c := &cli{t: t, config: filepath.Join(dir, "datastore.cfg"), lockDir: filepath.Join(dir, "locks")}
 	base := filepath.Join(dir, "store")
@@ -101,7 +102,7 @@ func TestFullCycleWithGCAsBackup(t *testing.T) {
 // removes nothing, and never blocks (a FIFO opened without O_NONBLOCK would
 // block until the test's guard kills it).
 func TestHostileFilesDoNotHang(t *testing.T) {
-	testfs.RequireRoot(t)
+	rtest.RequireRoot(t)
 	fifo := func(t *testing.T, p string) {
 		t.Helper()
 		os.Remove(p)
@@ -174,7 +175,7 @@ func TestHostileFilesDoNotHang(t *testing.T) {
 // still exits 143 promptly (the grace is 1.5 s; the bound here is looser
 // only so that a loaded CI machine does not fail it), removing nothing.
 func TestSIGTERMWhileASyscallHangs(t *testing.T) {
-	testfs.RequireRoot(t)
+	rtest.RequireRoot(t)
 	backing := filepath.Join(testfs.Tmpfs(t, ""), "s")
 	s := makeStore(t, backing, 5, 5)
 	hung := filepath.Base(s.refs[0])

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"chunkgc/internal/fsys"
-
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -19,14 +16,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"chunkgc/blob"
-	"chunkgc/chunkstore"
 	"chunkgc/config"
-	"chunkgc/index"
 	"chunkgc/internal/testkit/leakcheck"
+	"chunkgc/internal/testkit/rtest"
 	"chunkgc/internal/testkit/storetest"
 	"chunkgc/internal/testkit/testfs"
-	"chunkgc/tuning"
 )
 
 // binPath is the chunkgc binary built once for the tests: every CLI test
@@ -34,44 +28,42 @@ import (
 var binPath string
 
 func TestMain(m *testing.M) {
-	if os.Getenv("CHUNKGC_TEST_HELPER") == "posix-read-lock" {
-		holdPOSIXReadLock(os.Args[len(os.Args)-1])
-		return
-	}
-	dir, err := os.MkdirTemp("", "chunkgc-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binPath = filepath.Join(dir, "chunkgc")
-	build := exec.Command("go", "build", "-o", binPath, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build chunkgc:", err)
-		os.Exit(1)
-	}
-	os.Chmod(dir, 0o755)
-	code := leakcheck.Run(m, "chunkgc/")
-	os.RemoveAll(dir)
-	os.Exit(code)
+	rtest.Main(m, rtest.Helpers{"posix-read-lock": holdPOSIXReadLock}, func(m *testing.M) int {
+		dir, err := os.MkdirTemp("", "chunkgc-bin-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		binPath = filepath.Join(dir, "chunkgc")
+		build := exec.Command("go", "build", "-o", binPath, ".")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build chunkgc:", err)
+			return 1
+		}
+		os.Chmod(dir, 0o755)
+		return leakcheck.Run(m, "chunkgc/")
+	})
 }
 
-// holdPOSIXReadLock is a helper process: it takes a classic POSIX read lock
-// on path (what a PBS daemon holds during a backup), says so, and waits for
-// stdin to close.
-func holdPOSIXReadLock(path string) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+// holdPOSIXReadLock is a helper process (rtest.Helper("posix-read-lock",
+// path)): it takes a classic POSIX read lock on path (what a PBS daemon
+// holds during a backup), says so, and waits for stdin to close.
+func holdPOSIXReadLock(args []string) int {
+	f, err := os.OpenFile(args[len(args)-1], os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		fmt.Println("error", err)
-		os.Exit(1)
+		return 1
 	}
 	lk := unix.Flock_t{Type: unix.F_RDLCK, Whence: 0}
 	if err := unix.FcntlFlock(f.Fd(), unix.F_SETLK, &lk); err != nil {
 		fmt.Println("error", err)
-		os.Exit(1)
+		return 1
 	}
 	fmt.Println("locked")
 	io.Copy(io.Discard, os.Stdin)
+	return 0
 }
 
 type result struct {
@@ -127,8 +119,9 @@ func wantCode(t *testing.T, r result, code int, contains ...string) {
 	}
 }
 
-// testStore is a chunk store built directly (not through the CLI) with
-// referenced and garbage chunks aged into the past.
+// testStore is a chunk store built directly (storetest.Build, not through
+// the CLI) with referenced and garbage chunks aged 72 h into the past; the
+// store invariant is checked when the test ends.
 type testStore struct {
 	base    string
 	garbage []string
@@ -137,51 +130,27 @@ type testStore struct {
 
 func makeStore(t *testing.T, base string, referenced, garbage int) *testStore {
 	t.Helper()
-	s, err := chunkstore.Create(context.Background(), base, chunkstore.Options{Owner: fsys.Keep, SyncLevel: tuning.SyncNone}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	ts := &testStore{base: base}
-	old := time.Now().Add(-72 * time.Hour)
-	put := func(i int) (blob.Digest, string) {
+	opts := []storetest.Option{storetest.At(base)}
+	names := make([]string, referenced+garbage)
+	for i := range names {
+		names[i] = fmt.Sprint("chunk ", i)
 		data := []byte(fmt.Sprintf("chunk %d %s", i, strings.Repeat("x", i%200)))
-		b, err := blob.Encode(data, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d := blob.Sum(data)
-		if _, _, err := s.Insert(b, d); err != nil {
-			t.Fatal(err)
-		}
-		p := s.ChunkPath(d)
-		if err := os.Chtimes(p, old, old); err != nil {
-			t.Fatal(err)
-		}
-		return d, p
-	}
-	var ds []blob.Digest
-	for i := range referenced {
-		d, p := put(i)
-		ds = append(ds, d)
-		ts.refs = append(ts.refs, p)
-	}
-	for i := range garbage {
-		_, p := put(referenced + i)
-		ts.garbage = append(ts.garbage, p)
+		opts = append(opts, storetest.Chunk(names[i], storetest.Data(data), storetest.Age(72*time.Hour)))
 	}
 	const perIndex = 500
-	for i := 0; i < len(ds); i += perIndex {
-		part := ds[i:min(i+perIndex, len(ds))]
-		dir := filepath.Join(base, "vm", fmt.Sprint(100+i/perIndex), "2025-01-01T00:00:00Z")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := index.WriteFixedFile(filepath.Join(dir, "drive-scsi0.img.fidx"), uint64(len(part))*4096, 4096, part); err != nil {
-			t.Fatal(err)
+	for i := 0; i < referenced; i += perIndex {
+		opts = append(opts, storetest.Snapshot(fmt.Sprintf("vm/%d/2025-01-01T00:00:00Z", 100+i/perIndex),
+			"drive-scsi0.img.fidx", names[i:min(i+perIndex, referenced)]...))
+	}
+	s := storetest.Build(t, opts...)
+	ts := &testStore{base: base}
+	for i, n := range names {
+		if i < referenced {
+			ts.refs = append(ts.refs, s.Path(n))
+		} else {
+			ts.garbage = append(ts.garbage, s.Path(n))
 		}
 	}
-	t.Cleanup(func() { storetest.CheckReferenced(t, base) })
 	return ts
 }
 
@@ -295,7 +264,7 @@ func TestCreateRegisterAndReuse(t *testing.T) {
 // TestCreateOnAtimeDroppingFUSE: the probe fails, create exits non-zero and
 // registers nothing; with the probe tuned off it proceeds and says so.
 func TestCreateOnAtimeDroppingFUSE(t *testing.T) {
-	testfs.RequireRoot(t)
+	rtest.RequireRoot(t)
 	mnt := fuseMount(t)
 	c := newCLI(t)
 	r := c.run("create", "fusestore", filepath.Join(mnt, "s"))
@@ -418,12 +387,7 @@ func TestSecondGCIsBusy(t *testing.T) {
 func TestGCRefusesWhileBackupHoldsStore(t *testing.T) {
 	mnt := testfs.Loop(t, "ext4", "", 256<<20)
 	s := makeStore(t, filepath.Join(mnt, "s"), 5, 5)
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := exec.Command(self, filepath.Join(s.base, ".lock"))
-	h.Env = append(os.Environ(), "CHUNKGC_TEST_HELPER=posix-read-lock")
+	h := rtest.Helper("posix-read-lock", filepath.Join(s.base, ".lock"))
 	stdin, _ := h.StdinPipe()
 	out, _ := h.StdoutPipe()
 	if err := h.Start(); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"chunkgc/config"
 	"chunkgc/internal/fsys"
+	"chunkgc/internal/testkit/rtest"
 	"chunkgc/internal/testkit/skewfuse"
 	"chunkgc/internal/testkit/testfs"
 )
@@ -19,7 +20,7 @@ import (
 // the bound raised it registers the store with that tuning. check-atime
 // prints the skew, and fails once the command line lowers the bound again.
 func TestCreateRefusesSkewedFileServer(t *testing.T) {
-	testfs.RequireRoot(t)
+	rtest.RequireRoot(t)
 	backing := testfs.Loop(t, "ext4", "noatime", 256<<20)
 	mnt := skewfuse.Mount(t, backing, -10*time.Minute)
 	c := newCLI(t)
@@ -54,7 +55,7 @@ func TestCreateRefusesSkewedFileServer(t *testing.T) {
 // bound raised in the config runs, removes the old garbage and reports the
 // skew in its JSON; --tuning on the command line lowers the bound again.
 func TestGCOnSkewedFileServer(t *testing.T) {
-	testfs.RequireRoot(t)
+	rtest.RequireRoot(t)
 	backing := testfs.Loop(t, "ext4", "noatime", 256<<20)
 	ts := makeStore(t, filepath.Join(backing, "s"), 20, 10) // on the backing fs: fast
 	mnt := skewfuse.Mount(t, backing, -10*time.Minute)

@@ -12,8 +12,8 @@ import (
 
 	"chunkgc/backup"
 	"chunkgc/chunkstore"
-	"chunkgc/datastore"
 	"chunkgc/config"
+	"chunkgc/datastore"
 	"chunkgc/internal/fsys"
 	"chunkgc/locking"
 	"chunkgc/tuning"

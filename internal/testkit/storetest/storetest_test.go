@@ -11,10 +11,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"chunkgc/internal/testkit/testfs"
-
 	"chunkgc/blob"
 	"chunkgc/index"
+	"chunkgc/internal/testkit/rtest"
 )
 
 // fakeTB records what a check reports instead of failing the real test; the
@@ -43,76 +42,33 @@ func (f *fakeTB) Fatalf(format string, args ...any) {
 	f.TB.Fatalf("storetest called Fatalf, which must not run in t.Cleanup of other goroutines: "+format, args...)
 }
 
-func ok(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatalf("unexpected error: %v", err)
-	}
-}
-
-// store is a small datastore fixture.
-type store struct {
-	t    *testing.T
-	base string
-}
-
-func newStore(t *testing.T) *store {
-	return &store{t: t, base: filepath.Join(t.TempDir(), "store")}
-}
-
+// digest is the digest of a chunk no store holds.
 func digest(s string) blob.Digest { return blob.Sum([]byte(s)) }
 
-func (s *store) chunkPath(d blob.Digest) string {
-	h := d.String()
-	return filepath.Join(s.base, ".chunks", h[:4], h)
-}
-
-func (s *store) chunk(ds ...blob.Digest) {
+// fixed writes the fixed index rel (a path below base) referencing ds.
+func fixed(s *Store, rel string, ds ...blob.Digest) string {
 	s.t.Helper()
-	for _, d := range ds {
-		p := s.chunkPath(d)
-		ok(s.t, os.MkdirAll(filepath.Dir(p), 0o750))
-		ok(s.t, os.WriteFile(p, []byte("blob"), 0o644))
-	}
+	return s.Snapshot(filepath.Dir(rel), filepath.Base(rel), ds...)
 }
 
-func (s *store) fixed(rel string, ds ...blob.Digest) string {
-	s.t.Helper()
-	p := filepath.Join(s.base, rel)
-	ok(s.t, os.MkdirAll(filepath.Dir(p), 0o755))
-	ok(s.t, index.WriteFixedFile(p, uint64(len(ds))*4096, 4096, ds))
-	return p
-}
-
-func (s *store) dynamic(rel string, ds ...blob.Digest) string {
-	s.t.Helper()
-	p := filepath.Join(s.base, rel)
-	ok(s.t, os.MkdirAll(filepath.Dir(p), 0o755))
-	ends := make([]uint64, len(ds))
-	for i := range ends {
-		ends[i] = uint64(i+1) * 1000
-	}
-	ok(s.t, index.WriteDynamicFile(p, ends, ds))
-	return p
-}
-
-// populate builds a store whose indexes reference a..e and returns them.
-func populate(s *store) (a, b, c, d, e blob.Digest) {
-	a, b, c, d, e = digest("a"), digest("b"), digest("c"), digest("d"), digest("e")
-	s.chunk(a, b, c, d, e)
-	s.fixed("vm/100/2025-04-04T15:02:49Z/drive-scsi0.img.fidx", a, b, a)
-	s.dynamic("ns/x/ns/y/ct/101/2025-04-04T15:02:49Z/root.pxar.didx", b, c)
-	s.fixed(".hidden/stray.fidx", d)
-	s.dynamic("host/h/.2025-04-04T15:02:49Z.tmp/catalog.pcat1.didx", e)
-	return
+// populate builds a store whose indexes reference the chunks a..e (a twice
+// in one index, b from two) and returns their digests.
+func populate(t *testing.T) (s *Store, a, b, c, d, e blob.Digest) {
+	t.Helper()
+	s = Build(t, Sparse(),
+		Chunk("a"), Chunk("b"), Chunk("c"), Chunk("d"), Chunk("e"),
+		Snapshot("vm/100/2025-04-04T15:02:49Z", "drive-scsi0.img.fidx", "a", "b", "a"),
+		Snapshot("ns/x/ns/y/ct/101/2025-04-04T15:02:49Z", "root.pxar.didx", "b", "c"),
+		Snapshot(".hidden", "stray.fidx", "d"),
+		Snapshot("host/h/.2025-04-04T15:02:49Z.tmp", "catalog.pcat1.didx", "e"))
+	return s, s.Digest("a"), s.Digest("b"), s.Digest("c"), s.Digest("d"), s.Digest("e")
 }
 
 func TestCheckReferencedPasses(t *testing.T) {
-	s := newStore(t)
-	populate(s)
+	s, _, _, _, _, _ := populate(t)
 	// An index inside .chunks is not part of the store and is not read.
-	ok(t, os.WriteFile(filepath.Join(s.base, ".chunks", "not-an-index.fidx"), []byte("garbage"), 0o644))
-	s.fixed(".chunks/0000/x.fidx", digest("nowhere"))
+	rtest.OK(t, os.WriteFile(filepath.Join(s.base, ".chunks", "not-an-index.fidx"), []byte("garbage"), 0o644))
+	fixed(s, ".chunks/0000/x.fidx", digest("nowhere"))
 
 	f := &fakeTB{TB: t}
 	indexes, refs := CheckReferenced(f, s.base)
@@ -126,7 +82,7 @@ func TestCheckReferencedPasses(t *testing.T) {
 
 	// A store reached through a symlink is walked too.
 	link := filepath.Join(t.TempDir(), "link")
-	ok(t, os.Symlink(s.base, link))
+	rtest.OK(t, os.Symlink(s.base, link))
 	indexes, refs = CheckReferenced(f, link)
 	if len(f.errors) != 0 || indexes != 4 || refs != 7 {
 		t.Errorf("through a symlink: %d indexes, %d refs, errors %q", indexes, refs, f.errors)
@@ -136,14 +92,14 @@ func TestCheckReferencedPasses(t *testing.T) {
 func TestCheckReferencedReportsMissing(t *testing.T) {
 	tests := []struct {
 		name       string
-		remove     func(s *store, a, b, c, d, e blob.Digest) blob.Digest // returns the lost digest
+		remove     func(s *Store, a, b, c, d, e blob.Digest) blob.Digest // returns the lost digest
 		wantIndex  []string                                              // indexes named in the report
 		wantReason string
 	}{
 		{
 			name: "chunk of two indexes",
-			remove: func(s *store, a, b, c, d, e blob.Digest) blob.Digest {
-				ok(s.t, os.Remove(s.chunkPath(b)))
+			remove: func(s *Store, a, b, c, d, e blob.Digest) blob.Digest {
+				rtest.OK(s.t, os.Remove(s.ChunkPath(b)))
 				return b
 			},
 			wantIndex:  []string{"drive-scsi0.img.fidx", "root.pxar.didx"},
@@ -151,8 +107,8 @@ func TestCheckReferencedReportsMissing(t *testing.T) {
 		},
 		{
 			name: "chunk of an index in a hidden dir",
-			remove: func(s *store, a, b, c, d, e blob.Digest) blob.Digest {
-				ok(s.t, os.Remove(s.chunkPath(d)))
+			remove: func(s *Store, a, b, c, d, e blob.Digest) blob.Digest {
+				rtest.OK(s.t, os.Remove(s.ChunkPath(d)))
 				return d
 			},
 			wantIndex:  []string{".hidden/stray.fidx"},
@@ -160,9 +116,9 @@ func TestCheckReferencedReportsMissing(t *testing.T) {
 		},
 		{
 			name: "chunk replaced by a directory",
-			remove: func(s *store, a, b, c, d, e blob.Digest) blob.Digest {
-				ok(s.t, os.Remove(s.chunkPath(e)))
-				ok(s.t, os.Mkdir(s.chunkPath(e), 0o755))
+			remove: func(s *Store, a, b, c, d, e blob.Digest) blob.Digest {
+				rtest.OK(s.t, os.Remove(s.ChunkPath(e)))
+				rtest.OK(s.t, os.Mkdir(s.ChunkPath(e), 0o755))
 				return e
 			},
 			wantIndex:  []string{"catalog.pcat1.didx"},
@@ -170,9 +126,9 @@ func TestCheckReferencedReportsMissing(t *testing.T) {
 		},
 		{
 			name: "chunk replaced by a symlink",
-			remove: func(s *store, a, b, c, d, e blob.Digest) blob.Digest {
-				ok(s.t, os.Rename(s.chunkPath(a), s.chunkPath(a)+".elsewhere"))
-				ok(s.t, os.Symlink(s.chunkPath(a)+".elsewhere", s.chunkPath(a)))
+			remove: func(s *Store, a, b, c, d, e blob.Digest) blob.Digest {
+				rtest.OK(s.t, os.Rename(s.ChunkPath(a), s.ChunkPath(a)+".elsewhere"))
+				rtest.OK(s.t, os.Symlink(s.ChunkPath(a)+".elsewhere", s.ChunkPath(a)))
 				return a
 			},
 			wantIndex:  []string{"drive-scsi0.img.fidx"},
@@ -180,8 +136,8 @@ func TestCheckReferencedReportsMissing(t *testing.T) {
 		},
 		{
 			name: "whole prefix dir",
-			remove: func(s *store, a, b, c, d, e blob.Digest) blob.Digest {
-				ok(s.t, os.RemoveAll(filepath.Dir(s.chunkPath(c))))
+			remove: func(s *Store, a, b, c, d, e blob.Digest) blob.Digest {
+				rtest.OK(s.t, os.RemoveAll(filepath.Dir(s.ChunkPath(c))))
 				return c
 			},
 			wantIndex:  []string{"root.pxar.didx"},
@@ -190,9 +146,9 @@ func TestCheckReferencedReportsMissing(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newStore(t)
-			a, b, c, d, e := populate(s)
+			s, a, b, c, d, e := populate(t)
 			lost := tt.remove(s, a, b, c, d, e)
+			s.Except(lost)
 			f := &fakeTB{TB: t}
 			indexes, refs := CheckReferenced(f, s.base)
 			if indexes != 4 || refs != 7 {
@@ -216,17 +172,16 @@ func TestCheckReferencedReportsMissing(t *testing.T) {
 }
 
 func TestCheckReferencedSkipsCorrupt(t *testing.T) {
-	s := newStore(t)
-	populate(s)
+	s, _, _, _, _, _ := populate(t)
 	bad := filepath.Join(s.base, "vm/100/2025-04-04T15:02:49Z/broken.fidx")
-	ok(t, os.WriteFile(bad, []byte("not an index"), 0o644))
+	rtest.OK(t, os.WriteFile(bad, []byte("not an index"), 0o644))
 	// A corrupt body (checksum mismatch) that references a missing chunk:
 	// skipped, not reported as missing.
-	p := s.fixed("vm/100/2025-04-05T00:00:00Z/drive-scsi0.img.fidx", digest("gone"))
+	p := fixed(s, "vm/100/2025-04-05T00:00:00Z/drive-scsi0.img.fidx", digest("gone"))
 	b, err := os.ReadFile(p)
-	ok(t, err)
+	rtest.OK(t, err)
 	b[40] ^= 1
-	ok(t, os.WriteFile(p, b, 0o644))
+	rtest.OK(t, os.WriteFile(p, b, 0o644))
 
 	f := &fakeTB{TB: t}
 	indexes, _ := CheckReferenced(f, s.base)
@@ -245,11 +200,11 @@ func TestCheckReferencedSkipsCorrupt(t *testing.T) {
 }
 
 func TestCheckReferencedFollowsIndexSymlink(t *testing.T) {
-	s := newStore(t)
-	populate(s)
+	s, _, _, _, _, _ := populate(t)
 	outside := filepath.Join(t.TempDir(), "outside.fidx")
-	ok(t, index.WriteFixedFile(outside, 4096, 4096, []blob.Digest{digest("missing")}))
-	ok(t, os.Symlink(outside, filepath.Join(s.base, "vm/100/link.fidx")))
+	rtest.OK(t, index.WriteFixedFile(outside, 4096, 4096, []blob.Digest{digest("missing")}))
+	s.Except(digest("missing"))
+	rtest.OK(t, os.Symlink(outside, filepath.Join(s.base, "vm/100/link.fidx")))
 	f := &fakeTB{TB: t}
 	CheckReferenced(f, s.base)
 	if len(f.errors) == 0 || !strings.Contains(f.errors[0], "link.fidx") {
@@ -267,8 +222,8 @@ func TestCheckReferencedStoreMissing(t *testing.T) {
 }
 
 func TestCheckReferencedEmptyStore(t *testing.T) {
-	s := newStore(t)
-	ok(t, os.MkdirAll(filepath.Join(s.base, ".chunks", "0000"), 0o750))
+	s := Build(t, Sparse())
+	rtest.OK(t, os.Mkdir(filepath.Join(s.base, ".chunks", "0000"), 0o750))
 	f := &fakeTB{TB: t}
 	indexes, refs := CheckReferenced(f, s.base)
 	if len(f.errors) != 0 || indexes != 0 || refs != 0 {
@@ -277,12 +232,13 @@ func TestCheckReferencedEmptyStore(t *testing.T) {
 }
 
 func TestCheckReferencedManyMissing(t *testing.T) {
-	s := newStore(t)
+	s := Build(t, Sparse())
 	ds := make([]blob.Digest, 3*maxReports)
 	for i := range ds {
 		ds[i] = digest(fmt.Sprint(i))
 	}
-	s.fixed("vm/1/2025-04-04T15:02:49Z/a.fidx", ds...)
+	fixed(s, "vm/1/2025-04-04T15:02:49Z/a.fidx", ds...)
+	s.Except(ds...)
 	f := &fakeTB{TB: t}
 	_, refs := CheckReferenced(f, s.base)
 	if refs != len(ds) {
@@ -299,25 +255,24 @@ func TestCheckReferencedManyMissing(t *testing.T) {
 }
 
 func TestCheckNoTmp(t *testing.T) {
-	s := newStore(t)
 	f := &fakeTB{TB: t}
-	CheckNoTmp(f, s.base) // no store at all: nothing left behind
+	CheckNoTmp(f, filepath.Join(t.TempDir(), "none")) // no store at all: nothing left behind
 	if len(f.errors) != 0 {
 		t.Errorf("store without .chunks: %q", f.errors)
 	}
 
-	populate(s)
-	ok(t, os.MkdirAll(filepath.Join(s.base, ".chunks", "ffff"), 0o750))
+	s, _, _, _, _, _ := populate(t)
+	rtest.OK(t, os.MkdirAll(filepath.Join(s.base, ".chunks", "ffff"), 0o750))
 	CheckNoTmp(f, s.base)
 	if len(f.errors) != 0 {
 		t.Errorf("clean store: %q", f.errors)
 	}
 	CheckNoTmp(t, s.base)
 
-	tmp := s.chunkPath(digest("a")) + ".tmp_123456"
-	ok(t, os.WriteFile(tmp, nil, 0o644))
+	tmp := s.Path("a") + ".tmp_123456"
+	rtest.OK(t, os.WriteFile(tmp, nil, 0o644))
 	top := filepath.Join(s.base, ".chunks", "x.tmp_1")
-	ok(t, os.WriteFile(top, nil, 0o644))
+	rtest.OK(t, os.WriteFile(top, nil, 0o644))
 	CheckNoTmp(f, s.base)
 	if len(f.errors) != 2 {
 		t.Fatalf("want 2 errors, got %q", f.errors)
@@ -328,20 +283,22 @@ func TestCheckNoTmp(t *testing.T) {
 			t.Errorf("errors %q do not name %s", all, want)
 		}
 	}
+	rtest.OK(t, os.Remove(tmp)) // for the check at cleanup
+	rtest.OK(t, os.Remove(top))
 }
 
 func TestCheckReferencedExcept(t *testing.T) {
-	s := newStore(t)
-	a, _, _, _, _ := populate(s)
+	s, a, _, _, _, _ := populate(t)
 	never, lost := digest("never stored"), a
-	s.fixed("vm/200/2025-04-04T15:02:49Z/drive-scsi0.img.fidx", never, never)
+	fixed(s, "vm/200/2025-04-04T15:02:49Z/drive-scsi0.img.fidx", never, never)
+	s.Except(never, lost)
 	f := &fakeTB{TB: t}
 	CheckReferencedExcept(f, s.base, never)
 	if len(f.errors) != 0 || !strings.Contains(strings.Join(f.logs, "\n"), never.String()) {
 		t.Errorf("a known-missing chunk must be logged, not failed: errors %q, logs %q", f.errors, f.logs)
 	}
 
-	ok(t, os.Remove(s.chunkPath(lost)))
+	rtest.OK(t, os.Remove(s.ChunkPath(lost)))
 	f = &fakeTB{TB: t}
 	CheckReferencedExcept(f, s.base, never)
 	if len(f.errors) != 2 || !strings.Contains(f.errors[0], lost.String()) || strings.Contains(strings.Join(f.errors, "\n"), never.String()) {
@@ -350,7 +307,7 @@ func TestCheckReferencedExcept(t *testing.T) {
 }
 
 func TestVictimNoticesChanges(t *testing.T) {
-	testfs.RequireRoot(t)
+	rtest.RequireRoot(t)
 	for _, c := range []struct {
 		name   string
 		change func(dir string) error
@@ -379,7 +336,7 @@ func TestVictimNoticesChanges(t *testing.T) {
 }
 
 func TestAsBackupIsUnprivileged(t *testing.T) {
-	testfs.RequireRoot(t)
+	rtest.RequireRoot(t)
 	v := NewVictim(t)
 	dir := t.TempDir()
 	os.Chmod(dir, 0o777)

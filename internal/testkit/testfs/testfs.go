@@ -11,25 +11,26 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"chunkgc/internal/testkit/rtest"
 )
 
-// SkipOrFail skips the test with reason when the environment variable CI is
-// unset, and fails it when CI is set.
+// SkipOrFail is rtest.SkipOrFail.
+//
+// Deprecated: call [rtest.SkipOrFail]; this stays until its last callers
+// have moved.
 func SkipOrFail(t testing.TB, reason string) {
 	t.Helper()
-	if os.Getenv("CI") == "" {
-		t.Skip(reason)
-		return
-	}
-	t.Fatalf("%s (a missing capability is a failure under CI)", reason)
+	rtest.SkipOrFail(t, reason)
 }
 
-// RequireRoot skips the test (fails it under CI) unless it runs as root.
+// RequireRoot is rtest.RequireRoot.
+//
+// Deprecated: call [rtest.RequireRoot]; this stays until its last callers
+// have moved.
 func RequireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		SkipOrFail(t, "needs root")
-	}
+	rtest.RequireRoot(t)
 }
 
 // defaultSizes are the image sizes Loop uses for size 0: big enough for
@@ -63,16 +64,16 @@ func Loop(t testing.TB, fstype string, mountOpts string, size int64) string {
 		}
 		return Tmpfs(t, mountOpts)
 	}
-	RequireRoot(t)
+	rtest.RequireRoot(t)
 	mkfs, ok := mkfsArgs[fstype]
 	if !ok {
 		t.Fatalf("testfs.Loop: unsupported filesystem type %q", fstype)
 	}
 	if _, err := exec.LookPath(mkfs[0]); err != nil {
-		SkipOrFail(t, fmt.Sprintf("needs %s (%v)", mkfs[0], err))
+		rtest.SkipOrFail(t, fmt.Sprintf("needs %s (%v)", mkfs[0], err))
 	}
 	if _, err := exec.LookPath("losetup"); err != nil {
-		SkipOrFail(t, fmt.Sprintf("needs losetup (%v)", err))
+		rtest.SkipOrFail(t, fmt.Sprintf("needs losetup (%v)", err))
 	}
 	if size <= 0 {
 		size = defaultSizes[fstype]
@@ -94,7 +95,7 @@ func Loop(t testing.TB, fstype string, mountOpts string, size int64) string {
 
 	out, err := exec.Command("losetup", "--find", "--show", img).CombinedOutput()
 	if err != nil {
-		SkipOrFail(t, fmt.Sprintf("losetup --find --show %s: %v: %s", img, err, out))
+		rtest.SkipOrFail(t, fmt.Sprintf("losetup --find --show %s: %v: %s", img, err, out))
 	}
 	dev := strings.TrimSpace(string(out))
 	mnt := filepath.Join(dir, "mnt")
@@ -118,7 +119,7 @@ func Loop(t testing.TB, fstype string, mountOpts string, size int64) string {
 // test ends.
 func Tmpfs(t testing.TB, opts string) string {
 	t.Helper()
-	RequireRoot(t)
+	rtest.RequireRoot(t)
 	mnt := filepath.Join(t.TempDir(), "tmpfs")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)

@@ -103,37 +103,3 @@ func TestLoopUnmountsBusyMountLazily(t *testing.T) {
 		t.Fatalf("the detached mount is gone under its open fd: %v", err)
 	}
 }
-
-// fakeTB records Skip and Fatal instead of ending the test.
-type fakeTB struct {
-	testing.TB
-	skipped, failed bool
-}
-
-func (f *fakeTB) Helper()                        {}
-func (f *fakeTB) Skip(...any)                    { f.skipped = true }
-func (f *fakeTB) Fatalf(string, ...any)          { f.failed = true }
-func (f *fakeTB) Logf(format string, a ...any)   {}
-func (f *fakeTB) Errorf(format string, a ...any) { f.failed = true }
-
-func TestSkipOrFail(t *testing.T) {
-	tests := []struct {
-		name        string
-		give        string // CI
-		wantSkipped bool
-		wantFailed  bool
-	}{
-		{"outside CI", "", true, false},
-		{"under CI", "true", false, true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Setenv("CI", tt.give)
-			f := &fakeTB{TB: t}
-			SkipOrFail(f, "needs something")
-			if f.skipped != tt.wantSkipped || f.failed != tt.wantFailed {
-				t.Fatalf("skipped %v failed %v, want %v %v", f.skipped, f.failed, tt.wantSkipped, tt.wantFailed)
-			}
-		})
-	}
-}
