@@ -1,8 +1,6 @@
 package gc
 
 import (
-	"chunkgc/internal/fsys"
-
 	"errors"
 	"os"
 	"os/exec"
@@ -17,6 +15,7 @@ import (
 	"chunkgc/blob"
 	"chunkgc/datastore"
 	"chunkgc/index"
+	"chunkgc/internal/fsys"
 	"chunkgc/internal/testkit/rtest"
 	"chunkgc/internal/testkit/storetest"
 	"chunkgc/internal/testkit/testfs"

@@ -1,8 +1,6 @@
 package gc
 
 import (
-	"chunkgc/internal/fsys"
-
 	"context"
 	"errors"
 	"fmt"
@@ -20,11 +18,11 @@ import (
 	"chunkgc/blob"
 	"chunkgc/chunkstore"
 	"chunkgc/index"
+	"chunkgc/internal/fsys"
 	"chunkgc/internal/nofollow"
 	"chunkgc/internal/testkit/faultfs"
 	"chunkgc/internal/testkit/rtest"
 	"chunkgc/internal/testkit/storetest"
-	"chunkgc/internal/testkit/testfs"
 	"chunkgc/tuning"
 )
 
@@ -124,7 +122,7 @@ func TestIndexDataBytesSaturates(t *testing.T) {
 // PBS datastore is, so that a uid-34 process can plant things in it.
 func backupFixture(t *testing.T) *fixture {
 	t.Helper()
-	testfs.RequireRoot(t)
+	rtest.RequireRoot(t)
 	f := newFixture(t)
 	storetest.ChownTree(t, f.base)
 	return f

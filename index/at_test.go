@@ -1,8 +1,6 @@
 package index
 
 import (
-	"chunkgc/internal/fsys"
-
 	"errors"
 	"io/fs"
 	"os"
@@ -14,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"chunkgc/blob"
+	"chunkgc/internal/fsys"
 	"chunkgc/internal/testkit/rtest"
 )
 

@@ -15,6 +15,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"chunkgc/internal/testkit/rtest"
 	"chunkgc/internal/testkit/testfs"
 )
 
@@ -45,24 +46,24 @@ func (r *eintrRoot) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 // mountEINTR mounts an eintrRoot over backing and returns the mount point.
 func mountEINTR(t *testing.T, backing string) (string, *eintrRoot) {
 	t.Helper()
-	testfs.RequireRoot(t)
+	rtest.RequireRoot(t)
 	if _, err := os.Stat("/dev/fuse"); err != nil {
-		testfs.SkipOrFail(t, "needs /dev/fuse: "+err.Error())
+		rtest.SkipOrFail(t, "needs /dev/fuse: "+err.Error())
 	}
 	var st syscall.Stat_t
-	ok(t, syscall.Stat(backing, &st))
+	rtest.OK(t, syscall.Stat(backing, &st))
 	data := &fusefs.LoopbackRoot{Path: backing, Dev: uint64(st.Dev)}
 	root := &eintrRoot{LoopbackNode: &fusefs.LoopbackNode{RootData: data}, failed: map[string]int{}}
 	data.RootNode = root
 	mnt := filepath.Join(t.TempDir(), "eintr")
-	ok(t, os.Mkdir(mnt, 0o755))
+	rtest.OK(t, os.Mkdir(mnt, 0o755))
 	var zero time.Duration
 	server, err := fusefs.Mount(mnt, root, &fusefs.Options{
 		AttrTimeout: &zero, EntryTimeout: &zero, NegativeTimeout: &zero,
 		MountOptions: fuse.MountOptions{DirectMountStrict: true, FsName: backing, Name: "eintrfs"},
 	})
 	if err != nil {
-		testfs.SkipOrFail(t, "eintr fuse mount: "+err.Error())
+		rtest.SkipOrFail(t, "eintr fuse mount: "+err.Error())
 	}
 	t.Cleanup(func() {
 		if err := server.Unmount(); err != nil {
@@ -82,11 +83,11 @@ func TestRealSysRetriesEINTR(t *testing.T) {
 	mnt, root := mountEINTR(t, backing)
 	long := "eintr" + strings.Repeat("l", 150)
 	dirfd, err := unix.Open(mnt, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	ok(t, err)
+	rtest.OK(t, err)
 	defer unix.Close(dirfd)
 
 	// The filesystem really does fail the first lookup with EINTR.
-	ok(t, os.WriteFile(filepath.Join(backing, "eintr-probe"), nil, 0o644))
+	rtest.OK(t, os.WriteFile(filepath.Join(backing, "eintr-probe"), nil, 0o644))
 	var st unix.Stat_t
 	if err := unix.Fstatat(dirfd, "eintr-probe", &st, 0); !errors.Is(err, unix.EINTR) {
 		t.Fatalf("first lookup: want EINTR, got %v", err)
@@ -94,7 +95,7 @@ func TestRealSysRetriesEINTR(t *testing.T) {
 
 	for _, c := range sysCalls() {
 		for _, name := range []string{"eintr-" + c.op, long + c.op} {
-			ok(t, os.WriteFile(filepath.Join(backing, name), nil, 0o644))
+			rtest.OK(t, os.WriteFile(filepath.Join(backing, name), nil, 0o644))
 			if err := c.call(dirfd, name); err != nil {
 				t.Errorf("%s %.20s…: %v", c.op, name, err)
 			}

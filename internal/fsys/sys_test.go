@@ -15,28 +15,21 @@ import (
 	"chunkgc/internal/testkit/rtest"
 )
 
-var (
-	ok  = rtest.OK
-	old = time.Date(2000, 1, 2, 3, 4, 5, 6000, time.UTC) // long before any test runs
-)
-
-func equal[T any](t testing.TB, what string, want, got T) {
-	t.Helper()
-	rtest.Equal(t, what, want, got)
-}
+// old is a time long before any test runs.
+var old = time.Date(2000, 1, 2, 3, 4, 5, 6000, time.UTC)
 
 func ts(t unix.Timespec) time.Time { return time.Unix(t.Unix()) }
 
 func lstat(t *testing.T, p string) *unix.Stat_t {
 	t.Helper()
 	var st unix.Stat_t
-	ok(t, unix.Lstat(p, &st))
+	rtest.OK(t, unix.Lstat(p, &st))
 	return &st
 }
 
 func setTimes(t *testing.T, p string, atime, mtime time.Time) {
 	t.Helper()
-	ok(t, os.Chtimes(p, atime, mtime))
+	rtest.OK(t, os.Chtimes(p, atime, mtime))
 }
 
 // sysCall is one of the Real calls that have a stack-buffer fast path.
@@ -72,10 +65,10 @@ func TestRealSysNames(t *testing.T) {
 	long := strings.Repeat("l", 200)
 	edge := strings.Repeat("e", nameBufSize-1) // the longest name the stack buffer takes
 	for _, n := range []string{"f", long, edge, strings.Repeat("e", nameBufSize)} {
-		ok(t, os.WriteFile(filepath.Join(dir, n), nil, 0o644))
+		rtest.OK(t, os.WriteFile(filepath.Join(dir, n), nil, 0o644))
 	}
 	dirfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	ok(t, err)
+	rtest.OK(t, err)
 	defer unix.Close(dirfd)
 
 	tests := []struct {
@@ -98,7 +91,7 @@ func TestRealSysNames(t *testing.T) {
 			t.Run(tt.name+"/"+c.op, func(t *testing.T) {
 				err := c.call(dirfd, tt.give)
 				if tt.want == nil {
-					ok(t, err)
+					rtest.OK(t, err)
 					return
 				}
 				if !errors.Is(err, tt.want) {
@@ -108,8 +101,8 @@ func TestRealSysNames(t *testing.T) {
 				if !isPE {
 					t.Fatalf("want *fs.PathError, got %T", err)
 				}
-				equal(t, "op", c.op, pe.Op)
-				equal(t, "path", tt.give, pe.Path)
+				rtest.Equal(t, "op", c.op, pe.Op)
+				rtest.Equal(t, "path", tt.give, pe.Path)
 			})
 		}
 	}
@@ -119,7 +112,7 @@ func TestRealSysNames(t *testing.T) {
 // (Syscalls), so the error must hold its own copy.
 func TestRealSysErrorCopiesName(t *testing.T) {
 	dirfd, err := unix.Open(t.TempDir(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	ok(t, err)
+	rtest.OK(t, err)
 	defer unix.Close(dirfd)
 	for _, size := range []int{8, 200} { // stack buffer and x/sys
 		for _, c := range sysCalls() {
@@ -130,24 +123,24 @@ func TestRealSysErrorCopiesName(t *testing.T) {
 			if !isPE || !errors.Is(err, fs.ErrNotExist) {
 				t.Fatalf("%s: want *fs.PathError matching fs.ErrNotExist, got %v", c.op, err)
 			}
-			equal(t, c.op+" path", strings.Repeat("m", size), pe.Path)
+			rtest.Equal(t, c.op+" path", strings.Repeat("m", size), pe.Path)
 		}
 	}
 }
 
 func TestRealSysFstatatMatchesXSys(t *testing.T) {
 	dir := t.TempDir()
-	ok(t, os.WriteFile(filepath.Join(dir, "f"), []byte("twelve bytes"), 0o640))
-	ok(t, os.Symlink("f", filepath.Join(dir, "link")))
+	rtest.OK(t, os.WriteFile(filepath.Join(dir, "f"), []byte("twelve bytes"), 0o640))
+	rtest.OK(t, os.Symlink("f", filepath.Join(dir, "link")))
 	dirfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	ok(t, err)
+	rtest.OK(t, err)
 	defer unix.Close(dirfd)
 	for _, name := range []string{"f", "link"} {
 		for _, flags := range []int{0, unix.AT_SYMLINK_NOFOLLOW} {
 			var got, want unix.Stat_t
-			ok(t, Real{}.Fstatat(dirfd, name, &got, flags))
-			ok(t, unix.Fstatat(dirfd, name, &want, flags))
-			equal(t, name+" stat", want, got)
+			rtest.OK(t, Real{}.Fstatat(dirfd, name, &got, flags))
+			rtest.OK(t, unix.Fstatat(dirfd, name, &want, flags))
+			rtest.Equal(t, name+" stat", want, got)
 		}
 	}
 }
@@ -155,9 +148,9 @@ func TestRealSysFstatatMatchesXSys(t *testing.T) {
 func TestRealSysUtimesTimes(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "f")
-	ok(t, os.WriteFile(p, nil, 0o644))
+	rtest.OK(t, os.WriteFile(p, nil, 0o644))
 	dirfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	ok(t, err)
+	rtest.OK(t, err)
 	defer unix.Close(dirfd)
 
 	err = Real{}.UtimesNanoAt(dirfd, "f", []unix.Timespec{{Nsec: unix.UTIME_NOW}}, 0)
@@ -165,15 +158,15 @@ func TestRealSysUtimesTimes(t *testing.T) {
 		t.Errorf("one timespec: want EINVAL, got %v", err)
 	}
 	setTimes(t, p, old, old)
-	ok(t, Real{}.UtimesNanoAt(dirfd, "f", nil, 0)) // nil: both to now
+	rtest.OK(t, Real{}.UtimesNanoAt(dirfd, "f", nil, 0)) // nil: both to now
 	st := lstat(t, p)
 	if !ts(st.Atim).After(old) || !ts(st.Mtim).After(old) {
 		t.Errorf("nil times: want atime and mtime now, got %v, %v", ts(st.Atim), ts(st.Mtim))
 	}
 	setTimes(t, p, old, old)
-	ok(t, Real{}.UtimesNanoAt(dirfd, "f", []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_NOW}}, 0))
+	rtest.OK(t, Real{}.UtimesNanoAt(dirfd, "f", []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_NOW}}, 0))
 	st = lstat(t, p)
-	equal(t, "atime", old, ts(st.Atim).UTC())
+	rtest.Equal(t, "atime", old, ts(st.Atim).UTC())
 	if !ts(st.Mtim).After(old) {
 		t.Errorf("mtime not moved: %v", ts(st.Mtim))
 	}
@@ -184,24 +177,24 @@ func TestRealSysUtimesTimes(t *testing.T) {
 // path that matches the errno.
 func TestRealFdCalls(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "f")
-	ok(t, os.WriteFile(p, []byte("12345"), 0o600))
+	rtest.OK(t, os.WriteFile(p, []byte("12345"), 0o600))
 	fd, err := unix.Open(p, unix.O_RDWR|unix.O_CLOEXEC, 0)
-	ok(t, err)
+	rtest.OK(t, err)
 	defer unix.Close(fd)
 	var sys Syscalls = Real{}
 
-	ok(t, sys.Fchmod(fd, 0o644))
+	rtest.OK(t, sys.Fchmod(fd, 0o644))
 	var st unix.Stat_t
-	ok(t, sys.Fstat(fd, &st))
-	equal(t, "mode", uint32(unix.S_IFREG|0o644), st.Mode)
+	rtest.OK(t, sys.Fstat(fd, &st))
+	rtest.Equal(t, "mode", uint32(unix.S_IFREG|0o644), st.Mode)
 	buf := make([]byte, 3)
 	n, err := sys.Pread(fd, buf, 2)
-	ok(t, err)
-	equal(t, "pread", "345", string(buf[:n]))
+	rtest.OK(t, err)
+	rtest.Equal(t, "pread", "345", string(buf[:n]))
 	lk := unix.Flock_t{Type: unix.F_WRLCK}
-	ok(t, sys.FcntlFlock(fd, unix.F_OFD_SETLK, &lk))
+	rtest.OK(t, sys.FcntlFlock(fd, unix.F_OFD_SETLK, &lk))
 	lk = unix.Flock_t{Type: unix.F_UNLCK}
-	ok(t, sys.FcntlFlock(fd, unix.F_OFD_SETLK, &lk))
+	rtest.OK(t, sys.FcntlFlock(fd, unix.F_OFD_SETLK, &lk))
 
 	for op, err := range map[string]error{
 		"fstat":  sys.Fstat(-1, &st),

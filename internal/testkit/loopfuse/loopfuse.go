@@ -15,6 +15,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"chunkgc/internal/testkit/rtest"
 	"chunkgc/internal/testkit/testfs"
 )
 
@@ -30,9 +31,9 @@ import (
 // stopped.
 func Mount(t testing.TB, name, backingDir string, wrap func(*fs.LoopbackNode) fs.InodeEmbedder, beforeUnmount func()) string {
 	t.Helper()
-	testfs.RequireRoot(t)
+	rtest.RequireRoot(t)
 	if _, err := os.Stat("/dev/fuse"); err != nil {
-		testfs.SkipOrFail(t, "needs /dev/fuse: "+err.Error())
+		rtest.SkipOrFail(t, "needs /dev/fuse: "+err.Error())
 	}
 	var st syscall.Stat_t
 	if err := syscall.Stat(backingDir, &st); err != nil {
@@ -59,7 +60,7 @@ func Mount(t testing.TB, name, backingDir string, wrap func(*fs.LoopbackNode) fs
 		},
 	})
 	if err != nil {
-		testfs.SkipOrFail(t, name+": mount: "+err.Error())
+		rtest.SkipOrFail(t, name+": mount: "+err.Error())
 	}
 	t.Cleanup(func() {
 		if beforeUnmount != nil {

@@ -15,24 +15,6 @@ import (
 	"chunkgc/internal/testkit/rtest"
 )
 
-// SkipOrFail is rtest.SkipOrFail.
-//
-// Deprecated: call [rtest.SkipOrFail]; this stays until its last callers
-// have moved.
-func SkipOrFail(t testing.TB, reason string) {
-	t.Helper()
-	rtest.SkipOrFail(t, reason)
-}
-
-// RequireRoot is rtest.RequireRoot.
-//
-// Deprecated: call [rtest.RequireRoot]; this stays until its last callers
-// have moved.
-func RequireRoot(t testing.TB) {
-	t.Helper()
-	rtest.RequireRoot(t)
-}
-
 // defaultSizes are the image sizes Loop uses for size 0: big enough for
 // every mkfs (xfsprogs ≥ 5.19 refuses less than 300 MiB) and sparse, so they
 // cost only what is written.
