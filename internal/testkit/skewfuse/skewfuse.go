@@ -95,37 +95,30 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 // Mkdir creates the directory, then stamps it.
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	ch, errno := n.LoopbackNode.Mkdir(ctx, name, mode, out)
-	if errno != 0 {
-		return ch, errno
-	}
-	if errno := n.stamp(name, &out.Attr); errno != 0 {
-		syscall.Rmdir(n.backingPath(name))
-		return nil, errno
-	}
-	return ch, 0
+	return n.stamped(ch, errno, name, out, syscall.Rmdir)
 }
 
 // Mknod creates the node, then stamps it.
 func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	ch, errno := n.LoopbackNode.Mknod(ctx, name, mode, rdev, out)
-	if errno != 0 {
-		return ch, errno
-	}
-	if errno := n.stamp(name, &out.Attr); errno != 0 {
-		syscall.Unlink(n.backingPath(name))
-		return nil, errno
-	}
-	return ch, 0
+	return n.stamped(ch, errno, name, out, syscall.Unlink)
 }
 
 // Symlink creates the link, then stamps it.
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	ch, errno := n.LoopbackNode.Symlink(ctx, target, name, out)
+	return n.stamped(ch, errno, name, out, syscall.Unlink)
+}
+
+// stamped finishes a create that returned ch and errno: it stamps the new
+// entry name with the server's clock, and when that fails removes it again
+// with remove (on its backing path) and returns the stamp's errno.
+func (n *node) stamped(ch *fs.Inode, errno syscall.Errno, name string, out *fuse.EntryOut, remove func(string) error) (*fs.Inode, syscall.Errno) {
 	if errno != 0 {
 		return ch, errno
 	}
 	if errno := n.stamp(name, &out.Attr); errno != 0 {
-		syscall.Unlink(n.backingPath(name))
+		remove(n.backingPath(name))
 		return nil, errno
 	}
 	return ch, 0
