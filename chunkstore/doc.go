@@ -149,7 +149,8 @@
 // # Test seam
 //
 // Every syscall the store makes on its files goes through the [fsys.Syscalls]
-// interface; fsys.Real makes them with x/sys/unix *at calls on held
+// interface, but close(2) and the one fstatat with which nofollow.Classify
+// tells why an open failed (a symlink or not a directory); fsys.Real makes them with x/sys/unix *at calls on held
 // directory fds, retries EINTR and returns *fs.PathError. The allocation-free
 // paths above go through it too: they pass names that alias a reused buffer,
 // which an implementation must not keep past the call. Tests set

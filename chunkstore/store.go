@@ -43,7 +43,8 @@ type Options struct {
 	SyncLevel tuning.SyncLevel
 
 	// Syscalls is the syscall seam (see doc "Test seam"): every syscall the
-	// store makes on its files goes through it. nil means fsys.Real{};
+	// store makes on its files goes through it but close(2) and the stat
+	// nofollow.Classify makes to name why an open failed. nil means fsys.Real{};
 	// only tests set it, to inject an errno at a precise call.
 	Syscalls fsys.Syscalls
 	// probeDelay replaces the atime probe's 1 s sleep when > 0; only tests
