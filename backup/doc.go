@@ -85,7 +85,7 @@
 // Forget's and Ingest's own syscalls on the tree (stat, open, mkdir,
 // chown, write, fsync, unlink, getdents) go through the tree's
 // fsys.Syscalls: the [datastore.Tree] given to Forget, and for Ingest
-// [IngestOptions.Syscalls]; chunks go through the store's seam. The calls
-// of internal/nofollow (openat2), atomicfile and close(2) are made
-// directly.
+// [IngestOptions.Syscalls], nofollow.MkdirAll included; chunks go through
+// the store's seam. nofollow's openat2 opens, atomicfile and close(2) are
+// made directly.
 package backup

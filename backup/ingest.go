@@ -65,7 +65,7 @@ type IngestOptions struct {
 	// Syscalls is the seam of Ingest's own syscalls on the tree (stat,
 	// mkdir, open, chown, fsync, unlink, getdents); nil means fsys.Real{}.
 	// The chunks go through the store's seam (chunkstore.Options.Syscalls);
-	// nofollow.MkdirAll and atomicfile make their calls directly.
+	// nofollow's openat2 opens and atomicfile make their calls directly.
 	Syscalls fsys.Syscalls
 
 	hooks ingestHooks
@@ -381,11 +381,7 @@ func joinCleanup(err, cerr error) error {
 func (in *ingest) ensureGroup() (int, error) {
 	rel := in.g.RelPath()
 	gdir := in.tree.Path(rel)
-	uid := -1 // nofollow.MkdirAll chowns when uid >= 0
-	if in.own.Active() {
-		uid = in.own.UID
-	}
-	gfd, err := nofollow.MkdirAll(in.tree.FD(), in.tree.Base(), rel, 0o755, uid, in.own.GID)
+	gfd, err := nofollow.MkdirAll(in.sys, in.tree.FD(), in.tree.Base(), rel, 0o755, in.own)
 	if err != nil {
 		return -1, datastore.Doubt(err)
 	}

@@ -61,7 +61,7 @@ func (s *Store) openPrefixFd(p uint16, name []byte) (int, error) {
 	n := appendPrefixName(name[:0], p)
 	fd, err := s.sys.Openat(s.chunksFd, unsafe.String(&n[0], len(n)), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 	if err != nil {
-		return -1, withPath(nofollow.Classify(s.chunksFd, string(n), err, true), s.chunks+"/"+string(n))
+		return -1, withPath(nofollow.Classify(s.sys, s.chunksFd, string(n), err, true), s.chunks+"/"+string(n))
 	}
 	return fd, nil
 }

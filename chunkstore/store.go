@@ -130,7 +130,7 @@ func Open(base string, opts Options) (*Store, error) {
 	s.baseFd = fd
 	fd, err = s.sys.Openat(s.baseFd, chunksName, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 	if err != nil {
-		err = nofollow.Classify(s.baseFd, chunksName, err, true)
+		err = nofollow.Classify(s.sys, s.baseFd, chunksName, err, true)
 		unix.Close(s.baseFd)
 		return nil, fmt.Errorf("open chunk store %s: %w", base, withPath(err, s.chunks))
 	}

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"chunkgc/internal/fsys"
+	"chunkgc/internal/nofollow"
 )
 
 const (
@@ -94,7 +95,7 @@ func (d *Dir) openSub(rel string) (int, string, error) {
 		}
 		return fd, d.path, nil
 	}
-	fd, err := mkdirAll(d.sys, d.fd, d.path, rel, 0o755, d.owner)
+	fd, err := nofollow.MkdirAll(d.sys, d.fd, d.path, rel, 0o755, d.owner)
 	if err != nil {
 		return -1, "", err
 	}

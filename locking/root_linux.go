@@ -263,12 +263,12 @@ func (r *Root) Store(name string, owner fsys.Owner) (*Dir, error) {
 	if r.pbsOwner >= 0 && owner.UID >= 0 && owner.UID != r.pbsOwner {
 		return nil, fmt.Errorf("open lock dir %s: PBS lock root %s is owned by uid %d, not by the store owner %d", path, r.path, r.pbsOwner, owner.UID)
 	}
-	fd, err := mkdirAll(r.sys, r.fd, r.path, name, 0o755, owner)
+	fd, err := nofollow.MkdirAll(r.sys, r.fd, r.path, name, 0o755, owner)
 	if err != nil {
 		return nil, fmt.Errorf("open lock dir %s: %w", path, err)
 	}
 	d := &Dir{sys: r.sys, path: path, fd: fd, owner: owner, fl: newFlocker(r.sys, owner)}
-	wfd, err := mkdirAll(r.sys, fd, path, writersDir, 0o755, owner)
+	wfd, err := nofollow.MkdirAll(r.sys, fd, path, writersDir, 0o755, owner)
 	if err != nil {
 		d.Close()
 		return nil, fmt.Errorf("open lock dir %s: %w", path, err)

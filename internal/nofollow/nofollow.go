@@ -21,6 +21,12 @@
 // *fs.PathError names the exact component that is one (found by a second,
 // component-wise resolution, only on that error path).
 //
+// # The seam
+//
+// openat2 is not part of fsys.Syscalls, so [Open], [OpenDir] and [OpenFile]
+// make their calls directly. [MkdirAll] and [Classify], whose callers hold
+// a seam, make every call through the fsys.Syscalls they are given.
+//
 // # Files
 //
 // [OpenFile] opens regular files only, with O_NONBLOCK so that a FIFO or a
@@ -41,6 +47,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"chunkgc/internal/eintr"
+	"chunkgc/internal/fsys"
 )
 
 // ErrSymlink is matched by the error for a path with a symlink in it.
@@ -150,17 +157,14 @@ func openSteps(dirfd int, root, name string, flags int, mode uint32) (int, error
 // [ErrSymlink] or [ErrNotDir] (wrapping the errno's meaning in the message)
 // where the entry is a symlink or, when wantDir, not a directory; other
 // errors are returned as they are. It is for callers that make the open
-// themselves (through a seam, or with a name built without allocating).
-func Classify(dirfd int, c string, err error, wantDir bool) error {
-	return classify(dirfd, c, err, wantDir)
-}
-
-func classify(dirfd int, c string, err error, wantDir bool) error {
+// themselves (through a seam, or with a name built without allocating); its
+// one fstatat goes through sys.
+func Classify(sys fsys.Syscalls, dirfd int, c string, err error, wantDir bool) error {
 	if !errors.Is(err, unix.ELOOP) && !errors.Is(err, unix.ENOTDIR) {
 		return err
 	}
 	var st unix.Stat_t
-	if eintr.Retry(func() error { return unix.Fstatat(dirfd, c, &st, unix.AT_SYMLINK_NOFOLLOW) }) != nil {
+	if sys.Fstatat(dirfd, c, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
 		return err
 	}
 	switch {
@@ -170,6 +174,10 @@ func classify(dirfd int, c string, err error, wantDir bool) error {
 		return fmt.Errorf("%w (%s)", ErrNotDir, TypeName(st.Mode))
 	}
 	return err
+}
+
+func classify(dirfd int, c string, err error, wantDir bool) error {
+	return Classify(fsys.Real{}, dirfd, c, err, wantDir)
 }
 
 // OpenDir opens directory name below dirfd (O_RDONLY|O_DIRECTORY), following
@@ -241,25 +249,26 @@ func TypeName(mode uint32) string {
 	return fmt.Sprintf("file type %#o", mode&unix.S_IFMT)
 }
 
-// MkdirAll opens directory name below dirfd, creating each missing component
-// with mode, and returns an fd of it. Components it creates are chowned to
-// uid:gid through their fd when uid >= 0 (a component that already exists
-// keeps its owner). It follows no symlink: an existing component that is a
-// symlink or not a directory is an error naming it.
-func MkdirAll(dirfd int, root, name string, mode uint32, uid, gid int) (int, error) {
+// MkdirAll opens directory name (a relative path of plain components) below
+// dirfd, whose path is root, creating each missing component with mode, and
+// returns an fd of it. Every call goes through sys. Components it creates
+// are chowned to owner through their fd when owner is [fsys.Owner.Active]
+// (one that already exists keeps its owner). It follows no symlink: an
+// existing component that is a symlink or not a directory is an error
+// naming it.
+func MkdirAll(sys fsys.Syscalls, dirfd int, root, name string, mode uint32, owner fsys.Owner) (int, error) {
 	if err := CheckName(name); err != nil {
 		return -1, &fs.PathError{Op: "mkdir", Path: join(root, name), Err: err}
 	}
 	parts := strings.Split(name, "/")
 	fd := dirfd
 	for i, c := range parts {
-		rel := strings.Join(parts[:i+1], "/")
-		nfd, err := mkdirOne(fd, c, mode, uid, gid)
+		nfd, err := mkdirOne(sys, fd, c, mode, owner)
 		if fd != dirfd {
 			unix.Close(fd)
 		}
 		if err != nil {
-			return -1, &fs.PathError{Op: "mkdir", Path: join(root, rel), Err: err}
+			return -1, &fs.PathError{Op: "mkdir", Path: join(root, strings.Join(parts[:i+1], "/")), Err: errnoOf(err)}
 		}
 		fd = nfd
 	}
@@ -267,34 +276,41 @@ func MkdirAll(dirfd int, root, name string, mode uint32, uid, gid int) (int, err
 }
 
 // mkdirOne opens directory c of dirfd, creating it if missing.
-func mkdirOne(dirfd int, c string, mode uint32, uid, gid int) (int, error) {
+func mkdirOne(sys fsys.Syscalls, dirfd int, c string, mode uint32, owner fsys.Owner) (int, error) {
 	const flags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC | unix.O_NOFOLLOW
 	for range 8 {
-		fd, err := eintr.Retry2(func() (int, error) { return unix.Openat(dirfd, c, flags, 0) })
+		fd, err := sys.Openat(dirfd, c, flags, 0)
 		if err == nil {
 			return fd, nil
 		}
 		if !errors.Is(err, unix.ENOENT) {
-			return -1, classify(dirfd, c, err, true)
+			return -1, Classify(sys, dirfd, c, errnoOf(err), true)
 		}
-		err = eintr.Retry(func() error { return unix.Mkdirat(dirfd, c, mode) })
+		err = sys.Mkdirat(dirfd, c, mode)
 		if errors.Is(err, unix.EEXIST) {
 			continue // someone else made it: open theirs
 		}
 		if err != nil {
 			return -1, err
 		}
-		fd, err = eintr.Retry2(func() (int, error) { return unix.Openat(dirfd, c, flags, 0) })
+		fd, err = sys.Openat(dirfd, c, flags, 0)
 		if err != nil {
-			return -1, classify(dirfd, c, err, true)
+			return -1, Classify(sys, dirfd, c, errnoOf(err), true)
 		}
-		if uid >= 0 {
-			if err := eintr.Retry(func() error { return unix.Fchown(fd, uid, gid) }); err != nil {
-				unix.Close(fd)
-				return -1, err
-			}
+		if err := owner.Fchown(sys, fd); err != nil {
+			unix.Close(fd)
+			return -1, err
 		}
 		return fd, nil
 	}
 	return -1, unix.ELOOP // created and removed again 8 times in a row
+}
+
+// errnoOf returns the errno (or other cause) of an error from the seam,
+// without the *fs.PathError that names the relative name.
+func errnoOf(err error) error {
+	if pe, ok := errors.AsType[*fs.PathError](err); ok {
+		return pe.Err
+	}
+	return err
 }

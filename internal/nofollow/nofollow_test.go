@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"chunkgc/internal/fsys"
 )
 
 func openRoot(t *testing.T, dir string) int {
@@ -109,7 +111,7 @@ func TestBadNames(t *testing.T) {
 func TestMkdirAll(t *testing.T) {
 	root, outside := tree(t)
 	rfd := openRoot(t, root)
-	fd, err := MkdirAll(rfd, root, "x/y/z", 0o755, -1, -1)
+	fd, err := MkdirAll(fsys.Real{}, rfd, root, "x/y/z", 0o755, fsys.Keep)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +119,7 @@ func TestMkdirAll(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(root, "x/y/z")); err != nil || !fi.IsDir() {
 		t.Fatalf("x/y/z not made: %v", err)
 	}
-	if _, err := MkdirAll(rfd, root, "a/link/new", 0o755, -1, -1); !errors.Is(err, ErrSymlink) {
+	if _, err := MkdirAll(fsys.Real{}, rfd, root, "a/link/new", 0o755, fsys.Keep); !errors.Is(err, ErrSymlink) {
 		t.Fatalf("MkdirAll through a symlink: %v, want ErrSymlink", err)
 	}
 	if _, err := os.Lstat(filepath.Join(outside, "new")); !errors.Is(err, fs.ErrNotExist) {
