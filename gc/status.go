@@ -60,8 +60,9 @@ type Status struct {
 
 // writeStatus replaces <base>/.gc-status atomically: tmp file, fsync, chown,
 // rename, fsync of the directory, all relative to the store's base fd, so a
-// symlink planted as .gc-status is replaced, never followed.
-func writeStatus(store *chunkstore.Store, st *Status, o fsys.Owner) error {
+// symlink planted as .gc-status is replaced, never followed. Every syscall
+// of it but the close goes through sys (nil: fsys.Real{}).
+func writeStatus(sys fsys.Syscalls, store *chunkstore.Store, st *Status, o fsys.Owner) error {
 	b, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("encode gc status: %w", err)
@@ -71,7 +72,10 @@ func writeStatus(store *chunkstore.Store, st *Status, o fsys.Owner) error {
 	if o.Active() {
 		owner = fsys.Owner{UID: o.UID, GID: o.GID}
 	}
-	if err := atomicfile.WriteBytesAt(store.BaseFD(), store.Base(), StatusFile, b, 0o644, owner); err != nil {
+	if sys == nil {
+		sys = fsys.Real{}
+	}
+	if err := atomicfile.WriteBytesAtSys(sys, store.BaseFD(), store.Base(), StatusFile, b, 0o644, owner); err != nil {
 		return fmt.Errorf("gc status: %w", err)
 	}
 	return nil

@@ -1,8 +1,6 @@
 package atomicfile
 
 import (
-	"chunkgc/internal/fsys"
-
 	"errors"
 	"os"
 	"path/filepath"
@@ -10,6 +8,9 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"chunkgc/internal/fsys"
+	"chunkgc/internal/testkit/faultfs"
 )
 
 func TestWriteReplacesAndLeavesNoTmp(t *testing.T) {
@@ -96,5 +97,47 @@ func TestWriteAtReplacesSymlinkNotItsTarget(t *testing.T) {
 	}
 	if err := WriteBytesAt(fd, dir, "../escape", nil, 0o644, fsys.Keep); err == nil {
 		t.Fatal("WriteBytesAt accepted a name with a slash")
+	}
+}
+
+// TestWriteAtSysFaults fails each step of the protocol through the seam:
+// the error matches the errno and names the target, the old content stays
+// and no temporary file is left.
+func TestWriteAtSysFaults(t *testing.T) {
+	// A Path is relative to the test's directory.
+	for _, f := range []faultfs.Fault{
+		{Op: faultfs.Openat, Name: "status.tmp_*", Nth: 1, Err: unix.EACCES},
+		{Op: faultfs.Write, Path: "status.tmp_*", Nth: 1, Err: unix.ENOSPC},
+		{Op: faultfs.Fchmod, Path: "status.tmp_*", Nth: 1, Err: unix.EPERM},
+		{Op: faultfs.Fsync, Path: "status.tmp_*", Nth: 1, Err: unix.EIO},
+		{Op: faultfs.Renameat, Name: "status", Nth: 1, Err: unix.EIO},
+	} {
+		t.Run(f.Op.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			p := filepath.Join(dir, "status")
+			if err := os.WriteFile(p, []byte("old"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(fd)
+			if f.Path != "" {
+				f.Path = filepath.Join(dir, f.Path) // t.TempDir has no glob metacharacters
+			}
+			set := faultfs.New(t, nil)
+			set.Add(f)
+			err = WriteBytesAtSys(set, fd, dir, "status", []byte("new"), 0o644, fsys.Keep)
+			if !errors.Is(err, f.Err) || !strings.Contains(err.Error(), p) {
+				t.Fatalf("want %v naming %s, got %v", f.Err, p, err)
+			}
+			if b, _ := os.ReadFile(p); string(b) != "old" {
+				t.Errorf("failed write changed the file: %q", b)
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+				t.Errorf("temporary file left: %v", entries)
+			}
+		})
 	}
 }
