@@ -1,8 +1,6 @@
 package gc
 
 import (
-	"chunkgc/internal/fsys"
-
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,6 +14,7 @@ import (
 
 	"chunkgc/chunkstore"
 	"chunkgc/internal/atomicfile"
+	"chunkgc/internal/fsys"
 	"chunkgc/internal/nofollow"
 )
 
