@@ -351,7 +351,7 @@ func (o ownerFile) restore(sys fsys.Syscalls, gfd int) error {
 	if err != nil {
 		return fmt.Errorf("restore owner: %w", fsys.WithPath(err, o.path))
 	}
-	werr := writeAll(sys, fd, o.data)
+	werr := fsys.WriteAll(sys, fd, o.data)
 	if werr == nil {
 		werr = o.owner.Fchown(sys, fd)
 	}
@@ -363,21 +363,6 @@ func (o ownerFile) restore(sys fsys.Syscalls, gfd int) error {
 	}
 	if werr != nil {
 		return fmt.Errorf("restore owner: %w", fsys.WithPath(werr, o.path))
-	}
-	return nil
-}
-
-// writeAll writes p to fd through sys, however many writes it takes.
-func writeAll(sys fsys.Syscalls, fd int, p []byte) error {
-	for len(p) > 0 {
-		n, err := sys.Write(fd, p)
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return io.ErrShortWrite
-		}
-		p = p[n:]
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"chunkgc/blob"
+	"chunkgc/internal/fsys"
 	"chunkgc/tuning"
 )
 
@@ -91,15 +92,8 @@ func (s *Store) writeChunk(dir *PrefixDir, name string, b []byte) (err error) {
 			return withPath(err, dir.path(tmp))
 		}
 	}
-	for p := b; len(p) > 0; {
-		n, err := s.sys.Write(fd, p)
-		if err != nil {
-			return withPath(err, dir.path(tmp))
-		}
-		if n <= 0 {
-			return &fs.PathError{Op: "write", Path: dir.path(tmp), Err: unix.EIO}
-		}
-		p = p[n:]
+	if err := fsys.WriteAll(s.sys, fd, b); err != nil {
+		return withPath(err, dir.path(tmp))
 	}
 	if s.syncLevel == tuning.SyncFile {
 		if err := s.sys.Fsync(fd); err != nil {

@@ -91,7 +91,7 @@ func (d *Dir) openSub(rel string) (int, string, error) {
 		// A new fd of d itself (a lock keeps the fd of its directory).
 		fd, err := d.sys.Openat(d.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return -1, "", pathError("open", d.path, err)
+			return -1, "", fsys.PathError("open", d.path, err)
 		}
 		return fd, d.path, nil
 	}

@@ -104,11 +104,11 @@ func (l *Lock) release(fd int) error {
 	if l.kind == kindOFD {
 		lk := unix.Flock_t{Type: unix.F_UNLCK, Whence: 0}
 		if err := l.sys.FcntlFlock(fd, unix.F_OFD_SETLK, &lk); err != nil {
-			unlockErr = pathError("fcntl F_OFD_SETLK F_UNLCK", l.path, err)
+			unlockErr = fsys.PathError("fcntl F_OFD_SETLK F_UNLCK", l.path, err)
 		}
 	} else {
 		if err := l.sys.Flock(fd, unix.LOCK_UN); err != nil {
-			unlockErr = pathError("flock LOCK_UN", l.path, err)
+			unlockErr = fsys.PathError("flock LOCK_UN", l.path, err)
 		}
 	}
 	// Closing releases the lock too (it is the last fd of its open file
@@ -151,7 +151,7 @@ func removeIfSame(sys fsys.Syscalls, fd, dirfd int, name, path string) error {
 		return fmt.Errorf("remove lock %s: %w", path, ErrReplaced)
 	}
 	if err := sys.Unlinkat(dirfd, name, 0); err != nil {
-		return pathError("unlink", path, err)
+		return fsys.PathError("unlink", path, err)
 	}
 	return nil
 }
@@ -189,7 +189,7 @@ func openParent(sys fsys.Syscalls, path string) (int, string, string, error) {
 	}
 	fd, err := sys.Openat(unix.AT_FDCWD, dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return -1, "", "", pathError("open", dir, err)
+		return -1, "", "", fsys.PathError("open", dir, err)
 	}
 	return fd, dir, name, nil
 }
@@ -310,7 +310,7 @@ func (a *attempt) round() (*Lock, bool, error) {
 	case errors.Is(err, unix.EWOULDBLOCK):
 		return nil, false, a.busyWait(err)
 	default:
-		return nil, true, pathError("flock", a.path, err)
+		return nil, true, fsys.PathError("flock", a.path, err)
 	}
 }
 
@@ -348,11 +348,11 @@ func (a *attempt) locked() (*Lock, bool, error) {
 // at path then, not on the old one). It returns nil to go round again.
 func (a *attempt) busyWait(err error) error {
 	if a.timeout <= 0 {
-		return &LockedError{Path: a.path, Err: errnoOf(err)}
+		return &LockedError{Path: a.path, Err: fsys.Errno(err)}
 	}
 	left := time.Until(a.deadline)
 	if left <= 0 {
-		return &LockedError{Path: a.path, Err: fmt.Errorf("still held after %v: %w", a.timeout, errnoOf(err))}
+		return &LockedError{Path: a.path, Err: fmt.Errorf("still held after %v: %w", a.timeout, fsys.Errno(err))}
 	}
 	same, err := sameFile(a.f.sys, a.fd, a.dirfd, a.name, a.path)
 	if err != nil {
@@ -453,7 +453,7 @@ func openLockFile(sys fsys.Syscalls, dirfd int, dirPath, name string, acc int, o
 func checkLockFile(sys fsys.Syscalls, fd int, path string) error {
 	var st unix.Stat_t
 	if err := sys.Fstat(fd, &st); err != nil {
-		return pathError("fstat", path, err)
+		return fsys.PathError("fstat", path, err)
 	}
 	return checkLockStat(&st, path)
 }
@@ -478,12 +478,12 @@ func chownCreated(sys fsys.Syscalls, fd, dirfd int, path string, owner lockFileO
 	if owner.likeParent {
 		var st unix.Stat_t
 		if err := sys.Fstat(dirfd, &st); err != nil {
-			return pathError("fstat", filepath.Dir(path), err)
+			return fsys.PathError("fstat", filepath.Dir(path), err)
 		}
 		o = fsys.OwnerOf(&st)
 	}
 	if err := o.Fchown(sys, fd); err != nil {
-		return pathError("fchown", path, err)
+		return fsys.PathError("fchown", path, err)
 	}
 	return nil
 }
@@ -495,14 +495,14 @@ func chownCreated(sys fsys.Syscalls, fd, dirfd int, path string, owner lockFileO
 func sameFile(sys fsys.Syscalls, fd, dirfd int, name, path string) (bool, error) {
 	var fst, pst unix.Stat_t
 	if err := sys.Fstat(fd, &fst); err != nil {
-		return false, pathError("fstat", path, err)
+		return false, fsys.PathError("fstat", path, err)
 	}
 	err := sys.Fstatat(dirfd, name, &pst, unix.AT_SYMLINK_NOFOLLOW)
 	if errors.Is(err, unix.ENOENT) {
 		return false, nil
 	}
 	if err != nil {
-		return false, pathError("stat", path, err)
+		return false, fsys.PathError("stat", path, err)
 	}
 	return fst.Nlink > 0 && fst.Dev == pst.Dev && fst.Ino == pst.Ino, nil
 }

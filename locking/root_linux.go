@@ -97,12 +97,12 @@ func OpenRootWith(path string, opts RootOptions) (*Root, error) {
 	}
 	pfd, err := sys.Openat(unix.AT_FDCWD, parent, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("open lock root %s: %w", abs, pathError("open", parent, err))
+		return nil, fmt.Errorf("open lock root %s: %w", abs, fsys.PathError("open", parent, err))
 	}
 	defer unix.Close(pfd)
 	var pst unix.Stat_t
 	if err := sys.Fstat(pfd, &pst); err != nil {
-		return nil, fmt.Errorf("open lock root %s: %w", abs, pathError("fstat", parent, err))
+		return nil, fmt.Errorf("open lock root %s: %w", abs, fsys.PathError("fstat", parent, err))
 	}
 	if asRoot && abs != PBSRoot && !trustedParent(&pst) {
 		// Refuse before creating anything in it.
@@ -119,7 +119,7 @@ func OpenRootWith(path string, opts RootOptions) (*Root, error) {
 			// able to reach their store's directory.
 			if err := sys.Fchmod(fd, 0o755); err != nil {
 				r.Close()
-				return nil, fmt.Errorf("open lock root %s: %w", abs, pathError("fchmod", abs, err))
+				return nil, fmt.Errorf("open lock root %s: %w", abs, fsys.PathError("fchmod", abs, err))
 			}
 		}
 		if err := r.check(&pst, parent); err != nil {
@@ -143,7 +143,7 @@ func trustedParent(pst *unix.Stat_t) bool {
 func (r *Root) check(pst *unix.Stat_t, parent string) error {
 	var st unix.Stat_t
 	if err := r.sys.Fstat(r.fd, &st); err != nil {
-		return fmt.Errorf("open lock root %s: %w", r.path, pathError("fstat", r.path, err))
+		return fmt.Errorf("open lock root %s: %w", r.path, fsys.PathError("fstat", r.path, err))
 	}
 	if r.path == PBSRoot && st.Uid != 0 && st.Mode&0o022 == 0 &&
 		(pst.Uid == 0 || pst.Uid == st.Uid) && pst.Mode&0o022 == 0 {
@@ -188,7 +188,7 @@ func mkdirParents(sys fsys.Syscalls, p string, asRoot bool) error {
 		return nil
 	}
 	if !errors.Is(err, unix.ENOENT) {
-		return pathError("stat", p, err)
+		return fsys.PathError("stat", p, err)
 	}
 	if parent := filepath.Dir(p); parent != p {
 		if err := mkdirParents(sys, parent, asRoot); err != nil {
@@ -200,11 +200,11 @@ func mkdirParents(sys fsys.Syscalls, p string, asRoot bool) error {
 		return mkdirParents(sys, p, asRoot) // someone else made it: check it is a directory
 	}
 	if err != nil {
-		return pathError("mkdir", p, err)
+		return fsys.PathError("mkdir", p, err)
 	}
 	if asRoot {
 		if err := sys.Fchmodat(unix.AT_FDCWD, p, 0o755); err != nil {
-			return pathError("chmod", p, err)
+			return fsys.PathError("chmod", p, err)
 		}
 	}
 	return nil
@@ -228,7 +228,7 @@ func mkdirAt(sys fsys.Syscalls, dirfd int, dirPath, name string) (fd int, create
 		case errors.Is(err, unix.EEXIST):
 			created = false
 		default:
-			return -1, false, pathError("mkdir", filepath.Join(dirPath, name), err)
+			return -1, false, fsys.PathError("mkdir", filepath.Join(dirPath, name), err)
 		}
 	}
 	return -1, false, &fs.PathError{Op: "mkdir", Path: filepath.Join(dirPath, name), Err: unix.ELOOP}

@@ -107,9 +107,9 @@ func ofdLockAt(sys fsys.Syscalls, dirfd int, dirPath, name string) (*Lock, error
 	if err := sys.FcntlFlock(fd, unix.F_OFD_SETLK, &lk); err != nil {
 		closeFD(fd, path)
 		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
-			return nil, &LockedError{Path: path, Err: errnoOf(err)}
+			return nil, &LockedError{Path: path, Err: fsys.Errno(err)}
 		}
-		return nil, pathError("fcntl F_OFD_SETLK", path, err)
+		return nil, fsys.PathError("fcntl F_OFD_SETLK", path, err)
 	}
 	return &Lock{sys: sys, path: path, kind: kindOFD, dirfd: -1, name: name, fd: fd}, nil
 }

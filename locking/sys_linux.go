@@ -1,7 +1,6 @@
 package locking
 
 import (
-	"errors"
 	"io/fs"
 	"path/filepath"
 
@@ -15,20 +14,6 @@ import (
 // seam, an [fsys.Syscalls]: opening one entry of a held directory fd without
 // following a symlink, creating a directory path below one, closing.
 
-// errnoOf returns the errno (or other cause) of an error from the seam,
-// without the *fs.PathError that names the relative name.
-func errnoOf(err error) error {
-	if pe, ok := errors.AsType[*fs.PathError](err); ok {
-		return pe.Err
-	}
-	return err
-}
-
-// pathError is the *fs.PathError of op on path for an error from the seam.
-func pathError(op, path string, err error) error {
-	return &fs.PathError{Op: op, Path: path, Err: errnoOf(err)}
-}
-
 // openEntry opens entry name (one plain component) of dirfd, whose path is
 // dirPath, with flags plus O_CLOEXEC|O_NOFOLLOW, through sys. A symlink
 // gives an error matching [nofollow.ErrSymlink], and with wantDir a
@@ -37,7 +22,7 @@ func pathError(op, path string, err error) error {
 func openEntry(sys fsys.Syscalls, dirfd int, dirPath, name string, flags int, mode uint32, wantDir bool) (int, error) {
 	fd, err := sys.Openat(dirfd, name, flags|unix.O_CLOEXEC|unix.O_NOFOLLOW, mode)
 	if err != nil {
-		return -1, &fs.PathError{Op: "open", Path: filepath.Join(dirPath, name), Err: nofollow.Classify(sys, dirfd, name, errnoOf(err), wantDir)}
+		return -1, &fs.PathError{Op: "open", Path: filepath.Join(dirPath, name), Err: nofollow.Classify(sys, dirfd, name, fsys.Errno(err), wantDir)}
 	}
 	return fd, nil
 }

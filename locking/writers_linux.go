@@ -91,7 +91,7 @@ func (d *Dir) tryRegister(dfd int, wdir, name string, content []byte) (*Writer, 
 		return nil, nil
 	}
 	if err != nil {
-		return nil, pathError("create", tmpPath, err)
+		return nil, fsys.PathError("create", tmpPath, err)
 	}
 	if d.afterTmpCreate != nil {
 		d.afterTmpCreate(tmpPath)
@@ -107,14 +107,14 @@ func (d *Dir) tryRegister(dfd int, wdir, name string, content []byte) (*Writer, 
 		return nil, nil // a GC is reaping it
 	}
 	if err != nil {
-		return nil, pathError("flock", tmpPath, err)
+		return nil, fsys.PathError("flock", tmpPath, err)
 	}
 	if err := chownCreated(d.sys, fd, dfd, tmpPath, ownedBy(d.owner)); err != nil {
 		return nil, err
 	}
 	// The file is new and its offset 0: write is the pwrite at 0 it was.
 	if _, err := d.sys.Write(fd, content); err != nil {
-		return nil, pathError("write", tmpPath, err)
+		return nil, fsys.PathError("write", tmpPath, err)
 	}
 	err = d.sys.Renameat(dfd, tmp, dfd, name)
 	if errors.Is(err, unix.ENOENT) {
@@ -122,7 +122,7 @@ func (d *Dir) tryRegister(dfd int, wdir, name string, content []byte) (*Writer, 
 	}
 	if err != nil {
 		d.sys.Unlinkat(dfd, tmp, 0)
-		return nil, pathError("rename", tmpPath, err)
+		return nil, fsys.PathError("rename", tmpPath, err)
 	}
 	keep = true
 	return &Writer{lock: &Lock{sys: d.sys, path: filepath.Join(wdir, name), kind: kindFlockExclusive, dirfd: dfd, name: name, fd: fd}}, nil
@@ -251,12 +251,12 @@ func inspectWriter(sys fsys.Syscalls, dfd int, wdir, name string) (writerEntry, 
 	case errors.Is(err, unix.ENXIO), errors.Is(err, unix.ENODEV):
 		return writerEntry{state: entryForeign, kind: "socket or device"}, nil
 	case err != nil:
-		return writerEntry{}, pathError("open", path, err)
+		return writerEntry{}, fsys.PathError("open", path, err)
 	}
 	defer closeFD(fd, path)
 	var st unix.Stat_t
 	if err := sys.Fstat(fd, &st); err != nil {
-		return writerEntry{}, pathError("fstat", path, err)
+		return writerEntry{}, fsys.PathError("fstat", path, err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 1 {
 		// A FIFO (opened without blocking), socket, device or directory is
@@ -276,7 +276,7 @@ func inspectWriter(sys fsys.Syscalls, dfd int, wdir, name string) (writerEntry, 
 		}
 		return readStart(sys, fd, path, &st)
 	case err != nil:
-		return writerEntry{}, pathError("flock", path, err)
+		return writerEntry{}, fsys.PathError("flock", path, err)
 	}
 	// We hold the lock, so its writer is gone. Remove the entry, but only if
 	// the name still refers to the file we locked.
@@ -286,14 +286,14 @@ func inspectWriter(sys fsys.Syscalls, dfd int, wdir, name string) (writerEntry, 
 		return writerEntry{state: entryGone}, nil
 	}
 	if err != nil {
-		return writerEntry{}, pathError("stat", path, err)
+		return writerEntry{}, fsys.PathError("stat", path, err)
 	}
 	if pst.Dev != st.Dev || pst.Ino != st.Ino {
 		return writerEntry{state: entryGone}, nil
 	}
 	err = sys.Unlinkat(dfd, name, 0)
 	if err != nil && !errors.Is(err, unix.ENOENT) {
-		return writerEntry{}, pathError("unlink", path, err)
+		return writerEntry{}, fsys.PathError("unlink", path, err)
 	}
 	return writerEntry{state: entryStale}, nil
 }
@@ -303,7 +303,7 @@ func readStart(sys fsys.Syscalls, fd int, path string, st *unix.Stat_t) (writerE
 	var buf [32]byte
 	n, err := sys.Pread(fd, buf[:], 0)
 	if err != nil {
-		return writerEntry{}, pathError("read", path, err)
+		return writerEntry{}, fsys.PathError("read", path, err)
 	}
 	ns, err := strconv.ParseInt(strings.TrimSpace(string(buf[:n])), 10, 64)
 	if err != nil {

@@ -31,7 +31,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -102,17 +101,7 @@ func WriteAtSys(sys fsys.Syscalls, dirfd int, dirPath, name string, perm os.File
 // protocol, the write(2) of data included, goes through sys.
 func WriteBytesAtSys(sys fsys.Syscalls, dirfd int, dirPath, name string, data []byte, perm os.FileMode, owner fsys.Owner) error {
 	return writeAt(sys, dirfd, dirPath, name, perm, owner, func(fd int, f *os.File) error {
-		for len(data) > 0 {
-			n, err := sys.Write(fd, data)
-			if err != nil {
-				return fsys.WithPath(err, f.Name())
-			}
-			if n <= 0 {
-				return &fs.PathError{Op: "write", Path: f.Name(), Err: io.ErrShortWrite}
-			}
-			data = data[n:]
-		}
-		return nil
+		return fsys.WithPath(fsys.WriteAll(sys, fd, data), f.Name())
 	})
 }
 
@@ -132,7 +121,7 @@ func writeAt(sys fsys.Syscalls, dirfd int, dirPath, name string, perm os.FileMod
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("write %s: %w", path, renamed("create", dirPath+"/"+tmp, err))
+			return fmt.Errorf("write %s: %w", path, fsys.PathError("create", dirPath+"/"+tmp, err))
 		}
 		break
 	}
@@ -155,34 +144,23 @@ func writeAt(sys fsys.Syscalls, dirfd int, dirPath, name string, perm os.FileMod
 		return err
 	}
 	if err := sys.Fchmod(fd, uint32(perm.Perm())); err != nil { // perm's permission bits only
-		return renamed("chmod", tmpPath, err)
+		return fsys.PathError("chmod", tmpPath, err)
 	}
 	if err := owner.Fchown(sys, fd); err != nil {
-		return renamed("chown", tmpPath, err)
+		return fsys.PathError("chown", tmpPath, err)
 	}
 	if err := sys.Fsync(fd); err != nil {
-		return renamed("sync", tmpPath, err)
+		return fsys.PathError("sync", tmpPath, err)
 	}
 	closed = true
 	if err := f.Close(); err != nil {
 		return err
 	}
 	if err := sys.Renameat(dirfd, tmp, dirfd, name); err != nil {
-		return renamed("rename", path, err)
+		return fsys.PathError("rename", path, err)
 	}
 	if err := sys.Fsync(dirfd); err != nil {
-		return renamed("fsync", dirPath, err)
+		return fsys.PathError("fsync", dirPath, err)
 	}
 	return nil
-}
-
-// renamed returns err, an error of the seam (an *fs.PathError naming the
-// name the call was given) or a bare errno, as an *fs.PathError of op on
-// path: the shape this package's errors had before they went through a
-// seam.
-func renamed(op, path string, err error) error {
-	if pe, ok := errors.AsType[*fs.PathError](err); ok {
-		err = pe.Err
-	}
-	return &fs.PathError{Op: op, Path: path, Err: err}
 }

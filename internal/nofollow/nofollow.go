@@ -268,7 +268,7 @@ func MkdirAll(sys fsys.Syscalls, dirfd int, root, name string, mode uint32, owne
 			unix.Close(fd)
 		}
 		if err != nil {
-			return -1, &fs.PathError{Op: "mkdir", Path: join(root, strings.Join(parts[:i+1], "/")), Err: errnoOf(err)}
+			return -1, &fs.PathError{Op: "mkdir", Path: join(root, strings.Join(parts[:i+1], "/")), Err: fsys.Errno(err)}
 		}
 		fd = nfd
 	}
@@ -284,7 +284,7 @@ func mkdirOne(sys fsys.Syscalls, dirfd int, c string, mode uint32, owner fsys.Ow
 			return fd, nil
 		}
 		if !errors.Is(err, unix.ENOENT) {
-			return -1, Classify(sys, dirfd, c, errnoOf(err), true)
+			return -1, Classify(sys, dirfd, c, fsys.Errno(err), true)
 		}
 		err = sys.Mkdirat(dirfd, c, mode)
 		if errors.Is(err, unix.EEXIST) {
@@ -295,7 +295,7 @@ func mkdirOne(sys fsys.Syscalls, dirfd int, c string, mode uint32, owner fsys.Ow
 		}
 		fd, err = sys.Openat(dirfd, c, flags, 0)
 		if err != nil {
-			return -1, Classify(sys, dirfd, c, errnoOf(err), true)
+			return -1, Classify(sys, dirfd, c, fsys.Errno(err), true)
 		}
 		if err := owner.Fchown(sys, fd); err != nil {
 			unix.Close(fd)
@@ -304,13 +304,4 @@ func mkdirOne(sys fsys.Syscalls, dirfd int, c string, mode uint32, owner fsys.Ow
 		return fd, nil
 	}
 	return -1, unix.ELOOP // created and removed again 8 times in a row
-}
-
-// errnoOf returns the errno (or other cause) of an error from the seam,
-// without the *fs.PathError that names the relative name.
-func errnoOf(err error) error {
-	if pe, ok := errors.AsType[*fs.PathError](err); ok {
-		return pe.Err
-	}
-	return err
 }
