@@ -423,15 +423,25 @@ func (t *Tree) listDirs(rel string, keep func(name string) bool, want string) ([
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", t.Path(rel), err)
 	}
+	return t.pick(rel, ents, keep, unix.DT_DIR, want)
+}
+
+// pick returns the names of the entries ents of directory rel that keep
+// accepts and whose type is typ (DT_DIR or DT_REG). An accepted entry of
+// the other of the two types is not part of the scheme there and is
+// ignored; one of any other type (a symlink, FIFO, socket or device) is an
+// error matching [ErrUnexpectedEntry] naming it (want says what the tree
+// expects there).
+func (t *Tree) pick(rel string, ents []dirent, keep func(name string) bool, typ uint8, want string) ([]string, error) {
 	var names []string
 	for _, e := range ents {
 		if !keep(e.name) {
 			continue
 		}
-		switch e.typ {
-		case unix.DT_DIR:
+		switch {
+		case e.typ == typ:
 			names = append(names, e.name)
-		case unix.DT_REG:
+		case e.typ == unix.DT_DIR || e.typ == unix.DT_REG:
 		default:
 			return nil, unexpected("list", t.Path(relJoin(rel, e.name)), e.typ, want)
 		}
@@ -555,20 +565,7 @@ func (t *Tree) IndexFiles(s Snapshot) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list index files of snapshot %s: %w", t.Path(rel), err)
 	}
-	var names []string
-	for _, e := range ents {
-		if !isIndexName(e.name) {
-			continue
-		}
-		switch e.typ {
-		case unix.DT_REG:
-			names = append(names, e.name)
-		case unix.DT_DIR:
-		default:
-			return nil, unexpected("list", t.Path(relJoin(rel, e.name)), e.typ, wantIndex)
-		}
-	}
-	return names, nil
+	return t.pick(rel, ents, isIndexName, unix.DT_REG, wantIndex)
 }
 
 // OpenIndex opens the index file rel (relative to the base, "/"
