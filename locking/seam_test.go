@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"chunkgc/internal/fsys"
+	"chunkgc/internal/testkit/faultfs"
 	"chunkgc/internal/testkit/rtest"
 )
 
@@ -239,4 +240,35 @@ func TestCreateStoreLock(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCreateStoreLockChownsNoSwappedFile: as root, an existing .lock is
+// chowned to the owner through an fd that was checked, not by name. The
+// backup user owns the base, so between CreateStoreLock's stat and the
+// chown it can swap .lock for a hard link to a file outside the store; that
+// file must be refused and keep its owner. The swap is staged at the open
+// with a faultfs hook (the race cannot be won on demand otherwise).
+func TestCreateStoreLockChownsNoSwappedFile(t *testing.T) {
+	rtest.RequireRoot(t)
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base")
+	rtest.OK(t, unix.Mkdir(base, 0o755))
+	outside := filepath.Join(dir, "outside")
+	rtest.OK(t, unix.Mknod(outside, unix.S_IFREG|0o600, 0))
+	path := filepath.Join(base, StoreLockName)
+	rtest.OK(t, unix.Mknod(path, unix.S_IFREG|0o644, 0))
+
+	set := faultfs.New(t, nil)
+	set.Add(faultfs.Fault{Op: faultfs.Openat, Name: StoreLockName, Nth: 1, Before: func(string) {
+		rtest.OK(t, unix.Unlink(path))
+		rtest.OK(t, unix.Link(outside, path))
+	}})
+	err := CreateStoreLock(set, openBase(t, base), base, fsys.Owner{UID: 34, GID: 34})
+	rtest.ErrorIs(t, err, ErrLinked)
+	if !strings.Contains(err.Error(), path) {
+		t.Errorf("error %q does not name %s", err, path)
+	}
+	var st unix.Stat_t
+	rtest.OK(t, unix.Stat(outside, &st))
+	rtest.Equal(t, "owner of the file outside the store", "0:0", fsys.OwnerOf(&st).String())
 }

@@ -42,12 +42,28 @@ func CreateStoreLock(sys fsys.Syscalls, baseFD int, base string, owner fsys.Owne
 	if err := checkLockStat(&st, path); err != nil {
 		return err
 	}
-	if owner.Active() {
-		if err := sys.Fchownat(baseFD, StoreLockName, owner.UID, owner.GID, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return fsys.WithPath(err, path)
+	if !owner.Active() {
+		return nil
+	}
+	return chownStoreLock(sys, baseFD, base, path, owner)
+}
+
+// chownStoreLock chowns the existing store lock to owner through an fd
+// that checkLockFile vouched for, never by name: a file swapped in after
+// CreateStoreLock's fstatat (a hard link to a file outside the store, which
+// the backup user owning the base could plant) is refused, not chowned.
+func chownStoreLock(sys fsys.Syscalls, baseFD int, base, path string, owner fsys.Owner) error {
+	fd, err := openEntry(sys, baseFD, base, StoreLockName, unix.O_RDONLY|unix.O_NONBLOCK, 0, false)
+	if err != nil {
+		return err
+	}
+	err = checkLockFile(sys, fd, path)
+	if err == nil {
+		if cerr := owner.Fchown(sys, fd); cerr != nil {
+			err = fsys.PathError("fchown", path, cerr)
 		}
 	}
-	return nil
+	return errors.Join(err, closeFD(fd, path))
 }
 
 // createStoreLock creates the missing store lock and sets its mode and
