@@ -96,9 +96,7 @@ func newStore(base string, opts Options) *Store {
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
-	if s.sys == nil {
-		s.sys = fsys.Real{}
-	}
+	s.sys = fsys.OrReal(s.sys)
 	s.bufs.New = func() any { return new([direntBufSize]byte) }
 	return s
 }

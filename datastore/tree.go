@@ -239,10 +239,7 @@ type TreeOptions struct {
 // The tree works on a duplicate of baseFD, which its Close closes: the
 // caller keeps its own fd and closes it itself, before or after the tree.
 func NewTree(baseFD int, base string, opts TreeOptions) (*Tree, error) {
-	sys := opts.Syscalls
-	if sys == nil {
-		sys = fsys.Real{}
-	}
+	sys := fsys.OrReal(opts.Syscalls)
 	fd, err := eintr.Retry2(func() (int, error) { return unix.FcntlInt(uintptr(baseFD), unix.F_DUPFD_CLOEXEC, 0) })
 	if err != nil {
 		return nil, &fs.PathError{Op: "dup", Path: base, Err: err}

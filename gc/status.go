@@ -67,14 +67,7 @@ func writeStatus(sys fsys.Syscalls, store *chunkstore.Store, st *Status, o fsys.
 		return fmt.Errorf("encode gc status: %w", err)
 	}
 	b = append(b, '\n')
-	owner := fsys.Keep
-	if o.Active() {
-		owner = fsys.Owner{UID: o.UID, GID: o.GID}
-	}
-	if sys == nil {
-		sys = fsys.Real{}
-	}
-	if err := atomicfile.WriteBytesAtSys(sys, store.BaseFD(), store.Base(), StatusFile, b, 0o644, owner); err != nil {
+	if err := atomicfile.WriteBytesAtSys(fsys.OrReal(sys), store.BaseFD(), store.Base(), StatusFile, b, 0o644, o); err != nil {
 		return fmt.Errorf("gc status: %w", err)
 	}
 	return nil

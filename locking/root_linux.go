@@ -76,7 +76,7 @@ func OpenRoot(path string) (*Root, error) { return OpenRootWith(path, RootOption
 
 // OpenRootWith is [OpenRoot] with options.
 func OpenRootWith(path string, opts RootOptions) (*Root, error) {
-	sys := orReal(opts.Syscalls)
+	sys := fsys.OrReal(opts.Syscalls)
 	if path == "" {
 		return nil, errors.New("open lock root: empty path")
 	}

@@ -27,7 +27,7 @@ const storeLockMode = 0o644
 // file (not a symlink) with one link. When owner is [fsys.Owner.Active] it is
 // chowned to owner, created or not. Errors name the path.
 func CreateStoreLock(sys fsys.Syscalls, baseFD int, base string, owner fsys.Owner) error {
-	sys = orReal(sys)
+	sys = fsys.OrReal(sys)
 	path := filepath.Join(base, StoreLockName)
 	var st unix.Stat_t
 	err := sys.Fstatat(baseFD, StoreLockName, &st, unix.AT_SYMLINK_NOFOLLOW)

@@ -12,7 +12,7 @@ import (
 
 // This file holds the few steps every part of the package makes through its
 // seam, an [fsys.Syscalls]: opening one entry of a held directory fd without
-// following a symlink, creating a directory path below one, closing.
+// following a symlink, closing.
 
 // openEntry opens entry name (one plain component) of dirfd, whose path is
 // dirPath, with flags plus O_CLOEXEC|O_NOFOLLOW, through sys. A symlink
@@ -41,12 +41,4 @@ func closeFD(fd int, path string) error {
 		return &fs.PathError{Op: "close", Path: path, Err: err}
 	}
 	return nil
-}
-
-// orReal returns sys, or fsys.Real when it is nil.
-func orReal(sys fsys.Syscalls) fsys.Syscalls {
-	if sys == nil {
-		return fsys.Real{}
-	}
-	return sys
 }

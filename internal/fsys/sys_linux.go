@@ -47,6 +47,15 @@ type Syscalls interface {
 	FcntlFlock(fd int, cmd int, lk *unix.Flock_t) error
 }
 
+// OrReal returns sys, or [Real] when sys is nil: the default of every
+// option that takes a seam.
+func OrReal(sys Syscalls) Syscalls {
+	if sys == nil {
+		return Real{}
+	}
+	return sys
+}
+
 // Real makes the syscalls through x/sys/unix, retrying EINTR (x/sys does
 // not, and FUSE and NFS can return it) and turning every errno into an
 // *fs.PathError.
