@@ -159,6 +159,11 @@ func (s *Store) Close() error {
 // (the store lock, .gc-status, the index tree), never from the path.
 func (s *Store) BaseFD() int { return s.baseFd }
 
+// Syscalls returns the store's syscall seam ([Options.Syscalls], or
+// fsys.Real): what works on the same files beside the store, such as GC's
+// walk of the tree and its .gc-status write, goes through it too.
+func (s *Store) Syscalls() fsys.Syscalls { return s.sys }
+
 // Base returns the store's base directory (absolute, cleaned).
 func (s *Store) Base() string { return s.base }
 

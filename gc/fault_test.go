@@ -132,8 +132,8 @@ const (
 
 // TestFaults injects one errno at one syscall of a GC run, through one
 // faultfs.Set that is the seam of everything the run touches: the store
-// (chunkstore.Options.Syscalls), the store's tree (Options.Syscalls, which
-// also writes .gc-status) and the lock directory (locking.RootOptions). It
+// (chunkstore.Options.Syscalls, which GC also uses for the store's tree and
+// the .gc-status write) and the lock directory (locking.RootOptions). It
 // asserts the exit path: Run's error matches the errno and names the step
 // it stopped in and the path it failed on; a run that stops before phase 2
 // removed nothing; a run that stops in phase 2 kept the chunk whose call
@@ -448,7 +448,6 @@ func TestFaults(t *testing.T) {
 			fault := set.Add(tt.give(s))
 			st, err := Run(t.Context(), store, locks, s.opts(func(o *Options) {
 				o.Tuning.AtimeSafetyCheck = tt.probe
-				o.Syscalls = set
 			}))
 			t.Logf("Run: %v", err)
 			if fault.Fired() == 0 {

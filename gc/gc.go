@@ -43,14 +43,7 @@ type Options struct {
 	// GroupLockTimeout bounds the wait for a group's exclusive lock on the
 	// last re-list attempt; 0 means 10 minutes.
 	GroupLockTimeout time.Duration
-	// Syscalls is the syscall seam of the store's tree (its listings and
-	// the opens datastore.Tree makes through its seam) and of the
-	// .gc-status write; nil means fsys.Real{}. Pass the seam given to the
-	// store's chunkstore.Options.Syscalls. The locks go through the seam
-	// their locking.Dir was opened with (locking.RootOptions).
-	Syscalls fsys.Syscalls
-
-	hooks hooks
+	hooks            hooks
 }
 
 // hooks are test seams at points where a real race has to be staged
@@ -262,7 +255,7 @@ func (r *run) report() error {
 		r.log.Info(line)
 	}
 	if !r.opts.DryRun {
-		if err := writeStatus(r.opts.Syscalls, r.store, st, r.opts.Owner); err != nil {
+		if err := writeStatus(r.store, st, r.opts.Owner); err != nil {
 			return err
 		}
 	}

@@ -139,7 +139,7 @@ func mark(parent context.Context, store *chunkstore.Store, locks *locking.Dir, o
 // wrong type where the scheme expects one, an index path too long to open)
 // is an error that stops phase 1, and with it the run, before phase 2.
 func (m *marker) walk() error {
-	tree, err := datastore.NewTree(m.store.BaseFD(), m.base, datastore.TreeOptions{Syscalls: m.opts.Syscalls})
+	tree, err := datastore.NewTree(m.store.BaseFD(), m.base, datastore.TreeOptions{Syscalls: m.store.Syscalls()})
 	if err != nil {
 		return fmt.Errorf("open store tree: %w", err)
 	}

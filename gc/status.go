@@ -60,14 +60,14 @@ type Status struct {
 // writeStatus replaces <base>/.gc-status atomically: tmp file, fsync, chown,
 // rename, fsync of the directory, all relative to the store's base fd, so a
 // symlink planted as .gc-status is replaced, never followed. Every syscall
-// of it but the close goes through sys (nil: fsys.Real{}).
-func writeStatus(sys fsys.Syscalls, store *chunkstore.Store, st *Status, o fsys.Owner) error {
+// of it but the close goes through the store's seam.
+func writeStatus(store *chunkstore.Store, st *Status, o fsys.Owner) error {
 	b, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("encode gc status: %w", err)
 	}
 	b = append(b, '\n')
-	if err := atomicfile.WriteBytesAtSys(fsys.OrReal(sys), store.BaseFD(), store.Base(), StatusFile, b, 0o644, o); err != nil {
+	if err := atomicfile.WriteBytesAtSys(store.Syscalls(), store.BaseFD(), store.Base(), StatusFile, b, 0o644, o); err != nil {
 		return fmt.Errorf("gc status: %w", err)
 	}
 	return nil

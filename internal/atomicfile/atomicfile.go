@@ -14,7 +14,7 @@
 // [WriteAtSys] and [WriteBytesAtSys] make the calls of the protocol through
 // an [fsys.Syscalls], so that a test can fail a precise one of them (the
 // fsync of the temporary file, the rename) as it fails the calls of GC's
-// mark and sweep; GC writes .gc-status so, through its run's seam. The
+// mark and sweep; GC writes .gc-status so, through the store's seam. The
 // openat of the temporary file, its fchmod, fchown and fsync, the renameat,
 // the fsync of the directory and the unlinkat of a temporary file left by
 // a failure go through the seam; so does the write of the content for
