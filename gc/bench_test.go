@@ -70,7 +70,7 @@ func benchOpts(cacheCapacity int) *Options {
 // (or found in the cache).
 func (bs *benchStore) mark(tb testing.TB, opts *Options) {
 	var st Status
-	if err := mark(context.Background(), bs.store, bs.locks, opts, opts.Log, &st, new(untouchedSet)); err != nil {
+	if _, err := mark(context.Background(), bs.store, bs.locks, opts, opts.Log, &st, new(untouchedSet)); err != nil {
 		tb.Fatal(err)
 	}
 	if st.MissingChunks != 0 || st.IndexFileCount != benchIndexes {
@@ -82,7 +82,7 @@ func (bs *benchStore) mark(tb testing.TB, opts *Options) {
 // stays the same from run to run: every chunk is listed and stat'ed.
 func (bs *benchStore) sweep(tb testing.TB, opts *Options) {
 	st := Status{MinAtime: 0, OldestWriter: time.Now().Unix()}
-	if err := sweep(context.Background(), bs.store, opts, opts.Log, &st, new(untouchedSet)); err != nil {
+	if err := sweep(context.Background(), bs.store, opts, 0, opts.Log, &st, new(untouchedSet)); err != nil {
 		tb.Fatal(err)
 	}
 	if got := st.DiskChunks + st.PendingChunks; got != int64(bs.n) || st.RemovedChunks != 0 {

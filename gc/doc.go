@@ -34,6 +34,38 @@
 // touches or re-inserts the chunk under its shared flock cannot lose it. Any
 // error other than ENOENT stops the run: when unsure, keep data.
 //
+// # Concurrency
+//
+// Each phase runs on a pool of workers (internal/adapt). With
+// gc-concurrency=N exactly N workers run. With the default,
+// gc-concurrency=0, the pool sizes itself while the phase runs, because the
+// right count depends on the storage, not on the CPUs: on a local disk both
+// phases are bound by the kernel and four workers per CPU are as fast as
+// any, while on NFS-like storage every touch, listing and stat is a round
+// trip and throughput grows with the round trips in flight.
+//
+// The controller samples throughput (touches per second in phase 1, prefix
+// dirs per second in phase 2) every 100 ms, once each slot had time to
+// finish a few units. It starts at [DefaultConcurrency] (phase 2 at phase
+// 1's final limit), doubles the limit while a doubling raises throughput by
+// at least 15 %, and undoes the first that does not; if no doubling paid it
+// halves the limit while a halving costs at most 5 % of the best rate seen.
+// Then it holds, and every 2 s tries one step again, alternately up and
+// down, under the same rules: a pool that settled on a warm cache grows
+// when the storage turns slow (latency climbs), and one that grew backs off
+// when the extra workers stop paying. A losing probe costs one 100 ms sample
+// at a worse limit in every 2 s.
+//
+// The limit is capped at 128 and at one worker per 16 fds of RLIMIT_NOFILE
+// (a sweep worker may hold a prefix dir fd outside the cached ones;
+// chunkstore keeps 2,048 fds out of its cache for such uses). The pool's
+// goroutines for the whole cap start at once and most wait for a slot; they
+// hold nothing while they wait. Phase 1 hands out digests in batches of 64
+// from a fixed set of batches, so the touches in flight do not depend on
+// how digests are spread over indexes, and a run allocates the same however
+// many chunks it touches. The prefix dir check between the phases runs with
+// phase 1's final limit. Each phase logs its final and peak limit.
+//
 // # No escape and doubt
 //
 // GC runs as root in directories the backup user owns, and it is the only

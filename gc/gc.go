@@ -5,14 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"chunkgc/chunkstore"
 	"chunkgc/datastore"
+	"chunkgc/internal/adapt"
 	"chunkgc/internal/fsys"
 	"chunkgc/locking"
 	"chunkgc/tuning"
@@ -43,7 +45,8 @@ type Options struct {
 	// GroupLockTimeout bounds the wait for a group's exclusive lock on the
 	// last re-list attempt; 0 means 10 minutes.
 	GroupLockTimeout time.Duration
-	hooks            hooks
+
+	hooks hooks
 }
 
 // hooks are test seams at points where a real race has to be staged
@@ -62,18 +65,39 @@ type hooks struct {
 	untouchedLimit int
 }
 
-// workers returns the number of concurrent workers for mark and sweep.
-func (o *Options) workers() int {
-	if o.Tuning.Concurrency > 0 {
-		return o.Tuning.Concurrency
-	}
-	return DefaultConcurrency()
+// pool starts the worker pool of one phase: gc-concurrency workers, or with
+// gc-concurrency=0 a pool that sizes itself (doc "Concurrency"), starting
+// at start (0: [DefaultConcurrency]) and capped by [maxWorkers].
+func (o *Options) pool(ctx context.Context, phase string, start int, log *zap.Logger) *adapt.Pool {
+	return adapt.Start(ctx, adapt.Config{
+		Name: phase, Fixed: o.Tuning.Concurrency, Start: start, Max: maxWorkers(), Log: log,
+	})
 }
 
-// DefaultConcurrency is the worker count used when gc-concurrency is 0:
-// four per CPU, because both phases wait on the kernel and the disk far more
-// than they compute (see README, "Performance").
-func DefaultConcurrency() int { return 4 * runtime.GOMAXPROCS(0) }
+// concurrency describes gc-concurrency for the log.
+func (o *Options) concurrency() string {
+	if n := o.Tuning.Concurrency; n > 0 {
+		return strconv.Itoa(n)
+	}
+	return fmt.Sprintf("adaptive (from %d, at most %d)", DefaultConcurrency(), maxWorkers())
+}
+
+// DefaultConcurrency is the first worker limit of each phase when
+// gc-concurrency is 0: four per CPU, which saturates a local disk's kernel
+// paths (see README, "Performance"); the pool then grows or shrinks.
+func DefaultConcurrency() int { return adapt.DefaultStart() }
+
+// maxWorkers caps an adaptive pool: [adapt.DefaultMax], and one worker per
+// 16 fds of RLIMIT_NOFILE, since a sweep worker may hold a prefix dir fd
+// beside the cached ones (chunkstore keeps 2048 fds out of its cache for
+// such uses) and a mark worker's touch may open one for a moment.
+func maxWorkers() int {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return adapt.DefaultStart()
+	}
+	return int(max(1, min(uint64(adapt.DefaultMax), rl.Cur/16)))
+}
 
 // Run collects garbage in store. locks is the store's lock directory. The
 // returned status is also written to .gc-status unless DryRun.
@@ -117,6 +141,9 @@ type run struct {
 	now       func() time.Time
 	st        *Status
 	untouched *untouchedSet
+	// markWorkers is phase 1's last worker limit: the prefix dir check
+	// runs with it, and phase 2 starts from it.
+	markWorkers int
 }
 
 func newRun(store *chunkstore.Store, locks *locking.Dir, opts *Options) *run {
@@ -155,7 +182,7 @@ func (r *run) prepare(ctx context.Context) error {
 	startTime := r.now()
 	r.st = &Status{StartTime: startTime.Unix(), DryRun: r.opts.DryRun, UPID: upid(r.opts.StoreName, startTime)}
 	r.log.Info("starting garbage collection", zap.String("base", r.store.Base()), zap.String("upid", r.st.UPID),
-		zap.Bool("dry-run", r.opts.DryRun), zap.Int("workers", r.opts.workers()))
+		zap.Bool("dry-run", r.opts.DryRun), zap.String("concurrency", r.opts.concurrency()))
 	if err := r.cutoff(); err != nil {
 		return err
 	}
@@ -209,9 +236,11 @@ func (r *run) mark(ctx context.Context) error {
 	t1 := time.Now()
 	r.log.Info("start phase 1 (mark used chunks)")
 	r.untouched = &untouchedSet{limit: r.opts.hooks.untouchedLimit}
-	if err := mark(ctx, r.store, r.locks, r.opts, r.log.With(zap.String("phase", "mark")), r.st, r.untouched); err != nil {
+	workers, err := mark(ctx, r.store, r.locks, r.opts, r.log.With(zap.String("phase", "mark")), r.st, r.untouched)
+	if err != nil {
 		return err
 	}
+	r.markWorkers = workers
 	r.st.DurationPhase1 = time.Since(t1).Seconds()
 	if r.opts.hooks.beforeSweep != nil {
 		r.opts.hooks.beforeSweep()
@@ -226,7 +255,7 @@ func (r *run) mark(ctx context.Context) error {
 // checks that every prefix dir is a real directory (doc "No escape").
 func (r *run) sweep(ctx context.Context) error {
 	t2 := time.Now()
-	missingPrefixes, err := r.store.CheckPrefixDirs(ctx, r.opts.workers())
+	missingPrefixes, err := r.store.CheckPrefixDirs(ctx, r.markWorkers)
 	if err != nil {
 		if ctx.Err() != nil {
 			return errCanceled(ctx, "before phase 2")
@@ -241,7 +270,7 @@ func (r *run) sweep(ctx context.Context) error {
 		r.opts.hooks.afterPrefixCheck()
 	}
 	r.log.Info("start phase 2 (sweep unused chunks)")
-	if err := sweep(ctx, r.store, r.opts, r.log.With(zap.String("phase", "sweep")), r.st, r.untouched); err != nil {
+	if err := sweep(ctx, r.store, r.opts, r.markWorkers, r.log.With(zap.String("phase", "sweep")), r.st, r.untouched); err != nil {
 		return err
 	}
 	r.st.DurationPhase2 = time.Since(t2).Seconds()

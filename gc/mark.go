@@ -16,11 +16,17 @@ import (
 	"chunkgc/blob"
 	"chunkgc/chunkstore"
 	"chunkgc/datastore"
+	"chunkgc/internal/adapt"
 	"chunkgc/locking"
 )
 
-// batchSize is the number of digests handed to a touch worker at once.
-const batchSize = 1024
+// batchSize is the most digests handed to a touch worker at once. It is
+// small so that the touches in flight do not depend on how the digests are
+// spread over indexes: 20 indexes of 1,000 digests and one of 20,000 both
+// make hundreds of batches, enough for every worker of a pool grown for
+// network storage, while a batch still carries enough work (64 touches)
+// that handing it over costs nothing measurable.
+const batchSize = 64
 
 // maxMissingWarnings bounds the per-chunk warnings for missing chunks; the
 // rest are counted and summarised.
@@ -45,8 +51,9 @@ type marker struct {
 
 	ctx    context.Context // cancelled on the first worker error
 	cancel context.CancelCauseFunc
+	pool   *adapt.Pool // nil with one worker
 	work   chan *batch
-	pool   sync.Pool
+	free   chan *batch // the run's batches not in use: a fixed set
 	// toucher touches inline when there is one worker (work == nil); each
 	// touch worker has its own.
 	toucher *chunkstore.Toucher
@@ -71,7 +78,8 @@ type marker struct {
 // referenced chunks than it can remember (see untouchedSet).
 var errTooManyUntouched = errors.New("more referenced chunks could not be touched (ENOENT) than GC can remember; not sweeping, since a chunk that exists but was reported missing would be removed")
 
-func mark(parent context.Context, store *chunkstore.Store, locks *locking.Dir, opts *Options, log *zap.Logger, st *Status, untouched *untouchedSet) error {
+// mark runs phase 1 and returns its last worker limit.
+func mark(parent context.Context, store *chunkstore.Store, locks *locking.Dir, opts *Options, log *zap.Logger, st *Status, untouched *untouchedSet) (workers int, err error) {
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	m := &marker{
@@ -83,25 +91,34 @@ func mark(parent context.Context, store *chunkstore.Store, locks *locking.Dir, o
 		marked:    make(map[string]bool),
 		untouched: untouched,
 	}
-	m.pool.New = func() any { return new(batch) }
-
 	var wg sync.WaitGroup
-	if n := opts.workers(); n > 1 {
-		m.work = make(chan *batch, 2*n)
-		for range n {
+	workers = 1
+	if opts.Tuning.Concurrency != 1 {
+		m.pool = opts.pool(ctx, "mark", 0, log)
+		m.work = make(chan *batch, queuedBatches)
+		m.newBatches(queuedBatches + m.pool.Workers())
+		for range m.pool.Workers() {
 			wg.Go(m.touchWorker)
 		}
 	} else {
 		m.toucher = store.NewToucher()
+		m.newBatches(1)
 	}
 	walkErr := m.walk()
 	if m.work != nil {
 		close(m.work)
 	}
 	wg.Wait()
+	if m.pool != nil {
+		s := m.pool.Stop()
+		workers = s.Final
+		if opts.Tuning.Concurrency == 0 {
+			log.Info("phase 1 workers", zap.Int("final", s.Final), zap.Int("peak", s.Peak), zap.Int("changes", s.Changes))
+		}
+	}
 
 	if parent.Err() != nil {
-		return errCanceled(parent, "phase 1")
+		return workers, errCanceled(parent, "phase 1")
 	}
 	if walkErr == nil {
 		walkErr = context.Cause(ctx)
@@ -110,10 +127,10 @@ func mark(parent context.Context, store *chunkstore.Store, locks *locking.Dir, o
 		}
 	}
 	if walkErr != nil {
-		return fmt.Errorf("phase 1: %w", walkErr)
+		return workers, fmt.Errorf("phase 1: %w", walkErr)
 	}
 	if untouched.overflow {
-		return fmt.Errorf("phase 1: %w", errTooManyUntouched)
+		return workers, fmt.Errorf("phase 1: %w", errTooManyUntouched)
 	}
 	st.IndexFileCount = m.indexFiles
 	st.IndexDataBytes = m.indexBytes
@@ -128,7 +145,7 @@ func mark(parent context.Context, store *chunkstore.Store, locks *locking.Dir, o
 	log.Info("phase 1 finished", zap.Int64("index-files", m.indexFiles), zap.Int64("touched", m.touched.Load()),
 		zap.Int64("cache-hits", st.CacheHits), zap.Int64("missing", st.MissingChunks),
 		zap.Int64("strange-index-files", m.strange), zap.Int64("new-index-files", m.newIndexes))
-	return nil
+	return workers, nil
 }
 
 // walk runs in the caller's goroutine: initial listing, groups newest first,
@@ -291,24 +308,26 @@ func (m *marker) markIndex(rel string) (bool, error) {
 		m.initial[rel] = false
 	}
 
-	b := m.pool.Get().(*batch)
-	b.index, b.n = rel, 0
+	b, err := m.get(rel)
+	if err != nil {
+		return false, err
+	}
 	err = r.Each(func(d *blob.Digest) error {
 		b.d[b.n] = *d
 		b.n++
-		if b.n == batchSize {
-			if err := m.send(b); err != nil {
-				return err
-			}
-			b = m.pool.Get().(*batch)
-			b.index, b.n = rel, 0
+		if b.n < batchSize {
+			return nil
 		}
-		return nil
+		if err := m.send(b); err != nil {
+			return err
+		}
+		b, err = m.get(rel)
+		return err
 	})
 	if err == nil && b.n > 0 {
 		err = m.send(b)
-	} else {
-		m.pool.Put(b)
+	} else if b != nil {
+		m.free <- b
 	}
 	if err != nil {
 		return false, fmt.Errorf("mark %s: %w", path, err)
@@ -320,6 +339,32 @@ func (m *marker) markIndex(rel string) (bool, error) {
 	return true, nil
 }
 
+// queuedBatches is how many full batches may wait for a touch worker.
+const queuedBatches = 16
+
+// newBatches makes the run's n batches: one allocation per run, however
+// many chunks it touches (TestMarkSweepAllocsFlat), and a bound on the
+// digests in flight.
+func (m *marker) newBatches(n int) {
+	m.free = make(chan *batch, n)
+	bs := make([]batch, n)
+	for i := range bs {
+		m.free <- &bs[i]
+	}
+}
+
+// get returns a free batch for index rel, waiting for a worker to finish
+// one if every batch is in flight.
+func (m *marker) get(rel string) (*batch, error) {
+	select {
+	case b := <-m.free:
+		b.index, b.n = rel, 0
+		return b, nil
+	case <-m.ctx.Done():
+		return nil, context.Cause(m.ctx)
+	}
+}
+
 func (m *marker) send(b *batch) error {
 	if m.work == nil { // one worker: strictly sequential, touch inline
 		m.touchBatch(m.toucher, b)
@@ -329,16 +374,29 @@ func (m *marker) send(b *batch) error {
 	case m.work <- b:
 		return nil
 	case <-m.ctx.Done():
-		m.pool.Put(b)
+		m.free <- b
 		return context.Cause(m.ctx)
 	}
 }
 
-// touchWorker touches the digests of every batch it receives.
+// touchWorker touches the digests of every batch it receives while it
+// holds one of the pool's slots.
 func (m *marker) touchWorker() {
 	t := m.store.NewToucher()
-	for b := range m.work {
+	w := m.pool.Worker()
+	defer w.Exit()
+	for w.Next() {
+		b, ok := <-m.work
+		if !ok {
+			return
+		}
+		n := b.n
 		m.touchBatch(t, b)
+		w.Done(n)
+	}
+	// Stopped (cancelled): hand the queued batches back.
+	for b := range m.work {
+		m.free <- b
 	}
 }
 
@@ -347,7 +405,7 @@ func (m *marker) touchWorker() {
 // allocate per digest (BenchmarkMark, TestMarkSweepAllocsFlat), except to
 // report a missing chunk.
 func (m *marker) touchBatch(t *chunkstore.Toucher, b *batch) {
-	defer m.pool.Put(b)
+	defer func() { m.free <- b }()
 	select {
 	case <-m.ctx.Done():
 		return

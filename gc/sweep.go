@@ -14,6 +14,7 @@ import (
 
 	"chunkgc/blob"
 	"chunkgc/chunkstore"
+	"chunkgc/internal/adapt"
 )
 
 // sweepCounts are one worker's phase 2 counters, merged at the end so the
@@ -85,7 +86,9 @@ type sweeper struct {
 	done         atomic.Int64 // prefix dirs finished
 }
 
-func sweep(parent context.Context, store *chunkstore.Store, opts *Options, log *zap.Logger, st *Status, untouched *untouchedSet) error {
+// sweep runs phase 2; an adaptive pool starts at start workers (phase 1's
+// last limit).
+func sweep(parent context.Context, store *chunkstore.Store, opts *Options, start int, log *zap.Logger, st *Status, untouched *untouchedSet) error {
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	s := &sweeper{store: store, untouched: untouched, log: log, dryRun: opts.DryRun, minAtime: st.MinAtime, oldestWriter: st.OldestWriter}
@@ -95,18 +98,25 @@ func sweep(parent context.Context, store *chunkstore.Store, opts *Options, log *
 		total sweepCounts
 		wg    sync.WaitGroup
 	)
-	for range opts.workers() {
+	pool := opts.pool(ctx, "sweep", start, log)
+	for range pool.Workers() {
 		wg.Go(func() {
 			var c sweepCounts
-			if err := s.worker(ctx, &c); err != nil {
+			w := pool.Worker()
+			if err := s.worker(ctx, w, &c); err != nil {
 				cancel(err)
 			}
+			w.Exit()
 			mu.Lock()
 			total.add(&c)
 			mu.Unlock()
 		})
 	}
 	wg.Wait()
+	ps := pool.Stop()
+	if opts.Tuning.Concurrency == 0 {
+		log.Info("phase 2 workers", zap.Int("final", ps.Final), zap.Int("peak", ps.Peak), zap.Int("changes", ps.Changes))
+	}
 	if parent.Err() != nil {
 		return errCanceled(parent, "phase 2")
 	}
@@ -133,11 +143,11 @@ func sweep(parent context.Context, store *chunkstore.Store, opts *Options, log *
 	return nil
 }
 
-func (s *sweeper) worker(ctx context.Context, c *sweepCounts) error {
+func (s *sweeper) worker(ctx context.Context, w *adapt.Worker, c *sweepCounts) error {
 	done := ctx.Done()
 	var cands []candidate
 	st := new(unix.Stat_t) // one per worker: the seam keeps it from the stack
-	for {
+	for w.Next() {
 		p := s.next.Add(1) - 1
 		if p >= chunkstore.PrefixCount {
 			return nil
@@ -152,10 +162,12 @@ func (s *sweeper) worker(ctx context.Context, c *sweepCounts) error {
 		if err != nil {
 			return err
 		}
+		w.Done(1)
 		if n := s.done.Add(1); n%(chunkstore.PrefixCount/10) == 0 {
 			s.log.Info("sweep progress", zap.Int64("percent", 100*n/chunkstore.PrefixCount))
 		}
 	}
+	return context.Cause(ctx) // Next is false only when ctx was cancelled
 }
 
 // prefix sweeps one prefix dir: a lock-free pass classifies and counts every

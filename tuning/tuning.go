@@ -83,7 +83,8 @@ type Tuning struct {
 	// chunks of one index are touched.
 	ChunkOrder ChunkOrder
 	// Concurrency (gc-concurrency, workers, default 0, range 0..256) is the
-	// number of workers for mark and sweep; 0 picks a count from the CPUs.
+	// number of workers for mark and sweep; 0 sizes the pools while they
+	// run (package gc, "Concurrency").
 	// A chunkgc extension, not a PBS key.
 	Concurrency int
 	// MaxClockSkew (gc-max-clock-skew, in seconds, default 30, range

@@ -35,6 +35,7 @@ func main() {
 	workers := flag.Int("workers", 0, "parallel workers for floor and parallel GC (0 = chunkgc's default)")
 	cold := flag.Bool("cold", false, "drop the page cache before every run (root)")
 	lockDir := flag.String("lock-dir", os.TempDir(), "chunkgc --lock-dir")
+	fixed := flag.String("fixed", "16,32", "more fixed gc-concurrency settings to time beside -workers; the best of them and parallel is what adaptive is held to")
 	flag.Parse()
 	if *store == "" {
 		fmt.Fprintln(os.Stderr, "compare: -store is required")
@@ -53,6 +54,18 @@ func main() {
 		{name: "sequential", args: gcArgs(1)},
 		{name: "parallel", args: gcArgs(w)},
 		{name: "floor-1", args: []string{*floor, "-workers", "1", *store}},
+		{name: "adaptive", args: gcArgs(0)},
+	}
+	for _, f := range strings.Split(*fixed, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "compare: -fixed: %q is not a worker count\n", f)
+			os.Exit(2)
+		}
+		vs = append(vs, &variant{name: "fixed-" + f, args: gcArgs(n)})
 	}
 	for r := range *runs {
 		for i := range vs {
@@ -85,6 +98,14 @@ func main() {
 	fmt.Printf("ratio parallel/floor      %.2f  (target <= 1.25)\n", med(vs[2])/med(vs[0]))
 	fmt.Printf("ratio sequential/parallel %.2f  (target >= 1.8 warm, >= 2 cold)\n", med(vs[1])/med(vs[2]))
 	fmt.Printf("ceiling floor-1/floor     %.2f  (what the kernel allows: the same syscalls, 1 vs %d workers)\n", med(vs[3])/med(vs[0]), w)
+	best := vs[2]
+	for _, v := range vs[5:] {
+		if med(v) < med(best) {
+			best = v
+		}
+	}
+	fmt.Printf("ratio adaptive/floor      %.2f  (target <= 1.25: the default, gc-concurrency=0)\n", med(vs[4])/med(vs[0]))
+	fmt.Printf("ratio adaptive/best-fixed %.2f  (target <= 1.15; best fixed is %s)\n", med(vs[4])/med(best), best.name)
 }
 
 // measure runs args and returns its wall time and peak RSS. For the floor

@@ -78,6 +78,7 @@ var layer = map[string]int{
 	// everything but tuning (which stays a leaf).
 	"chunkgc/internal/atomicfile": -2,
 	"chunkgc/internal/nofollow":   -2,
+	"chunkgc/internal/adapt":      -3,
 	"chunkgc/internal/eintr":      -3,
 	"chunkgc/internal/fsys":       -3,
 }
