@@ -7,10 +7,11 @@
 // are served concurrently, as go-fuse does by default, so a client with N
 // calls in flight sees N overlapping delays.
 //
-// The delay is a nanosleep with the calling thread's timer slack set to 1 ns
-// (Go's time.Sleep rounds short sleeps up to about a millisecond on Linux),
-// shortened by the overshoot measured at Mount so the median request takes
-// the delay asked for: see [Options.Delay].
+// The delay is a wait on a pooled timerfd through Go's netpoller (Go's
+// time.Sleep rounds short sleeps up to about a millisecond on Linux; a
+// nanosleep per request pins a thread per request in flight), shortened by
+// the overshoot measured at Mount so the median request takes the delay
+// asked for (at most by half the delay).
 //
 // Benchmark tooling only (bench/latency, bench/latfs/cmd/latfs): never
 // linked into cmd/chunkgc.
@@ -18,6 +19,7 @@ package latfs
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -68,7 +70,7 @@ func Mount(backing, mnt string, o Options) (*FS, error) {
 	nodeOpts := &fs.Options{AttrTimeout: &zero, EntryTimeout: &zero, NegativeTimeout: &zero}
 	sleep := o.Delay
 	if !o.NoCalibrate && sleep > 0 {
-		sleep = max(0, sleep-Overshoot(sleep, 200))
+		sleep -= min(Overshoot(sleep, 200), sleep/2) // a loaded machine must not calibrate the delay away
 	}
 	raw := &delayFS{RawFileSystem: fs.NewNodeFS(root, nodeOpts), delay: sleep}
 	mo := fuse.MountOptions{
@@ -177,13 +179,53 @@ func Overshoot(delay time.Duration, n int) time.Duration {
 	return over[n/2]
 }
 
-// nap blocks the calling thread for d: nanosleep with a 1 ns timer slack
-// (the default 50 µs slack and the Go timer's millisecond rounding would
-// both distort a 200 µs round trip).
+// nap waits d on a timerfd through Go's netpoller: the goroutine parks
+// and no thread blocks, so many overlapping naps cost no thread each (a
+// nanosleep per request pins a thread and, with GOMAXPROCS 2, halves the
+// requests/s the server sustains at 32 in flight), and the wakeup is not
+// rounded to the millisecond as time.Sleep's is on Linux. Timer fds are
+// pooled.
 func nap(d time.Duration) {
 	if d <= 0 {
 		return
 	}
+	var f *os.File
+	select {
+	case f = <-timers:
+	default:
+		fd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
+		if err != nil {
+			napSlow(d)
+			return
+		}
+		f = os.NewFile(uintptr(fd), "timerfd") // nonblocking: served by the netpoller
+	}
+	its := unix.ItimerSpec{Value: unix.NsecToTimespec(int64(d))}
+	var serr error
+	rc, err := f.SyscallConn()
+	if err == nil {
+		err = rc.Control(func(fd uintptr) { serr = unix.TimerfdSettime(int(fd), 0, &its, nil) })
+	}
+	var buf [8]byte
+	if err == nil && serr == nil {
+		_, err = f.Read(buf[:])
+	}
+	if err != nil || serr != nil {
+		f.Close()
+		napSlow(d)
+		return
+	}
+	select {
+	case timers <- f:
+	default:
+		f.Close()
+	}
+}
+
+var timers = make(chan *os.File, 4096)
+
+// napSlow is nap's fallback: nanosleep with a 1 ns timer slack.
+func napSlow(d time.Duration) {
 	_, _, _ = unix.RawSyscall(unix.SYS_PRCTL, unix.PR_SET_TIMERSLACK, 1, 0)
 	ts := unix.NsecToTimespec(int64(d))
 	for {
