@@ -57,9 +57,9 @@
 //
 // GC touches and stats every chunk of a store, so those paths do not
 // allocate: a [Toucher] (one per mark worker) builds "<digest>" in a
-// buffer of its own, [PrefixDir.StatBytes] stats a name straight from the
-// [PrefixDir.ReadNames] buffer, and fsys.Real NUL-terminates names shorter
-// than 128 bytes on its stack and makes openat, fstatat and utimensat with
+// buffer of its own, [PrefixDir.StatBytes] and [PrefixDir.StatCached] stat
+// a name straight from the [PrefixDir.ReadNames] buffer, and fsys.Real NUL-terminates names shorter
+// than 128 bytes on its stack and makes openat, fstatat, statx and utimensat with
 // unix.Syscall6 itself (x/sys would copy every name to the heap). Only a
 // failed call allocates, for its error. BenchmarkStoreTouch,
 // BenchmarkPrefixStat and TestHotPathsDoNotAllocate hold this at 0
@@ -88,12 +88,30 @@
 //     cached fd over ([Store.TakePrefix]) after the last touch.
 //   - [Store.CheckPrefixDirs] checks, before GC's first removal, that every
 //     prefix dir is a real directory; a symlink, file, FIFO or device there
-//     stops GC before phase 2. A dir swapped in after the check is still
-//     refused by the sweep's O_NOFOLLOW open.
+//     stops GC before phase 2. The check is the sweep's own O_NOFOLLOW open,
+//     whose fd it caches for [Store.TakePrefix] (budget permitting), so the
+//     sweep lists, locks and unlinks through the fd that was checked; a dir
+//     swapped in after the check is either never looked at (the sweep uses
+//     the checked fd) or refused by the sweep's O_NOFOLLOW open (beyond the
+//     budget).
 //   - Hard links: a touch of a referenced chunk cannot tell a hard link to a
 //     file outside the store; the kernel's fs.protected_hardlinks=1 (the
 //     default) keeps the backup user from linking files it does not own,
 //     and GC's sweep never removes a file with more than one link.
+//
+// # Round trips
+//
+// On a network or FUSE filesystem every metadata call a chunk or prefix dir
+// costs is a round trip, so the GC paths make as few as are correct (gc's doc
+// "Round trips" has the counts): the prefix dir check's open is the sweep's
+// open (see "No escape"); the sweep's lock-free pass stats with
+// [PrefixDir.StatCached] (statx AT_STATX_DONT_SYNC: the attributes the
+// preceding LOOKUP brought, no GETATTR), while what decides a removal under
+// the prefix lock is [PrefixDir.StatFresh] (AT_STATX_FORCE_SYNC). Nothing is
+// skipped on a prefix dir's own attributes: their size or link count does
+// not tell portably whether a dir is empty (ext4 never shrinks a dir's
+// size, a dir's link count counts subdirs only, FUSE and NFS pass on
+// whatever the server says), so every prefix dir is listed to its end.
 //
 // # Prefix locks
 //

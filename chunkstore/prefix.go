@@ -1,6 +1,7 @@
 package chunkstore
 
 import (
+	"errors"
 	"io/fs"
 	"unsafe"
 
@@ -135,6 +136,55 @@ func (p *PrefixDir) StatBytes(name []byte, st *unix.Stat_t) error {
 	n := unsafe.String(unsafe.SliceData(name), len(name))
 	if err := p.s.sys.Fstatat(p.fd, n, st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return withPath(err, p.path(string(name)))
+	}
+	return nil
+}
+
+// statxMask is what [PrefixDir.StatCached] and [PrefixDir.StatFresh] ask
+// for and require: the sweep's type, link count, atime and size.
+const statxMask = unix.STATX_TYPE | unix.STATX_MODE | unix.STATX_NLINK | unix.STATX_ATIME | unix.STATX_SIZE
+
+// ErrStatxIncomplete is matched by the error of [PrefixDir.StatCached] and
+// [PrefixDir.StatFresh] when even a synced statx left out a field GC
+// decides by (type, link count, atime or size).
+var ErrStatxIncomplete = errors.New("statx did not report type, link count, atime and size")
+
+// StatCached stats entry name of the prefix dir, held in a byte slice as
+// [PrefixDir.ReadNames] passes it, without following symlinks and from the
+// attributes the kernel has cached if it has them: statx(dir fd, name,
+// AT_SYMLINK_NOFOLLOW|AT_STATX_DONT_SYNC, type|mode|nlink|atime|size). On
+// a network or FUSE filesystem this can spare the GETATTR round trip that
+// fstatat may make; on a local one it is fstatat. The result may be stale:
+// it is for GC's lock-free first pass, whose every removal is decided again
+// under the prefix lock with [PrefixDir.StatFresh]. A reply without one of
+// those fields is asked again with AT_STATX_FORCE_SYNC; still without, the
+// error matches [ErrStatxIncomplete]. It does not allocate (unless it
+// fails) and does not keep name. Errors name the full path; a missing entry
+// matches fs.ErrNotExist.
+func (p *PrefixDir) StatCached(name []byte, stx *unix.Statx_t) error {
+	n := unsafe.String(unsafe.SliceData(name), len(name)) // see StatBytes
+	err := p.s.sys.Statx(p.fd, n, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC, statxMask, stx)
+	if err == nil && stx.Mask&statxMask != statxMask {
+		err = p.s.sys.Statx(p.fd, n, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_FORCE_SYNC, statxMask, stx)
+	}
+	return p.statxResult(err, stx, n)
+}
+
+// StatFresh stats entry name of the prefix dir without following symlinks,
+// fetching the attributes from the filesystem's server (statx
+// AT_STATX_FORCE_SYNC; on a local filesystem it is fstatat): what GC decides
+// a removal by under the prefix lock. Errors are as [PrefixDir.StatCached]'s.
+func (p *PrefixDir) StatFresh(name string, stx *unix.Statx_t) error {
+	err := p.s.sys.Statx(p.fd, name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_FORCE_SYNC, statxMask, stx)
+	return p.statxResult(err, stx, name)
+}
+
+func (p *PrefixDir) statxResult(err error, stx *unix.Statx_t, name string) error {
+	if err != nil {
+		return withPath(err, p.path(name))
+	}
+	if stx.Mask&statxMask != statxMask {
+		return &fs.PathError{Op: "statx", Path: p.path(name), Err: ErrStatxIncomplete}
 	}
 	return nil
 }

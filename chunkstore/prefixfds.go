@@ -35,12 +35,17 @@ var fdBudget = sync.OnceValue(func() *atomic.Int64 {
 // prefixTable caches an O_DIRECTORY fd per prefix dir, opened from the
 // .chunks fd with O_NOFOLLOW: touches and stats relative to it never follow
 // a symlink that a less privileged user swapped in for a prefix dir (doc "No
-// escape"). Slots hold fd+1, 0 for none. Fds are cached while the process
+// escape"). Slots hold fd+1, 0 for none, or slotMissing for a dir
+// [Store.CheckPrefixDirs] found missing. Fds are cached while the process
 // budget lasts; beyond it, a prefix dir is opened for one operation and
 // closed again.
 type prefixTable struct {
 	fds []atomic.Int32
 }
+
+// slotMissing marks a prefix dir that [Store.CheckPrefixDirs] found missing,
+// so that [Store.TakePrefix] reports it missing without asking again.
+const slotMissing = -1
 
 func (t *prefixTable) init() { t.fds = make([]atomic.Int32, PrefixCount) }
 
@@ -72,37 +77,58 @@ func (s *Store) openPrefixFd(p uint16, name []byte) (int, error) {
 // with Close.
 func (s *Store) prefixFd(p uint16, name []byte) (fd int, transient bool, err error) {
 	slot := &s.prefixes.fds[p]
-	if v := slot.Load(); v > 0 {
+	v := slot.Load()
+	if v > 0 {
 		return int(v - 1), false, nil
 	}
 	fd, err = s.openPrefixFd(p, name)
 	if err != nil {
 		return -1, false, err
 	}
-	budget := fdBudget()
-	if budget.Add(-1) < 0 {
-		budget.Add(1)
-		return fd, true, nil
-	}
-	if slot.CompareAndSwap(0, int32(fd+1)) {
+	if s.cachePrefixFd(p, v, fd) {
 		return fd, false, nil
 	}
+	if slot.Load() <= 0 { // no budget: the caller closes fd
+		return fd, true, nil
+	}
 	// Another goroutine cached one first: use theirs.
-	budget.Add(1)
 	unix.Close(fd)
 	return int(slot.Load() - 1), false, nil
 }
 
+// cachePrefixFd puts fd, an open fd of prefix dir p, into p's slot if the
+// budget allows and the slot still holds old (no fd, or slotMissing). It
+// reports whether the table owns fd now; if not, fd is still the caller's,
+// and another goroutine may have cached an fd of p first.
+func (s *Store) cachePrefixFd(p uint16, old int32, fd int) bool {
+	budget := fdBudget()
+	if budget.Add(-1) < 0 {
+		budget.Add(1)
+		return false
+	}
+	if s.prefixes.fds[p].CompareAndSwap(old, int32(fd+1)) {
+		return true
+	}
+	budget.Add(1)
+	return false
+}
+
 // TakePrefix returns prefix dir p as a [PrefixDir] that owns its fd: the
-// cached one if phase 1 left one (the cache forgets it), else a fresh open
-// as [Store.OpenPrefix] does. GC's sweep takes every prefix dir this way
-// once, after the last touch of its mark; no [Toucher] may run
+// cached one if phase 1 or [Store.CheckPrefixDirs] left one (the cache
+// forgets it), else a fresh open as [Store.OpenPrefix] does. A dir
+// CheckPrefixDirs found missing is reported missing (an error matching
+// fs.ErrNotExist) without asking the filesystem again: chunks that appear
+// in it later are younger than the run. GC's sweep takes every prefix dir
+// this way once, after the last touch of its mark; no [Toucher] may run
 // concurrently.
 func (s *Store) TakePrefix(p uint16) (*PrefixDir, error) {
-	if v := s.prefixes.fds[p].Swap(0); v > 0 {
+	switch v := s.prefixes.fds[p].Swap(0); {
+	case v > 0:
 		dir := &PrefixDir{s: s, fd: int(v - 1), p: p, cached: true}
 		appendPrefixName(dir.name[:0], p)
 		return dir, nil
+	case v == slotMissing:
+		return nil, &fs.PathError{Op: "openat", Path: s.chunks + "/" + prefixName(p), Err: unix.ENOENT}
 	}
 	return s.OpenPrefix(p)
 }
@@ -115,16 +141,24 @@ var ErrUnexpectedPrefix = errors.New("prefix dir is not a directory")
 // prefix dir .chunks/0000 … ffff is a real directory: not a symlink, FIFO,
 // file or anything else (those are an error naming the first one found,
 // matching [ErrUnexpectedPrefix] and, for a symlink, [nofollow.ErrSymlink]).
-// Dirs whose fd is cached were checked when they were opened. It returns
-// the prefixes of missing dirs (the sweep skips those with a warning). The
-// check is fstatat(AT_SYMLINK_NOFOLLOW) on the .chunks fd, spread over
-// workers goroutines; ctx is checked every 256 dirs.
+// Any other error opening one stops it too. Dirs whose fd is cached were
+// checked when they were opened. It returns the prefixes of missing dirs,
+// which [Store.TakePrefix] then reports missing (the sweep skips those with
+// a warning). Spread over workers goroutines; ctx is checked every 256
+// dirs.
+//
+// The check is the sweep's open: openat(.chunks fd, "xxxx",
+// O_RDONLY|O_DIRECTORY|O_NOFOLLOW), whose fd it caches for
+// [Store.TakePrefix] while the fd budget lasts, so that the sweep lists,
+// locks, stats and unlinks through the very fd that was checked and makes
+// no LOOKUP or OPENDIR of its own (doc "Round trips"). Beyond the budget the
+// fd is closed again and the sweep opens the dir once more.
 //
 // It is a check, not a guarantee: a dir swapped for a symlink after it was
-// checked is still refused by the sweep's O_NOFOLLOW open (which stops the
-// run), so nothing outside is touched either way; the check only makes the
-// common case — a symlink planted before the run — stop GC before its first
-// removal.
+// checked and not cached is still refused by the sweep's O_NOFOLLOW open
+// (which stops the run), so nothing outside is touched either way; the
+// check only makes the common case — a symlink planted before the run —
+// stop GC before its first removal.
 func (s *Store) CheckPrefixDirs(ctx context.Context, workers int) (missing []uint16, err error) {
 	workers = max(1, workers)
 	var (
@@ -137,7 +171,6 @@ func (s *Store) CheckPrefixDirs(ctx context.Context, workers int) (missing []uin
 	defer cancel(nil)
 	for range workers {
 		wg.Go(func() {
-			var st unix.Stat_t
 			var name [4]byte
 			for {
 				p := next.Add(1) - 1
@@ -147,25 +180,31 @@ func (s *Store) CheckPrefixDirs(ctx context.Context, workers int) (missing []uin
 				if p%256 == 0 && ctx.Err() != nil {
 					return
 				}
-				if s.prefixes.fds[p].Load() > 0 {
+				v := s.prefixes.fds[p].Load()
+				if v > 0 {
 					continue
 				}
 				n := appendPrefixName(name[:0], uint16(p))
-				err := s.sys.Fstatat(s.chunksFd, string(n), &st, unix.AT_SYMLINK_NOFOLLOW)
-				switch {
-				case errors.Is(err, fs.ErrNotExist):
+				fd, err := s.sys.Openat(s.chunksFd, unsafe.String(&n[0], len(n)), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+				if err == nil {
+					if !s.cachePrefixFd(uint16(p), v, fd) {
+						unix.Close(fd)
+					}
+					continue
+				}
+				if errors.Is(err, fs.ErrNotExist) {
+					s.prefixes.fds[p].CompareAndSwap(v, slotMissing)
 					mu.Lock()
 					missing = append(missing, uint16(p))
 					mu.Unlock()
 					continue
-				case err != nil:
-					err = withPath(err, s.chunks+"/"+string(n))
-				case st.Mode&unix.S_IFMT == unix.S_IFLNK:
-					err = &fs.PathError{Op: "check prefix dir", Path: s.chunks + "/" + string(n), Err: fmt.Errorf("%w: %w", ErrUnexpectedPrefix, nofollow.ErrSymlink)}
-				case st.Mode&unix.S_IFMT != unix.S_IFDIR:
-					err = &fs.PathError{Op: "check prefix dir", Path: s.chunks + "/" + string(n), Err: fmt.Errorf("%w (%s)", ErrUnexpectedPrefix, nofollow.TypeName(st.Mode))}
-				default:
-					continue
+				}
+				path := s.chunks + "/" + string(n)
+				err = nofollow.Classify(s.sys, s.chunksFd, string(n), err, true)
+				if errors.Is(err, nofollow.ErrSymlink) || errors.Is(err, nofollow.ErrNotDir) {
+					err = &fs.PathError{Op: "check prefix dir", Path: path, Err: fmt.Errorf("%w: %w", ErrUnexpectedPrefix, err)}
+				} else {
+					err = withPath(err, path)
 				}
 				mu.Lock()
 				if first == nil {

@@ -125,6 +125,7 @@ func TestHotPathsDoNotAllocate(t *testing.T) {
 	tc := s.NewToucher()
 	name := d.AppendHex(nil)
 	var st unix.Stat_t
+	var stx unix.Statx_t
 	tests := []struct {
 		name string
 		give func()
@@ -134,6 +135,7 @@ func TestHotPathsDoNotAllocate(t *testing.T) {
 		// No bad copies: ten ENOENT errors, each a PathError and its name.
 		{"Toucher.TouchBad", func() { _, err := tc.TouchBad(d); rtest.OK(t, err) }, 2 * maxBad},
 		{"PrefixDir.StatBytes", func() { rtest.OK(t, dir.StatBytes(name, &st)) }, 0},
+		{"PrefixDir.StatCached", func() { rtest.OK(t, dir.StatCached(name, &stx)) }, 0},
 		{"OpenPrefix", func() { dir, err := s.OpenPrefix(d.Prefix()); rtest.OK(t, err); rtest.OK(t, dir.Close()) }, 1},
 	}
 	for _, tt := range tests {
@@ -142,5 +144,74 @@ func TestHotPathsDoNotAllocate(t *testing.T) {
 				t.Errorf("%v allocs per call, want at most %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestCheckPrefixDirsIsTheSweepsOpen: the prefix dir check opens every
+// prefix dir (through the seam, O_NOFOLLOW) and leaves the fd for
+// TakePrefix, which then opens nothing; a dir the check found missing stays
+// missing for TakePrefix, even if it appears after the check.
+func TestCheckPrefixDirsIsTheSweepsOpen(t *testing.T) {
+	set := faultfs.New(t, nil)
+	opts := testOpts(t)
+	opts.Syscalls = set
+	base := t.TempDir()
+	all := make([]uint16, 0, PrefixCount-1)
+	for p := range PrefixCount {
+		if p != 0x0a0a {
+			all = append(all, uint16(p))
+		}
+	}
+	s := miniStore(t, base, opts, all...)
+	missing, err := s.CheckPrefixDirs(t.Context(), 2)
+	rtest.OK(t, err)
+	rtest.Equal(t, "missing", []uint16{0x0a0a}, missing)
+	rtest.OK(t, os.Mkdir(filepath.Join(base, chunksName, "0a0a"), 0o750))
+
+	// Every later open of a prefix dir fails: TakePrefix of a dir the
+	// check cached must not make one.
+	f := set.Add(faultfs.Fault{Op: faultfs.Openat, Name: "????", Err: unix.EIO})
+	dir, err := s.TakePrefix(0x0001)
+	if errors.Is(err, unix.EIO) {
+		t.Skip("the fd budget (RLIMIT_NOFILE) is used up by other stores of this process")
+	}
+	rtest.OK(t, err)
+	rtest.OK(t, dir.ReadNames(func([]byte, uint8) error { return nil }))
+	unlock, err := dir.Lock(true)
+	rtest.OK(t, err)
+	rtest.OK(t, unlock())
+	rtest.OK(t, dir.Close())
+	_, err = s.TakePrefix(0x0a0a)
+	rtest.ErrorIs(t, err, fs.ErrNotExist)
+	rtest.Equal(t, "opens after the check", 0, f.Fired())
+	// The fault was armed all along: a real open fails.
+	_, err = s.OpenPrefix(0x0002)
+	rtest.ErrorIs(t, err, unix.EIO)
+}
+
+// TestStatCachedAndFresh: both stat without following a symlink, through
+// the seam, and name the full path in their errors.
+func TestStatCachedAndFresh(t *testing.T) {
+	b, d := testChunk(t, "statx")
+	set := faultfs.New(t, nil)
+	opts := testOpts(t)
+	opts.Syscalls = set
+	s := miniStore(t, t.TempDir(), opts, d.Prefix())
+	_, _, err := s.Insert(b, d)
+	rtest.OK(t, err)
+	dir, err := s.OpenPrefix(d.Prefix())
+	rtest.OK(t, err)
+	defer dir.Close()
+	var stx unix.Statx_t
+	rtest.OK(t, dir.StatCached(d.AppendHex(nil), &stx))
+	rtest.Equal(t, "size", uint64(len(b)), stx.Size)
+	rtest.Equal(t, "regular", uint16(unix.S_IFREG), stx.Mode&unix.S_IFMT)
+	rtest.OK(t, os.Symlink(s.ChunkPath(d), filepath.Join(s.chunks, prefixName(d.Prefix()), "link")))
+	rtest.OK(t, dir.StatFresh("link", &stx))
+	rtest.Equal(t, "symlink not followed", uint16(unix.S_IFLNK), stx.Mode&unix.S_IFMT)
+	set.Add(faultfs.Fault{Op: faultfs.Statx, Name: d.String(), Nth: 1, Err: unix.EIO})
+	err = dir.StatFresh(d.String(), &stx)
+	if !errors.Is(err, unix.EIO) || !strings.Contains(err.Error(), s.ChunkPath(d)) {
+		t.Fatalf("StatFresh: want EIO naming %s, got %v", s.ChunkPath(d), err)
 	}
 }

@@ -27,9 +27,9 @@
 // # Phase 2: sweep
 //
 // Prefix directories are sharded across workers. Each entry is classified,
-// stat'ed straight from the listing buffer ([chunkstore.PrefixDir.StatBytes],
-// no allocation per entry) and counted as on-disk, pending or garbage exactly
-// like PBS; only a garbage candidate's name is copied. Garbage is re-stat'ed
+// stat'ed straight from the listing buffer with cached attributes
+// ([chunkstore.PrefixDir.StatCached], no allocation per entry) and counted as
+// on-disk, pending or garbage exactly like PBS; only a garbage candidate's name is copied. Garbage is re-stat'ed
 // and unlinked under the prefix directory's exclusive flock, so a writer that
 // touches or re-inserts the chunk under its shared flock cannot lose it. Any
 // error other than ENOENT stops the run: when unsure, keep data.
@@ -65,6 +65,40 @@
 // how digests are spread over indexes, and a run allocates the same however
 // many chunks it touches. The prefix dir check between the phases runs with
 // phase 1's final limit. Each phase logs its final and peak limit.
+//
+// # Round trips
+//
+// Counted per opcode by TestFUSERoundTrips (CHUNKGC_FUSE_OPS=1) over a
+// go-fuse loopback that caches no attribute or entry (timeouts 0), with all
+// 65,536 prefix dirs, a store of 2,000 referenced and 200 garbage chunks,
+// READDIRPLUS advertised (READDIR without it counts the same):
+//
+//   - phase 1, per referenced chunk: LOOKUP + SETATTR (utimensat relative to
+//     the cached prefix dir fd), plus LOOKUP + OPENDIR for the first touch of
+//     a prefix dir. That is the floor: with entry timeout 0 the kernel
+//     revalidates the name with a LOOKUP before any call on it.
+//   - the prefix check, per dir: before, LOOKUP + GETATTR (fstatat); now
+//     LOOKUP + OPENDIR (the sweep's open, its fd cached).
+//   - the sweep, per empty prefix dir: before, LOOKUP + OPENDIR + 2
+//     READDIRPLUS + RELEASEDIR (5, of them 4 synchronous: the kernel
+//     does not wait for RELEASEDIR); now 2 READDIRPLUS + RELEASEDIR (3, of them
+//     2 synchronous) for a dir whose fd the check cached. 2 READDIR(PLUS)
+//     is the floor over FUSE: a FUSE READDIR reply has no end-of-listing
+//     flag, the server returns "." and "..", and only an empty reply ends
+//     the listing; one getdents64 makes one request, whatever its buffer
+//     size. lseek to 0 on a dir fd is local. Beyond the fd budget
+//     (RLIMIT_NOFILE less 2,048; the systemd unit sets 131,072, enough for
+//     all 65,536) the check closes its fd again (RELEASEDIR) and the sweep
+//     opens the dir once more (LOOKUP + OPENDIR), as many synchronous round
+//     trips as before.
+//   - the sweep, per chunk kept: before, LOOKUP + GETATTR (fstatat: the
+//     kernel asks again even right after the LOOKUP); now LOOKUP (statx
+//     AT_STATX_DONT_SYNC uses the attributes the LOOKUP brought). Per
+//     garbage chunk: before 3 LOOKUP + 2 GETATTR + UNLINK, now 3 LOOKUP + 1
+//     GETATTR (the fresh re-stat under the lock) + UNLINK.
+//
+// No prefix dir is skipped: its own attributes do not tell whether it is
+// empty (chunkstore doc "Round trips").
 //
 // # No escape and doubt
 //

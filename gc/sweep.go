@@ -146,7 +146,7 @@ func sweep(parent context.Context, store *chunkstore.Store, opts *Options, start
 func (s *sweeper) worker(ctx context.Context, w *adapt.Worker, c *sweepCounts) error {
 	done := ctx.Done()
 	var cands []candidate
-	st := new(unix.Stat_t) // one per worker: the seam keeps it from the stack
+	st := new(unix.Statx_t) // one per worker: the seam keeps it from the stack
 	for w.Next() {
 		p := s.next.Add(1) - 1
 		if p >= chunkstore.PrefixCount {
@@ -175,7 +175,13 @@ func (s *sweeper) worker(ctx context.Context, w *adapt.Worker, c *sweepCounts) e
 // each candidate is stat'ed again and unlinked only if it is still garbage.
 // The lock-free pass allocates nothing per entry (BenchmarkSweep,
 // TestMarkSweepAllocsFlat), only a name per candidate; st is scratch space.
-func (s *sweeper) prefix(ctx context.Context, p uint16, c *sweepCounts, st *unix.Stat_t, cands []candidate) ([]candidate, error) {
+// It stats from the kernel's cached attributes where it has them
+// ([chunkstore.PrefixDir.StatCached]); the locked pass stats afresh
+// ([chunkstore.PrefixDir.StatFresh]) and alone decides a removal. The dir
+// fd is the one [chunkstore.Store.CheckPrefixDirs] opened and checked when
+// the fd budget allowed: the listing, the flock, the stats and the unlinks
+// all go through it.
+func (s *sweeper) prefix(ctx context.Context, p uint16, c *sweepCounts, st *unix.Statx_t, cands []candidate) ([]candidate, error) {
 	dir, err := s.store.TakePrefix(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		s.log.Warn("prefix directory missing, nothing to sweep there", zap.Uint16("prefix", p))
@@ -198,7 +204,7 @@ func (s *sweeper) prefix(ctx context.Context, p uint16, c *sweepCounts, st *unix
 			c.notChunks++
 			return nil
 		}
-		if err := dir.StatBytes(name, st); err != nil {
+		if err := dir.StatCached(name, st); err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil
 			}
@@ -208,15 +214,15 @@ func (s *sweeper) prefix(ctx context.Context, p uint16, c *sweepCounts, st *unix
 			return nil
 		}
 		bad := kind == chunkstore.KindBad
-		if st.Atim.Sec < s.minAtime {
+		if st.Atime.Sec < s.minAtime {
 			if s.keepAnyway(dir, name, &d, st, c) {
-				c.keep(st.Atim.Sec, s.oldestWriter, uint64(st.Size), bad)
+				c.keep(st.Atime.Sec, s.oldestWriter, st.Size, bad)
 				return nil
 			}
-			cands = append(cands, candidate{name: string(name), bad: bad, size: uint64(st.Size)})
+			cands = append(cands, candidate{name: string(name), bad: bad, size: st.Size})
 			return nil
 		}
-		c.keep(st.Atim.Sec, s.oldestWriter, uint64(st.Size), bad)
+		c.keep(st.Atime.Sec, s.oldestWriter, st.Size, bad)
 		return nil
 	})
 	if err != nil {
@@ -244,11 +250,11 @@ func (s *sweeper) prefix(ctx context.Context, p uint16, c *sweepCounts, st *unix
 // (ENOENT, so an index references it and the filesystem lied or raced), or it
 // has more than one hard link (unlinking frees nothing; the other name may be
 // outside the store).
-func (s *sweeper) keepAnyway(dir *chunkstore.PrefixDir, name []byte, d *blob.Digest, st *unix.Stat_t, c *sweepCounts) bool {
+func (s *sweeper) keepAnyway(dir *chunkstore.PrefixDir, name []byte, d *blob.Digest, st *unix.Statx_t, c *sweepCounts) bool {
 	if s.untouched.has(d) {
 		c.keptUntouched++
 		s.log.Warn("keeping chunk that phase 1 could not touch: an index references it",
-			zap.String("chunk", dir.Name()+"/"+string(name)), zap.Time("atime", time.Unix(st.Atim.Unix()).UTC()))
+			zap.String("chunk", dir.Name()+"/"+string(name)), zap.Time("atime", time.Unix(st.Atime.Sec, int64(st.Atime.Nsec)).UTC()))
 		return true
 	}
 	if st.Nlink > 1 {
@@ -261,7 +267,11 @@ func (s *sweeper) keepAnyway(dir *chunkstore.PrefixDir, name []byte, d *blob.Dig
 	return false
 }
 
-func (s *sweeper) removeLocked(ctx context.Context, dir *chunkstore.PrefixDir, cands []candidate, c *sweepCounts, st *unix.Stat_t) error {
+// removeLocked decides every candidate again under the prefix dir's
+// exclusive flock, from a fresh stat (not the cached attributes of the first
+// pass), and unlinks it if it is still a single-linked regular file older
+// than min_atime.
+func (s *sweeper) removeLocked(ctx context.Context, dir *chunkstore.PrefixDir, cands []candidate, c *sweepCounts, st *unix.Statx_t) error {
 	done := ctx.Done()
 	for _, cd := range cands {
 		select {
@@ -269,14 +279,14 @@ func (s *sweeper) removeLocked(ctx context.Context, dir *chunkstore.PrefixDir, c
 			return context.Cause(ctx)
 		default:
 		}
-		if err := dir.Stat(cd.name, st); err != nil {
+		if err := dir.StatFresh(cd.name, st); err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				continue
 			}
 			return fmt.Errorf("sweep %s/%s: %w", dir.Name(), cd.name, err)
 		}
-		if st.Atim.Sec >= s.minAtime || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink > 1 {
-			c.keep(st.Atim.Sec, s.oldestWriter, uint64(st.Size), cd.bad)
+		if st.Atime.Sec >= s.minAtime || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink > 1 {
+			c.keep(st.Atime.Sec, s.oldestWriter, st.Size, cd.bad)
 			continue
 		}
 		if err := dir.Unlink(cd.name); err != nil {
@@ -288,7 +298,7 @@ func (s *sweeper) removeLocked(ctx context.Context, dir *chunkstore.PrefixDir, c
 			}
 			return fmt.Errorf("remove %s/%s: %w", dir.Name(), cd.name, err)
 		}
-		c.removed(uint64(st.Size), cd.bad)
+		c.removed(st.Size, cd.bad)
 		if ce := s.log.Check(zap.DebugLevel, "chunk removed"); ce != nil {
 			ce.Write(zap.String("chunk", dir.Name()+"/"+cd.name))
 		}

@@ -17,7 +17,7 @@
 // # Zero allocation
 //
 // Real NUL-terminates names shorter than 128 bytes (a chunk name relative to
-// .chunks is 75) in a buffer on its own stack for openat, fstatat and
+// .chunks is 75) in a buffer on its own stack for openat, fstatat, statx and
 // utimensat, the calls of GC's per-prefix and per-chunk loops, so those
 // calls do not allocate unless they fail. A name may alias a buffer its
 // caller reuses once the call returns: an implementation must not keep it

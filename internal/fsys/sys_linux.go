@@ -134,7 +134,7 @@ func (Real) Fchown(fd, uid, gid int) error {
 }
 
 // nameBufSize bounds the names Real NUL-terminates in a buffer on its own
-// stack for openat, fstatat and utimensat, the calls of GC's per-prefix and
+// stack for openat, fstatat, statx and utimensat, the calls of GC's per-prefix and
 // per-chunk loops: a chunk name relative to .chunks, "xxxx/<64 hex
 // digits>.N.bad", is 75 bytes, a tmp file name 85. Longer names go through
 // x/sys, which copies them to the heap.
@@ -186,10 +186,23 @@ func (Real) Fstatat(dirfd int, name string, st *unix.Stat_t, flags int) error {
 }
 
 func (Real) Statx(dirfd int, name string, flags, mask int, stx *unix.Statx_t) error {
+	if len(name) >= nameBufSize {
+		for {
+			err := unix.Statx(dirfd, name, flags, mask, stx)
+			if err != unix.EINTR {
+				return pathErr("statx", strings.Clone(name), err)
+			}
+		}
+	}
+	var buf [nameBufSize]byte
+	p, e := cName(&buf, name)
+	if e != 0 {
+		return errnoPathErr("statx", name, e)
+	}
 	for {
-		err := unix.Statx(dirfd, name, flags, mask, stx)
-		if err != unix.EINTR {
-			return pathErr("statx", name, err)
+		_, _, e := unix.Syscall6(unix.SYS_STATX, uintptr(dirfd), uintptr(unsafe.Pointer(p)), uintptr(flags), uintptr(mask), uintptr(unsafe.Pointer(stx)), 0)
+		if e != unix.EINTR {
+			return errnoPathErr("statx", name, e)
 		}
 	}
 }
