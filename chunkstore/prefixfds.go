@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"chunkgc/internal/adapt"
 	"chunkgc/internal/nofollow"
 )
 
@@ -144,8 +145,8 @@ var ErrUnexpectedPrefix = errors.New("prefix dir is not a directory")
 // Any other error opening one stops it too. Dirs whose fd is cached were
 // checked when they were opened. It returns the prefixes of missing dirs,
 // which [Store.TakePrefix] then reports missing (the sweep skips those with
-// a warning). Spread over workers goroutines; ctx is checked every 256
-// dirs.
+// a warning). The dirs are spread over pool's workers, one unit a dir
+// (the caller starts and stops the pool); ctx is checked every 256 dirs.
 //
 // The check is the sweep's open: openat(.chunks fd, "xxxx",
 // O_RDONLY|O_DIRECTORY|O_NOFOLLOW), whose fd it caches for
@@ -159,8 +160,7 @@ var ErrUnexpectedPrefix = errors.New("prefix dir is not a directory")
 // (which stops the run), so nothing outside is touched either way; the
 // check only makes the common case — a symlink planted before the run —
 // stop GC before its first removal.
-func (s *Store) CheckPrefixDirs(ctx context.Context, workers int) (missing []uint16, err error) {
-	workers = max(1, workers)
+func (s *Store) CheckPrefixDirs(ctx context.Context, pool *adapt.Pool) (missing []uint16, err error) {
 	var (
 		next  atomic.Int64
 		mu    sync.Mutex
@@ -169,14 +169,17 @@ func (s *Store) CheckPrefixDirs(ctx context.Context, workers int) (missing []uin
 	)
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	for range workers {
+	for range pool.Workers() {
 		wg.Go(func() {
 			var name [4]byte
-			for {
+			w := pool.Worker()
+			defer w.Exit()
+			for w.Next() {
 				p := next.Add(1) - 1
 				if p >= PrefixCount {
 					return
 				}
+				w.Done(1)
 				if p%256 == 0 && ctx.Err() != nil {
 					return
 				}

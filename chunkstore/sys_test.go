@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"chunkgc/internal/adapt"
 	"chunkgc/internal/testkit/faultfs"
 	"chunkgc/internal/testkit/rtest"
 )
@@ -163,7 +164,7 @@ func TestCheckPrefixDirsIsTheSweepsOpen(t *testing.T) {
 		}
 	}
 	s := miniStore(t, base, opts, all...)
-	missing, err := s.CheckPrefixDirs(t.Context(), 2)
+	missing, err := s.CheckPrefixDirs(t.Context(), fixedPool(t, 2))
 	rtest.OK(t, err)
 	rtest.Equal(t, "missing", []uint16{0x0a0a}, missing)
 	rtest.OK(t, os.Mkdir(filepath.Join(base, chunksName, "0a0a"), 0o750))
@@ -214,4 +215,11 @@ func TestStatCachedAndFresh(t *testing.T) {
 	if !errors.Is(err, unix.EIO) || !strings.Contains(err.Error(), s.ChunkPath(d)) {
 		t.Fatalf("StatFresh: want EIO naming %s, got %v", s.ChunkPath(d), err)
 	}
+}
+
+// fixedPool is a pool of n workers, stopped when the test ends.
+func fixedPool(t *testing.T, n int) *adapt.Pool {
+	p := adapt.Start(t.Context(), adapt.Config{Fixed: n})
+	t.Cleanup(func() { p.Stop() })
+	return p
 }

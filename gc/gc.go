@@ -141,8 +141,8 @@ type run struct {
 	now       func() time.Time
 	st        *Status
 	untouched *untouchedSet
-	// markWorkers is phase 1's last worker limit: the prefix dir check
-	// runs with it, and phase 2 starts from it.
+	// markWorkers is phase 1's last worker limit, where the prefix dir
+	// check and phase 2 start.
 	markWorkers int
 }
 
@@ -255,7 +255,9 @@ func (r *run) mark(ctx context.Context) error {
 // checks that every prefix dir is a real directory (doc "No escape").
 func (r *run) sweep(ctx context.Context) error {
 	t2 := time.Now()
-	missingPrefixes, err := r.store.CheckPrefixDirs(ctx, r.markWorkers)
+	check := r.opts.pool(ctx, "check", r.markWorkers, r.log.With(zap.String("phase", "check")))
+	missingPrefixes, err := r.store.CheckPrefixDirs(ctx, check)
+	check.Stop()
 	if err != nil {
 		if ctx.Err() != nil {
 			return errCanceled(ctx, "before phase 2")

@@ -367,7 +367,7 @@ func (m *marker) get(rel string) (*batch, error) {
 
 func (m *marker) send(b *batch) error {
 	if m.work == nil { // one worker: strictly sequential, touch inline
-		m.touchBatch(m.toucher, b)
+		m.touchBatch(m.toucher, nil, b)
 		return context.Cause(m.ctx)
 	}
 	select {
@@ -390,9 +390,7 @@ func (m *marker) touchWorker() {
 		if !ok {
 			return
 		}
-		n := b.n
-		m.touchBatch(t, b)
-		w.Done(n)
+		m.touchBatch(t, w, b)
 	}
 	// Stopped (cancelled): hand the queued batches back.
 	for b := range m.work {
@@ -400,11 +398,14 @@ func (m *marker) touchWorker() {
 	}
 }
 
-// touchBatch touches every digest of b with t and returns b to the pool. The
-// first error other than a missing chunk cancels the whole phase. It does not
+// touchBatch touches every digest of b with t, counts each as one unit of
+// w's (nil when touching inline) and returns b to the free set. The first
+// error other than a missing chunk cancels the whole phase. It does not
 // allocate per digest (BenchmarkMark, TestMarkSweepAllocsFlat), except to
-// report a missing chunk.
-func (m *marker) touchBatch(t *chunkstore.Toucher, b *batch) {
+// report a missing chunk. Counting per digest, not per batch, gives the
+// pool's controller a sample it can read when a batch takes longer than
+// its sampling interval (64 round trips on slow storage).
+func (m *marker) touchBatch(t *chunkstore.Toucher, w *adapt.Worker, b *batch) {
 	defer func() { m.free <- b }()
 	select {
 	case <-m.ctx.Done():
@@ -419,6 +420,9 @@ func (m *marker) touchBatch(t *chunkstore.Toucher, b *batch) {
 	}()
 	for i := range b.n {
 		d := &b.d[i]
+		if w != nil {
+			w.Done(1)
+		}
 		if m.cache != nil {
 			lookups++
 			if m.cache.seenOrAdd(d) {

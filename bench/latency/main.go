@@ -66,6 +66,7 @@ type variant struct {
 
 type config struct {
 	dir, mnt, bin, floor, genstore, lockDir string
+	nofile                                  int
 	chunks, indexes, garbage                int
 	runs, runsSeq                           int
 	sweep                                   []int
@@ -86,6 +87,7 @@ func main() {
 	flag.IntVar(&c.indexes, "indexes", 20, "genstore -indexes")
 	flag.IntVar(&c.garbage, "garbage", 2000, "genstore -garbage-chunks")
 	flag.IntVar(&c.runs, "runs", 3, "runs per variant")
+	flag.IntVar(&c.nofile, "nofile", 12288, "RLIMIT_NOFILE of the GC and the floor (prlimit), well below the harness's own; 0 leaves it")
 	flag.IntVar(&c.runsSeq, "runs-seq", 1, "runs of the sequential GC (slow: requests x delay)")
 	flag.BoolVar(&c.noSeq, "no-seq", false, "skip the sequential GC")
 	flag.BoolVar(&c.noEmpty, "no-empty", false, "skip the empty-store run")
@@ -203,6 +205,13 @@ func (c *config) runOne(f *latfs.FS, v *variant) error {
 		}
 		args = []string{c.bin, "gc", "--lock-dir", c.lockDir, "--log-level", "info", "--log-format", "json",
 			"--output", "json", "--tuning", props, store}
+	}
+	if c.nofile > 0 {
+		// The harness serves every dir the GC holds open with an fd of
+		// its own, in this process: a GC that may cache as many fds as
+		// this process has would exhaust the server (EMFILE), which no
+		// NFS client does to its server.
+		args = append([]string{"prlimit", fmt.Sprintf("--nofile=%d:%d", c.nofile, c.nofile), "--"}, args...)
 	}
 	var res result
 	cmd := exec.Command(args[0], args[1:]...)

@@ -79,6 +79,14 @@ func Mount(backing, mnt string, o Options) (*FS, error) {
 		FsName:            backing,
 		Name:              name,
 		EnableLocks:       o.EnableLocks,
+		// The kernel sends RELEASE and RELEASEDIR as background requests,
+		// at most MaxBackground at once (go-fuse's default is 12). With a
+		// delay on each, a GC that opens and closes dirs faster than 12
+		// per delay piles up releases, and with them the server's open
+		// backing fds, until it runs out (EMFILE). An NFS server keeps no
+		// state per open dir; room for this many releases in flight keeps
+		// the harness from inventing that limit.
+		MaxBackground: 1024,
 	}
 	server, err := fuse.NewServer(raw, mnt, &mo)
 	if err != nil {

@@ -251,7 +251,7 @@ func (p *Pool) setLimit(n int, why string) {
 	p.mu.Unlock()
 	p.changes++
 	p.peak = max(p.peak, n)
-	p.cfg.Log.Debug("worker limit changed", zap.String("phase", p.cfg.Name),
+	p.cfg.Log.Debug("worker limit changed", zap.String("pool", p.cfg.Name),
 		zap.Int("from", old), zap.Int("to", n), zap.String("why", why))
 }
 

@@ -12,6 +12,7 @@ import (
 	"chunkgc/blob"
 	"chunkgc/chunkstore"
 	"chunkgc/index"
+	"chunkgc/internal/adapt"
 	"chunkgc/internal/fsys"
 	"chunkgc/internal/testkit/rtest"
 	"chunkgc/internal/testkit/testfs"
@@ -43,7 +44,7 @@ func TestBuildLayout(t *testing.T) {
 	rtest.OK(t, err)
 	defer store.Close()
 	rtest.OK(t, store.VerifyLayout(context.Background()))
-	missing, err := store.CheckPrefixDirs(context.Background(), 2)
+	missing, err := store.CheckPrefixDirs(context.Background(), fixedPool(t, 2))
 	rtest.OK(t, err)
 	rtest.Equal(t, "missing prefix dirs", 0, len(missing))
 	rtest.Equal(t, "chunk path", store.ChunkPath(s.Digest("old")), s.Path("old"))
@@ -110,4 +111,11 @@ func TestBuildOwner(t *testing.T) {
 	var st unix.Stat_t
 	rtest.OK(t, unix.Lstat(s.Path("c"), &st))
 	rtest.Equal(t, "owner of the chunk", true, o.Owns(&st))
+}
+
+// fixedPool is a pool of n workers, stopped when the test ends.
+func fixedPool(t *testing.T, n int) *adapt.Pool {
+	p := adapt.Start(t.Context(), adapt.Config{Fixed: n})
+	t.Cleanup(func() { p.Stop() })
+	return p
 }
