@@ -43,7 +43,8 @@ type Options struct {
 	// GroupLockTimeout bounds the wait for a group's exclusive lock on the
 	// last re-list attempt; 0 means 10 minutes.
 	GroupLockTimeout time.Duration
-	hooks            hooks
+
+	hooks hooks
 }
 
 // hooks are test seams at points where a real race has to be staged
