@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"path/filepath"
 	"time"
@@ -274,21 +275,13 @@ func runIngest(ctx context.Context, e *env, args []string) error {
 	if fs.NArg() < 3 {
 		return usagef("want STORE TYPE/ID FILE...")
 	}
-	ns, err := parseNS(*nsFlag)
-	if err != nil {
-		return err
-	}
-	g, err := parseTarget(fs.Arg(1), datastore.ParseGroup)
-	if err != nil {
-		return err
-	}
-	g.NS = ns
-	o, err := e.open(fs.Arg(0), tuning.Props{})
+	g, o, err := openTarget(e, fs, *nsFlag, datastore.ParseGroup,
+		func(g *datastore.Group, ns datastore.Namespace) { g.NS = ns })
 	if err != nil {
 		return err
 	}
 	defer o.Close()
-	snap, err := backup.Ingest(ctx, o.store, o.locks, g, fs.Args()[2:], backup.IngestOptions{NS: ns, ChunkSize: *chunkSize}, e.log)
+	snap, err := backup.Ingest(ctx, o.store, o.locks, g, fs.Args()[2:], backup.IngestOptions{NS: g.NS, ChunkSize: *chunkSize}, e.log)
 	if err != nil {
 		return err
 	}
@@ -305,16 +298,8 @@ func runForget(ctx context.Context, e *env, args []string) error {
 	if fs.NArg() != 2 {
 		return usagef("want STORE TYPE/ID/TIME")
 	}
-	ns, err := parseNS(*nsFlag)
-	if err != nil {
-		return err
-	}
-	snap, err := parseTarget(fs.Arg(1), datastore.ParseSnapshot)
-	if err != nil {
-		return err
-	}
-	snap.NS = ns
-	o, err := e.open(fs.Arg(0), tuning.Props{})
+	snap, o, err := openTarget(e, fs, *nsFlag, datastore.ParseSnapshot,
+		func(s *datastore.Snapshot, ns datastore.Namespace) { s.NS = ns })
 	if err != nil {
 		return err
 	}
@@ -353,21 +338,24 @@ func runSnapshots(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
-// parseNS parses a --ns value; a bad one is a usage error.
-func parseNS(s string) (datastore.Namespace, error) {
-	ns, err := datastore.ParseNamespace(s)
+// openTarget serves the commands on one group or snapshot (STORE TARGET …):
+// it parses the --ns value nsArg and the target fs.Arg(1) with parse, puts
+// the target in that namespace with setNS, and opens the store fs.Arg(0). A
+// bad --ns or target is a usage error.
+func openTarget[T any](e *env, fs *flag.FlagSet, nsArg string, parse func(string) (T, error), setNS func(*T, datastore.Namespace)) (T, *opened, error) {
+	var zero T
+	ns, err := datastore.ParseNamespace(nsArg)
 	if err != nil {
-		return nil, usagef("--ns: %v", err)
+		return zero, nil, usagef("--ns: %v", err)
 	}
-	return ns, nil
-}
-
-// parseTarget parses a group or snapshot argument with parse; a bad one is
-// a usage error.
-func parseTarget[T any](arg string, parse func(string) (T, error)) (T, error) {
-	v, err := parse(arg)
+	v, err := parse(fs.Arg(1))
 	if err != nil {
-		return v, usagef("%v", err)
+		return zero, nil, usagef("%v", err)
 	}
-	return v, nil
+	setNS(&v, ns)
+	o, err := e.open(fs.Arg(0), tuning.Props{})
+	if err != nil {
+		return zero, nil, err
+	}
+	return v, o, nil
 }
