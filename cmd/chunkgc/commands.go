@@ -178,11 +178,8 @@ func runCheckAtime(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("check-atime")
 	var props tuning.Props
 	fs.Var(&props, "tuning", "tuning overrides, e.g. gc-max-clock-skew=60")
-	if err := e.parse(fs, args); err != nil {
+	if err := e.parseStore(fs, args, nil); err != nil {
 		return err
-	}
-	if fs.NArg() != 1 {
-		return usagef("want STORE")
 	}
 	o, err := e.open(fs.Arg(0), props)
 	if err != nil {
@@ -206,14 +203,8 @@ func runGC(ctx context.Context, e *env, args []string) error {
 	fs.Var(&props, "tuning", "tuning overrides, e.g. gc-atime-cutoff=60,gc-cache-capacity=0")
 	dryRun := fs.Bool("dry-run", false, "mark and count, but remove nothing and keep .gc-status")
 	output := fs.String("output", "text", "text or json (final status on stdout)")
-	if err := e.parse(fs, args); err != nil {
+	if err := e.parseStore(fs, args, output); err != nil {
 		return err
-	}
-	if fs.NArg() != 1 {
-		return usagef("want STORE")
-	}
-	if *output != "text" && *output != "json" {
-		return usagef("--output %q: want text or json", *output)
 	}
 	o, err := e.open(fs.Arg(0), props)
 	if err != nil {
@@ -245,14 +236,8 @@ func printStatus(e *env, st *gc.Status, output string) error {
 func runStatus(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("status")
 	output := fs.String("output", "text", "text or json")
-	if err := e.parse(fs, args); err != nil {
+	if err := e.parseStore(fs, args, output); err != nil {
 		return err
-	}
-	if fs.NArg() != 1 {
-		return usagef("want STORE")
-	}
-	if *output != "text" && *output != "json" {
-		return usagef("--output %q: want text or json", *output)
 	}
 	ref, err := e.resolveStore(fs.Arg(0))
 	if err != nil {
@@ -313,11 +298,8 @@ func runForget(ctx context.Context, e *env, args []string) error {
 
 func runSnapshots(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("snapshots")
-	if err := e.parse(fs, args); err != nil {
+	if err := e.parseStore(fs, args, nil); err != nil {
 		return err
-	}
-	if fs.NArg() != 1 {
-		return usagef("want STORE")
 	}
 	ref, err := e.resolveStore(fs.Arg(0))
 	if err != nil {
@@ -334,6 +316,21 @@ func runSnapshots(ctx context.Context, e *env, args []string) error {
 	}
 	for _, s := range snaps {
 		fmt.Fprintln(e.stdout, s.RelPath())
+	}
+	return nil
+}
+
+// parseStore parses args of a command on one store (STORE) with fs; output
+// is the command's --output flag (nil: none), which must be text or json.
+func (e *env) parseStore(fs *flag.FlagSet, args []string, output *string) error {
+	if err := e.parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("want STORE")
+	}
+	if output != nil && *output != "text" && *output != "json" {
+		return usagef("--output %q: want text or json", *output)
 	}
 	return nil
 }

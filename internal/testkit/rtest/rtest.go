@@ -43,6 +43,25 @@ func ErrorIs(t testing.TB, err, target error) {
 	}
 }
 
+// ErrorAt fails t, and carries on, unless err matches every one of targets
+// and names path (as "path:", the way an *fs.PathError does); what names
+// the call that returned err.
+func ErrorAt(t testing.TB, what string, err error, path string, targets ...error) {
+	t.Helper()
+	if err == nil {
+		t.Errorf("%s: succeeded, want an error naming %s", what, path)
+		return
+	}
+	for _, target := range targets {
+		if !errors.Is(err, target) {
+			t.Errorf("%s: want an error matching %v, got %v", what, target, err)
+		}
+	}
+	if !strings.Contains(err.Error(), path+":") {
+		t.Errorf("%s: error %q does not name %s", what, err, path)
+	}
+}
+
 // InCI reports whether the tests run under CI (the environment variable CI
 // is set): there a missing capability is a failure, not a skip.
 func InCI() bool { return os.Getenv("CI") != "" }
