@@ -11,17 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"chunkgc/internal/fsys"
+	"chunkgc/internal/testkit/rtest"
 )
-
-func openRoot(t *testing.T, dir string) int {
-	t.Helper()
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(fd) })
-	return fd
-}
 
 // tree builds root/a/b/f (a file), root/a/link -> outside, root/a/fifo,
 // root/lnk -> a, root/a/b/flink -> f, and returns root and outside.
@@ -54,7 +45,7 @@ func TestOpenRefusesEverySymlink(t *testing.T) {
 				t.Cleanup(func() { noOpenat2.Store(false) })
 			}
 			root, _ := tree(t)
-			rfd := openRoot(t, root)
+			rfd := rtest.DirFD(t, root)
 			f, err := OpenFile(rfd, root, "a/b/f")
 			if err != nil {
 				t.Fatalf("plain file: %v", err)
@@ -88,7 +79,7 @@ func TestOpenRefusesEverySymlink(t *testing.T) {
 
 func TestOpenFileFIFODoesNotBlock(t *testing.T) {
 	root, _ := tree(t)
-	rfd := openRoot(t, root)
+	rfd := rtest.DirFD(t, root)
 	_, err := OpenFile(rfd, root, "a/fifo")
 	if !errors.Is(err, ErrNotRegular) || !strings.Contains(err.Error(), "FIFO") {
 		t.Fatalf("OpenFile fifo: %v, want ErrNotRegular naming a FIFO", err)
@@ -100,7 +91,7 @@ func TestOpenFileFIFODoesNotBlock(t *testing.T) {
 
 func TestBadNames(t *testing.T) {
 	root, _ := tree(t)
-	rfd := openRoot(t, root)
+	rfd := rtest.DirFD(t, root)
 	for _, n := range []string{"", "/etc", "a/../a/b/f", "./a", "a//b", "a/b/"} {
 		if _, err := Open(rfd, root, n, unix.O_RDONLY, 0); !errors.Is(err, ErrBadName) {
 			t.Errorf("Open %q: %v, want ErrBadName", n, err)
@@ -110,7 +101,7 @@ func TestBadNames(t *testing.T) {
 
 func TestMkdirAll(t *testing.T) {
 	root, outside := tree(t)
-	rfd := openRoot(t, root)
+	rfd := rtest.DirFD(t, root)
 	fd, err := MkdirAll(fsys.Real{}, rfd, root, "x/y/z", 0o755, fsys.Keep)
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // OK fails t at once when err is not nil.
@@ -60,6 +62,16 @@ func ErrorAt(t testing.TB, what string, err error, path string, targets ...error
 	if !strings.Contains(err.Error(), path+":") {
 		t.Errorf("%s: error %q does not name %s", what, err, path)
 	}
+}
+
+// DirFD opens dir as a directory fd for *at calls (O_RDONLY|O_DIRECTORY|
+// O_CLOEXEC), closed when the test ends.
+func DirFD(t testing.TB, dir string) int {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	OK(t, err)
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
 }
 
 // InCI reports whether the tests run under CI (the environment variable CI
