@@ -51,6 +51,8 @@ func TestKindOf(t *testing.T) {
 		})
 	}
 	rtest.Equal(t, "String of unknown kind", "Kind(7)", Kind(7).String())
+	rtest.Equal(t, "String of kind 0", "Kind(0)", Kind(0).String())
+	rtest.Equal(t, "Suffix of unknown kind", "", Kind(3).Suffix())
 }
 
 func TestRoundTrip(t *testing.T) {

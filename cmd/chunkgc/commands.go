@@ -236,10 +236,7 @@ func printStatus(e *env, st *gc.Status, output string) error {
 func runStatus(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("status")
 	output := fs.String("output", "text", "text or json")
-	if err := e.parseStore(fs, args, output); err != nil {
-		return err
-	}
-	ref, err := e.resolveStore(fs.Arg(0))
+	ref, err := e.storeArg(fs, args, output)
 	if err != nil {
 		return err
 	}
@@ -298,10 +295,7 @@ func runForget(ctx context.Context, e *env, args []string) error {
 
 func runSnapshots(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("snapshots")
-	if err := e.parseStore(fs, args, nil); err != nil {
-		return err
-	}
-	ref, err := e.resolveStore(fs.Arg(0))
+	ref, err := e.storeArg(fs, args, nil)
 	if err != nil {
 		return err
 	}
@@ -333,6 +327,14 @@ func (e *env) parseStore(fs *flag.FlagSet, args []string, output *string) error 
 		return usagef("--output %q: want text or json", *output)
 	}
 	return nil
+}
+
+// storeArg is [env.parseStore] that also resolves the STORE argument.
+func (e *env) storeArg(fs *flag.FlagSet, args []string, output *string) (*storeRef, error) {
+	if err := e.parseStore(fs, args, output); err != nil {
+		return nil, err
+	}
+	return e.resolveStore(fs.Arg(0))
 }
 
 // openTarget serves the commands on one group or snapshot (STORE TARGET …):
