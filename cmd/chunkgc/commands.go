@@ -178,10 +178,7 @@ func runCheckAtime(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("check-atime")
 	var props tuning.Props
 	fs.Var(&props, "tuning", "tuning overrides, e.g. gc-max-clock-skew=60")
-	if err := e.parseStore(fs, args, nil); err != nil {
-		return err
-	}
-	o, err := e.open(fs.Arg(0), props)
+	o, err := e.openArg(fs, args, nil, &props)
 	if err != nil {
 		return err
 	}
@@ -203,10 +200,7 @@ func runGC(ctx context.Context, e *env, args []string) error {
 	fs.Var(&props, "tuning", "tuning overrides, e.g. gc-atime-cutoff=60,gc-cache-capacity=0")
 	dryRun := fs.Bool("dry-run", false, "mark and count, but remove nothing and keep .gc-status")
 	output := fs.String("output", "text", "text or json (final status on stdout)")
-	if err := e.parseStore(fs, args, output); err != nil {
-		return err
-	}
-	o, err := e.open(fs.Arg(0), props)
+	o, err := e.openArg(fs, args, output, &props)
 	if err != nil {
 		return err
 	}
@@ -335,6 +329,15 @@ func (e *env) storeArg(fs *flag.FlagSet, args []string, output *string) (*storeR
 		return nil, err
 	}
 	return e.resolveStore(fs.Arg(0))
+}
+
+// openArg is [env.parseStore] that also opens the STORE argument with the
+// tuning overrides cli, which the parse fills in.
+func (e *env) openArg(fs *flag.FlagSet, args []string, output *string, cli *tuning.Props) (*opened, error) {
+	if err := e.parseStore(fs, args, output); err != nil {
+		return nil, err
+	}
+	return e.open(fs.Arg(0), *cli)
 }
 
 // openTarget serves the commands on one group or snapshot (STORE TARGET …):
