@@ -279,13 +279,7 @@ func TestCorrupt(t *testing.T) {
 
 func checkCorrupt(t *testing.T, err error, path, reason string, offset int64) {
 	t.Helper()
-	if !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("error does not match ErrCorrupt: %v", err)
-	}
-	ce, isCE := errors.AsType[*CorruptError](err)
-	if !isCE {
-		t.Fatalf("error is not a *CorruptError: %v", err)
-	}
+	ce := rtest.ErrorAs[*CorruptError](t, err, ErrCorrupt)
 	rtest.Equal(t, "CorruptError.Path", path, ce.Path)
 	rtest.Equal(t, "CorruptError.Offset", offset, ce.Offset)
 	if !strings.Contains(ce.Reason, reason) {

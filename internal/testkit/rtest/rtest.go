@@ -45,6 +45,20 @@ func ErrorIs(t testing.TB, err, target error) {
 	}
 }
 
+// ErrorAs fails t at once unless err matches the sentinel target with
+// errors.Is and holds an E (errors.AsType); it returns that E.
+func ErrorAs[E error](t testing.TB, err, target error) E {
+	t.Helper()
+	if !errors.Is(err, target) {
+		t.Fatalf("want an error matching %v, got %v", target, err)
+	}
+	e, ok := errors.AsType[E](err)
+	if !ok {
+		t.Fatalf("want an error holding a %T, got %T: %v", e, err, err)
+	}
+	return e
+}
+
 // ErrorAt fails t, and carries on, unless err matches every one of targets
 // and names path (as "path:", the way an *fs.PathError does); what names
 // the call that returned err.
