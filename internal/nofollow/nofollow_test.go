@@ -67,25 +67,33 @@ func TestOpenRefusesEverySymlink(t *testing.T) {
 					t.Errorf("OpenFile %s: error %v names %v, want %s", c.name, err, pe, want)
 				}
 			}
-			if _, err := OpenDir(rfd, root, "a/link"); !errors.Is(err, ErrSymlink) {
-				t.Errorf("OpenDir a/link: %v, want ErrSymlink", err)
-			}
-			if _, err := OpenDir(rfd, root, "a/b/f"); !errors.Is(err, ErrNotDir) {
-				t.Errorf("OpenDir a/b/f: %v, want ErrNotDir", err)
+			// Entries of the wrong type; the FIFO's open must not block.
+			for _, c := range []struct {
+				dir  bool // OpenDir, not OpenFile
+				name string
+				want error
+				says string
+			}{
+				{true, "a/link", ErrSymlink, ""},
+				{true, "a/b/f", ErrNotDir, ""},
+				{false, "a/fifo", ErrNotRegular, "FIFO"},
+				{false, "a", ErrNotRegular, ""},
+			} {
+				open := OpenFile
+				if c.dir {
+					open = func(rfd int, root, name string) (*os.File, error) {
+						fd, err := OpenDir(rfd, root, name)
+						if err == nil {
+							unix.Close(fd)
+						}
+						return nil, err
+					}
+				}
+				if _, err := open(rfd, root, c.name); !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.says) {
+					t.Errorf("open %s (dir %v): %v, want %v saying %q", c.name, c.dir, err, c.want, c.says)
+				}
 			}
 		})
-	}
-}
-
-func TestOpenFileFIFODoesNotBlock(t *testing.T) {
-	root, _ := tree(t)
-	rfd := rtest.DirFD(t, root)
-	_, err := OpenFile(rfd, root, "a/fifo")
-	if !errors.Is(err, ErrNotRegular) || !strings.Contains(err.Error(), "FIFO") {
-		t.Fatalf("OpenFile fifo: %v, want ErrNotRegular naming a FIFO", err)
-	}
-	if _, err := OpenFile(rfd, root, "a"); !errors.Is(err, ErrNotRegular) {
-		t.Fatalf("OpenFile dir: %v, want ErrNotRegular", err)
 	}
 }
 
