@@ -243,16 +243,8 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 
 func runIngest(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("ingest")
-	nsFlag := fs.String("ns", "", "namespace, e.g. a/b")
 	chunkSize := fs.Int("chunk-size", 4<<20, "fixed chunk size in bytes (power of two, 64 KiB … 16 MiB)")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() < 3 {
-		return usagef("want STORE TYPE/ID FILE...")
-	}
-	g, o, err := openTarget(e, fs, *nsFlag, datastore.ParseGroup,
-		func(g *datastore.Group, ns datastore.Namespace) { g.NS = ns })
+	g, o, err := groupFiles.open(e, fs, args)
 	if err != nil {
 		return err
 	}
@@ -267,15 +259,7 @@ func runIngest(ctx context.Context, e *env, args []string) error {
 
 func runForget(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("forget")
-	nsFlag := fs.String("ns", "", "namespace, e.g. a/b")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 2 {
-		return usagef("want STORE TYPE/ID/TIME")
-	}
-	snap, o, err := openTarget(e, fs, *nsFlag, datastore.ParseSnapshot,
-		func(s *datastore.Snapshot, ns datastore.Namespace) { s.NS = ns })
+	snap, o, err := oneSnapshot.open(e, fs, args)
 	if err != nil {
 		return err
 	}
@@ -340,21 +324,46 @@ func (e *env) openArg(fs *flag.FlagSet, args []string, output *string, cli *tuni
 	return e.open(fs.Arg(0), *cli)
 }
 
-// openTarget serves the commands on one group or snapshot (STORE TARGET …):
-// it parses the --ns value nsArg and the target fs.Arg(1) with parse, puts
-// the target in that namespace with setNS, and opens the store fs.Arg(0). A
-// bad --ns or target is a usage error.
-func openTarget[T any](e *env, fs *flag.FlagSet, nsArg string, parse func(string) (T, error), setNS func(*T, datastore.Namespace)) (T, *opened, error) {
+// target is what a command on one group or snapshot works on: its
+// arguments are STORE TARGET and, when more, further ones (usage says
+// which), and its --ns flag names the target's namespace.
+type target[T any] struct {
+	usage string
+	more  bool
+	parse func(string) (T, error)
+	setNS func(*T, datastore.Namespace)
+}
+
+var (
+	// groupFiles is ingest's: a group and the files to back up.
+	groupFiles = target[datastore.Group]{usage: "STORE TYPE/ID FILE...", more: true, parse: datastore.ParseGroup,
+		setNS: func(g *datastore.Group, ns datastore.Namespace) { g.NS = ns }}
+	// oneSnapshot is forget's.
+	oneSnapshot = target[datastore.Snapshot]{usage: "STORE TYPE/ID/TIME", parse: datastore.ParseSnapshot,
+		setNS: func(s *datastore.Snapshot, ns datastore.Namespace) { s.NS = ns }}
+)
+
+// open adds --ns to fs, parses args, parses the target fs.Arg(1) into the
+// --ns namespace and opens the store fs.Arg(0). A bad argument count, --ns
+// or target is a usage error.
+func (tg target[T]) open(e *env, fs *flag.FlagSet, args []string) (T, *opened, error) {
 	var zero T
-	ns, err := datastore.ParseNamespace(nsArg)
+	nsFlag := fs.String("ns", "", "namespace, e.g. a/b")
+	if err := e.parse(fs, args); err != nil {
+		return zero, nil, err
+	}
+	if n := fs.NArg(); n < 2 || n == 2 && tg.more || n > 2 && !tg.more {
+		return zero, nil, usagef("want %s", tg.usage)
+	}
+	ns, err := datastore.ParseNamespace(*nsFlag)
 	if err != nil {
 		return zero, nil, usagef("--ns: %v", err)
 	}
-	v, err := parse(fs.Arg(1))
+	v, err := tg.parse(fs.Arg(1))
 	if err != nil {
 		return zero, nil, usagef("%v", err)
 	}
-	setNS(&v, ns)
+	tg.setNS(&v, ns)
 	o, err := e.open(fs.Arg(0), tuning.Props{})
 	if err != nil {
 		return zero, nil, err
