@@ -92,17 +92,13 @@ func removeSnapshot(ctx context.Context, tree *datastore.Tree, lk *locking.Dir, 
 	if err != nil {
 		return fmt.Errorf("forget snapshot %s: %w", dir, err)
 	}
-	gone := false
-	defer func() {
-		if uerr := release(lock, gone); uerr != nil {
-			err = errors.Join(err, fmt.Errorf("forget snapshot %s: %w", dir, uerr))
+	return whileLocked(lock, "forget snapshot "+dir, func() (bool, error) {
+		gone, err := removeLockedSnapshot(tree, s)
+		if err != nil {
+			return gone, fmt.Errorf("forget snapshot %s: %w", dir, err)
 		}
-	}()
-	gone, err = removeLockedSnapshot(tree, s)
-	if err != nil {
-		return fmt.Errorf("forget snapshot %s: %w", dir, err)
-	}
-	return nil
+		return gone, nil
+	})
 }
 
 // removeLockedSnapshot removes the snapshot directory, unless it is
@@ -150,14 +146,9 @@ func removeGroupIfEmpty(ctx context.Context, tree *datastore.Tree, lk *locking.D
 	if err != nil {
 		return fmt.Errorf("remove empty group %s: %w", gdir, err)
 	}
-	gone := false
-	defer func() {
-		if uerr := release(lock, gone); uerr != nil {
-			err = errors.Join(err, fmt.Errorf("remove empty group %s: %w", gdir, uerr))
-		}
-	}()
-	gone, err = removeLockedGroup(tree, g, log, hooks)
-	return err
+	return whileLocked(lock, "remove empty group "+gdir, func() (bool, error) {
+		return removeLockedGroup(tree, g, log, hooks)
+	})
 }
 
 // removeLockedGroup removes the directory of group g if it holds nothing
@@ -365,6 +356,20 @@ func (o ownerFile) restore(sys fsys.Syscalls, gfd int) error {
 		return fmt.Errorf("restore owner: %w", fsys.WithPath(werr, o.path))
 	}
 	return nil
+}
+
+// whileLocked runs remove, which reports whether the directory it removes
+// is gone, under lock and then releases lock with [release]; what names the
+// step in an error of the release, which joins remove's.
+func whileLocked(lock *locking.Lock, what string, remove func() (gone bool, err error)) (err error) {
+	gone := false
+	defer func() {
+		if uerr := release(lock, gone); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("%s: %w", what, uerr))
+		}
+	}()
+	gone, err = remove()
+	return err
 }
 
 // release drops a snapshot or group lock. The lock file goes only with what

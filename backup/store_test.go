@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -17,7 +16,6 @@ import (
 	"chunkgc/chunkstore"
 	"chunkgc/datastore"
 	"chunkgc/internal/fsys"
-	"chunkgc/internal/nofollow"
 	"chunkgc/internal/testkit/leakcheck"
 	"chunkgc/internal/testkit/rtest"
 	"chunkgc/internal/testkit/storetest"
@@ -129,33 +127,4 @@ func exists(t testing.TB, p string) bool {
 		t.Fatal(err)
 	}
 	return err == nil
-}
-
-// wantDoubt fails t unless err is a doubt (ErrUnexpectedEntry, and
-// nofollow.ErrSymlink for a symlink) naming path.
-func wantDoubt(t testing.TB, what string, err error, path string, symlink bool) {
-	t.Helper()
-	switch {
-	case err == nil:
-		t.Errorf("%s: succeeded, want an error naming %s", what, path)
-		return
-	case !errors.Is(err, datastore.ErrUnexpectedEntry):
-		t.Errorf("%s: want ErrUnexpectedEntry, got %v", what, err)
-	case symlink && !errors.Is(err, nofollow.ErrSymlink):
-		t.Errorf("%s: want nofollow.ErrSymlink too, got %v", what, err)
-	}
-	if !strings.Contains(err.Error(), path+":") {
-		t.Errorf("%s: error %q does not name %s", what, err, path)
-	}
-}
-
-// reachable lets the backup user search dir and its parents up to the
-// temporary directory (t.TempDir() makes them 0700), as it can reach a real
-// datastore.
-func reachable(t testing.TB, dir string) {
-	t.Helper()
-	tmp := filepath.Clean(os.TempDir())
-	for p := filepath.Clean(dir); strings.HasPrefix(p, tmp+"/"); p = filepath.Dir(p) {
-		rtest.OK(t, os.Chmod(p, 0o755))
-	}
 }

@@ -32,6 +32,19 @@ func TestMagicsMatchSpec(t *testing.T) {
 	}
 }
 
+// TestReasonStrings: each Reason has its description and sentinel; a value
+// that names no reason has neither.
+func TestReasonStrings(t *testing.T) {
+	for r, want := range map[Reason]string{ReasonTruncated: "truncated", ReasonBadMagic: "bad magic",
+		ReasonBadCRC: "bad crc", ReasonTooLarge: "too large", ReasonCorrupt: "corrupt", 0: "Reason(0)", 6: "Reason(6)"} {
+		rtest.Equal(t, fmt.Sprintf("Reason(%d).String()", r), want, r.String())
+	}
+	for r, want := range map[Reason]error{ReasonTruncated: ErrTruncated, ReasonBadMagic: ErrBadMagic,
+		ReasonBadCRC: ErrBadCRC, ReasonTooLarge: ErrTooLarge, ReasonCorrupt: ErrCorrupt, 0: nil, 6: nil} {
+		rtest.Equal(t, fmt.Sprintf("Reason(%d).sentinel()", r), want, r.sentinel())
+	}
+}
+
 func TestKindString(t *testing.T) {
 	tests := []struct {
 		give Kind

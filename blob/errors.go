@@ -43,37 +43,34 @@ const (
 	ReasonCorrupt
 )
 
+// reasons holds each [Reason]'s description and sentinel.
+var reasons = [...]struct {
+	name     string
+	sentinel error
+}{
+	ReasonTruncated: {"truncated", ErrTruncated},
+	ReasonBadMagic:  {"bad magic", ErrBadMagic},
+	ReasonBadCRC:    {"bad crc", ErrBadCRC},
+	ReasonTooLarge:  {"too large", ErrTooLarge},
+	ReasonCorrupt:   {"corrupt", ErrCorrupt},
+}
+
+// known reports whether r is one of the reasons.
+func (r Reason) known() bool { return r != 0 && int(r) < len(reasons) }
+
 // String returns a short description such as "truncated".
 func (r Reason) String() string {
-	switch r {
-	case ReasonTruncated:
-		return "truncated"
-	case ReasonBadMagic:
-		return "bad magic"
-	case ReasonBadCRC:
-		return "bad crc"
-	case ReasonTooLarge:
-		return "too large"
-	case ReasonCorrupt:
-		return "corrupt"
+	if !r.known() {
+		return "Reason(" + strconv.Itoa(int(r)) + ")"
 	}
-	return "Reason(" + strconv.Itoa(int(r)) + ")"
+	return reasons[r].name
 }
 
 func (r Reason) sentinel() error {
-	switch r {
-	case ReasonTruncated:
-		return ErrTruncated
-	case ReasonBadMagic:
-		return ErrBadMagic
-	case ReasonBadCRC:
-		return ErrBadCRC
-	case ReasonTooLarge:
-		return ErrTooLarge
-	case ReasonCorrupt:
-		return ErrCorrupt
+	if !r.known() {
+		return nil
 	}
-	return nil
+	return reasons[r].sentinel
 }
 
 // FormatError describes a blob that is not well formed. It matches the

@@ -9,49 +9,40 @@ import (
 	"chunkgc/internal/testkit/rtest"
 )
 
-// BenchmarkTouch compares a touch through the seam with the bare syscall:
-// the interface call costs nanoseconds, utimensat microseconds.
+// BenchmarkTouch touches one chunk by digest. "seam" is fsys.Real's
+// utimensat through the fsys.Syscalls interface: against "x/sys", the bare
+// syscall, the interface call costs nanoseconds and utimensat microseconds,
+// and fsys.Real NUL-terminates the name on its stack where x/sys copies it
+// to the heap; "seam-overhead" is the interface call alone. Through a
+// reused [Toucher] (GC's mark) a touch must not allocate; [Store.Touch]
+// allocates its Toucher.
 //
-// go test -run '^$' -bench Touch -count 10 -cpu 2 ./chunkstore
+// go test -run '^$' -bench Touch -benchmem -count 10 -cpu 2 ./chunkstore
 func BenchmarkTouch(b *testing.B) {
-	blb, d := testChunk(b, "bench touch")
-	s := miniStore(b, b.TempDir(), testOpts(b), d.Prefix())
-	_, _, err := s.Insert(blb, d)
-	rtest.OK(b, err)
+	s, d := oneChunk(b, "bench touch", testOpts(b))
 	name := string(appendRelName(nil, d))
-	times := []unix.Timespec{{Nsec: unix.UTIME_NOW}, {Nsec: unix.UTIME_OMIT}}
+	times := s.touchTimes[:]
+	var seam, nop fsys.Syscalls = fsys.Real{}, nopSys{}
 
-	b.Run("direct", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if err := unix.UtimesNanoAt(s.chunksFd, name, times, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("seam", func(b *testing.B) {
-		var sys fsys.Syscalls = fsys.Real{}
-		b.ReportAllocs()
-		for b.Loop() {
-			if err := sys.UtimesNanoAt(s.chunksFd, name, times, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("Store.Touch", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if err := s.Touch(d); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
+	benchLoop(b, "x/sys", func() error { return unix.UtimesNanoAt(s.chunksFd, name, times, unix.AT_SYMLINK_NOFOLLOW) })
+	benchLoop(b, "seam", func() error { return seam.UtimesNanoAt(s.chunksFd, name, times, unix.AT_SYMLINK_NOFOLLOW) })
 	// The seam alone, without the syscall: what it adds to each call.
-	b.Run("seam-overhead", func(b *testing.B) {
-		var sys fsys.Syscalls = nopSys{}
+	benchLoop(b, "seam-overhead", func() error { return nop.UtimesNanoAt(s.chunksFd, name, times, unix.AT_SYMLINK_NOFOLLOW) })
+	benchLoop(b, "Store.Touch", func() error { return s.Touch(d) })
+	tc := s.NewToucher()
+	benchLoop(b, "Toucher", func() error { return tc.Touch(d) })
+	if n := testing.AllocsPerRun(100, func() { rtest.OK(b, tc.Touch(d)) }); n != 0 {
+		b.Fatalf("Toucher.Touch: %v allocs/op, want 0", n)
+	}
+}
+
+// benchLoop runs call as the sub-benchmark name of b, which reports its
+// allocations and stops at call's first error.
+func benchLoop(b *testing.B, name string, call func() error) {
+	b.Run(name, func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if err := sys.UtimesNanoAt(s.chunksFd, name, times, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			if err := call(); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -87,100 +78,25 @@ func BenchmarkReadNames(b *testing.B) {
 	b.ReportMetric(float64(len(want)*b.N)/b.Elapsed().Seconds(), "entries/s")
 }
 
-// BenchmarkStoreTouch touches one chunk by digest: through a reused
-// [Toucher] (GC's mark) it must not allocate; [Store.Touch] allocates its
-// Toucher. "seam" is fsys.Real.UtimesNanoAt alone, which NUL-terminates the
-// name on its stack, against "x/sys", which copies it to the heap.
-//
-// go test -run '^$' -bench StoreTouch -benchmem -count 5 -cpu 2 ./chunkstore
-func BenchmarkStoreTouch(b *testing.B) {
-	blb, d := testChunk(b, "bench store touch")
-	s := miniStore(b, b.TempDir(), testOpts(b), d.Prefix())
-	_, _, err := s.Insert(blb, d)
-	rtest.OK(b, err)
-	name := string(appendRelName(nil, d))
-
-	b.Run("Toucher", func(b *testing.B) {
-		t := s.NewToucher()
-		b.ReportAllocs()
-		for b.Loop() {
-			if err := t.Touch(d); err != nil {
-				b.Fatal(err)
-			}
-		}
-		if n := testing.AllocsPerRun(100, func() { rtest.OK(b, t.Touch(d)) }); n != 0 {
-			b.Fatalf("Toucher.Touch: %v allocs/op, want 0", n)
-		}
-	})
-	b.Run("Store.Touch", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if err := s.Touch(d); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("seam", func(b *testing.B) {
-		var sys fsys.Syscalls = fsys.Real{}
-		b.ReportAllocs()
-		for b.Loop() {
-			if err := sys.UtimesNanoAt(s.chunksFd, name, s.touchTimes[:], unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("x/sys", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if err := unix.UtimesNanoAt(s.chunksFd, name, s.touchTimes[:], unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-}
-
 // BenchmarkPrefixStat stats one chunk of a prefix dir by name: StatBytes,
 // with the name in a byte slice as ReadNames hands it out, must not
 // allocate; Stat with a string made from it allocates the string.
 //
 // go test -run '^$' -bench PrefixStat -benchmem -count 5 -cpu 2 ./chunkstore
 func BenchmarkPrefixStat(b *testing.B) {
-	blb, d := testChunk(b, "bench prefix stat")
-	s := miniStore(b, b.TempDir(), testOpts(b), d.Prefix())
-	_, _, err := s.Insert(blb, d)
-	rtest.OK(b, err)
+	s, d := oneChunk(b, "bench prefix stat", testOpts(b))
 	dir, err := s.OpenPrefix(d.Prefix())
 	rtest.OK(b, err)
 	defer dir.Close()
 	name := d.AppendHex(nil)
 	var st unix.Stat_t
 
-	b.Run("StatBytes", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if err := dir.StatBytes(name, &st); err != nil {
-				b.Fatal(err)
-			}
-		}
-		if n := testing.AllocsPerRun(100, func() { rtest.OK(b, dir.StatBytes(name, &st)) }); n != 0 {
-			b.Fatalf("StatBytes: %v allocs/op, want 0", n)
-		}
-	})
-	b.Run("Stat", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if err := dir.Stat(string(name), &st); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("x/sys", func(b *testing.B) {
-		n := string(name)
-		b.ReportAllocs()
-		for b.Loop() {
-			if err := unix.Fstatat(dir.fd, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
+	n := string(name)
+
+	benchLoop(b, "StatBytes", func() error { return dir.StatBytes(name, &st) })
+	if n := testing.AllocsPerRun(100, func() { rtest.OK(b, dir.StatBytes(name, &st)) }); n != 0 {
+		b.Fatalf("StatBytes: %v allocs/op, want 0", n)
+	}
+	benchLoop(b, "Stat", func() error { return dir.Stat(string(name), &st) })
+	benchLoop(b, "x/sys", func() error { return unix.Fstatat(dir.fd, n, &st, unix.AT_SYMLINK_NOFOLLOW) })
 }

@@ -61,7 +61,7 @@
 // a name straight from the [PrefixDir.ReadNames] buffer, and fsys.Real NUL-terminates names shorter
 // than 128 bytes on its stack and makes openat, fstatat, statx and utimensat with
 // unix.Syscall6 itself (x/sys would copy every name to the heap). Only a
-// failed call allocates, for its error. BenchmarkStoreTouch,
+// failed call allocates, for its error. BenchmarkTouch,
 // BenchmarkPrefixStat and TestHotPathsDoNotAllocate hold this at 0
 // allocations per call.
 //

@@ -207,10 +207,7 @@ func TestInsertHoldsSharedPrefixLock(t *testing.T) {
 }
 
 func TestTouch(t *testing.T) {
-	b, d := testChunk(t, "touch me")
-	s := miniStore(t, t.TempDir(), testOpts(t), d.Prefix())
-	_, _, err := s.Insert(b, d)
-	rtest.OK(t, err)
+	s, d := oneChunk(t, "touch me", testOpts(t))
 	mtime := old.Add(time.Hour)
 	setTimes(t, s.ChunkPath(d), old, mtime)
 	before := time.Now().Add(-time.Minute)
@@ -279,15 +276,9 @@ func TestTouchBad(t *testing.T) {
 }
 
 func TestTouchFault(t *testing.T) {
-	b, d := testChunk(t, "eio")
-	set := faultfs.New(t, nil)
-	opts := testOpts(t)
-	opts.Syscalls = set
-	s := miniStore(t, t.TempDir(), opts, d.Prefix())
-	_, _, err := s.Insert(b, d) // a new chunk: no touch
-	rtest.OK(t, err)
+	s, set, d := faultChunk(t, "eio")
 	f := set.Add(faultfs.Fault{Op: faultfs.UtimesNanoAt, Nth: 1, Err: unix.EIO})
-	err = s.Touch(d)
+	err := s.Touch(d)
 	rtest.Equal(t, "fault fired", 1, f.Fired())
 	if !errors.Is(err, unix.EIO) || errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("Touch: want EIO, got %v", err)

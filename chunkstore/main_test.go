@@ -17,6 +17,7 @@ import (
 
 	"chunkgc/blob"
 	"chunkgc/internal/fsys"
+	"chunkgc/internal/testkit/faultfs"
 	"chunkgc/internal/testkit/leakcheck"
 	"chunkgc/internal/testkit/rtest"
 	"chunkgc/internal/testkit/testfs"
@@ -135,6 +136,28 @@ func testChunk(t testing.TB, data string) ([]byte, blob.Digest) {
 	b, err := blob.Encode([]byte(data), false)
 	rtest.OK(t, err)
 	return b, blob.Sum([]byte(data))
+}
+
+// oneChunk makes the chunk of data and a [miniStore] with opts holding
+// its prefix dir, and inserts the chunk (a new chunk: Insert touches
+// nothing).
+func oneChunk(t testing.TB, data string, opts Options) (*Store, blob.Digest) {
+	t.Helper()
+	b, d := testChunk(t, data)
+	s := miniStore(t, t.TempDir(), opts, d.Prefix())
+	_, _, err := s.Insert(b, d)
+	rtest.OK(t, err)
+	return s, d
+}
+
+// faultChunk is [oneChunk] with testOpts whose seam is the returned set.
+func faultChunk(t testing.TB, data string) (*Store, *faultfs.Set, blob.Digest) {
+	t.Helper()
+	set := faultfs.New(t, nil)
+	opts := testOpts(t)
+	opts.Syscalls = set
+	s, d := oneChunk(t, data, opts)
+	return s, set, d
 }
 
 func lstat(t testing.TB, path string) *unix.Stat_t {

@@ -57,13 +57,7 @@ func TestCheckClockSkew(t *testing.T) {
 	rtest.OK(t, behind.CheckClockSkew(10*time.Minute))
 	rtest.OK(t, behind.CheckClockSkew(time.Hour))
 	err := behind.CheckClockSkew(30 * time.Second)
-	if !errors.Is(err, ErrClockSkew) {
-		t.Fatalf("want ErrClockSkew, got %v", err)
-	}
-	se, isSE := errors.AsType[*ClockSkewError](err)
-	if !isSE {
-		t.Fatalf("want *ClockSkewError, got %T", err)
-	}
+	se := rtest.ErrorAs[*ClockSkewError](t, err, ErrClockSkew)
 	rtest.Equal(t, "HostTime", host, se.HostTime)
 	rtest.Equal(t, "ServerTime", host.Add(-10*time.Minute), se.ServerTime)
 	rtest.Equal(t, "Skew", -10*time.Minute, se.Skew)
@@ -78,10 +72,7 @@ func TestCheckClockSkew(t *testing.T) {
 	ahead := ProbeResult{HostBefore: host, HostAfter: host.Add(time.Millisecond),
 		After: Times{Atime: host.Add(time.Millisecond + time.Minute)}, ClockSkew: time.Minute}
 	err = ahead.CheckClockSkew(0)
-	se, isSE = errors.AsType[*ClockSkewError](err)
-	if !isSE {
-		t.Fatalf("ahead: want *ClockSkewError, got %v", err)
-	}
+	se = rtest.ErrorAs[*ClockSkewError](t, err, ErrClockSkew)
 	rtest.Equal(t, "ahead: HostTime is the reading after the touch", host.Add(time.Millisecond), se.HostTime)
 	rtest.Equal(t, "ahead: ServerTime - HostTime", time.Minute, se.ServerTime.Sub(se.HostTime))
 	if !strings.Contains(err.Error(), "1m0s ahead of host time") {

@@ -3,7 +3,6 @@ package chunkstore
 import (
 	"context"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +20,7 @@ import (
 	"chunkgc/internal/testkit/atimefuse"
 	"chunkgc/internal/testkit/faultfs"
 	"chunkgc/internal/testkit/rtest"
+	"chunkgc/internal/testkit/storetest"
 	"chunkgc/internal/testkit/testfs"
 )
 
@@ -330,7 +330,7 @@ func TestProbeAtimeOwnership(t *testing.T) {
 	owner, err := fsys.LookupOwner("backup")
 	rtest.OK(t, err)
 	mnt := testfs.Tmpfs(t, "")
-	makeTraversable(t, mnt)
+	storetest.Reachable(t, mnt)
 	base := filepath.Join(mnt, "store")
 	opts := testOpts(t)
 	opts.Owner = owner
@@ -346,7 +346,7 @@ func TestProbeAtimeOwnership(t *testing.T) {
 	}
 	rtest.OK(t, s.VerifyLayout(context.Background()))
 
-	bin := copyTestBinary(t)
+	bin := storetest.CopyTestBinary(t)
 	t.Run("probe as backup user", func(t *testing.T) {
 		out, err := runAsBackup(t, bin, base)
 		if err != nil {
@@ -367,38 +367,6 @@ func TestProbeAtimeOwnership(t *testing.T) {
 			t.Fatalf("want EPERM from utimensat, got: %s", out)
 		}
 	})
-}
-
-// makeTraversable gives group and others search permission on the dirs
-// between the temp dir root and dir, so that the backup user can reach it.
-func makeTraversable(t testing.TB, dir string) {
-	t.Helper()
-	root := filepath.Clean(os.TempDir())
-	for d := dir; strings.HasPrefix(d, root+"/"); d = filepath.Dir(d) {
-		fi, err := os.Stat(d)
-		rtest.OK(t, err)
-		rtest.OK(t, os.Chmod(d, fi.Mode().Perm()|0o011))
-	}
-}
-
-// copyTestBinary copies the test binary where the backup user can run it
-// (go test builds it in a private dir).
-func copyTestBinary(t testing.TB) string {
-	t.Helper()
-	exe, err := os.Executable()
-	rtest.OK(t, err)
-	dir := t.TempDir()
-	makeTraversable(t, dir)
-	dst := filepath.Join(dir, "chunkstore.test")
-	in, err := os.Open(exe)
-	rtest.OK(t, err)
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o755)
-	rtest.OK(t, err)
-	_, err = io.Copy(out, in)
-	rtest.OK(t, err)
-	rtest.OK(t, out.Close())
-	return dst
 }
 
 // runAsBackup runs the atime probe on base in the test binary bin (a copy

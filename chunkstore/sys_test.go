@@ -56,17 +56,11 @@ func TestToucher(t *testing.T) {
 
 // TestToucherFault: the Toucher goes through the seam.
 func TestToucherFault(t *testing.T) {
-	b, d := testChunk(t, "toucher eio")
-	set := faultfs.New(t, nil)
-	opts := testOpts(t)
-	opts.Syscalls = set
-	s := miniStore(t, t.TempDir(), opts, d.Prefix())
-	_, _, err := s.Insert(b, d)
-	rtest.OK(t, err)
+	s, set, d := faultChunk(t, "toucher eio")
 	f := set.Add(faultfs.Fault{Op: faultfs.UtimesNanoAt, Nth: 2, Err: unix.EIO})
 	tc := s.NewToucher()
 	rtest.OK(t, tc.Touch(d))
-	err = tc.Touch(d)
+	err := tc.Touch(d)
 	rtest.Equal(t, "fault fired", 1, f.Fired())
 	if !errors.Is(err, unix.EIO) {
 		t.Fatalf("Touch: want EIO, got %v", err)
@@ -78,13 +72,7 @@ func TestToucherFault(t *testing.T) {
 }
 
 func TestStatBytes(t *testing.T) {
-	b, d := testChunk(t, "stat bytes")
-	set := faultfs.New(t, nil)
-	opts := testOpts(t)
-	opts.Syscalls = set
-	s := miniStore(t, t.TempDir(), opts, d.Prefix())
-	_, _, err := s.Insert(b, d)
-	rtest.OK(t, err)
+	s, set, d := faultChunk(t, "stat bytes")
 	dir, err := s.OpenPrefix(d.Prefix())
 	rtest.OK(t, err)
 	defer dir.Close()
@@ -116,10 +104,7 @@ func TestStatBytes(t *testing.T) {
 // TestHotPathsDoNotAllocate: what GC's mark and sweep call per chunk makes no
 // heap allocation; opening a prefix dir makes one (the PrefixDir).
 func TestHotPathsDoNotAllocate(t *testing.T) {
-	b, d := testChunk(t, "no allocs")
-	s := miniStore(t, t.TempDir(), testOpts(t), d.Prefix())
-	_, _, err := s.Insert(b, d)
-	rtest.OK(t, err)
+	s, d := oneChunk(t, "no allocs", testOpts(t))
 	dir, err := s.OpenPrefix(d.Prefix())
 	rtest.OK(t, err)
 	defer dir.Close()

@@ -278,36 +278,6 @@ func TestSetDatastore(t *testing.T) {
 			"datastore: store1\n\tpath /mnt/s1\n",
 		},
 		{
-			"after a section",
-			"datastore: abc\n\tpath /a\n",
-			Datastore{Name: "def", Path: "/d"},
-			"datastore: abc\n\tpath /a\n\ndatastore: def\n\tpath /d\n",
-		},
-		{
-			"after a section without final newline",
-			"datastore: abc\n\tpath /a",
-			Datastore{Name: "def", Path: "/d"},
-			"datastore: abc\n\tpath /a\n\ndatastore: def\n\tpath /d\n",
-		},
-		{
-			"after a trailing blank line",
-			"datastore: abc\n\tpath /a\n\n",
-			Datastore{Name: "def", Path: "/d"},
-			"datastore: abc\n\tpath /a\n\ndatastore: def\n\tpath /d\n",
-		},
-		{
-			"after a comment",
-			"# only a comment",
-			Datastore{Name: "def", Path: "/d"},
-			"# only a comment\n\ndatastore: def\n\tpath /d\n",
-		},
-		{
-			"after an unknown section",
-			"foo: bar\n\tx 1\n",
-			Datastore{Name: "def", Path: "/d"},
-			"foo: bar\n\tx 1\n\ndatastore: def\n\tpath /d\n",
-		},
-		{
 			"update keeps others and indent",
 			"datastore: abc\n  gc-schedule daily\n  path /a\n  tuning sync-level=none\n  verify-new true\n",
 			Datastore{Name: "abc", Path: "/b", Tuning: "sync-level=file"},
@@ -363,20 +333,44 @@ func TestSetDatastore(t *testing.T) {
 		},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c := parseString(t, tt.give)
-			c.SetDatastore(tt.set)
-			rtest.Equal(t, "config after SetDatastore", tt.want, string(c.Bytes()))
-			back := parseString(t, tt.want)
-			got, found := back.Datastore(tt.set.Name)
-			if !found {
-				t.Fatalf("%s not found after SetDatastore", tt.set.Name)
-			}
-			want := tt.set
-			want.Comment = cleanValue(want.Comment)
-			rtest.Equal(t, "datastore read back", want, got)
-		})
+		t.Run(tt.name, func(t *testing.T) { checkSetDatastore(t, tt.give, tt.set, tt.want) })
 	}
+}
+
+// TestSetDatastoreAppends: a new datastore goes after all the file holds,
+// with one blank line before it.
+func TestSetDatastoreAppends(t *testing.T) {
+	def := Datastore{Name: "def", Path: "/d"}
+	tests := []struct {
+		name string
+		give string
+		want string
+	}{
+		{"after a section", "datastore: abc\n\tpath /a\n", "datastore: abc\n\tpath /a\n\ndatastore: def\n\tpath /d\n"},
+		{"after a section without final newline", "datastore: abc\n\tpath /a", "datastore: abc\n\tpath /a\n\ndatastore: def\n\tpath /d\n"},
+		{"after a trailing blank line", "datastore: abc\n\tpath /a\n\n", "datastore: abc\n\tpath /a\n\ndatastore: def\n\tpath /d\n"},
+		{"after a comment", "# only a comment", "# only a comment\n\ndatastore: def\n\tpath /d\n"},
+		{"after an unknown section", "foo: bar\n\tx 1\n", "foo: bar\n\tx 1\n\ndatastore: def\n\tpath /d\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { checkSetDatastore(t, tt.give, def, tt.want) })
+	}
+}
+
+// checkSetDatastore asserts that SetDatastore(set) on the config give
+// makes want, and that want reads back set (its comment made one line).
+func checkSetDatastore(t *testing.T, give string, set Datastore, want string) {
+	t.Helper()
+	c := parseString(t, give)
+	c.SetDatastore(set)
+	rtest.Equal(t, "config after SetDatastore", want, string(c.Bytes()))
+	back := parseString(t, want)
+	got, found := back.Datastore(set.Name)
+	if !found {
+		t.Fatalf("%s not found after SetDatastore", set.Name)
+	}
+	set.Comment = cleanValue(set.Comment)
+	rtest.Equal(t, "datastore read back", set, got)
 }
 
 func TestValidateStoreName(t *testing.T) {

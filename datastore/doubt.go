@@ -123,21 +123,10 @@ func schemeRole(rel string) string {
 
 // dtName names a getdents type, for messages.
 func dtName(typ uint8) string {
-	switch typ {
-	case unix.DT_REG:
-		return "regular file"
-	case unix.DT_DIR:
-		return "directory"
-	case unix.DT_LNK:
-		return "symbolic link"
-	case unix.DT_FIFO:
-		return "FIFO"
-	case unix.DT_SOCK:
-		return "socket"
-	case unix.DT_CHR:
-		return "character device"
-	case unix.DT_BLK:
-		return "block device"
+	for _, ft := range fileTypes {
+		if typ == ft.dt {
+			return ft.name
+		}
 	}
 	return "file of unknown type"
 }

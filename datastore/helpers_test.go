@@ -2,6 +2,7 @@ package datastore
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -108,4 +109,27 @@ func fifo(rel string) entry {
 // isPermission reports whether err says permission denied.
 func isPermission(err error) bool {
 	return errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)
+}
+
+// TestFileTypes: dtype maps each stat format to its getdents type, an
+// unknown format to dtOther, and dtName names each type.
+func TestFileTypes(t *testing.T) {
+	tests := []struct {
+		mode uint32
+		dt   uint8
+		name string
+	}{
+		{unix.S_IFREG | 0o644, unix.DT_REG, "regular file"},
+		{unix.S_IFDIR | 0o755, unix.DT_DIR, "directory"},
+		{unix.S_IFLNK | 0o777, unix.DT_LNK, "symbolic link"},
+		{unix.S_IFIFO, unix.DT_FIFO, "FIFO"},
+		{unix.S_IFSOCK, unix.DT_SOCK, "socket"},
+		{unix.S_IFCHR, unix.DT_CHR, "character device"},
+		{unix.S_IFBLK, unix.DT_BLK, "block device"},
+		{0o070000, dtOther, "file of unknown type"},
+	}
+	for _, tt := range tests {
+		rtest.Equal(t, fmt.Sprintf("dtype(%#o)", tt.mode), tt.dt, dtype(tt.mode))
+		rtest.Equal(t, fmt.Sprintf("dtName(%d)", tt.dt), tt.name, dtName(tt.dt))
+	}
 }

@@ -79,13 +79,38 @@ func newFixture(t *testing.T) string {
 	return base
 }
 
+// parseCase is a case of a parse test: give parses, or fails to parse with
+// wantErr; want is what the test checks the result against when it is not
+// give itself.
+type parseCase struct {
+	name    string
+	give    string
+	want    string
+	wantErr bool
+}
+
+// testParse runs the cases of the parse function fn: parse fails on each
+// wantErr case, and otherwise succeeds with a result that check accepts.
+func testParse[T any](t *testing.T, fn string, parse func(string) (T, error), tests []parseCase, check func(t *testing.T, tt parseCase, v T)) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v, err := parse(tt.give)
+			if tt.wantErr {
+				if err == nil {
+					t.Fatalf("%s(%q) = %q, want an error", fn, tt.give, any(v))
+				}
+				return
+			}
+			rtest.OK(t, err)
+			check(t, tt, v)
+		})
+	}
+}
+
 func TestParseNamespace(t *testing.T) {
-	tests := []struct {
-		name    string
-		give    string
-		want    string // RelPath
-		wantErr bool
-	}{
+	// want is the RelPath.
+	testParse(t, "ParseNamespace", ParseNamespace, []parseCase{
 		{name: "root", give: "", want: ""},
 		{name: "one", give: "a", want: "ns/a"},
 		{name: "two", give: "a/b", want: "ns/a/ns/b"},
@@ -100,30 +125,15 @@ func TestParseNamespace(t *testing.T) {
 		{name: "dotdot", give: "a/..", wantErr: true},
 		{name: "colon", give: "a:b", wantErr: true},
 		{name: "space", give: "a b", wantErr: true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ns, err := ParseNamespace(tt.give)
-			if tt.wantErr {
-				if err == nil {
-					t.Fatalf("ParseNamespace(%q) = %q, want an error", tt.give, ns)
-				}
-				return
-			}
-			rtest.OK(t, err)
-			rtest.Equal(t, "RelPath", tt.want, ns.RelPath())
-			rtest.Equal(t, "String", tt.give, ns.String())
-			rtest.Equal(t, "IsRoot", tt.give == "", ns.IsRoot())
-		})
-	}
+	}, func(t *testing.T, tt parseCase, ns Namespace) {
+		rtest.Equal(t, "RelPath", tt.want, ns.RelPath())
+		rtest.Equal(t, "String", tt.give, ns.String())
+		rtest.Equal(t, "IsRoot", tt.give == "", ns.IsRoot())
+	})
 }
 
 func TestParseGroup(t *testing.T) {
-	tests := []struct {
-		name    string
-		give    string
-		wantErr bool
-	}{
+	testParse(t, "ParseGroup", ParseGroup, []parseCase{
 		{name: "vm", give: "vm/100"},
 		{name: "ct", give: "ct/a.b-c_d"},
 		{name: "host", give: "host/H"},
@@ -132,30 +142,15 @@ func TestParseGroup(t *testing.T) {
 		{name: "no id", give: "vm", wantErr: true},
 		{name: "empty id", give: "vm/", wantErr: true},
 		{name: "extra part", give: "vm/1/2", wantErr: true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			g, err := ParseGroup(tt.give)
-			if tt.wantErr {
-				if err == nil {
-					t.Fatalf("ParseGroup(%q) = %q, want an error", tt.give, g)
-				}
-				return
-			}
-			rtest.OK(t, err)
-			rtest.Equal(t, "RelPath", tt.give, g.RelPath())
-			rtest.Equal(t, "String", tt.give, g.String())
-			rtest.Equal(t, "root namespace", true, g.NS.IsRoot())
-		})
-	}
+	}, func(t *testing.T, tt parseCase, g Group) {
+		rtest.Equal(t, "RelPath", tt.give, g.RelPath())
+		rtest.Equal(t, "String", tt.give, g.String())
+		rtest.Equal(t, "root namespace", true, g.NS.IsRoot())
+	})
 }
 
 func TestParseSnapshot(t *testing.T) {
-	tests := []struct {
-		name    string
-		give    string
-		wantErr bool
-	}{
+	testParse(t, "ParseSnapshot", ParseSnapshot, []parseCase{
 		{name: "vm", give: "vm/100/" + t1},
 		{name: "host", give: "host/h.1/1970-01-01T00:00:00Z"},
 		{name: "leap day", give: "ct/1/2024-02-29T23:59:59Z"},
@@ -168,23 +163,12 @@ func TestParseSnapshot(t *testing.T) {
 		{name: "bad day", give: "vm/1/2025-02-30T15:02:49Z", wantErr: true},
 		{name: "no time", give: "vm/1/", wantErr: true},
 		{name: "no slash", give: "vm", wantErr: true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s, err := ParseSnapshot(tt.give)
-			if tt.wantErr {
-				if err == nil {
-					t.Fatalf("ParseSnapshot(%q) = %q, want an error", tt.give, s)
-				}
-				return
-			}
-			rtest.OK(t, err)
-			rtest.Equal(t, "RelPath", tt.give, s.RelPath())
-			rtest.Equal(t, "String", tt.give, s.String())
-			rtest.Equal(t, "TimeString", tt.give[len(tt.give)-len(t1):], s.TimeString())
-			rtest.Equal(t, "location", time.UTC, s.Time.Location())
-		})
-	}
+	}, func(t *testing.T, tt parseCase, s Snapshot) {
+		rtest.Equal(t, "RelPath", tt.give, s.RelPath())
+		rtest.Equal(t, "String", tt.give, s.String())
+		rtest.Equal(t, "TimeString", tt.give[len(tt.give)-len(t1):], s.TimeString())
+		rtest.Equal(t, "location", time.UTC, s.Time.Location())
+	})
 }
 
 func TestRelPathsWithNamespace(t *testing.T) {

@@ -262,23 +262,28 @@ func (w *walker) fail(rel string, err error) error {
 	return fmt.Errorf("walk index files: %w", err)
 }
 
+// fileTypes are the types of file a directory can hold: a stat mode's
+// format bits, the getdents type and a name for messages.
+var fileTypes = [...]struct {
+	mode uint32
+	dt   uint8
+	name string
+}{
+	{unix.S_IFREG, unix.DT_REG, "regular file"},
+	{unix.S_IFDIR, unix.DT_DIR, "directory"},
+	{unix.S_IFLNK, unix.DT_LNK, "symbolic link"},
+	{unix.S_IFIFO, unix.DT_FIFO, "FIFO"},
+	{unix.S_IFSOCK, unix.DT_SOCK, "socket"},
+	{unix.S_IFCHR, unix.DT_CHR, "character device"},
+	{unix.S_IFBLK, unix.DT_BLK, "block device"},
+}
+
 // dtype converts a stat mode to the getdents type of the file.
 func dtype(mode uint32) uint8 {
-	switch mode & unix.S_IFMT {
-	case unix.S_IFREG:
-		return unix.DT_REG
-	case unix.S_IFDIR:
-		return unix.DT_DIR
-	case unix.S_IFLNK:
-		return unix.DT_LNK
-	case unix.S_IFIFO:
-		return unix.DT_FIFO
-	case unix.S_IFSOCK:
-		return unix.DT_SOCK
-	case unix.S_IFCHR:
-		return unix.DT_CHR
-	case unix.S_IFBLK:
-		return unix.DT_BLK
+	for _, ft := range fileTypes {
+		if mode&unix.S_IFMT == ft.mode {
+			return ft.dt
+		}
 	}
 	return dtOther
 }

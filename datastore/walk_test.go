@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -284,7 +283,7 @@ func runAsBackup(t *testing.T, helper, base string) walkResult {
 	for _, p := range []string{filepath.Dir(base), base} {
 		rtest.OK(t, os.Chmod(p, 0o755))
 	}
-	bin := copyTestBinary(t)
+	bin := storetest.CopyTestBinary(t)
 	cmd := rtest.Helper(helper, base)
 	cmd.Path, cmd.Args[0] = bin, bin
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{
@@ -300,24 +299,4 @@ func runAsBackup(t *testing.T, helper, base string) walkResult {
 	}
 	r.log = stderr.String()
 	return r
-}
-
-// copyTestBinary copies the running test binary where another user may
-// execute it.
-func copyTestBinary(t *testing.T) string {
-	t.Helper()
-	exe, err := os.Executable()
-	rtest.OK(t, err)
-	dir := t.TempDir()
-	rtest.OK(t, os.Chmod(filepath.Dir(dir), 0o755))
-	rtest.OK(t, os.Chmod(dir, 0o755))
-	bin := filepath.Join(dir, "datastore.test")
-	src, err := os.Open(exe)
-	rtest.OK(t, err)
-	defer src.Close()
-	dst, err := os.OpenFile(bin, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
-	rtest.OK(t, err)
-	_, err = io.Copy(dst, src)
-	rtest.OK(t, errors.Join(err, dst.Close()))
-	return bin
 }

@@ -54,10 +54,7 @@ func newAttackFixture(t *testing.T) *attackFixture {
 	f.snapshot("vm/100/"+escT2, a.refs[0], a.refs[1])
 	f.snapshot("ns/a/vm/101/"+escT1, a.refs[2])
 	storetest.ChownTree(t, f.base)
-	tmp := filepath.Clean(os.TempDir())
-	for p := f.base; strings.HasPrefix(p, tmp+"/"); p = filepath.Dir(p) {
-		rtest.OK(t, os.Chmod(p, 0o755))
-	}
+	storetest.Reachable(t, f.base)
 	a.victim = storetest.NewVictim(t)
 	return a
 }
@@ -170,27 +167,16 @@ func TestDoubtStopsGC(t *testing.T) {
 func TestIndexPathTooLongStopsGC(t *testing.T) {
 	a := newAttackFixture(t)
 	hidden, _ := a.chunk(4096, 48*time.Hour)
-	fd, err := unix.Open(a.base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	rtest.OK(t, err)
-	name := strings.Repeat("d", 200)
-	p := a.base
-	for len(p) < unix.PathMax+100 {
-		rtest.OK(t, unix.Mkdirat(fd, name, 0o755))
-		nfd, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
-		rtest.OK(t, err)
-		unix.Close(fd)
-		fd, p = nfd, p+"/"+name
-	}
-	err = index.WriteFixedFileAt(fd, p, "x.fidx", fsys.Keep, 4096, 4096, []blob.Digest{hidden})
-	unix.Close(fd)
-	rtest.OK(t, err)
+	fd, p := storetest.MkdirDeep(t, a.base)
+	rtest.OK(t, index.WriteFixedFileAt(fd, p, "x.fidx", fsys.Keep, 4096, 4096, []blob.Digest{hidden}))
 	before := a.chunkFiles()
-	_, err = a.runNoProbe()
+	_, err := a.runNoProbe()
 	a.wantStopped(t, err, unix.ENAMETOOLONG, p+"/x.fidx", before)
 	rtest.Equal(t, "chunk of the deep index kept", true, a.exists(a.store.ChunkPath(hidden)))
 	a.victim.Check(t)
 	// storetest walks by path and cannot reach it.
-	rtest.OK(t, os.RemoveAll(filepath.Join(a.base, name)))
+	top, _, _ := strings.Cut(strings.TrimPrefix(p, a.base+"/"), "/")
+	rtest.OK(t, os.RemoveAll(filepath.Join(a.base, top)))
 }
 
 // TestRacingAttackerGC runs GC again and again for about 2 s while the
@@ -199,15 +185,8 @@ func TestIndexPathTooLongStopsGC(t *testing.T) {
 // the group, no run removes a referenced chunk, and the victim stays
 // unchanged.
 func TestRacingAttackerGC(t *testing.T) {
-	if _, err := exec.LookPath("perl"); err != nil {
-		rtest.SkipOrFail(t, "needs perl for the attacker's renameat2")
-	}
 	a := newAttackFixture(t)
-	stop := storetest.StartAsBackup(t, a.base, `ln -s "`+a.victim.Dir+`/vm/100" vm/.swap && perl -e '
-		my ($x, $y) = ("vm/100", "vm/.swap"); my $n = 0; my $end = time + 2;
-		while (time < $end) { syscall(316, -100, $x, -100, $y, 2) == 0 or die "renameat2: $!"; $n++; select(undef, undef, undef, 0.001); }
-		if ($n % 2) { syscall(316, -100, $x, -100, $y, 2) == 0 or die "renameat2: $!"; }
-		print "swaps $n\n";'`, time.Minute)
+	swap := storetest.StartSwap(t, a.base, "vm/100", a.victim, time.Millisecond)
 	group := filepath.Join(a.base, "vm/100")
 	var runs, failed int
 	for start := time.Now(); time.Since(start) < 2500*time.Millisecond; runs++ {
@@ -224,14 +203,7 @@ func TestRacingAttackerGC(t *testing.T) {
 			}
 		}
 	}
-	out := stop()
-	t.Logf("%d runs, %d stopped on the swap; attacker: %s", runs, failed, strings.TrimSpace(out))
-	if !strings.Contains(out, "swaps ") {
-		t.Fatalf("the attacker did not finish its loop: %s", out)
-	}
-	if fi, err := os.Lstat(group); err != nil || !fi.IsDir() {
-		t.Fatalf("the group is not back in place: %v %v", fi, err)
-	}
+	t.Logf("%d runs, %d stopped on the swap", runs, failed)
+	swap.Stop(t)
 	a.victim.Check(t)
-	rtest.OK(t, os.Remove(filepath.Join(a.base, "vm/.swap")))
 }

@@ -1,6 +1,7 @@
 package gc
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -176,11 +177,14 @@ func TestFaults(t *testing.T) {
 	tests := []struct {
 		name  string
 		probe bool // run the atime probe
-		give  func(s *faultStore) faultfs.Fault
+		// The fault: the nth (0: the first) call op at the spot at fails
+		// with err (nil: want).
+		op    faultfs.Op
+		at    spot
+		nth   int
+		err   error
 		want  error  // what Run's error matches; nil when GC carries on
 		phase string // where the run stopped
-		// path returns the path Run's error names; nil: the store's .chunks.
-		path func(s *faultStore) string
 		// says is a further part of Run's error: which listing failed.
 		says string
 		// replaced: the failed run replaced .gc-status all the same (it
@@ -189,126 +193,44 @@ func TestFaults(t *testing.T) {
 		check    func(t *testing.T, s *faultStore, st *Status)
 	}{
 		// The locks and the writer registry, before the run starts.
-		{name: "gc lock open EACCES", want: unix.EACCES, phase: inGCLock,
-			path: func(s *faultStore) string { return filepath.Join(s.locks.Path(), "gc") },
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Openat, Path: s.lockGlob("gc"), Nth: 1, Err: unix.EACCES}
-			}},
-		{name: "gc lock flock EIO", want: unix.EIO, phase: inGCLock,
-			path: func(s *faultStore) string { return filepath.Join(s.locks.Path(), "gc") },
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Flock, Path: s.lockGlob("gc"), Nth: 1, Err: unix.EIO}
-			}},
-		{name: "store lock open EACCES", want: unix.EACCES, phase: inStoreLock,
-			path: func(s *faultStore) string { return filepath.Join(s.base, locking.StoreLockName) },
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Openat, Path: s.treeGlob(locking.StoreLockName), Nth: 1, Err: unix.EACCES}
-			}},
-		{name: "store lock fcntl ENOLCK", want: unix.ENOLCK, phase: inStoreLock,
-			path: func(s *faultStore) string { return filepath.Join(s.base, locking.StoreLockName) },
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.FcntlFlock, Path: s.treeGlob(locking.StoreLockName), Nth: 1, Err: unix.ENOLCK}
-			}},
-		{name: "writer registry getdents EIO", want: unix.EIO, phase: inRegistry,
-			path: func(s *faultStore) string { return filepath.Join(s.locks.Path(), "writers") },
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Getdents, Path: s.lockGlob("writers"), Nth: 1, Err: unix.EIO}
-			}},
+		{name: "gc lock open EACCES", op: faultfs.Openat, at: inLocks("gc"), want: unix.EACCES, phase: inGCLock},
+		{name: "gc lock flock EIO", op: faultfs.Flock, at: inLocks("gc"), want: unix.EIO, phase: inGCLock},
+		{name: "store lock open EACCES", op: faultfs.Openat, at: inTree(locking.StoreLockName), want: unix.EACCES, phase: inStoreLock},
+		{name: "store lock fcntl ENOLCK", op: faultfs.FcntlFlock, at: inTree(locking.StoreLockName), want: unix.ENOLCK, phase: inStoreLock},
+		{name: "writer registry getdents EIO", op: faultfs.Getdents, at: inLocks("writers"), want: unix.EIO, phase: inRegistry},
 
 		// The atime probe, before phase 1.
-		{name: "probe statx EIO", probe: true, want: unix.EIO, phase: inProbe,
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Statx, Name: fmt.Sprintf("%04x/%s", s.zero.Prefix(), s.zero), Nth: 1, Err: unix.EIO}
-			}},
-		{name: "probe touch EPERM", probe: true, want: unix.EPERM, phase: inProbe,
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.UtimesNanoAt, Name: s.zero.String(), Nth: 1, Err: unix.EPERM}
-			}},
-		{name: "probe chunk write ENOSPC", probe: true, want: unix.ENOSPC, phase: inProbe,
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Write, Path: s.prefixGlob(s.zero) + "/*.tmp_*", Nth: 1, Err: unix.ENOSPC}
-			}},
+		{name: "probe statx EIO", op: faultfs.Statx, at: probeChunk, probe: true, want: unix.EIO, phase: inProbe},
+		{name: "probe touch EPERM", op: faultfs.UtimesNanoAt, at: chunkName(zero), probe: true, want: unix.EPERM, phase: inProbe},
+		{name: "probe chunk write ENOSPC", op: faultfs.Write, at: probeTmp, probe: true, want: unix.ENOSPC, phase: inProbe},
 
 		// Phase 1: the index walk. Each directory's listing is two
 		// getdents64 calls (the second returns 0); the walk lists every
 		// directory first, so the mark's own listings of a group and a
 		// snapshot are the third call on its path.
-		{name: "tree fstat EIO", want: unix.EIO, phase: inMark,
-			path: func(s *faultStore) string { return s.base },
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Fstatat, Name: "", Path: s.baseGlob(), Nth: 1, Err: unix.EIO}
-			}},
-		{name: "walk open base EACCES", want: unix.EACCES, phase: inMark,
-			path: func(s *faultStore) string { return s.base },
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Openat, Name: ".", Path: s.baseGlob(), Nth: 1, Err: unix.EACCES}
-			}},
-		{name: "walk getdents base EIO", want: unix.EIO, phase: inMark, says: "walk index files",
-			path: func(s *faultStore) string { return s.base },
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Getdents, Path: s.baseGlob(), Nth: 1, Err: unix.EIO}
-			}},
-		{name: "walk open group dir EACCES", want: unix.EACCES, phase: inMark, says: "cannot list every index file",
-			path: func(s *faultStore) string { return filepath.Join(s.base, faultGroup) },
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Openat, Path: s.treeGlob(faultGroup), Nth: 1, Err: unix.EACCES}
-			}},
-		{name: "walk open snapshot dir EIO", want: unix.EIO, phase: inMark, says: "walk index files",
-			path: func(s *faultStore) string { return filepath.Join(s.base, faultSnapshot) },
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Openat, Path: s.treeGlob(faultSnapshot), Nth: 1, Err: unix.EIO}
-			}},
-		{name: "walk open snapshot dir ENOENT: the mark finds its index",
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Openat, Path: s.treeGlob(faultSnapshot), Nth: 1, Err: unix.ENOENT}
-			},
+		{name: "tree fstat EIO", op: faultfs.Fstatat, at: inTree(""), want: unix.EIO, phase: inMark},
+		{name: "walk open base EACCES", op: faultfs.Openat, at: inBase("."), want: unix.EACCES, phase: inMark},
+		{name: "walk getdents base EIO", op: faultfs.Getdents, at: inTree(""), want: unix.EIO, phase: inMark, says: "walk index files"},
+		{name: "walk open group dir EACCES", op: faultfs.Openat, at: inTree(faultGroup), want: unix.EACCES, phase: inMark, says: "cannot list every index file"},
+		{name: "walk open snapshot dir EIO", op: faultfs.Openat, at: inTree(faultSnapshot), want: unix.EIO, phase: inMark, says: "walk index files"},
+		{name: "walk open snapshot dir ENOENT: the mark finds its index", op: faultfs.Openat, at: inTree(faultSnapshot), err: unix.ENOENT,
 			check: func(t *testing.T, s *faultStore, st *Status) {
 				rtest.Equal(t, "new index files", int64(1), st.NewIndexFiles)
 				rtest.Equal(t, "index files", int64(1), st.IndexFileCount)
 				rtest.Equal(t, "removed", int64(3), st.RemovedChunks)
 			}},
-		{name: "walk getdents group dir EIO", want: unix.EIO, phase: inMark, says: "walk index files",
-			path: func(s *faultStore) string { return filepath.Join(s.base, faultGroup) },
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Getdents, Path: s.treeGlob(faultGroup), Nth: 1, Err: unix.EIO}
-			}},
-		{name: "walk getdents snapshot dir malformed", want: unix.EIO, phase: inMark, says: "walk index files",
-			path: func(s *faultStore) string { return filepath.Join(s.base, faultSnapshot) },
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Getdents, Path: s.treeGlob(faultSnapshot), Nth: 1, Err: faultfs.ErrMalformed}
-			}},
-		{name: "walk getdents snapshot dir ESTALE", want: unix.ESTALE, phase: inMark, says: "walk index files",
-			path: func(s *faultStore) string { return filepath.Join(s.base, faultSnapshot) },
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Getdents, Path: s.treeGlob(faultSnapshot), Nth: 1, Err: unix.ESTALE}
-			}},
-		{name: "walk getdents snapshot dir ENOENT: the mark finds its index",
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Getdents, Path: s.treeGlob(faultSnapshot), Nth: 1, Err: unix.ENOENT}
-			},
+		{name: "walk getdents group dir EIO", op: faultfs.Getdents, at: inTree(faultGroup), want: unix.EIO, phase: inMark, says: "walk index files"},
+		{name: "walk getdents snapshot dir malformed", op: faultfs.Getdents, at: inTree(faultSnapshot), err: faultfs.ErrMalformed, want: unix.EIO, phase: inMark, says: "walk index files"},
+		{name: "walk getdents snapshot dir ESTALE", op: faultfs.Getdents, at: inTree(faultSnapshot), want: unix.ESTALE, phase: inMark, says: "walk index files"},
+		{name: "walk getdents snapshot dir ENOENT: the mark finds its index", op: faultfs.Getdents, at: inTree(faultSnapshot), err: unix.ENOENT,
 			check: func(t *testing.T, s *faultStore, st *Status) {
 				rtest.Equal(t, "new index files", int64(1), st.NewIndexFiles)
 				rtest.Equal(t, "removed", int64(3), st.RemovedChunks)
 			}},
-		{name: "list groups getdents EIO", want: unix.EIO, phase: inMark, says: "list groups of namespace",
-			path: func(s *faultStore) string { return filepath.Join(s.base, "vm") },
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Getdents, Path: s.treeGlob("vm"), Nth: 3, Err: unix.EIO}
-			}},
-		{name: "list snapshots getdents malformed", want: unix.EIO, phase: inMark, says: "list snapshots of " + faultGroup,
-			path: func(s *faultStore) string { return filepath.Join(s.base, faultGroup) },
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Getdents, Path: s.treeGlob(faultGroup), Nth: 3, Err: faultfs.ErrMalformed}
-			}},
-		{name: "list index files getdents ESTALE", want: unix.ESTALE, phase: inMark, says: "list index files of " + faultSnapshot,
-			path: func(s *faultStore) string { return filepath.Join(s.base, faultSnapshot) },
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Getdents, Path: s.treeGlob(faultSnapshot), Nth: 3, Err: unix.ESTALE}
-			}},
-		{name: "list index files getdents ENOENT lists the group again", // SPEC §6.3
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Getdents, Path: s.treeGlob(faultSnapshot), Nth: 3, Err: unix.ENOENT}
-			},
+		{name: "list groups getdents EIO", op: faultfs.Getdents, at: inTree("vm"), nth: 3, want: unix.EIO, phase: inMark, says: "list groups of namespace"},
+		{name: "list snapshots getdents malformed", op: faultfs.Getdents, at: inTree(faultGroup), nth: 3, err: faultfs.ErrMalformed, want: unix.EIO, phase: inMark, says: "list snapshots of " + faultGroup},
+		{name: "list index files getdents ESTALE", op: faultfs.Getdents, at: inTree(faultSnapshot), nth: 3, want: unix.ESTALE, phase: inMark, says: "list index files of " + faultSnapshot},
+		{name: "list index files getdents ENOENT lists the group again", op: faultfs.Getdents, at: inTree(faultSnapshot), nth: 3, err: unix.ENOENT, // SPEC §6.3
 			check: func(t *testing.T, s *faultStore, st *Status) {
 				rtest.Equal(t, "index files", int64(1), st.IndexFileCount)
 				// Marked by the group's second listing, not as an
@@ -318,31 +240,16 @@ func TestFaults(t *testing.T) {
 			}},
 
 		// Phase 1: mark.
-		{name: "mark touch EIO", want: unix.EIO, phase: inMark,
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.UtimesNanoAt, Name: s.used[0].String(), Nth: 1, Err: unix.EIO}
-			}},
-		{name: "mark touch ESTALE", want: unix.ESTALE, phase: inMark,
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.UtimesNanoAt, Name: s.used[1].String(), Nth: 1, Err: unix.ESTALE}
-			}},
-		{name: "mark touch ENOENT is kept", // doc "No escape" rule 3
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.UtimesNanoAt, Name: s.used[0].String(), Nth: 1, Err: unix.ENOENT}
-			},
+		{name: "mark touch EIO", op: faultfs.UtimesNanoAt, at: chunkName(used(0)), want: unix.EIO, phase: inMark},
+		{name: "mark touch ESTALE", op: faultfs.UtimesNanoAt, at: chunkName(used(1)), want: unix.ESTALE, phase: inMark},
+		{name: "mark touch ENOENT is kept", op: faultfs.UtimesNanoAt, at: chunkName(used(0)), err: unix.ENOENT, // doc "No escape" rule 3
 			check: func(t *testing.T, s *faultStore, st *Status) {
 				rtest.Equal(t, "missing", int64(1), st.MissingChunks)
 				rtest.Equal(t, "kept untouched", int64(1), st.KeptUntouched)
 				rtest.Equal(t, "removed", int64(3), st.RemovedChunks)
 			}},
-		{name: "mark open prefix dir EACCES", want: unix.EACCES, phase: inMark,
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Openat, Path: s.prefixGlob(s.used[0]), Nth: 1, Err: unix.EACCES}
-			}},
-		{name: "mark open prefix dir ENOENT is kept",
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Openat, Path: s.prefixGlob(s.used[0]), Nth: 1, Err: unix.ENOENT}
-			},
+		{name: "mark open prefix dir EACCES", op: faultfs.Openat, at: inPrefix(used(0)), want: unix.EACCES, phase: inMark},
+		{name: "mark open prefix dir ENOENT is kept", op: faultfs.Openat, at: inPrefix(used(0)), err: unix.ENOENT,
 			check: func(t *testing.T, s *faultStore, st *Status) {
 				rtest.Equal(t, "missing", int64(1), st.MissingChunks)
 				rtest.Equal(t, "kept untouched", int64(1), st.KeptUntouched) // its atime is still old
@@ -353,91 +260,36 @@ func TestFaults(t *testing.T) {
 		// The check is the sweep's open of the prefix dir, whose fd the
 		// sweep reuses (a dir beyond the fd budget is opened again by the
 		// sweep; chunkstore's tests cover that open).
-		{name: "prefix dir check EIO", want: unix.EIO, phase: beforeSweep,
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Openat, Path: s.prefixGlob(s.victim), Nth: 1, Err: unix.EIO}
-			}},
-		{name: "prefix dir open ESTALE", want: unix.ESTALE, phase: beforeSweep,
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Openat, Path: s.prefixGlob(s.victim), Nth: 1, Err: unix.ESTALE}
-			}},
-		{name: "prefix dir open ENOENT skips it",
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Openat, Path: s.prefixGlob(s.victim), Nth: 1, Err: unix.ENOENT}
-			},
+		{name: "prefix dir check EIO", op: faultfs.Openat, at: inPrefix(victim), want: unix.EIO, phase: beforeSweep},
+		{name: "prefix dir open ESTALE", op: faultfs.Openat, at: inPrefix(victim), want: unix.ESTALE, phase: beforeSweep},
+		{name: "prefix dir open ENOENT skips it", op: faultfs.Openat, at: inPrefix(victim), err: unix.ENOENT,
 			check: func(t *testing.T, s *faultStore, st *Status) {
 				rtest.Equal(t, "removed", int64(2), st.RemovedChunks)
 			}},
-		{name: "sweep getdents EIO", want: unix.EIO, phase: inSweep,
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Getdents, Path: s.prefixGlob(s.victim), Nth: 1, Err: unix.EIO}
-			}},
-		{name: "sweep getdents malformed", want: unix.EIO, phase: inSweep,
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Getdents, Path: s.prefixGlob(s.victim), Nth: 1, Err: faultfs.ErrMalformed}
-			}},
+
 		// Phase 2: sweep.
-		{name: "sweep stat EIO", want: unix.EIO, phase: inSweep,
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Statx, Name: s.victim.String(), Nth: 1, Err: unix.EIO}
-			}},
-		{name: "sweep stat ENOENT skips it",
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Statx, Name: s.victim.String(), Nth: 1, Err: unix.ENOENT}
-			},
+		{name: "sweep getdents EIO", op: faultfs.Getdents, at: inPrefix(victim), want: unix.EIO, phase: inSweep},
+		{name: "sweep getdents malformed", op: faultfs.Getdents, at: inPrefix(victim), err: faultfs.ErrMalformed, want: unix.EIO, phase: inSweep},
+		{name: "sweep stat EIO", op: faultfs.Statx, at: chunkName(victim), want: unix.EIO, phase: inSweep},
+		{name: "sweep stat ENOENT skips it", op: faultfs.Statx, at: chunkName(victim), err: unix.ENOENT,
 			check: func(t *testing.T, s *faultStore, st *Status) {
 				rtest.Equal(t, "removed", int64(2), st.RemovedChunks)
 			}},
-		{name: "sweep locked re-stat ESTALE", want: unix.ESTALE, phase: inSweep,
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Statx, Name: s.victim.String(), Nth: 2, Err: unix.ESTALE}
-			}},
-		{name: "sweep flock ENOLCK", want: unix.ENOLCK, phase: inSweep,
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Flock, Path: s.prefixGlob(s.victim), Nth: 1, Err: unix.ENOLCK}
-			}},
-		{name: "sweep unlink EIO", want: unix.EIO, phase: inSweep,
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Unlinkat, Name: s.victim.String(), Nth: 1, Err: unix.EIO}
-			}},
-		{name: "sweep unlink EACCES", want: unix.EACCES, phase: inSweep,
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Unlinkat, Name: s.victim.String(), Nth: 1, Err: unix.EACCES}
-			}},
-		{name: "sweep unlink ENOENT is not counted",
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Unlinkat, Name: s.victim.String(), Nth: 1, Err: unix.ENOENT}
-			},
+		{name: "sweep locked re-stat ESTALE", op: faultfs.Statx, at: chunkName(victim), nth: 2, want: unix.ESTALE, phase: inSweep},
+		{name: "sweep flock ENOLCK", op: faultfs.Flock, at: inPrefix(victim), want: unix.ENOLCK, phase: inSweep},
+		{name: "sweep unlink EIO", op: faultfs.Unlinkat, at: chunkName(victim), want: unix.EIO, phase: inSweep},
+		{name: "sweep unlink EACCES", op: faultfs.Unlinkat, at: chunkName(victim), want: unix.EACCES, phase: inSweep},
+		{name: "sweep unlink ENOENT is not counted", op: faultfs.Unlinkat, at: chunkName(victim), err: unix.ENOENT,
 			check: func(t *testing.T, s *faultStore, st *Status) {
 				rtest.Equal(t, "removed", int64(2), st.RemovedChunks)
 			}},
 
 		// After phase 2: the .gc-status write.
-		{name: "status write ENOSPC", want: unix.ENOSPC, phase: inReport,
-			path: statusPath,
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Write, Path: s.treeGlob(StatusFile) + ".tmp_*", Nth: 1, Err: unix.ENOSPC}
-			}},
-		{name: "status fchmod EPERM", want: unix.EPERM, phase: inReport,
-			path: statusPath,
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Fchmod, Path: s.treeGlob(StatusFile) + ".tmp_*", Nth: 1, Err: unix.EPERM}
-			}},
-		{name: "status fsync ENOSPC", want: unix.ENOSPC, phase: inReport,
-			path: statusPath,
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Fsync, Path: s.treeGlob(StatusFile) + ".tmp_*", Nth: 1, Err: unix.ENOSPC}
-			}},
-		{name: "status rename EIO", want: unix.EIO, phase: inReport,
-			path: statusPath,
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Renameat, Name: StatusFile, Nth: 1, Err: unix.EIO}
-			}},
-		{name: "status directory fsync EIO", want: unix.EIO, phase: inReport, replaced: true,
-			path: statusPath,
-			give: func(s *faultStore) faultfs.Fault {
-				return faultfs.Fault{Op: faultfs.Fsync, Path: s.baseGlob(), Nth: 1, Err: unix.EIO}
-			}},
+		{name: "status write ENOSPC", op: faultfs.Write, at: statusTmp, want: unix.ENOSPC, phase: inReport},
+		{name: "status fchmod EPERM", op: faultfs.Fchmod, at: statusTmp, want: unix.EPERM, phase: inReport},
+		{name: "status fsync ENOSPC", op: faultfs.Fsync, at: statusTmp, want: unix.ENOSPC, phase: inReport},
+		{name: "status rename EIO", op: faultfs.Renameat, at: statusName, want: unix.EIO, phase: inReport},
+		{name: "status directory fsync EIO", op: faultfs.Fsync, at: statusDir, want: unix.EIO, phase: inReport, replaced: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -448,7 +300,9 @@ func TestFaults(t *testing.T) {
 			locks, err := locking.OpenDirWith(s.locks.Path(), fsys.Keep, locking.RootOptions{Syscalls: set})
 			rtest.OK(t, err)
 			t.Cleanup(func() { locks.Close() })
-			fault := set.Add(tt.give(s))
+			f, path := tt.at(s)
+			f.Op, f.Nth, f.Err = tt.op, max(tt.nth, 1), cmp.Or(tt.err, tt.want)
+			fault := set.Add(f)
 			st, err := Run(t.Context(), store, locks, s.opts(func(o *Options) {
 				o.Tuning.AtimeSafetyCheck = tt.probe
 			}))
@@ -478,9 +332,8 @@ func TestFaults(t *testing.T) {
 			if !strings.HasPrefix(err.Error(), tt.phase) {
 				t.Errorf("Run's error %q does not stop in %q", err, strings.TrimSuffix(tt.phase, ": "))
 			}
-			path := filepath.Join(s.base, ".chunks")
-			if tt.path != nil {
-				path = tt.path(s)
+			if path == "" {
+				path = filepath.Join(s.base, ".chunks")
 			}
 			if !strings.Contains(err.Error(), path) {
 				t.Errorf("Run's error %q names no path under %s", err, path)
@@ -508,3 +361,66 @@ func TestFaults(t *testing.T) {
 
 // statusPath is the path an error of the .gc-status write names.
 func statusPath(s *faultStore) string { return filepath.Join(s.base, StatusFile) }
+
+// spot is where a row of TestFaults strikes: the fault's Path glob or Name,
+// and the path Run's error then names ("": the store's .chunks).
+type spot func(s *faultStore) (f faultfs.Fault, path string)
+
+// inLocks is the lock file or dir name in the store's lock directory.
+func inLocks(name string) spot {
+	return func(s *faultStore) (faultfs.Fault, string) {
+		return faultfs.Fault{Path: s.lockGlob(name)}, filepath.Join(s.locks.Path(), name)
+	}
+}
+
+// inTree is the path rel below the store's base ("": the base).
+func inTree(rel string) spot {
+	return func(s *faultStore) (faultfs.Fault, string) {
+		return faultfs.Fault{Path: s.treeGlob(rel)}, filepath.Join(s.base, rel)
+	}
+}
+
+// inBase is the entry name of the base, by its fd.
+func inBase(name string) spot {
+	return func(s *faultStore) (faultfs.Fault, string) {
+		return faultfs.Fault{Path: s.baseGlob(), Name: name}, s.base
+	}
+}
+
+// inPrefix is the prefix dir of the chunk d picks.
+func inPrefix(d func(s *faultStore) blob.Digest) spot {
+	return func(s *faultStore) (faultfs.Fault, string) { return faultfs.Fault{Path: s.prefixGlob(d(s))}, "" }
+}
+
+// chunkName is the chunk d picks, by name in its prefix dir.
+func chunkName(d func(s *faultStore) blob.Digest) spot {
+	return func(s *faultStore) (faultfs.Fault, string) { return faultfs.Fault{Name: d(s).String()}, "" }
+}
+
+// The chunks of a faultStore a spot picks.
+func victim(s *faultStore) blob.Digest { return s.victim }
+func zero(s *faultStore) blob.Digest   { return s.zero }
+func used(i int) func(s *faultStore) blob.Digest {
+	return func(s *faultStore) blob.Digest { return s.used[i] }
+}
+
+// The spots of the atime probe: its chunk by its name relative to .chunks,
+// and the temporary file it writes the chunk through.
+func probeChunk(s *faultStore) (faultfs.Fault, string) {
+	return faultfs.Fault{Name: fmt.Sprintf("%04x/%s", s.zero.Prefix(), s.zero)}, ""
+}
+func probeTmp(s *faultStore) (faultfs.Fault, string) {
+	return faultfs.Fault{Path: s.prefixGlob(s.zero) + "/*.tmp_*"}, ""
+}
+
+// The spots of the .gc-status write: its temporary file, its name (the
+// rename) and the base directory (its fsync).
+func statusTmp(s *faultStore) (faultfs.Fault, string) {
+	return faultfs.Fault{Path: s.treeGlob(StatusFile) + ".tmp_*"}, statusPath(s)
+}
+func statusName(s *faultStore) (faultfs.Fault, string) {
+	return faultfs.Fault{Name: StatusFile}, statusPath(s)
+}
+func statusDir(s *faultStore) (faultfs.Fault, string) {
+	return faultfs.Fault{Path: s.baseGlob()}, statusPath(s)
+}

@@ -113,26 +113,28 @@ func buildAccountingStore(f *fixture) ([]placed, int) {
 func expected(ps []placed, zeroSize uint64) Status {
 	var w Status
 	w.DiskChunks, w.DiskBytes = 1, zeroSize // the probe's zero chunk
+	// The counters each want adds a chunk to: its count (nil: none) and
+	// its bytes.
+	counters := map[string]struct {
+		n     *int64
+		bytes *uint64
+	}{
+		wantDisk:       {&w.DiskChunks, &w.DiskBytes},
+		wantDiskBytes:  {nil, &w.DiskBytes},
+		wantPending:    {&w.PendingChunks, &w.PendingBytes},
+		wantStillBad:   {&w.StillBad, &w.PendingBytes},
+		wantRemoved:    {&w.RemovedChunks, &w.RemovedBytes},
+		wantRemovedBad: {&w.RemovedBad, &w.RemovedBytes},
+	}
 	for _, p := range ps {
-		switch p.want {
-		case wantDisk:
-			w.DiskChunks++
-			w.DiskBytes += p.size
-		case wantDiskBytes:
-			w.DiskBytes += p.size
-		case wantPending:
-			w.PendingChunks++
-			w.PendingBytes += p.size
-		case wantStillBad:
-			w.StillBad++
-			w.PendingBytes += p.size
-		case wantRemoved:
-			w.RemovedChunks++
-			w.RemovedBytes += p.size
-		case wantRemovedBad:
-			w.RemovedBad++
-			w.RemovedBytes += p.size
+		c, ok := counters[p.want]
+		if !ok {
+			panic("accountingTable: unknown want " + p.want)
 		}
+		if c.n != nil {
+			*c.n++
+		}
+		*c.bytes += p.size
 	}
 	return w
 }

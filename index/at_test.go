@@ -16,15 +16,6 @@ import (
 	"chunkgc/internal/testkit/rtest"
 )
 
-// openDirFD opens dir as a directory fd closed when the test ends.
-func openDirFD(t *testing.T, dir string) int {
-	t.Helper()
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	rtest.OK(t, err)
-	t.Cleanup(func() { unix.Close(fd) })
-	return fd
-}
-
 // closed reports whether f's descriptor was closed (by the code under test).
 func closed(f *os.File) bool {
 	var st unix.Stat_t
@@ -71,7 +62,7 @@ func TestOpenFile(t *testing.T) {
 
 func TestWriteFileAt(t *testing.T) {
 	dir := t.TempDir()
-	dfd := openDirFD(t, dir)
+	dfd := rtest.DirFD(t, dir)
 	ds := testDigests(4, 9)
 	rtest.OK(t, WriteFixedFileAt(dfd, dir, "a.fidx", fsys.Keep, 4*4096, 4096, ds))
 	rtest.OK(t, WriteDynamicFileAt(dfd, dir, "b.didx", fsys.Keep, testEnds(4), ds))

@@ -23,26 +23,29 @@ const (
 	Dynamic
 )
 
+// kinds holds each [Kind]'s name and file name suffix.
+var kinds = [...]struct{ name, suffix string }{
+	Fixed:   {"fixed", ".fidx"},
+	Dynamic: {"dynamic", ".didx"},
+}
+
+// known reports whether k is one of the kinds.
+func (k Kind) known() bool { return k != 0 && int(k) < len(kinds) }
+
 // String returns "fixed" or "dynamic".
 func (k Kind) String() string {
-	switch k {
-	case Fixed:
-		return "fixed"
-	case Dynamic:
-		return "dynamic"
+	if !k.known() {
+		return "Kind(" + strconv.Itoa(int(k)) + ")"
 	}
-	return "Kind(" + strconv.Itoa(int(k)) + ")"
+	return kinds[k].name
 }
 
 // Suffix returns the file name suffix of the kind: ".fidx" or ".didx".
 func (k Kind) Suffix() string {
-	switch k {
-	case Fixed:
-		return ".fidx"
-	case Dynamic:
-		return ".didx"
+	if !k.known() {
+		return ""
 	}
-	return ""
+	return kinds[k].suffix
 }
 
 // entrySize is the size of one body entry.
@@ -56,11 +59,10 @@ func (k Kind) entrySize() int {
 // KindOf returns the kind of an index file by its name's suffix, .fidx or
 // .didx, and false for any other name.
 func KindOf(name string) (Kind, bool) {
-	switch {
-	case strings.HasSuffix(name, ".fidx"):
-		return Fixed, true
-	case strings.HasSuffix(name, ".didx"):
-		return Dynamic, true
+	for k := Fixed; k.known(); k++ {
+		if strings.HasSuffix(name, k.Suffix()) {
+			return k, true
+		}
 	}
 	return 0, false
 }

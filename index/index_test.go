@@ -23,34 +23,38 @@ var (
 	testCTime = int64(1743778969) // 2025-04-04T15:02:49Z
 )
 
+// TestKindOf: KindOf tells an index file by its suffix (0 and false for
+// any other name).
 func TestKindOf(t *testing.T) {
 	tests := []struct {
-		give     string
-		want     Kind
-		wantOK   bool
-		wantName string
+		give string
+		want Kind
 	}{
-		{give: "drive-scsi0.img.fidx", want: Fixed, wantOK: true, wantName: "fixed"},
-		{give: "/a/b/root.pxar.didx", want: Dynamic, wantOK: true, wantName: "dynamic"},
-		{give: "index.json.blob"},
-		{give: "x.fidx.tmp_123"},
-		{give: "fidx"},
-		{give: ""},
+		{"drive-scsi0.img.fidx", Fixed},
+		{"/a/b/root.pxar.didx", Dynamic},
+		{"index.json.blob", 0},
+		{"x.fidx.tmp_123", 0},
+		{"fidx", 0},
+		{"", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.give, func(t *testing.T) {
 			got, gotOK := KindOf(tt.give)
 			rtest.Equal(t, "kind", tt.want, got)
-			rtest.Equal(t, "ok", tt.wantOK, gotOK)
-			if tt.wantOK {
-				rtest.Equal(t, "String", tt.wantName, got.String())
-				if !strings.HasSuffix(tt.give, got.Suffix()) {
-					t.Errorf("Suffix %q is not the suffix of %q", got.Suffix(), tt.give)
-				}
-			}
+			rtest.Equal(t, "ok", tt.want != 0, gotOK)
 		})
 	}
-	rtest.Equal(t, "String of unknown kind", "Kind(7)", Kind(7).String())
+}
+
+// TestKindNames: each Kind's String and Suffix, and those of values that
+// name no kind.
+func TestKindNames(t *testing.T) {
+	for k, want := range map[Kind][2]string{
+		Fixed: {"fixed", ".fidx"}, Dynamic: {"dynamic", ".didx"}, 0: {"Kind(0)", ""}, 3: {"Kind(3)", ""}, 7: {"Kind(7)", ""},
+	} {
+		rtest.Equal(t, fmt.Sprintf("Kind(%d).String()", k), want[0], k.String())
+		rtest.Equal(t, fmt.Sprintf("Kind(%d).Suffix()", k), want[1], k.Suffix())
+	}
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -277,13 +281,7 @@ func TestCorrupt(t *testing.T) {
 
 func checkCorrupt(t *testing.T, err error, path, reason string, offset int64) {
 	t.Helper()
-	if !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("error does not match ErrCorrupt: %v", err)
-	}
-	ce, isCE := errors.AsType[*CorruptError](err)
-	if !isCE {
-		t.Fatalf("error is not a *CorruptError: %v", err)
-	}
+	ce := rtest.ErrorAs[*CorruptError](t, err, ErrCorrupt)
 	rtest.Equal(t, "CorruptError.Path", path, ce.Path)
 	rtest.Equal(t, "CorruptError.Offset", offset, ce.Offset)
 	if !strings.Contains(ce.Reason, reason) {

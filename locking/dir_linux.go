@@ -71,12 +71,7 @@ func (d *Dir) Path() string { return d.path }
 // from d stay valid (each holds its own descriptors); further calls on d
 // fail. A second Close returns an error matching fs.ErrClosed.
 func (d *Dir) Close() error {
-	if d.fd < 0 {
-		return fmt.Errorf("close lock dir %s: %w", d.path, fs.ErrClosed)
-	}
-	fd := d.fd
-	d.fd = -1
-	return closeFD(fd, d.path)
+	return closeOwnFD(&d.fd, "lock dir", d.path)
 }
 
 // openSub returns a new O_DIRECTORY fd of the directory rel below d

@@ -58,6 +58,23 @@ func TestFlockBetweenProcesses(t *testing.T) {
 	}
 }
 
+// lockResult is what a flocker's lock returned.
+type lockResult struct {
+	l   *Lock
+	err error
+}
+
+// lockInBackground takes path's exclusive lock with f, waiting up to an
+// hour, in a goroutine, and returns the channel its result arrives on.
+func lockInBackground(t *testing.T, f *flocker, path string) <-chan lockResult {
+	res := make(chan lockResult, 1)
+	go func() {
+		l, err := f.lock(t.Context(), path, Exclusive, time.Hour)
+		res <- lockResult{l, err}
+	}()
+	return res
+}
+
 // TestFlockWaitsForHolder: with a timeout, Flock gets the lock once the
 // holding process exits.
 func TestFlockWaitsForHolder(t *testing.T) {
@@ -72,15 +89,7 @@ func TestFlockWaitsForHolder(t *testing.T) {
 			close(waiting)
 		}
 	}
-	type result struct {
-		l   *Lock
-		err error
-	}
-	res := make(chan result, 1)
-	go func() {
-		l, err := f.lock(t.Context(), path, Exclusive, time.Hour)
-		res <- result{l, err}
-	}()
+	res := lockInBackground(t, &f, path)
 	<-waiting
 	h.stop()
 	r := <-res
@@ -166,15 +175,7 @@ func TestSeed000(t *testing.T) {
 		}
 	}
 	busyOnNewCh := busyOnNew
-	type result struct {
-		l   *Lock
-		err error
-	}
-	res := make(chan result, 1)
-	go func() {
-		l, err := b.lock(t.Context(), path, Exclusive, time.Hour)
-		res <- result{l, err}
-	}()
+	res := lockInBackground(t, &b, path)
 
 	<-firstBusy // B holds the old file open and found it locked
 	a.send("remove")

@@ -31,10 +31,7 @@ func backupLockTree(t *testing.T) *Dir {
 	t.Helper()
 	rtest.RequireRoot(t)
 	base := t.TempDir()
-	// Let the backup user reach the tree (t.TempDir makes 0700 dirs).
-	for p := base; p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
-		rtest.OK(t, os.Chmod(p, 0o755))
-	}
+	storetest.Reachable(t, base)
 	r, err := OpenRoot(filepath.Join(base, "locks"))
 	rtest.OK(t, err)
 	defer r.Close()

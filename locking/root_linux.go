@@ -280,10 +280,5 @@ func (r *Root) Store(name string, owner fsys.Owner) (*Dir, error) {
 // Close closes the root's file descriptor. [Dir]s opened from it stay
 // usable. A second call returns an error matching fs.ErrClosed.
 func (r *Root) Close() error {
-	if r.fd < 0 {
-		return fmt.Errorf("close lock root %s: %w", r.path, fs.ErrClosed)
-	}
-	fd := r.fd
-	r.fd = -1
-	return closeFD(fd, r.path)
+	return closeOwnFD(&r.fd, "lock root", r.path)
 }

@@ -21,60 +21,44 @@ import (
 // and the fix; a sticky parent like /tmp is fine.
 func TestOpenRootRefusesUnsafe(t *testing.T) {
 	rtest.RequireRoot(t)
+	// dir is a directory the test makes below base, owned by uid:gid with
+	// mode (raw bits: the sticky bit too).
+	type dir struct {
+		rel      string
+		uid, gid int
+		mode     uint32
+	}
 	tests := []struct {
 		name string
-		// setup prepares base and returns the lock root to open and the
-		// directory the error must name (empty: accepted).
-		setup func(t *testing.T, base string) (root, bad string)
+		dirs []dir // made in order
+		// root is the lock root to open and bad the directory the error
+		// must name (empty: accepted), below base.
+		root, bad string
 	}{
-		{"root owned by backup", func(t *testing.T, base string) (string, string) {
-			r := filepath.Join(base, "locks")
-			rtest.OK(t, os.Mkdir(r, 0o755))
-			rtest.OK(t, os.Chown(r, backupUID, backupGID))
-			return r, r
-		}},
-		{"root mode 0777", func(t *testing.T, base string) (string, string) {
-			r := filepath.Join(base, "locks")
-			rtest.OK(t, os.Mkdir(r, 0o755))
-			rtest.OK(t, os.Chmod(r, 0o777))
-			return r, r
-		}},
-		{"root group-writable by backup", func(t *testing.T, base string) (string, string) {
-			r := filepath.Join(base, "locks")
-			rtest.OK(t, os.Mkdir(r, 0o755))
-			rtest.OK(t, os.Chown(r, 0, backupGID))
-			rtest.OK(t, os.Chmod(r, 0o775))
-			return r, r
-		}},
-		{"sticky world-writable root", func(t *testing.T, base string) (string, string) {
-			r := filepath.Join(base, "locks")
-			rtest.OK(t, os.Mkdir(r, 0o755))
-			rtest.OK(t, unix.Chmod(r, 0o1777))
-			return r, r
-		}},
-		{"parent owned by backup", func(t *testing.T, base string) (string, string) {
-			p := filepath.Join(base, "run")
-			rtest.OK(t, os.Mkdir(p, 0o755))
-			rtest.OK(t, os.Chown(p, backupUID, backupGID))
-			return filepath.Join(p, "locks"), p
-		}},
-		{"sticky world-writable parent", func(t *testing.T, base string) (string, string) {
-			p := filepath.Join(base, "tmp")
-			rtest.OK(t, os.Mkdir(p, 0o755))
-			rtest.OK(t, unix.Chmod(p, 0o1777))
-			return filepath.Join(p, "locks"), ""
-		}},
-		{"backup-owned tree at another path than PBS's", func(t *testing.T, base string) (string, string) {
-			r := filepath.Join(base, "proxmox-backup", "locks")
-			rtest.OK(t, os.MkdirAll(r, 0o755))
-			rtest.OK(t, os.Chown(filepath.Dir(r), backupUID, backupGID))
-			rtest.OK(t, os.Chown(r, backupUID, backupGID))
-			return r, filepath.Dir(r)
-		}},
+		{"root owned by backup", []dir{{"locks", backupUID, backupGID, 0o755}}, "locks", "locks"},
+		{"root mode 0777", []dir{{"locks", 0, 0, 0o777}}, "locks", "locks"},
+		{"root group-writable by backup", []dir{{"locks", 0, backupGID, 0o775}}, "locks", "locks"},
+		{"sticky world-writable root", []dir{{"locks", 0, 0, 0o1777}}, "locks", "locks"},
+		{"parent owned by backup", []dir{{"run", backupUID, backupGID, 0o755}}, "run/locks", "run"},
+		{"sticky world-writable parent", []dir{{"tmp", 0, 0, 0o1777}}, "tmp/locks", ""},
+		{"backup-owned tree at another path than PBS's", []dir{
+			{"proxmox-backup", backupUID, backupGID, 0o755},
+			{"proxmox-backup/locks", backupUID, backupGID, 0o755},
+		}, "proxmox-backup/locks", "proxmox-backup"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			root, bad := tt.setup(t, t.TempDir())
+			base := t.TempDir()
+			for _, d := range tt.dirs {
+				p := filepath.Join(base, d.rel)
+				rtest.OK(t, os.Mkdir(p, 0o755))
+				rtest.OK(t, os.Chown(p, d.uid, d.gid))
+				rtest.OK(t, unix.Chmod(p, d.mode))
+			}
+			root, bad := filepath.Join(base, tt.root), ""
+			if tt.bad != "" {
+				bad = filepath.Join(base, tt.bad)
+			}
 			_, statErr := os.Lstat(root)
 			r, err := OpenRoot(root)
 			if bad == "" {

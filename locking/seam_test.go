@@ -123,15 +123,6 @@ func (s *countingSys) Pread(fd int, p []byte, offset int64) (int, error) {
 	return s.Real.Pread(fd, p, offset)
 }
 
-// openBase opens dir as a store base directory would be.
-func openBase(t *testing.T, dir string) int {
-	t.Helper()
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	rtest.OK(t, err)
-	t.Cleanup(func() { unix.Close(fd) })
-	return fd
-}
-
 // TestSeamCarriesEveryCall: a Dir opened with RootOptions.Syscalls makes
 // its calls through that seam, for the lock tree and the store lock alike,
 // and so do the Locks and Writers it hands out.
@@ -152,7 +143,7 @@ func TestSeamCarriesEveryCall(t *testing.T) {
 	rtest.Equal(t, "live writers", 1, live)
 	rtest.Equal(t, "found", true, found)
 	base := t.TempDir()
-	sl, err := d.LockStore(openBase(t, base), base)
+	sl, err := d.LockStore(rtest.DirFD(t, base), base)
 	rtest.OK(t, err)
 	rtest.OK(t, w.Close())
 	rtest.OK(t, g.RemoveAndUnlock())
@@ -192,7 +183,7 @@ func TestSeamFaults(t *testing.T) {
 			defer d.Close()
 			base := t.TempDir()
 			sys.fail = c.fail
-			err = c.op(d, base, openBase(t, base))
+			err = c.op(d, base, rtest.DirFD(t, base))
 			rtest.ErrorIs(t, err, unix.EIO)
 			pe, isPE := errors.AsType[*fs.PathError](err)
 			if !isPE || !strings.HasPrefix(pe.Path, "/") || !strings.Contains(pe.Path, c.name) {
@@ -208,12 +199,12 @@ func TestSeamFaults(t *testing.T) {
 func TestCreateStoreLock(t *testing.T) {
 	base := t.TempDir()
 	path := filepath.Join(base, StoreLockName)
-	rtest.OK(t, CreateStoreLock(nil, openBase(t, base), base, fsys.Keep))
+	rtest.OK(t, CreateStoreLock(nil, rtest.DirFD(t, base), base, fsys.Keep))
 	var st unix.Stat_t
 	rtest.OK(t, unix.Lstat(path, &st))
 	rtest.Equal(t, ".lock mode", uint32(unix.S_IFREG|0o644), st.Mode)
 	rtest.Equal(t, ".lock size", int64(0), st.Size)
-	rtest.OK(t, CreateStoreLock(nil, openBase(t, base), base, fsys.Keep)) // again: accepted
+	rtest.OK(t, CreateStoreLock(nil, rtest.DirFD(t, base), base, fsys.Keep)) // again: accepted
 
 	for name, plant := range map[string]func(path string) error{
 		"symlink":   func(p string) error { return unix.Symlink("/etc/passwd", p) },
@@ -231,7 +222,7 @@ func TestCreateStoreLock(t *testing.T) {
 			rtest.OK(t, unix.Mkdir(base, 0o755))
 			path := filepath.Join(base, StoreLockName)
 			rtest.OK(t, plant(path))
-			err := CreateStoreLock(fsys.Real{}, openBase(t, base), base, fsys.Keep)
+			err := CreateStoreLock(fsys.Real{}, rtest.DirFD(t, base), base, fsys.Keep)
 			if err == nil || !strings.Contains(err.Error(), path) {
 				t.Fatalf("CreateStoreLock over a %s: %v, want an error naming %s", name, err, path)
 			}
@@ -263,7 +254,7 @@ func TestCreateStoreLockChownsNoSwappedFile(t *testing.T) {
 		rtest.OK(t, unix.Unlink(path))
 		rtest.OK(t, unix.Link(outside, path))
 	}})
-	err := CreateStoreLock(set, openBase(t, base), base, fsys.Owner{UID: 34, GID: 34})
+	err := CreateStoreLock(set, rtest.DirFD(t, base), base, fsys.Owner{UID: 34, GID: 34})
 	rtest.ErrorIs(t, err, ErrLinked)
 	if !strings.Contains(err.Error(), path) {
 		t.Errorf("error %q does not name %s", err, path)

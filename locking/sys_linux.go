@@ -1,6 +1,7 @@
 package locking
 
 import (
+	"fmt"
 	"io/fs"
 	"path/filepath"
 
@@ -41,4 +42,16 @@ func closeFD(fd int, path string) error {
 		return &fs.PathError{Op: "close", Path: path, Err: err}
 	}
 	return nil
+}
+
+// closeOwnFD closes *fd, the descriptor of the lock root or dir (what) at
+// path, and sets it to -1: a second call returns an error matching
+// fs.ErrClosed.
+func closeOwnFD(fd *int, what, path string) error {
+	if *fd < 0 {
+		return fmt.Errorf("close %s %s: %w", what, path, fs.ErrClosed)
+	}
+	f := *fd
+	*fd = -1
+	return closeFD(f, path)
 }

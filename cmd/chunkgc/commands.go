@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"path/filepath"
 	"time"
@@ -177,13 +178,7 @@ func runCheckAtime(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("check-atime")
 	var props tuning.Props
 	fs.Var(&props, "tuning", "tuning overrides, e.g. gc-max-clock-skew=60")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return usagef("want STORE")
-	}
-	o, err := e.open(fs.Arg(0), props)
+	o, err := e.openArg(fs, args, nil, &props)
 	if err != nil {
 		return err
 	}
@@ -205,16 +200,7 @@ func runGC(ctx context.Context, e *env, args []string) error {
 	fs.Var(&props, "tuning", "tuning overrides, e.g. gc-atime-cutoff=60,gc-cache-capacity=0")
 	dryRun := fs.Bool("dry-run", false, "mark and count, but remove nothing and keep .gc-status")
 	output := fs.String("output", "text", "text or json (final status on stdout)")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return usagef("want STORE")
-	}
-	if *output != "text" && *output != "json" {
-		return usagef("--output %q: want text or json", *output)
-	}
-	o, err := e.open(fs.Arg(0), props)
+	o, err := e.openArg(fs, args, output, &props)
 	if err != nil {
 		return err
 	}
@@ -244,16 +230,7 @@ func printStatus(e *env, st *gc.Status, output string) error {
 func runStatus(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("status")
 	output := fs.String("output", "text", "text or json")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return usagef("want STORE")
-	}
-	if *output != "text" && *output != "json" {
-		return usagef("--output %q: want text or json", *output)
-	}
-	ref, err := e.resolveStore(fs.Arg(0))
+	ref, err := e.storeArg(fs, args, output)
 	if err != nil {
 		return err
 	}
@@ -266,29 +243,13 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 
 func runIngest(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("ingest")
-	nsFlag := fs.String("ns", "", "namespace, e.g. a/b")
 	chunkSize := fs.Int("chunk-size", 4<<20, "fixed chunk size in bytes (power of two, 64 KiB … 16 MiB)")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() < 3 {
-		return usagef("want STORE TYPE/ID FILE...")
-	}
-	ns, err := parseNS(*nsFlag)
-	if err != nil {
-		return err
-	}
-	g, err := parseTarget(fs.Arg(1), datastore.ParseGroup)
-	if err != nil {
-		return err
-	}
-	g.NS = ns
-	o, err := e.open(fs.Arg(0), tuning.Props{})
+	g, o, err := groupFiles.open(e, fs, args)
 	if err != nil {
 		return err
 	}
 	defer o.Close()
-	snap, err := backup.Ingest(ctx, o.store, o.locks, g, fs.Args()[2:], backup.IngestOptions{NS: ns, ChunkSize: *chunkSize}, e.log)
+	snap, err := backup.Ingest(ctx, o.store, o.locks, g, fs.Args()[2:], backup.IngestOptions{NS: g.NS, ChunkSize: *chunkSize}, e.log)
 	if err != nil {
 		return err
 	}
@@ -298,23 +259,7 @@ func runIngest(ctx context.Context, e *env, args []string) error {
 
 func runForget(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("forget")
-	nsFlag := fs.String("ns", "", "namespace, e.g. a/b")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 2 {
-		return usagef("want STORE TYPE/ID/TIME")
-	}
-	ns, err := parseNS(*nsFlag)
-	if err != nil {
-		return err
-	}
-	snap, err := parseTarget(fs.Arg(1), datastore.ParseSnapshot)
-	if err != nil {
-		return err
-	}
-	snap.NS = ns
-	o, err := e.open(fs.Arg(0), tuning.Props{})
+	snap, o, err := oneSnapshot.open(e, fs, args)
 	if err != nil {
 		return err
 	}
@@ -328,13 +273,7 @@ func runForget(ctx context.Context, e *env, args []string) error {
 
 func runSnapshots(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("snapshots")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return usagef("want STORE")
-	}
-	ref, err := e.resolveStore(fs.Arg(0))
+	ref, err := e.storeArg(fs, args, nil)
 	if err != nil {
 		return err
 	}
@@ -353,21 +292,81 @@ func runSnapshots(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
-// parseNS parses a --ns value; a bad one is a usage error.
-func parseNS(s string) (datastore.Namespace, error) {
-	ns, err := datastore.ParseNamespace(s)
-	if err != nil {
-		return nil, usagef("--ns: %v", err)
+// parseStore parses args of a command on one store (STORE) with fs; output
+// is the command's --output flag (nil: none), which must be text or json.
+func (e *env) parseStore(fs *flag.FlagSet, args []string, output *string) error {
+	if err := e.parse(fs, args); err != nil {
+		return err
 	}
-	return ns, nil
+	if fs.NArg() != 1 {
+		return usagef("want STORE")
+	}
+	if output != nil && *output != "text" && *output != "json" {
+		return usagef("--output %q: want text or json", *output)
+	}
+	return nil
 }
 
-// parseTarget parses a group or snapshot argument with parse; a bad one is
-// a usage error.
-func parseTarget[T any](arg string, parse func(string) (T, error)) (T, error) {
-	v, err := parse(arg)
-	if err != nil {
-		return v, usagef("%v", err)
+// storeArg is [env.parseStore] that also resolves the STORE argument.
+func (e *env) storeArg(fs *flag.FlagSet, args []string, output *string) (*storeRef, error) {
+	if err := e.parseStore(fs, args, output); err != nil {
+		return nil, err
 	}
-	return v, nil
+	return e.resolveStore(fs.Arg(0))
+}
+
+// openArg is [env.parseStore] that also opens the STORE argument with the
+// tuning overrides cli, which the parse fills in.
+func (e *env) openArg(fs *flag.FlagSet, args []string, output *string, cli *tuning.Props) (*opened, error) {
+	if err := e.parseStore(fs, args, output); err != nil {
+		return nil, err
+	}
+	return e.open(fs.Arg(0), *cli)
+}
+
+// target is what a command on one group or snapshot works on: its
+// arguments are STORE TARGET and, when more, further ones (usage says
+// which), and its --ns flag names the target's namespace.
+type target[T any] struct {
+	usage string
+	more  bool
+	parse func(string) (T, error)
+	setNS func(*T, datastore.Namespace)
+}
+
+var (
+	// groupFiles is ingest's: a group and the files to back up.
+	groupFiles = target[datastore.Group]{usage: "STORE TYPE/ID FILE...", more: true, parse: datastore.ParseGroup,
+		setNS: func(g *datastore.Group, ns datastore.Namespace) { g.NS = ns }}
+	// oneSnapshot is forget's.
+	oneSnapshot = target[datastore.Snapshot]{usage: "STORE TYPE/ID/TIME", parse: datastore.ParseSnapshot,
+		setNS: func(s *datastore.Snapshot, ns datastore.Namespace) { s.NS = ns }}
+)
+
+// open adds --ns to fs, parses args, parses the target fs.Arg(1) into the
+// --ns namespace and opens the store fs.Arg(0). A bad argument count, --ns
+// or target is a usage error.
+func (tg target[T]) open(e *env, fs *flag.FlagSet, args []string) (T, *opened, error) {
+	var zero T
+	nsFlag := fs.String("ns", "", "namespace, e.g. a/b")
+	if err := e.parse(fs, args); err != nil {
+		return zero, nil, err
+	}
+	if n := fs.NArg(); n < 2 || n == 2 && tg.more || n > 2 && !tg.more {
+		return zero, nil, usagef("want %s", tg.usage)
+	}
+	ns, err := datastore.ParseNamespace(*nsFlag)
+	if err != nil {
+		return zero, nil, usagef("--ns: %v", err)
+	}
+	v, err := tg.parse(fs.Arg(1))
+	if err != nil {
+		return zero, nil, usagef("%v", err)
+	}
+	tg.setNS(&v, ns)
+	o, err := e.open(fs.Arg(0), tuning.Props{})
+	if err != nil {
+		return zero, nil, err
+	}
+	return v, o, nil
 }

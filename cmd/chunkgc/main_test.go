@@ -323,6 +323,21 @@ func startGC(t *testing.T, c *cli, args ...string) (*exec.Cmd, *bufio.Scanner) {
 	return cmd, bufio.NewScanner(stderr)
 }
 
+// signalGC starts a GC of a new store on ext4 with n referenced and n
+// garbage chunks and sends it sig once its log says when.
+func signalGC(t *testing.T, n int, when string, sig syscall.Signal) (*testStore, *cli, *exec.Cmd, *bufio.Scanner) {
+	t.Helper()
+	mnt := testfs.Loop(t, "ext4", "", 256<<20)
+	s := makeStore(t, filepath.Join(mnt, "s"), n, n)
+	c := newCLI(t)
+	gc, log := startGC(t, c, s.base)
+	waitLog(t, log, when)
+	if err := gc.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	return s, c, gc, log
+}
+
 // waitLog reads log lines until one contains s.
 func waitLog(t *testing.T, sc *bufio.Scanner, s string) {
 	t.Helper()
@@ -349,14 +364,7 @@ func atimes(t *testing.T, paths []string) []int64 {
 // TestSecondGCIsBusy: while one GC runs (stopped with SIGSTOP inside its
 // run), a second exits 75 and touches nothing.
 func TestSecondGCIsBusy(t *testing.T) {
-	mnt := testfs.Loop(t, "ext4", "", 256<<20)
-	s := makeStore(t, filepath.Join(mnt, "s"), 20, 20)
-	c := newCLI(t)
-	first, log := startGC(t, c, s.base)
-	waitLog(t, log, "starting garbage collection")
-	if err := first.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	s, c, first, log := signalGC(t, 20, "starting garbage collection", syscall.SIGSTOP)
 	before := atimes(t, append(s.refs, s.garbage...))
 	r := c.run("gc", s.base)
 	wantCode(t, r, exitBusy, "busy")
@@ -516,14 +524,7 @@ func TestDemoAsNormalUser(t *testing.T) {
 // TestSIGINTDuringProbe: Ctrl-C while the probe waits its second exits 130,
 // removes nothing and leaves the locks free.
 func TestSIGINTDuringProbe(t *testing.T) {
-	mnt := testfs.Loop(t, "ext4", "", 256<<20)
-	s := makeStore(t, filepath.Join(mnt, "s"), 10, 10)
-	c := newCLI(t)
-	gc, log := startGC(t, c, s.base)
-	waitLog(t, log, "using access time cutoff")
-	if err := gc.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
+	s, c, gc, log := signalGC(t, 10, "using access time cutoff", syscall.SIGINT)
 	for log.Scan() {
 	}
 	err := gc.Wait()

@@ -144,7 +144,7 @@ const nameBufSize = 128
 // EINVAL when name holds a NUL itself (as x/sys's BytePtrFromString does).
 // name must be shorter than nameBufSize. buf stays on the caller's stack:
 // the pointer only reaches the kernel as a uintptr syscall argument
-// (TestHotPathsDoNotAllocate, BenchmarkStoreTouch and BenchmarkPrefixStat
+// (TestHotPathsDoNotAllocate, BenchmarkTouch and BenchmarkPrefixStat
 // assert 0 allocs/op).
 func cName(buf *[nameBufSize]byte, name string) (*byte, unix.Errno) {
 	if strings.IndexByte(name, 0) >= 0 {

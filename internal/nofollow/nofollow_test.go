@@ -11,17 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"chunkgc/internal/fsys"
+	"chunkgc/internal/testkit/rtest"
 )
-
-func openRoot(t *testing.T, dir string) int {
-	t.Helper()
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(fd) })
-	return fd
-}
 
 // tree builds root/a/b/f (a file), root/a/link -> outside, root/a/fifo,
 // root/lnk -> a, root/a/b/flink -> f, and returns root and outside.
@@ -54,7 +45,7 @@ func TestOpenRefusesEverySymlink(t *testing.T) {
 				t.Cleanup(func() { noOpenat2.Store(false) })
 			}
 			root, _ := tree(t)
-			rfd := openRoot(t, root)
+			rfd := rtest.DirFD(t, root)
 			f, err := OpenFile(rfd, root, "a/b/f")
 			if err != nil {
 				t.Fatalf("plain file: %v", err)
@@ -76,31 +67,39 @@ func TestOpenRefusesEverySymlink(t *testing.T) {
 					t.Errorf("OpenFile %s: error %v names %v, want %s", c.name, err, pe, want)
 				}
 			}
-			if _, err := OpenDir(rfd, root, "a/link"); !errors.Is(err, ErrSymlink) {
-				t.Errorf("OpenDir a/link: %v, want ErrSymlink", err)
-			}
-			if _, err := OpenDir(rfd, root, "a/b/f"); !errors.Is(err, ErrNotDir) {
-				t.Errorf("OpenDir a/b/f: %v, want ErrNotDir", err)
+			// Entries of the wrong type; the FIFO's open must not block.
+			for _, c := range []struct {
+				dir  bool // OpenDir, not OpenFile
+				name string
+				want error
+				says string
+			}{
+				{true, "a/link", ErrSymlink, ""},
+				{true, "a/b/f", ErrNotDir, ""},
+				{false, "a/fifo", ErrNotRegular, "FIFO"},
+				{false, "a", ErrNotRegular, ""},
+			} {
+				open := OpenFile
+				if c.dir {
+					open = func(rfd int, root, name string) (*os.File, error) {
+						fd, err := OpenDir(rfd, root, name)
+						if err == nil {
+							unix.Close(fd)
+						}
+						return nil, err
+					}
+				}
+				if _, err := open(rfd, root, c.name); !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.says) {
+					t.Errorf("open %s (dir %v): %v, want %v saying %q", c.name, c.dir, err, c.want, c.says)
+				}
 			}
 		})
 	}
 }
 
-func TestOpenFileFIFODoesNotBlock(t *testing.T) {
-	root, _ := tree(t)
-	rfd := openRoot(t, root)
-	_, err := OpenFile(rfd, root, "a/fifo")
-	if !errors.Is(err, ErrNotRegular) || !strings.Contains(err.Error(), "FIFO") {
-		t.Fatalf("OpenFile fifo: %v, want ErrNotRegular naming a FIFO", err)
-	}
-	if _, err := OpenFile(rfd, root, "a"); !errors.Is(err, ErrNotRegular) {
-		t.Fatalf("OpenFile dir: %v, want ErrNotRegular", err)
-	}
-}
-
 func TestBadNames(t *testing.T) {
 	root, _ := tree(t)
-	rfd := openRoot(t, root)
+	rfd := rtest.DirFD(t, root)
 	for _, n := range []string{"", "/etc", "a/../a/b/f", "./a", "a//b", "a/b/"} {
 		if _, err := Open(rfd, root, n, unix.O_RDONLY, 0); !errors.Is(err, ErrBadName) {
 			t.Errorf("Open %q: %v, want ErrBadName", n, err)
@@ -110,7 +109,7 @@ func TestBadNames(t *testing.T) {
 
 func TestMkdirAll(t *testing.T) {
 	root, outside := tree(t)
-	rfd := openRoot(t, root)
+	rfd := rtest.DirFD(t, root)
 	fd, err := MkdirAll(fsys.Real{}, rfd, root, "x/y/z", 0o755, fsys.Keep)
 	if err != nil {
 		t.Fatal(err)

@@ -37,15 +37,6 @@ func (f *fakeTB) cleanup() {
 	}
 }
 
-// dirFd opens dir for *at calls.
-func dirFd(t *testing.T, dir string) int {
-	t.Helper()
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	rtest.OK(t, err)
-	t.Cleanup(func() { unix.Close(fd) })
-	return fd
-}
-
 func touch(s fsys.Syscalls, fd int, name string) error {
 	return s.UtimesNanoAt(fd, name, nil, unix.AT_SYMLINK_NOFOLLOW)
 }
@@ -57,7 +48,7 @@ func TestNth(t *testing.T) {
 	for _, n := range []string{"a", "b.bad", "c.bad", "d.bad"} {
 		rtest.OK(t, os.WriteFile(filepath.Join(dir, n), nil, 0o644))
 	}
-	fd := dirFd(t, dir)
+	fd := rtest.DirFD(t, dir)
 	s := New(t, nil)
 	f := s.Add(Fault{Op: UtimesNanoAt, Nth: 2, Name: "*.bad", Err: unix.EIO})
 
@@ -83,7 +74,7 @@ func TestNth(t *testing.T) {
 // indistinguishable.
 func TestRealShape(t *testing.T) {
 	dir := t.TempDir()
-	fd := dirFd(t, dir)
+	fd := rtest.DirFD(t, dir)
 	realErr := touch(fsys.Real{}, fd, "missing")
 	s := New(t, nil)
 	s.Add(Fault{Op: UtimesNanoAt, Err: unix.ENOENT})
@@ -103,7 +94,7 @@ func TestRealShape(t *testing.T) {
 // TestTimes: Nth 0 fires on every selected call, Times bounds it.
 func TestTimes(t *testing.T) {
 	dir := t.TempDir()
-	fd := dirFd(t, dir)
+	fd := rtest.DirFD(t, dir)
 	rtest.OK(t, os.WriteFile(filepath.Join(dir, "f"), nil, 0o644))
 	tests := []struct {
 		name      string
@@ -183,7 +174,7 @@ func TestPath(t *testing.T) {
 	for _, d := range []string{"0a0a", "0b0b"} {
 		rtest.OK(t, os.Mkdir(filepath.Join(dir, d), 0o755))
 	}
-	a, b := dirFd(t, filepath.Join(dir, "0a0a")), dirFd(t, filepath.Join(dir, "0b0b"))
+	a, b := rtest.DirFD(t, filepath.Join(dir, "0a0a")), rtest.DirFD(t, filepath.Join(dir, "0b0b"))
 	s := New(t, nil)
 	s.Add(Fault{Op: Flock, Path: dir + "/0b0b", Err: unix.ENOLCK})
 	s.Add(Fault{Op: Openat, Path: dir + "/*/x", Err: unix.EACCES})
@@ -197,7 +188,7 @@ func TestPath(t *testing.T) {
 // a fault without Err makes the call for real.
 func TestBefore(t *testing.T) {
 	dir := t.TempDir()
-	fd := dirFd(t, dir)
+	fd := rtest.DirFD(t, dir)
 	s := New(t, nil)
 	var seen []string
 	s.Add(Fault{Op: Openat, Match: func(n string) bool { return strings.HasSuffix(n, ".tmp") }, Before: func(name string) {
@@ -215,7 +206,7 @@ func TestBefore(t *testing.T) {
 // TestMalformed: a getdents reply fsys.ReadDirents refuses as EIO.
 func TestMalformed(t *testing.T) {
 	dir := t.TempDir()
-	fd := dirFd(t, dir)
+	fd := rtest.DirFD(t, dir)
 	s := New(t, nil)
 	s.Add(Fault{Op: Getdents, Err: ErrMalformed})
 	err := fsys.ReadDirents(s, fd, func() string { return dir }, make([]byte, 4096), func([]byte, uint8) error { return nil })
@@ -229,7 +220,7 @@ func TestMalformed(t *testing.T) {
 // calls as planned (run with -race).
 func TestConcurrent(t *testing.T) {
 	dir := t.TempDir()
-	fd := dirFd(t, dir)
+	fd := rtest.DirFD(t, dir)
 	rtest.OK(t, os.WriteFile(filepath.Join(dir, "f"), nil, 0o644))
 	s := New(t, nil)
 	f := s.Add(Fault{Op: UtimesNanoAt, Nth: 10, Times: 25, Err: unix.EIO})
@@ -259,7 +250,7 @@ func TestConcurrent(t *testing.T) {
 // allocation, with faults on other ops armed.
 func TestUnfaultedDoesNotAllocate(t *testing.T) {
 	dir := t.TempDir()
-	fd := dirFd(t, dir)
+	fd := rtest.DirFD(t, dir)
 	rtest.OK(t, os.WriteFile(filepath.Join(dir, "f"), nil, 0o644))
 	s := New(t, nil)
 	s.Add(Fault{Op: Unlinkat, Err: unix.EIO, Before: func(string) {}})

@@ -16,6 +16,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // OK fails t at once when err is not nil.
@@ -41,6 +43,49 @@ func ErrorIs(t testing.TB, err, target error) {
 	if !errors.Is(err, target) {
 		t.Fatalf("want an error matching %v, got %v", target, err)
 	}
+}
+
+// ErrorAs fails t at once unless err matches the sentinel target with
+// errors.Is and holds an E (errors.AsType); it returns that E.
+func ErrorAs[E error](t testing.TB, err, target error) E {
+	t.Helper()
+	if !errors.Is(err, target) {
+		t.Fatalf("want an error matching %v, got %v", target, err)
+	}
+	e, ok := errors.AsType[E](err)
+	if !ok {
+		t.Fatalf("want an error holding a %T, got %T: %v", e, err, err)
+	}
+	return e
+}
+
+// ErrorAt fails t, and carries on, unless err matches every one of targets
+// and names path (as "path:", the way an *fs.PathError does); what names
+// the call that returned err.
+func ErrorAt(t testing.TB, what string, err error, path string, targets ...error) {
+	t.Helper()
+	if err == nil {
+		t.Errorf("%s: succeeded, want an error naming %s", what, path)
+		return
+	}
+	for _, target := range targets {
+		if !errors.Is(err, target) {
+			t.Errorf("%s: want an error matching %v, got %v", what, target, err)
+		}
+	}
+	if !strings.Contains(err.Error(), path+":") {
+		t.Errorf("%s: error %q does not name %s", what, err, path)
+	}
+}
+
+// DirFD opens dir as a directory fd for *at calls (O_RDONLY|O_DIRECTORY|
+// O_CLOEXEC), closed when the test ends.
+func DirFD(t testing.TB, dir string) int {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	OK(t, err)
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
 }
 
 // InCI reports whether the tests run under CI (the environment variable CI

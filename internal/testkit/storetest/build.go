@@ -63,7 +63,7 @@ type builder struct {
 	// store settings, read only by Build
 	base   string
 	sparse bool
-	items  []func()
+	items  []func(s *Store)
 }
 
 // Store is a store laid out by [Build]: a base dir with .chunks, its prefix
@@ -112,7 +112,7 @@ func Build(t testing.TB, opts ...Option) *Store {
 		CheckNoTmp(t, s.base)
 	})
 	for _, item := range b.items {
-		item()
+		item(s)
 	}
 	return s
 }
@@ -126,7 +126,7 @@ func (s *Store) Add(opts ...Option) {
 		o(b)
 	}
 	for _, item := range b.items {
-		item()
+		item(s)
 	}
 }
 
@@ -168,54 +168,51 @@ func Times(atime, mtime time.Time) FileOption {
 // OwnedBy gives the file to o (when o is active).
 func OwnedBy(o fsys.Owner) FileOption { return func(f *file) { f.owner, f.ownerIsSet = o, true } }
 
+// item is the Option that adds do to the items laid out, in order, on the
+// store.
+func item(do func(s *Store)) Option {
+	return func(b *builder) { b.items = append(b.items, do) }
+}
+
 // Chunk stores a chunk named name: a blob of its data at
 // .chunks/XXXX/<digest>.
 func Chunk(name string, opts ...FileOption) Option {
-	return func(b *builder) {
-		b.items = append(b.items, func() {
-			s := b.s
-			s.t.Helper()
-			f, data := s.file(name, opts)
-			d := s.declare(name, data)
-			enc, err := blob.Encode(data, f.compress)
-			if err != nil {
-				s.t.Fatalf("storetest: encode chunk %s: %v", name, err)
-			}
-			p := s.ChunkPath(d)
-			s.mkdirPrefix(filepath.Dir(p))
-			s.write(p, enc, chunkMode, f)
-			s.sizes[name] = int64(len(enc))
-		})
-	}
+	return item(func(s *Store) {
+		s.t.Helper()
+		f, data := s.file(name, opts)
+		d := s.declare(name, data)
+		enc, err := blob.Encode(data, f.compress)
+		if err != nil {
+			s.t.Fatalf("storetest: encode chunk %s: %v", name, err)
+		}
+		p := s.ChunkPath(d)
+		s.mkdirPrefix(filepath.Dir(p))
+		s.write(p, enc, chunkMode, f)
+		s.sizes[name] = int64(len(enc))
+	})
 }
 
 // Missing declares a chunk named name that is never stored, for an index to
 // reference on purpose: the invariant check at cleanup allows it to be
 // missing.
 func Missing(name string, opts ...FileOption) Option {
-	return func(b *builder) {
-		b.items = append(b.items, func() {
-			s := b.s
-			_, data := s.file(name, opts)
-			s.except = append(s.except, s.declare(name, data))
-		})
-	}
+	return item(func(s *Store) {
+		_, data := s.file(name, opts)
+		s.except = append(s.except, s.declare(name, data))
+	})
 }
 
 // BadCopy writes <digest>.n.bad beside the chunk named chunk (declared
 // before, stored or [Missing]): a file of [Size] plain bytes, as PBS's
 // verify leaves a corrupt chunk.
 func BadCopy(chunk string, n int, opts ...FileOption) Option {
-	return func(b *builder) {
-		b.items = append(b.items, func() {
-			s := b.s
-			s.t.Helper()
-			f, data := s.file(fmt.Sprintf("%s.%d.bad", chunk, n), opts)
-			p := s.BadPath(s.Digest(chunk), n)
-			s.mkdirPrefix(filepath.Dir(p))
-			s.write(p, data, fileMode, f)
-		})
-	}
+	return item(func(s *Store) {
+		s.t.Helper()
+		f, data := s.file(fmt.Sprintf("%s.%d.bad", chunk, n), opts)
+		p := s.BadPath(s.Digest(chunk), n)
+		s.mkdirPrefix(filepath.Dir(p))
+		s.write(p, data, fileMode, f)
+	})
 }
 
 // Snapshot writes the index file (fixed for *.fidx, dynamic for *.didx) in
@@ -223,58 +220,47 @@ func BadCopy(chunk string, n int, opts ...FileOption) Option {
 // "vm/100/2025-01-01T00:00:00Z", or any other), referencing the chunks named
 // refs, declared before, in order.
 func Snapshot(rel, file string, refs ...string) Option {
-	return func(b *builder) {
-		b.items = append(b.items, func() {
-			s := b.s
-			s.t.Helper()
-			ds := make([]blob.Digest, len(refs))
-			for i, r := range refs {
-				ds[i] = s.Digest(r)
-			}
-			s.Snapshot(rel, file, ds...)
-		})
-	}
+	return item(func(s *Store) {
+		s.t.Helper()
+		ds := make([]blob.Digest, len(refs))
+		for i, r := range refs {
+			ds[i] = s.Digest(r)
+		}
+		s.Snapshot(rel, file, ds...)
+	})
 }
 
 // File writes a plain file at rel below base (in .chunks too: a stray file
 // GC must leave alone), [Size] bytes long or with [Data].
 func File(rel string, opts ...FileOption) Option {
-	return func(b *builder) {
-		b.items = append(b.items, func() {
-			s := b.s
-			s.t.Helper()
-			f, data := s.file(rel, opts)
-			p := filepath.Join(s.base, rel)
-			s.mkdirAll(filepath.Dir(p))
-			s.write(p, data, fileMode, f)
-		})
-	}
+	return item(func(s *Store) {
+		s.t.Helper()
+		f, data := s.file(rel, opts)
+		p := filepath.Join(s.base, rel)
+		s.mkdirAll(filepath.Dir(p))
+		s.write(p, data, fileMode, f)
+	})
 }
 
 // Dir makes the directory rel below base (and its missing parents).
 func Dir(rel string) Option {
-	return func(b *builder) {
-		b.items = append(b.items, func() {
-			b.s.t.Helper()
-			b.s.mkdirAll(filepath.Join(b.s.base, rel))
-		})
-	}
+	return item(func(s *Store) {
+		s.t.Helper()
+		s.mkdirAll(filepath.Join(s.base, rel))
+	})
 }
 
 // Symlink makes rel below base a symlink to target (used as is).
 func Symlink(rel, target string) Option {
-	return func(b *builder) {
-		b.items = append(b.items, func() {
-			s := b.s
-			s.t.Helper()
-			p := filepath.Join(s.base, rel)
-			s.mkdirAll(filepath.Dir(p))
-			if err := os.Symlink(target, p); err != nil {
-				s.t.Fatalf("storetest: %v", err)
-			}
-			s.chown(p, s.owner)
-		})
-	}
+	return item(func(s *Store) {
+		s.t.Helper()
+		p := filepath.Join(s.base, rel)
+		s.mkdirAll(filepath.Dir(p))
+		if err := os.Symlink(target, p); err != nil {
+			s.t.Fatalf("storetest: %v", err)
+		}
+		s.chown(p, s.owner)
+	})
 }
 
 // Base returns the store's base directory.

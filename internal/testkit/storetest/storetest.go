@@ -105,19 +105,30 @@ type checker struct {
 	errs    int
 }
 
+// stopped reports whether err, of what, ends the check of an index: a
+// corrupt index is skipped, any other error counts as a failure.
+func (c *checker) stopped(err error, what string) bool {
+	c.t.Helper()
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, index.ErrCorrupt):
+		c.t.Logf("storetest: skipping corrupt index: %v", err)
+	default:
+		c.errorf("storetest: %s: %v", what, err)
+	}
+	return true
+}
+
 // index checks one index file.
 func (c *checker) index(p string) {
 	c.t.Helper()
 	r, err := index.Open(p)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
+	if errors.Is(err, fs.ErrNotExist) {
 		c.t.Logf("storetest: index %s vanished during the check, skipped", p)
 		return
-	case errors.Is(err, index.ErrCorrupt):
-		c.t.Logf("storetest: skipping corrupt index: %v", err)
-		return
-	case err != nil:
-		c.errorf("storetest: index %s: %v", p, err)
+	}
+	if c.stopped(err, "index "+p) {
 		return
 	}
 	c.buf = c.buf[:0]
@@ -128,12 +139,7 @@ func (c *checker) index(p string) {
 	if cerr := r.Close(); err == nil {
 		err = cerr
 	}
-	switch {
-	case errors.Is(err, index.ErrCorrupt):
-		c.t.Logf("storetest: skipping corrupt index: %v", err)
-		return
-	case err != nil:
-		c.errorf("storetest: read index %s: %v", p, err)
+	if c.stopped(err, "read index "+p) {
 		return
 	}
 	c.indexes++

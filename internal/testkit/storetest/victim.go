@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -17,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"chunkgc/internal/testkit/rtest"
 )
 
 // BackupUID and BackupGID are Debian's backup user and group, who own a
@@ -281,6 +285,103 @@ func StartAsBackup(t testing.TB, dir, script string, d time.Duration) (stop func
 	}
 	t.Cleanup(func() { stop() })
 	return stop
+}
+
+// Swap is an attacker of the backup user that swaps a directory of a store
+// with a symlink into the victim tree again and again (see [StartSwap]).
+type Swap struct {
+	dir, rel string
+	stop     func() string
+}
+
+// StartSwap starts, as the backup user, an attacker that swaps dir/rel with
+// the symlink .swap beside it, which points at the same path in the victim
+// tree, for 2 s: renameat2(RENAME_EXCHANGE), so that the real directory is
+// always at one of the two names, with a pause after each swap, and an
+// even number of swaps. It needs perl (without it the test skips outside CI
+// and fails in it).
+func StartSwap(t testing.TB, dir, rel string, v *Victim, pause time.Duration) *Swap {
+	t.Helper()
+	if _, err := exec.LookPath("perl"); err != nil {
+		rtest.SkipOrFail(t, "needs perl for the attacker's renameat2")
+	}
+	swap := filepath.Join(filepath.Dir(rel), ".swap")
+	script := fmt.Sprintf(`ln -s "%s/%s" %s && perl -e '
+		my ($x, $y) = ("%s", "%s"); my $n = 0; my $end = time + 2;
+		while (time < $end) { syscall(316, -100, $x, -100, $y, 2) == 0 or die "renameat2: $!"; $n++; select(undef, undef, undef, %g); }
+		if ($n %% 2) { syscall(316, -100, $x, -100, $y, 2) == 0 or die "renameat2: $!"; }
+		print "swaps $n\n";'`, v.Dir, rel, swap, rel, swap, pause.Seconds())
+	return &Swap{dir: dir, rel: rel, stop: StartAsBackup(t, dir, script, time.Minute)}
+}
+
+// Stop waits for the attacker, logs its output and fails t unless it
+// finished its loop and left the directory in place; it removes the
+// symlink.
+func (s *Swap) Stop(t testing.TB) {
+	t.Helper()
+	out := strings.TrimSpace(s.stop())
+	t.Logf("storetest: attacker: %s", out)
+	if !strings.Contains(out, "swaps ") {
+		t.Fatalf("storetest: the attacker did not finish its loop: %s", out)
+	}
+	p := filepath.Join(s.dir, s.rel)
+	if fi, err := os.Lstat(p); err != nil || !fi.IsDir() {
+		t.Fatalf("storetest: %s is not back in place: %v %v", p, fi, err)
+	}
+	rtest.OK(t, os.Remove(filepath.Join(filepath.Dir(p), ".swap")))
+}
+
+// MkdirDeep creates directories of 200-byte names below dir, relative to
+// the previous one's fd, until the path is longer than PATH_MAX, and
+// returns an fd of the deepest, closed when the test ends, and its path:
+// what an attacker nests to hide an index from a walk by path.
+func MkdirDeep(t testing.TB, dir string) (int, string) {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	rtest.OK(t, err)
+	name := strings.Repeat("d", 200)
+	p := dir
+	for len(p) < unix.PathMax+100 {
+		rtest.OK(t, unix.Mkdirat(fd, name, 0o755))
+		nfd, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+		rtest.OK(t, err)
+		unix.Close(fd)
+		fd, p = nfd, p+"/"+name
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd, p
+}
+
+// Reachable lets the backup user search dir and its parents up to the
+// temporary directory (t.TempDir() makes them 0700), as it can reach a real
+// datastore: it adds read and search permission for group and others.
+func Reachable(t testing.TB, dir string) {
+	t.Helper()
+	tmp := filepath.Clean(os.TempDir())
+	for p := filepath.Clean(dir); strings.HasPrefix(p, tmp+"/"); p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		rtest.OK(t, err)
+		rtest.OK(t, os.Chmod(p, fi.Mode().Perm()|0o055))
+	}
+}
+
+// CopyTestBinary copies the running test binary where the backup user can
+// run it (go test builds it in a private directory) and returns its path.
+func CopyTestBinary(t testing.TB) string {
+	t.Helper()
+	exe, err := os.Executable()
+	rtest.OK(t, err)
+	dir := t.TempDir()
+	Reachable(t, dir)
+	bin := filepath.Join(dir, filepath.Base(exe))
+	src, err := os.Open(exe)
+	rtest.OK(t, err)
+	defer src.Close()
+	dst, err := os.OpenFile(bin, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
+	rtest.OK(t, err)
+	_, err = io.Copy(dst, src)
+	rtest.OK(t, errors.Join(err, dst.Close()))
+	return bin
 }
 
 func backupShell(ctx context.Context, dir, script string) *exec.Cmd {
