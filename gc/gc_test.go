@@ -454,8 +454,9 @@ func TestCacheDisabledSameResult(t *testing.T) {
 	}
 }
 
-// TestConcurrencyDeterministic: the strictly sequential path (one worker)
-// and a wide parallel one produce the same status on the same store.
+// TestConcurrencyDeterministic: the strictly sequential path (one worker),
+// the adaptive pool and a wide fixed one produce the same status on the
+// same store.
 func TestConcurrencyDeterministic(t *testing.T) {
 	f := newFixture(t)
 	ps, _ := buildAccountingStore(f)
@@ -470,6 +471,9 @@ func TestConcurrencyDeterministic(t *testing.T) {
 	}
 	seq, err := f.run(func(o *Options) { o.Tuning.Concurrency = 1; o.DryRun = true })
 	rtest.OK(t, err)
+	adaptive, err := f.run(func(o *Options) { o.Tuning.Concurrency = 0; o.DryRun = true })
+	rtest.OK(t, err)
+	checkCounters(t, *seq, *adaptive)
 	par, err := f.run(func(o *Options) { o.Tuning.Concurrency = 16 })
 	rtest.OK(t, err)
 	checkCounters(t, *seq, *par)
