@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -423,4 +424,44 @@ func statusName(s *faultStore) (faultfs.Fault, string) {
 }
 func statusDir(s *faultStore) (faultfs.Fault, string) {
 	return faultfs.Fault{Path: s.baseGlob()}, statusPath(s)
+}
+
+// TestTouchFaultInFullBatch: a touch that fails in a batch the index walk
+// hands over while it is still reading the index (a full batch, not the
+// last one) stops phase 1 with the error, on the inline path of one worker
+// and on the pool alike; the walk's batch is handed back once, so neither
+// hangs. One referenced chunk is listed 3 batches' worth of times and the
+// digest cache is off, so every reference is a touch.
+func TestTouchFaultInFullBatch(t *testing.T) {
+	for _, workers := range []int{1, 0} {
+		t.Run(fmt.Sprintf("gc-concurrency=%d", workers), func(t *testing.T) {
+			s := newFaultStore(t)
+			s.snapshot("vm/101/2025-01-01T00:00:00Z", slices.Repeat(s.used[:1], 3*batchSize)...)
+			set := faultfs.New(t, nil)
+			store := s.reopen(set)
+			locks, err := locking.OpenDirWith(s.locks.Path(), fsys.Keep, locking.RootOptions{Syscalls: set})
+			rtest.OK(t, err)
+			t.Cleanup(func() { locks.Close() })
+			f, _ := chunkName(used(0))(s)
+			f.Op, f.Nth, f.Err = faultfs.UtimesNanoAt, batchSize/2, unix.EIO
+			set.Add(f)
+			done := make(chan error, 1)
+			go func() {
+				_, err := Run(t.Context(), store, locks, s.opts(func(o *Options) {
+					o.Tuning.Concurrency = workers
+					o.Tuning.CacheCapacity = 0
+				}))
+				done <- err
+			}()
+			select {
+			case err = <-done:
+			case <-time.After(2 * time.Minute):
+				t.Fatal("Run hangs after a touch failed in a full batch")
+			}
+			if !errors.Is(err, unix.EIO) || !strings.HasPrefix(err.Error(), inMark) {
+				t.Fatalf("Run: want a phase 1 error matching EIO, got %v", err)
+			}
+			s.checkNothingRemoved(t)
+		})
+	}
 }

@@ -312,21 +312,29 @@ func (m *marker) markIndex(rel string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	// b is the walk's while it fills it; send takes it whatever it
+	// returns, so it is handed back exactly once (the free set is a
+	// buffered channel that holds every batch of the run: one put too
+	// many blocks for good).
 	err = r.Each(func(d *blob.Digest) error {
 		b.d[b.n] = *d
 		b.n++
 		if b.n < batchSize {
 			return nil
 		}
-		if err := m.send(b); err != nil {
+		full := b
+		b = nil
+		if err := m.send(full); err != nil {
 			return err
 		}
 		b, err = m.get(rel)
 		return err
 	})
-	if err == nil && b.n > 0 {
+	switch {
+	case b == nil:
+	case err == nil && b.n > 0:
 		err = m.send(b)
-	} else if b != nil {
+	default:
 		m.free <- b
 	}
 	if err != nil {
@@ -365,6 +373,8 @@ func (m *marker) get(rel string) (*batch, error) {
 	}
 }
 
+// send hands b to a touch worker, or touches it inline with one worker. It
+// takes b whatever it returns: b is queued, or back in the free set.
 func (m *marker) send(b *batch) error {
 	if m.work == nil { // one worker: strictly sequential, touch inline
 		m.touchBatch(m.toucher, nil, b)
