@@ -23,12 +23,33 @@ func newServer(rtt time.Duration, capacity int) *server {
 
 func (s *server) call() {
 	s.slots <- struct{}{}
-	n := s.busy.Add(1)
-	for p := s.peak.Load(); n > p && !s.peak.CompareAndSwap(p, n); p = s.peak.Load() {
-	}
+	raise(&s.peak, s.busy.Add(1))
 	time.Sleep(s.rtt)
 	s.busy.Add(-1)
 	<-s.slots
+}
+
+// raise makes v at least n.
+func raise(v *atomic.Int32, n int32) {
+	for m := v.Load(); n > m && !v.CompareAndSwap(m, n); m = v.Load() {
+	}
+}
+
+// work runs unit on each of p's workers while the worker holds a slot,
+// counting a unit done each time, until unit or Next reports false; the
+// returned wait waits for every worker.
+func work(p *Pool, unit func() bool) (wait func()) {
+	var wg sync.WaitGroup
+	for range p.Workers() {
+		wg.Go(func() {
+			w := p.Worker()
+			defer w.Exit()
+			for w.Next() && unit() {
+				w.Done(1)
+			}
+		})
+	}
+	return wg.Wait
 }
 
 // runPool runs units units of one server call each on a pool and returns
@@ -38,25 +59,15 @@ func runPool(t *testing.T, ctx context.Context, cfg Config, srv *server, units i
 	p := Start(ctx, cfg)
 	var next atomic.Int64
 	var running, most atomic.Int32
-	var wg sync.WaitGroup
-	for range p.Workers() {
-		wg.Go(func() {
-			w := p.Worker()
-			defer w.Exit()
-			for w.Next() {
-				if next.Add(1) > units {
-					return
-				}
-				n := running.Add(1)
-				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
-				}
-				srv.call()
-				running.Add(-1)
-				w.Done(1)
-			}
-		})
-	}
-	wg.Wait()
+	work(p, func() bool {
+		if next.Add(1) > units {
+			return false
+		}
+		raise(&most, running.Add(1))
+		srv.call()
+		running.Add(-1)
+		return true
+	})()
 	s := p.Stop()
 	if a := p.active.Load(); a != 0 {
 		t.Errorf("%d slots still held after every worker exited", a)
@@ -99,30 +110,24 @@ func TestPoolLimitHolds(t *testing.T) {
 	var over atomic.Int32
 	stop := make(chan struct{})
 	lowered := make(chan struct{})
-	var wg sync.WaitGroup
-	for range p.Workers() {
-		wg.Go(func() {
-			w := p.Worker()
-			defer w.Exit()
-			for w.Next() {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				n := running.Add(1)
-				select {
-				case <-lowered:
-					if n > 2 {
-						over.Add(1)
-					}
-				default:
-				}
-				time.Sleep(50 * time.Microsecond)
-				running.Add(-1)
+	wait := work(p, func() bool {
+		select {
+		case <-stop:
+			return false
+		default:
+		}
+		n := running.Add(1)
+		select {
+		case <-lowered:
+			if n > 2 {
+				over.Add(1)
 			}
-		})
-	}
+		default:
+		}
+		time.Sleep(50 * time.Microsecond)
+		running.Add(-1)
+		return true
+	})
 	time.Sleep(20 * time.Millisecond)
 	p.setLimit(2, "test")
 	// Workers above the new limit finish the unit they are in.
@@ -130,7 +135,7 @@ func TestPoolLimitHolds(t *testing.T) {
 	close(lowered)
 	time.Sleep(50 * time.Millisecond)
 	close(stop)
-	wg.Wait()
+	wait()
 	p.Stop()
 	if n := over.Load(); n > 0 {
 		t.Fatalf("%d units started with more than 2 in flight after the limit fell to 2", n)
@@ -142,21 +147,15 @@ func TestPoolLimitHolds(t *testing.T) {
 func TestPoolCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := Start(ctx, Config{Start: 1, Max: 8, Interval: time.Hour})
-	var wg sync.WaitGroup
 	var units atomic.Int64
-	for range p.Workers() {
-		wg.Go(func() {
-			w := p.Worker()
-			defer w.Exit()
-			for w.Next() {
-				units.Add(1)
-				time.Sleep(time.Millisecond)
-			}
-		})
-	}
+	wait := work(p, func() bool {
+		units.Add(1)
+		time.Sleep(time.Millisecond)
+		return true
+	})
 	time.Sleep(20 * time.Millisecond)
 	cancel()
-	wg.Wait() // hangs if waiting workers are not woken
+	wait() // hangs if waiting workers are not woken
 	p.Stop()
 	if units.Load() == 0 {
 		t.Fatal("no unit ran before the cancel")
