@@ -74,6 +74,16 @@ func (o *Options) pool(ctx context.Context, phase string, start int, log *zap.Lo
 	})
 }
 
+// stopPool stops a phase's pool once its workers have returned and, when
+// it sized itself, logs what it settled on.
+func (o *Options) stopPool(p *adapt.Pool, log *zap.Logger) adapt.Summary {
+	s := p.Stop()
+	if o.Tuning.Concurrency == 0 {
+		log.Info("adaptive workers", zap.Int("final", s.Final), zap.Int("peak", s.Peak), zap.Int("changes", s.Changes))
+	}
+	return s
+}
+
 // concurrency describes gc-concurrency for the log.
 func (o *Options) concurrency() string {
 	if n := o.Tuning.Concurrency; n > 0 {
@@ -255,9 +265,10 @@ func (r *run) mark(ctx context.Context) error {
 // checks that every prefix dir is a real directory (doc "No escape").
 func (r *run) sweep(ctx context.Context) error {
 	t2 := time.Now()
-	check := r.opts.pool(ctx, "check", r.markWorkers, r.log.With(zap.String("phase", "check")))
+	checkLog := r.log.With(zap.String("phase", "check"))
+	check := r.opts.pool(ctx, "check", r.markWorkers, checkLog)
 	missingPrefixes, err := r.store.CheckPrefixDirs(ctx, check)
-	check.Stop()
+	r.opts.stopPool(check, checkLog)
 	if err != nil {
 		if ctx.Err() != nil {
 			return errCanceled(ctx, "before phase 2")

@@ -110,11 +110,7 @@ func mark(parent context.Context, store *chunkstore.Store, locks *locking.Dir, o
 	}
 	wg.Wait()
 	if m.pool != nil {
-		s := m.pool.Stop()
-		workers = s.Final
-		if opts.Tuning.Concurrency == 0 {
-			log.Info("phase 1 workers", zap.Int("final", s.Final), zap.Int("peak", s.Peak), zap.Int("changes", s.Changes))
-		}
+		workers = opts.stopPool(m.pool, log).Final
 	}
 
 	if parent.Err() != nil {

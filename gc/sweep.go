@@ -113,10 +113,7 @@ func sweep(parent context.Context, store *chunkstore.Store, opts *Options, start
 		})
 	}
 	wg.Wait()
-	ps := pool.Stop()
-	if opts.Tuning.Concurrency == 0 {
-		log.Info("phase 2 workers", zap.Int("final", ps.Final), zap.Int("peak", ps.Peak), zap.Int("changes", ps.Changes))
-	}
+	opts.stopPool(pool, log)
 	if parent.Err() != nil {
 		return errCanceled(parent, "phase 2")
 	}
