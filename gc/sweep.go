@@ -286,7 +286,7 @@ func (s *sweeper) removeLocked(ctx context.Context, dir *chunkstore.PrefixDir, c
 			c.keep(st.Atime.Sec, s.oldestWriter, st.Size, cd.bad)
 			continue
 		}
-		if err := dir.Unlink(cd.name); err != nil {
+		if err := s.dispose(dir, cd.name); err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				continue
 			}
@@ -301,4 +301,10 @@ func (s *sweeper) removeLocked(ctx context.Context, dir *chunkstore.PrefixDir, c
 		}
 	}
 	return nil
+}
+
+// dispose takes one chunk file that removeLocked decided is garbage out of
+// the store, under the prefix dir's exclusive lock.
+func (s *sweeper) dispose(dir *chunkstore.PrefixDir, name string) error {
+	return dir.Unlink(name)
 }
