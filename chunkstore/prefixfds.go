@@ -155,6 +155,11 @@ var ErrUnexpectedPrefix = errors.New("prefix dir is not a directory")
 // no LOOKUP or OPENDIR of its own (doc "Round trips"). Beyond the budget the
 // fd is closed again and the sweep opens the dir once more.
 //
+// Once the budget is spent, a dir is checked with one statx
+// (AT_SYMLINK_NOFOLLOW; the attributes of the lookup serve, so over FUSE or
+// NFS it is one LOOKUP) instead of an open and a close, whose fd nothing
+// could keep.
+//
 // It is a check, not a guarantee: a dir swapped for a symlink after it was
 // checked and not cached is still refused by the sweep's O_NOFOLLOW open
 // (which stops the run), so nothing outside is touched either way; the
@@ -172,6 +177,7 @@ func (s *Store) CheckPrefixDirs(ctx context.Context, pool *adapt.Pool) (missing 
 	for range pool.Workers() {
 		wg.Go(func() {
 			var name [4]byte
+			var stx unix.Statx_t
 			w := pool.Worker()
 			defer w.Exit()
 			for w.Next() {
@@ -187,29 +193,16 @@ func (s *Store) CheckPrefixDirs(ctx context.Context, pool *adapt.Pool) (missing 
 				if v > 0 {
 					continue
 				}
-				n := appendPrefixName(name[:0], uint16(p))
-				fd, err := s.sys.Openat(s.chunksFd, unsafe.String(&n[0], len(n)), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+				err := s.checkPrefix(uint16(p), v, name[:], &stx)
 				if err == nil {
-					if !s.cachePrefixFd(uint16(p), v, fd) {
-						unix.Close(fd)
-					}
 					continue
 				}
+				mu.Lock()
 				if errors.Is(err, fs.ErrNotExist) {
-					s.prefixes.fds[p].CompareAndSwap(v, slotMissing)
-					mu.Lock()
 					missing = append(missing, uint16(p))
 					mu.Unlock()
 					continue
 				}
-				path := s.chunks + "/" + string(n)
-				err = nofollow.Classify(s.sys, s.chunksFd, string(n), err, true)
-				if errors.Is(err, nofollow.ErrSymlink) || errors.Is(err, nofollow.ErrNotDir) {
-					err = &fs.PathError{Op: "check prefix dir", Path: path, Err: fmt.Errorf("%w: %w", ErrUnexpectedPrefix, err)}
-				} else {
-					err = withPath(err, path)
-				}
-				mu.Lock()
 				if first == nil {
 					first = err
 				}
@@ -228,4 +221,63 @@ func (s *Store) CheckPrefixDirs(ctx context.Context, pool *adapt.Pool) (missing 
 	}
 	slices.Sort(missing)
 	return missing, nil
+}
+
+// checkPrefix checks prefix dir p, whose slot held v (no fd), for
+// CheckPrefixDirs: an O_NOFOLLOW open whose fd it caches, or, once the
+// budget is spent, [Store.checkPrefixStat]. A missing dir matches
+// fs.ErrNotExist and is marked missing in its slot. name is scratch space.
+func (s *Store) checkPrefix(p uint16, v int32, name []byte, stx *unix.Statx_t) error {
+	n := appendPrefixName(name[:0], p)
+	slot := &s.prefixes.fds[p]
+	var err error
+	if fdBudget().Load() <= 0 {
+		err = s.checkPrefixStat(n, stx)
+	} else {
+		var fd int
+		fd, err = s.sys.Openat(s.chunksFd, unsafe.String(&n[0], len(n)), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+		if err == nil && s.cachePrefixFd(p, v, fd) {
+			return nil
+		}
+		if err == nil {
+			unix.Close(fd)
+		} else {
+			err = s.unexpectedPrefix(n, nofollow.Classify(s.sys, s.chunksFd, string(n), err, true))
+		}
+	}
+	switch {
+	case err == nil:
+		slot.CompareAndSwap(slotMissing, 0) // missing at an earlier check
+	case errors.Is(err, fs.ErrNotExist):
+		slot.CompareAndSwap(v, slotMissing)
+	}
+	return err
+}
+
+// unexpectedPrefix names prefix dir n in err, and makes a symlink or a
+// non-directory match [ErrUnexpectedPrefix].
+func (s *Store) unexpectedPrefix(n []byte, err error) error {
+	path := s.chunks + "/" + string(n)
+	if errors.Is(err, nofollow.ErrSymlink) || errors.Is(err, nofollow.ErrNotDir) {
+		return &fs.PathError{Op: "check prefix dir", Path: path, Err: fmt.Errorf("%w: %w", ErrUnexpectedPrefix, err)}
+	}
+	return withPath(err, path)
+}
+
+// checkPrefixStat checks prefix dir n of .chunks with one statx that
+// follows no symlink, for a dir whose fd the budget cannot keep. A missing
+// dir matches fs.ErrNotExist; a symlink or non-directory matches
+// [ErrUnexpectedPrefix].
+func (s *Store) checkPrefixStat(n []byte, stx *unix.Statx_t) error {
+	err := s.sys.Statx(s.chunksFd, unsafe.String(&n[0], len(n)), unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC, unix.STATX_TYPE, stx)
+	switch {
+	case err != nil:
+	case stx.Mode&unix.S_IFMT == unix.S_IFDIR:
+		return nil
+	case stx.Mode&unix.S_IFMT == unix.S_IFLNK:
+		err = nofollow.ErrSymlink
+	default:
+		err = fmt.Errorf("%w (%s)", nofollow.ErrNotDir, nofollow.TypeName(uint32(stx.Mode)))
+	}
+	return s.unexpectedPrefix(n, err)
 }

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"chunkgc/internal/adapt"
+	"chunkgc/internal/nofollow"
 	"chunkgc/internal/testkit/faultfs"
 	"chunkgc/internal/testkit/rtest"
 )
@@ -173,6 +174,77 @@ func TestCheckPrefixDirsIsTheSweepsOpen(t *testing.T) {
 	// The fault was armed all along: a real open fails.
 	_, err = s.OpenPrefix(0x0002)
 	rtest.ErrorIs(t, err, unix.EIO)
+}
+
+// TestCheckPrefixDirsBeyondBudget: once the fd budget is spent, the check
+// stats a prefix dir (one statx, no open and close) and still refuses a
+// symlink and a non-directory, and reports a missing dir. Not parallel: it
+// empties the process-wide budget, and parallel tests wait for it.
+func TestCheckPrefixDirsBeyondBudget(t *testing.T) {
+	budget := fdBudget()
+	spent := budget.Swap(0)
+	t.Cleanup(func() { budget.Add(spent) })
+	set := faultfs.New(t, nil)
+	opts := testOpts(t)
+	opts.Syscalls = set
+	var all []uint16
+	for p := range PrefixCount {
+		if p != 0x0a0a && p != 0x0b0b {
+			all = append(all, uint16(p))
+		}
+	}
+	// One store for every row (65,535 mkdirs are slow); each row plants
+	// what stands at .chunks/0b0b.
+	s := miniStore(t, t.TempDir(), opts, all...)
+	planted := filepath.Join(s.chunks, "0b0b")
+	tests := []struct {
+		name    string
+		plant   func(t *testing.T)
+		want    error // nil: the check passes
+		missing []uint16
+	}{
+		{"missing", func(*testing.T) {}, nil, []uint16{0x0a0a, 0x0b0b}},
+		{"dir", func(t *testing.T) { rtest.OK(t, os.Mkdir(planted, 0o750)) }, nil, []uint16{0x0a0a}},
+		{"symlink", func(t *testing.T) { rtest.OK(t, os.Symlink(t.TempDir(), planted)) }, nofollow.ErrSymlink, nil},
+		{"file", func(t *testing.T) { rtest.OK(t, os.WriteFile(planted, nil, 0o640)) }, nofollow.ErrNotDir, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rtest.OK(t, os.RemoveAll(planted))
+			tt.plant(t)
+			opens, stats := set.Calls(faultfs.Openat), set.Calls(faultfs.Statx)
+			missing, err := s.CheckPrefixDirs(t.Context(), fixedPool(t, 2))
+			rtest.Equal(t, "opens", int64(0), set.Calls(faultfs.Openat)-opens)
+			if tt.want != nil {
+				rtest.ErrorIs(t, err, ErrUnexpectedPrefix)
+				rtest.ErrorIs(t, err, tt.want)
+				if !strings.Contains(err.Error(), planted) {
+					t.Errorf("error %v does not name the dir", err)
+				}
+				return
+			}
+			rtest.OK(t, err)
+			rtest.Equal(t, "stats", int64(PrefixCount), set.Calls(faultfs.Statx)-stats)
+			rtest.Equal(t, "missing", tt.missing, missing)
+			// Nothing cached: the sweep opens the dir itself, and a
+			// dir missing at an earlier check is there again.
+			dir, err := s.TakePrefix(0x0b0b)
+			if tt.missing[len(tt.missing)-1] == 0x0b0b {
+				rtest.ErrorIs(t, err, fs.ErrNotExist)
+				return
+			}
+			rtest.OK(t, err)
+			rtest.OK(t, dir.Close())
+		})
+	}
+	// A statx error other than ENOENT stops the check, naming the dir.
+	rtest.OK(t, os.Remove(planted))
+	set.Add(faultfs.Fault{Op: faultfs.Statx, Name: "0c0c", Err: unix.EIO})
+	_, err := s.CheckPrefixDirs(t.Context(), fixedPool(t, 2))
+	rtest.ErrorIs(t, err, unix.EIO)
+	if !strings.Contains(err.Error(), filepath.Join(s.chunks, "0c0c")) {
+		t.Errorf("error %v does not name the dir", err)
+	}
 }
 
 // TestStatCachedAndFresh: both stat without following a symlink, through

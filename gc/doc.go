@@ -88,9 +88,10 @@
 //     the listing; one getdents64 makes one request, whatever its buffer
 //     size. lseek to 0 on a dir fd is local. Beyond the fd budget
 //     (RLIMIT_NOFILE less 2,048; the systemd unit sets 131,072, enough for
-//     all 65,536) the check closes its fd again (RELEASEDIR) and the sweep
-//     opens the dir once more (LOOKUP + OPENDIR), as many synchronous round
-//     trips as before.
+//     all 65,536) the check is one statx (AT_SYMLINK_NOFOLLOW,
+//     AT_STATX_DONT_SYNC: one LOOKUP) and the sweep opens the dir itself
+//     (LOOKUP + OPENDIR + 2 READDIRPLUS + RELEASEDIR), 5 synchronous round
+//     trips in all where an open and close in the check made 7.
 //   - the sweep, per chunk kept: before, LOOKUP + GETATTR (fstatat: the
 //     kernel asks again even right after the LOOKUP); now LOOKUP (statx
 //     AT_STATX_DONT_SYNC uses the attributes the LOOKUP brought). Per
