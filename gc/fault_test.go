@@ -180,8 +180,11 @@ func TestFaults(t *testing.T) {
 		probe bool // run the atime probe
 		// The fault: the nth (0: the first) call op at the spot at fails
 		// with err (nil: want).
-		op    faultfs.Op
-		at    spot
+		op faultfs.Op
+		at spot
+		// or is a second op failed at the same spot, for a step that
+		// makes one call or the other: the row passes when either fired.
+		or    faultfs.Op
 		nth   int
 		err   error
 		want  error  // what Run's error matches; nil when GC carries on
@@ -259,11 +262,13 @@ func TestFaults(t *testing.T) {
 
 		// Between the phases: the prefix dir check.
 		// The check is the sweep's open of the prefix dir, whose fd the
-		// sweep reuses (a dir beyond the fd budget is opened again by the
-		// sweep; chunkstore's tests cover that open).
-		{name: "prefix dir check EIO", op: faultfs.Openat, at: inPrefix(victim), want: unix.EIO, phase: beforeSweep},
-		{name: "prefix dir open ESTALE", op: faultfs.Openat, at: inPrefix(victim), want: unix.ESTALE, phase: beforeSweep},
-		{name: "prefix dir open ENOENT skips it", op: faultfs.Openat, at: inPrefix(victim), err: unix.ENOENT,
+		// sweep reuses, or, once the process's fd budget is spent (which
+		// dirs that is depends on the tests running beside this one), a
+		// statx of it; the sweep opens such a dir again (chunkstore's
+		// tests cover both paths one by one).
+		{name: "prefix dir check EIO", op: faultfs.Openat, or: faultfs.Statx, at: inPrefix(victim), want: unix.EIO, phase: beforeSweep},
+		{name: "prefix dir check ESTALE", op: faultfs.Openat, or: faultfs.Statx, at: inPrefix(victim), want: unix.ESTALE, phase: beforeSweep},
+		{name: "prefix dir check ENOENT skips it", op: faultfs.Openat, or: faultfs.Statx, at: inPrefix(victim), err: unix.ENOENT,
 			check: func(t *testing.T, s *faultStore, st *Status) {
 				rtest.Equal(t, "removed", int64(2), st.RemovedChunks)
 			}},
@@ -303,12 +308,22 @@ func TestFaults(t *testing.T) {
 			t.Cleanup(func() { locks.Close() })
 			f, path := tt.at(s)
 			f.Op, f.Nth, f.Err = tt.op, max(tt.nth, 1), cmp.Or(tt.err, tt.want)
-			fault := set.Add(f)
+			var fault *faultfs.Fault
+			fired := func() int { return fault.Fired() }
+			if tt.or == 0 {
+				fault = set.Add(f)
+			} else {
+				g := f
+				g.Op = tt.or
+				var other *faultfs.Fault
+				fault, other = set.AddEither(f, g)
+				fired = func() int { return fault.Fired() + other.Fired() }
+			}
 			st, err := Run(t.Context(), store, locks, s.opts(func(o *Options) {
 				o.Tuning.AtimeSafetyCheck = tt.probe
 			}))
 			t.Logf("Run: %v", err)
-			if fault.Fired() == 0 {
+			if fired() == 0 {
 				t.Fatalf("the fault never fired: %v", fault)
 			}
 			storetest.CheckReferenced(t, s.base)

@@ -117,7 +117,8 @@ type Fault struct {
 	Before func(name string)
 
 	s              *Set
-	matched, fired int // under s.mu
+	matched, fired int    // under s.mu
+	alt            *Fault // AddEither's other fault
 }
 
 // Fired returns how often the fault has fired so far.
@@ -235,7 +236,7 @@ func (s *Set) check() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, f := range s.faults {
-		if f.fired == 0 {
+		if f.fired == 0 && (f.alt == nil || f.alt.fired == 0) {
 			s.t.Errorf("faultfs: a planned fault never fired, so the test asserted nothing about it: %v (%d calls selected, %d %s calls in all)",
 				f, f.matched, s.calls[f.Op].Load(), f.Op)
 		}
@@ -258,6 +259,18 @@ func (s *Set) Add(f Fault) *Fault {
 	s.mu.Unlock()
 	s.armed[f.Op].Add(1)
 	return p
+}
+
+// AddEither plans faults a and b for a step that makes one call or the
+// other (which, the test cannot choose): the cleanup check is met when
+// either fired. Fired on each tells which.
+func (s *Set) AddEither(a, b Fault) (*Fault, *Fault) {
+	s.t.Helper()
+	pa, pb := s.Add(a), s.Add(b)
+	s.mu.Lock()
+	pa.alt, pb.alt = pb, pa
+	s.mu.Unlock()
+	return pa, pb
 }
 
 func (f *Fault) validate() error {

@@ -148,6 +148,26 @@ func TestUnfiredFaultFailsTest(t *testing.T) {
 	rtest.Equal(t, "reports of a skipped test", 0, len(skipped.errors))
 }
 
+// TestEither: of two faults planned with AddEither, one firing meets the
+// cleanup check; neither firing fails it, naming both.
+func TestEither(t *testing.T) {
+	tb := &fakeTB{TB: t}
+	s := New(tb, nil)
+	a, b := s.AddEither(Fault{Op: Openat, Name: "0a0b", Err: unix.EIO}, Fault{Op: Statx, Name: "0a0b", Err: unix.EIO})
+	var stx unix.Statx_t
+	rtest.ErrorIs(t, s.Statx(unix.AT_FDCWD, "0a0b", 0, unix.STATX_TYPE, &stx), unix.EIO)
+	rtest.Equal(t, "openat fired", 0, a.Fired())
+	rtest.Equal(t, "statx fired", 1, b.Fired())
+	tb.cleanup()
+	rtest.Equal(t, "reports when one fired", 0, len(tb.errors))
+
+	tb = &fakeTB{TB: t}
+	s = New(tb, nil)
+	s.AddEither(Fault{Op: Openat, Name: "0a0b", Err: unix.EIO}, Fault{Op: Statx, Name: "0a0b", Err: unix.EIO})
+	tb.cleanup()
+	rtest.Equal(t, "reports when neither fired", 2, len(tb.errors))
+}
+
 // TestAddRefuses: a fault that cannot fire or does nothing fails at once.
 func TestAddRefuses(t *testing.T) {
 	for _, f := range []Fault{
