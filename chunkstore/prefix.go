@@ -53,6 +53,11 @@ func (p *PrefixDir) Name() string { return string(p.name[:]) }
 // Prefix returns the prefix dir's number.
 func (p *PrefixDir) Prefix() uint16 { return p.p }
 
+// Cached reports whether the dir's fd came from the store's fd cache
+// ([Store.TakePrefix]): it counts against the process's fd budget until
+// Close.
+func (p *PrefixDir) Cached() bool { return p.cached }
+
 // dirPath returns base/.chunks/xxxx.
 func (p *PrefixDir) dirPath() string { return p.s.chunks + "/" + string(p.name[:]) }
 

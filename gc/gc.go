@@ -38,6 +38,9 @@ type Options struct {
 	Tuning tuning.Tuning
 	// DryRun runs both phases without unlinking and without writing .gc-status.
 	DryRun bool
+	// Force makes a run go on when the mass-deletion brake trips (doc
+	// "Mass-deletion brake"); the figures are logged all the same.
+	Force bool
 	// Now is the wall clock; nil is time.Now.
 	Now func() time.Time
 	// Owner owns .gc-status when running as root.
@@ -63,6 +66,10 @@ type hooks struct {
 	afterPrefixCheck func()
 	// untouchedLimit replaces maxUntouched when > 0.
 	untouchedLimit int
+	// brakeSample replaces brakeSampleChunks when > 0; brakeOffset, when
+	// set, is where the brake's order starts instead of a random dir.
+	brakeSample int64
+	brakeOffset *uint16
 }
 
 // pool starts the worker pool of one phase: gc-concurrency workers, or with
@@ -118,8 +125,11 @@ func maxWorkers() int {
 //
 // Run returns an error wrapping [locking.ErrLocked] when another GC or a
 // writer holds the GC or store lock, context.Canceled (with the signal as
-// cause) when ctx is cancelled, and any error that made it stop before
-// unlinking something it could not prove to be garbage.
+// cause) when ctx is cancelled, a [*BrakeError] (matching [ErrBrake]) when
+// the mass-deletion brake stopped it before its first removal, and any
+// error that made it stop before unlinking something it could not prove to
+// be garbage. Only with a *BrakeError does it return a Status beside the
+// error: the figures so far, with the brake's in Status.Brake.
 func Run(ctx context.Context, store *chunkstore.Store, locks *locking.Dir, opts Options) (*Status, error) {
 	r := newRun(store, locks, &opts)
 	release, err := r.takeLocks()
@@ -134,6 +144,9 @@ func Run(ctx context.Context, store *chunkstore.Store, locks *locking.Dir, opts 
 		return nil, err
 	}
 	if err := r.sweep(ctx); err != nil {
+		if errors.Is(err, ErrBrake) {
+			return r.st, err // the brake's figures are in r.st.Brake
+		}
 		return nil, err
 	}
 	if err := r.report(); err != nil {
@@ -283,7 +296,22 @@ func (r *run) sweep(ctx context.Context) error {
 		r.opts.hooks.afterPrefixCheck()
 	}
 	r.log.Info("start phase 2 (sweep unused chunks)")
-	if err := sweep(ctx, r.store, r.opts, r.markWorkers, r.log.With(zap.String("phase", "sweep")), r.st, r.untouched); err != nil {
+	s := newSweeper(r.store, r.opts, r.log.With(zap.String("phase", "sweep")), r.st, r.untouched)
+	if r.opts.Tuning.BrakePercent > 0 {
+		b, err := s.brake(ctx, r.opts, r.markWorkers)
+		if err != nil {
+			if ctx.Err() != nil {
+				return errCanceled(ctx, "phase 2")
+			}
+			return fmt.Errorf("phase 2: %w", err)
+		}
+		s.pre = b
+		if err := r.applyBrake(b); err != nil {
+			b.close()
+			return err
+		}
+	}
+	if err := s.sweep(ctx, r.opts, r.markWorkers, r.st); err != nil {
 		return err
 	}
 	r.st.DurationPhase2 = time.Since(t2).Seconds()

@@ -55,6 +55,9 @@ type Status struct {
 	// is behind, and MinAtime and OldestWriter were lowered by the lag,
 	// rounded up to seconds); nil when the probe was tuned off.
 	ClockSkewMs *int64 `json:"clock-skew-ms,omitempty"`
+	// Brake is what the mass-deletion brake found before the sweep's
+	// first removal; nil when gc-brake-percent=0.
+	Brake *BrakeReport `json:"brake,omitempty"`
 }
 
 // writeStatus replaces <base>/.gc-status atomically: tmp file, fsync, chown,

@@ -82,22 +82,33 @@ type sweeper struct {
 	dryRun       bool
 	minAtime     int64
 	oldestWriter int64
-	next         atomic.Int64 // next prefix dir to take
-	done         atomic.Int64 // prefix dirs finished
+	// pre holds the prefix dirs the brake scanned (nil: none): the sweep
+	// goes straight to their candidates.
+	pre  *brakeSample
+	next atomic.Int64 // next prefix dir to take
+	done atomic.Int64 // prefix dirs finished
+}
+
+func newSweeper(store *chunkstore.Store, opts *Options, log *zap.Logger, st *Status, untouched *untouchedSet) *sweeper {
+	return &sweeper{store: store, untouched: untouched, log: log, dryRun: opts.DryRun, minAtime: st.MinAtime, oldestWriter: st.OldestWriter}
 }
 
 // sweep runs phase 2; an adaptive pool starts at start workers (phase 1's
 // last limit).
-func sweep(parent context.Context, store *chunkstore.Store, opts *Options, start int, log *zap.Logger, st *Status, untouched *untouchedSet) error {
+func (s *sweeper) sweep(parent context.Context, opts *Options, start int, st *Status) error {
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
-	s := &sweeper{store: store, untouched: untouched, log: log, dryRun: opts.DryRun, minAtime: st.MinAtime, oldestWriter: st.OldestWriter}
+	log := s.log
 
 	var (
 		mu    sync.Mutex
 		total sweepCounts
 		wg    sync.WaitGroup
 	)
+	if s.pre != nil {
+		total.add(&s.pre.counts)
+		defer s.pre.close()
+	}
 	pool := opts.pool(ctx, "sweep", start, log)
 	for range pool.Workers() {
 		wg.Go(func() {
@@ -155,7 +166,11 @@ func (s *sweeper) worker(ctx context.Context, w *adapt.Worker, c *sweepCounts) e
 		default:
 		}
 		var err error
-		cands, err = s.prefix(ctx, uint16(p), c, st, cands[:0])
+		if s.pre.has(uint16(p)) {
+			err = s.sampled(ctx, uint16(p), c, st)
+		} else {
+			cands, err = s.prefix(ctx, uint16(p), c, st, cands[:0])
+		}
 		if err != nil {
 			return err
 		}
@@ -167,30 +182,50 @@ func (s *sweeper) worker(ctx context.Context, w *adapt.Worker, c *sweepCounts) e
 	return context.Cause(ctx) // Next is false only when ctx was cancelled
 }
 
-// prefix sweeps one prefix dir: a lock-free pass classifies and counts every
-// entry and collects the candidates; then, under the dir's exclusive lock,
-// each candidate is stat'ed again and unlinked only if it is still garbage.
-// The lock-free pass allocates nothing per entry (BenchmarkSweep,
-// TestMarkSweepAllocsFlat), only a name per candidate; st is scratch space.
-// It stats from the kernel's cached attributes where it has them
-// ([chunkstore.PrefixDir.StatCached]); the locked pass stats afresh
-// ([chunkstore.PrefixDir.StatFresh]) and alone decides a removal. The dir
-// fd is the one [chunkstore.Store.CheckPrefixDirs] opened and checked when
-// the fd budget allowed: the listing, the flock, the stats and the unlinks
-// all go through it.
+// prefix sweeps one prefix dir: a lock-free pass ([sweeper.scan]) classifies
+// and counts every entry and collects the candidates; then, under the dir's
+// exclusive lock, each candidate is stat'ed again and unlinked only if it is
+// still garbage ([sweeper.remove]). The dir fd is the one
+// [chunkstore.Store.CheckPrefixDirs] opened and checked when the fd budget
+// allowed: the listing, the flock, the stats and the unlinks all go through
+// it.
 func (s *sweeper) prefix(ctx context.Context, p uint16, c *sweepCounts, st *unix.Statx_t, cands []candidate) ([]candidate, error) {
+	dir, err := s.take(p)
+	if dir == nil {
+		return cands, err
+	}
+	defer dir.Close()
+	cands, err = s.scan(ctx, dir, c, st, cands, nil)
+	if err != nil {
+		return cands, err
+	}
+	return cands, s.remove(ctx, dir, cands, c, st)
+}
+
+// take takes prefix dir p for the sweep; a missing dir is (nil, nil), with
+// a warning.
+func (s *sweeper) take(p uint16) (*chunkstore.PrefixDir, error) {
 	dir, err := s.store.TakePrefix(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		s.log.Warn("prefix directory missing, nothing to sweep there", zap.Uint16("prefix", p))
-		return cands, nil
+		return nil, nil
 	}
 	if err != nil {
-		return cands, fmt.Errorf("open prefix dir: %w", err)
+		return nil, fmt.Errorf("open prefix dir: %w", err)
 	}
-	defer dir.Close()
+	return dir, nil
+}
 
+// scan is the lock-free pass over a prefix dir: it classifies and counts
+// every entry and appends the candidates to cands. It allocates nothing per
+// entry (BenchmarkSweep, TestMarkSweepAllocsFlat), only a name per
+// candidate; st is scratch space. It stats from the kernel's cached
+// attributes where it has them ([chunkstore.PrefixDir.StatCached]); the
+// locked pass stats afresh ([chunkstore.PrefixDir.StatFresh]) and alone
+// decides a removal. t, when not nil, tallies every chunk for the brake.
+func (s *sweeper) scan(ctx context.Context, dir *chunkstore.PrefixDir, c *sweepCounts, st *unix.Statx_t, cands []candidate, t *brakeTally) ([]candidate, error) {
 	done := ctx.Done()
-	err = dir.ReadNames(func(name []byte, _ uint8) error {
+	err := dir.ReadNames(func(name []byte, _ uint8) error {
 		select {
 		case <-done:
 			return context.Cause(ctx)
@@ -211,13 +246,15 @@ func (s *sweeper) prefix(ctx context.Context, p uint16, c *sweepCounts, st *unix
 			return nil
 		}
 		bad := kind == chunkstore.KindBad
-		if st.Atime.Sec < s.minAtime {
-			if s.keepAnyway(dir, name, &d, st, c) {
-				c.keep(st.Atime.Sec, s.oldestWriter, st.Size, bad)
-				return nil
-			}
+		if st.Atime.Sec < s.minAtime && !s.keepAnyway(dir, name, &d, st, c) {
 			cands = append(cands, candidate{name: string(name), bad: bad, size: st.Size})
+			if t != nil && !bad {
+				t.add(st.Size, true)
+			}
 			return nil
+		}
+		if t != nil && !bad {
+			t.add(st.Size, false)
 		}
 		c.keep(st.Atime.Sec, s.oldestWriter, st.Size, bad)
 		return nil
@@ -225,21 +262,45 @@ func (s *sweeper) prefix(ctx context.Context, p uint16, c *sweepCounts, st *unix
 	if err != nil {
 		return cands, fmt.Errorf("sweep %s: %w", dir.Name(), err)
 	}
+	return cands, nil
+}
+
+// remove disposes of the candidates scan found in dir: a dry run counts
+// them; a real run decides each again under the dir's exclusive flock.
+func (s *sweeper) remove(ctx context.Context, dir *chunkstore.PrefixDir, cands []candidate, c *sweepCounts, st *unix.Statx_t) error {
 	if len(cands) == 0 {
-		return cands, nil
+		return nil
 	}
 	if s.dryRun {
 		for _, cd := range cands {
 			c.removed(cd.size, cd.bad)
 		}
-		return cands, nil
+		return nil
 	}
 	unlock, err := dir.Lock(true)
 	if err != nil {
-		return cands, fmt.Errorf("lock prefix dir %s: %w", dir.Name(), err)
+		return fmt.Errorf("lock prefix dir %s: %w", dir.Name(), err)
 	}
 	err = s.removeLocked(ctx, dir, cands, c, st)
-	return cands, errors.Join(err, unlock())
+	return errors.Join(err, unlock())
+}
+
+// sampled finishes prefix dir p, which the brake already scanned: it removes
+// the candidates the scan found, through the dir the brake kept open or a
+// fresh open.
+func (s *sweeper) sampled(ctx context.Context, p uint16, c *sweepCounts, st *unix.Statx_t) error {
+	cands, dir := s.pre.take(p)
+	if len(cands) == 0 {
+		return nil
+	}
+	if dir == nil {
+		var err error
+		if dir, err = s.take(p); dir == nil {
+			return err
+		}
+	}
+	defer dir.Close()
+	return s.remove(ctx, dir, cands, c, st)
 }
 
 // keepAnyway reports whether a chunk file older than min_atime must stay

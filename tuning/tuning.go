@@ -94,6 +94,20 @@ type Tuning struct {
 	// measured lag. It is always a whole number of seconds. A chunkgc
 	// extension, not a PBS key.
 	MaxClockSkew time.Duration
+	// BrakePercent (gc-brake-percent, default 50, range 0..100) is the
+	// mass-deletion brake's threshold: a run that would remove more than
+	// this share of the chunk files on disk, or of their bytes, removes
+	// nothing and fails (package gc, "Mass-deletion brake"); 0 turns the
+	// brake off. A chunkgc extension, not a PBS key.
+	BrakePercent int
+	// BrakeMinChunks (gc-brake-min-chunks, default 1000, range
+	// 0..1000000000) is how many removals must be at stake before the
+	// brake trips. A chunkgc extension, not a PBS key.
+	BrakeMinChunks int64
+	// JournalKeep (gc-journal-keep, default 20, range 0..10000) is how many
+	// runs' deletion journals a store keeps (package journal); 0 writes
+	// none. A chunkgc extension, not a PBS key.
+	JournalKeep int
 }
 
 // Defaults returns the tuning used when no property overrides a key.
@@ -106,6 +120,9 @@ func Defaults() Tuning {
 		ChunkOrder:       OrderInode,
 		Concurrency:      0,
 		MaxClockSkew:     30 * time.Second,
+		BrakePercent:     50,
+		BrakeMinChunks:   1000,
+		JournalKeep:      20,
 	}
 }
 
@@ -118,6 +135,9 @@ const (
 	KeyChunkOrder       = "chunk-order"
 	KeyConcurrency      = "gc-concurrency"
 	KeyMaxClockSkew     = "gc-max-clock-skew"
+	KeyBrakePercent     = "gc-brake-percent"
+	KeyBrakeMinChunks   = "gc-brake-min-chunks"
+	KeyJournalKeep      = "gc-journal-keep"
 )
 
 type kind uint8
@@ -155,6 +175,12 @@ var specs = []spec{
 		set: func(t *Tuning, v int64) { t.Concurrency = int(v) }},
 	{key: KeyMaxClockSkew, kind: kindInt, min: 0, max: 3600, unit: "seconds",
 		set: func(t *Tuning, v int64) { t.MaxClockSkew = time.Duration(v) * time.Second }},
+	{key: KeyBrakePercent, kind: kindInt, min: 0, max: 100, unit: "percent, 0 = off",
+		set: func(t *Tuning, v int64) { t.BrakePercent = int(v) }},
+	{key: KeyBrakeMinChunks, kind: kindInt, min: 0, max: 1_000_000_000, unit: "chunks",
+		set: func(t *Tuning, v int64) { t.BrakeMinChunks = v }},
+	{key: KeyJournalKeep, kind: kindInt, min: 0, max: 10000, unit: "runs, 0 = no journal",
+		set: func(t *Tuning, v int64) { t.JournalKeep = int(v) }},
 }
 
 func lookup(key string) *spec {

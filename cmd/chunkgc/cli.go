@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"chunkgc/config"
+	"chunkgc/gc"
 	"chunkgc/locking"
 )
 
@@ -23,6 +24,7 @@ const (
 	exitOK          = 0
 	exitError       = 1
 	exitUsage       = 2
+	exitBrake       = 65 // the mass-deletion brake stopped a GC (EX_DATAERR)
 	exitBusy        = 75
 	exitInterrupted = 130 // SIGINT; SIGTERM gives 143
 )
@@ -58,7 +60,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"create", "[--reuse] [--owner USER] [--tuning PROPS] [--comment C] NAME PATH   create or adopt; probe; register", runCreate},
-		{"gc", "[--tuning PROPS] [--dry-run] [--output text|json] STORE   run garbage collection", runGC},
+		{"gc", "[--tuning PROPS] [--dry-run] [--force] [--output text|json] STORE   run garbage collection", runGC},
 		{"check-atime", "[--tuning PROPS] STORE                           run the atime probe only; print the clock skew", runCheckAtime},
 		{"status", "[--output text|json] STORE                            print the last GC result", runStatus},
 		{"demo", "[DIR]                                                  build a sample store and collect it", runDemo},
@@ -83,7 +85,7 @@ common flags (after the command name):
 
 STORE is a configured datastore name, or a path when it contains '/'.
 
-exit codes: 0 ok, 1 error, 2 usage, 75 busy (lock held), 130/143 interrupted (SIGINT/SIGTERM)`)
+exit codes: 0 ok, 1 error, 2 usage, 65 mass-deletion brake (nothing removed), 75 busy (lock held), 130/143 interrupted (SIGINT/SIGTERM)`)
 }
 
 // run is the whole program; main only adds the signal context and os.Exit.
@@ -149,6 +151,9 @@ func exitCode(ctx context.Context, e *env, name string, err error) int {
 	}
 	if errors.Is(err, locking.ErrLocked) {
 		return report("busy: lock held by another process", exitBusy)
+	}
+	if errors.Is(err, gc.ErrBrake) {
+		return report("mass-deletion brake tripped: nothing removed", exitBrake)
 	}
 	return report(name+" failed", exitError)
 }

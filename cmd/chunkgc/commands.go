@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"path/filepath"
@@ -199,6 +200,7 @@ func runGC(ctx context.Context, e *env, args []string) error {
 	var props tuning.Props
 	fs.Var(&props, "tuning", "tuning overrides, e.g. gc-atime-cutoff=60,gc-cache-capacity=0")
 	dryRun := fs.Bool("dry-run", false, "mark and count, but remove nothing and keep .gc-status")
+	force := fs.Bool("force", false, "go on when the mass-deletion brake trips (this run only)")
 	output := fs.String("output", "text", "text or json (final status on stdout)")
 	o, err := e.openArg(fs, args, output, &props)
 	if err != nil {
@@ -207,9 +209,13 @@ func runGC(ctx context.Context, e *env, args []string) error {
 	defer o.Close()
 	st, err := gc.Run(ctx, o.store, o.locks, gc.Options{
 		Log: e.log.With(zap.String("store", o.name)), StoreName: o.name,
-		Tuning: o.tuning, DryRun: *dryRun, Owner: o.owner,
+		Tuning: o.tuning, DryRun: *dryRun, Force: *force, Owner: o.owner,
 	})
 	if err != nil {
+		if errors.Is(err, gc.ErrBrake) && st != nil && *output == "json" {
+			// The brake's figures, for the script that ran us.
+			return errors.Join(printStatus(e, st, *output), err)
+		}
 		return err
 	}
 	return printStatus(e, st, *output)

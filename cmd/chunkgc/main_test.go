@@ -173,7 +173,7 @@ func TestUsage(t *testing.T) {
 			t.Errorf("usage does not list %s", name)
 		}
 	}
-	wantCode(t, c.run("--help"), exitOK, "exit codes: 0 ok, 1 error, 2 usage, 75 busy")
+	wantCode(t, c.run("--help"), exitOK, "exit codes: 0 ok, 1 error, 2 usage, 65 mass-deletion brake", "75 busy")
 	wantCode(t, c.run("frobnicate"), exitUsage, `unknown command "frobnicate"`)
 	wantCode(t, c.run("gc"), exitUsage, "want STORE")
 	wantCode(t, c.run("gc", "--output", "xml", "/x/y"), exitUsage, "--output")
