@@ -158,9 +158,9 @@ func (w *Writer) Added() int64 {
 }
 
 // Add appends r to the journal. It is safe for concurrent use and does not
-// allocate. It returns the error of an earlier failed write (the Writer
-// writes nothing after one, so the file stays a readable prefix), and
-// [ErrClosed] after Close or Abort.
+// allocate. It returns the error of writing the frame it completed, or of
+// an earlier failed write (the Writer writes nothing after one, so the file
+// stays a readable prefix), and [ErrClosed] after Close or Abort.
 func (w *Writer) Add(r Record) error {
 	w.mu.Lock()
 	for len(w.cur) >= w.full && w.err == nil && !w.closing {
@@ -187,7 +187,7 @@ func (w *Writer) Add(r Record) error {
 	}
 	w.mu.Unlock()
 	if flush {
-		w.flush(false)
+		return w.flush(false)
 	}
 	return nil
 }
@@ -201,19 +201,21 @@ func (w *Writer) tick() {
 	}
 	w.flushes.Add(1)
 	w.mu.Unlock()
-	w.flush(true)
+	w.flush(true) // an error is kept for the next Add and Close
 }
 
 // flush writes the buffered records as a frame: if they fill a frame, or
-// any when force is set. The caller did w.flushes.Add(1) under w.mu.
-func (w *Writer) flush(force bool) {
+// any when force is set. It returns the error of that write, or of an
+// earlier one. The caller did w.flushes.Add(1) under w.mu.
+func (w *Writer) flush(force bool) error {
 	defer w.flushes.Done()
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
 	w.mu.Lock()
 	if w.err != nil || len(w.cur) == 0 || !force && len(w.cur) < w.full {
+		err := w.err
 		w.mu.Unlock()
-		return
+		return err
 	}
 	b := w.cur
 	w.cur, w.spare = w.spare, nil
@@ -229,6 +231,7 @@ func (w *Writer) flush(force bool) {
 		w.cond.Broadcast()
 	}
 	w.mu.Unlock()
+	return err
 }
 
 // writeRecords compresses raw records into a frame and writes it with one
