@@ -225,7 +225,6 @@ func TestTruncatedAndFlipped(t *testing.T) {
 	}
 }
 
-
 // TestBadHeader: files that are no journal, or of another version, fail
 // with ErrBadHeader naming the path; a symlink fails with ErrNotRegular.
 func TestBadHeader(t *testing.T) {

@@ -107,11 +107,11 @@ type scanner struct {
 
 // frame is one frame's header.
 type frame struct {
-	kind         byte
-	plen, rlen   int
-	crc          uint32
-	head         [frameHeaderSize]byte
-	off, payload int64
+	kind       byte
+	plen, rlen int
+	crc        uint32
+	head       [frameHeaderSize]byte
+	off        int64
 }
 
 func (s *scanner) corrupt(off int64, format string, args ...any) error {
@@ -255,6 +255,8 @@ func scan(r io.Reader, path string, fn func(*Record) error, headerOnly bool) (re
 		return res, nil
 	}
 
+	var rec Record // one for every call of fn: it escapes
+
 	for {
 		f, err := s.next()
 		if err == io.EOF {
@@ -295,8 +297,8 @@ func scan(r io.Reader, path string, fn func(*Record) error, headerOnly bool) (re
 		}
 		for b := s.raw; len(b) >= recordSize; b = b[recordSize:] {
 			if fn != nil {
-				r := getRecord(b)
-				if err := fn(&r); err != nil {
+				rec = getRecord(b)
+				if err := fn(&rec); err != nil {
 					return res, err
 				}
 			}
