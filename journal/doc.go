@@ -37,8 +37,9 @@
 //	'T'     payload: the Trailer as a JSON object (records, bytes,
 //	        end_time, err); the last frame of a complete journal
 //
-// Unknown JSON fields and unknown flag bits are kept out of the way (ignored
-// and passed through), so that a later writer can add to them in version 1.
+// A reader ignores unknown JSON fields and the zero padding of a record, and
+// passes unknown flag bits through, so that a later writer can add to them
+// within version 1.
 //
 // # Reading a damaged journal
 //
