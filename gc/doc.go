@@ -174,6 +174,59 @@
 // Run refuses rather than trust a one-time measurement. create refuses on
 // the same bound, check-atime reports against it.
 //
+// # Mass-deletion brake
+//
+// A namespace on an unmounted filesystem, a half-finished sync or a
+// mistaken prune makes most chunks look unused, and past the cutoff phase 2
+// would remove them all. So before the sweep's first removal, and after the
+// prefix dir check, the brake scans prefix dirs in a pseudo-random order
+// (dir off + i·40503 mod 65536, off random per run: the stride is odd, so
+// the order visits every dir once, and near 65536/φ, so any first k dirs
+// are spread evenly) until it has seen 20,000 chunk files or every dir.
+// That scan is the sweep's own lock-free pass ([sweeper.scan]): the sweep
+// later takes the candidates it found and goes straight to the locked
+// re-decision for those dirs, so the brake adds no listing or stat of its
+// own; it only moves that part of the sweep before the first unlink, and
+// keeps the candidate names of the sampled dirs (at most ~20,000) in memory.
+//
+// A store of fewer than 20,000 chunks is scanned whole and the figures are
+// exact. Otherwise the chunks of the sampled dirs are a simple random sample
+// of the store's (a chunk's prefix is the start of its SHA-256 digest,
+// independent of whether an index references it), so the share of garbage
+// chunks is estimated by the sample's share with a 3σ bound
+// 3·sqrt(p̃(1-p̃)/(n+4)·(1-k/65536)) (Agresti–Coull p̃, finite population
+// correction for the k sampled dirs of 65536), at most 1.1 percentage
+// points at n = 20,000; the share of bytes by the ratio estimator with its
+// linearised 3σ bound. TestBrakeEstimateBound checks on simulated stores
+// that the bound covers the truth in at least 99 % of samples. Bad-chunk
+// files (<digest>.<n>.bad) are counted in neither share.
+//
+// The brake trips when the upper bound (estimate + 3σ) of either share is
+// above gc-brake-percent (default 50) and the upper bound of the removals
+// above gc-brake-min-chunks (default 1000): it errs towards stopping. A
+// tripped run removes nothing, writes no .gc-status, logs the figures and
+// returns a [*BrakeError] with them (the CLI exits 65 and prints them in
+// its JSON). [Options.Force] (--force) lets one run go on, logging the
+// figures all the same; a dry run reports whether a real run would trip.
+// gc-brake-percent=0 turns it off.
+//
+// # Deletion journal
+//
+// Every non-dry run that removes anything writes <base>/.chunkgc/journal/
+// <run-id>.journal (package journal), created at its first removal: the
+// run's header (min_atime, cutoff, start), then per removed chunk its
+// digest, size and atime from the fresh stat that decided the removal, and
+// a trailer with the totals and the run's error. .chunkgc is a dot-dir
+// beside .chunks, which PBS's GC, verify and group listing never enter;
+// each component is opened without following a symlink, so a .chunkgc the
+// backup user replaced by a symlink is refused, not followed. A record is
+// added after its unlink, and frames reach the file at least every second,
+// so a SIGKILL leaves a readable prefix missing at most the last second of
+// removals. The journal only records: a journal that cannot be written is a
+// warning, never a reason to stop (a full disk is when GC must go on).
+// After the trailer, journals beyond gc-journal-keep (default 20; 0 writes
+// none) are removed, oldest first.
+//
 // # Status
 //
 // [Status] carries PBS's kebab-case counters; it is written to

@@ -311,7 +311,10 @@ func (r *run) sweep(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := s.sweep(ctx, r.opts, r.markWorkers, r.st); err != nil {
+	s.jr = newRunJournal(r)
+	err = s.sweep(ctx, r.opts, r.markWorkers, r.st)
+	r.st.JournalRun = s.jr.close(r.st, err)
+	if err != nil {
 		return err
 	}
 	r.st.DurationPhase2 = time.Since(t2).Seconds()

@@ -58,6 +58,9 @@ type Status struct {
 	// Brake is what the mass-deletion brake found before the sweep's
 	// first removal; nil when gc-brake-percent=0.
 	Brake *BrakeReport `json:"brake,omitempty"`
+	// JournalRun is the run id of this run's deletion journal in
+	// .chunkgc/journal; "" when it removed nothing or wrote no journal.
+	JournalRun string `json:"journal-run,omitempty"`
 }
 
 // writeStatus replaces <base>/.gc-status atomically: tmp file, fsync, chown,

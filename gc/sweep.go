@@ -84,7 +84,9 @@ type sweeper struct {
 	oldestWriter int64
 	// pre holds the prefix dirs the brake scanned (nil: none): the sweep
 	// goes straight to their candidates.
-	pre  *brakeSample
+	pre *brakeSample
+	// jr records every removal (nil: no journal).
+	jr   *runJournal
 	next atomic.Int64 // next prefix dir to take
 	done atomic.Int64 // prefix dirs finished
 }
@@ -357,6 +359,7 @@ func (s *sweeper) removeLocked(ctx context.Context, dir *chunkstore.PrefixDir, c
 			return fmt.Errorf("remove %s/%s: %w", dir.Name(), cd.name, err)
 		}
 		c.removed(st.Size, cd.bad)
+		s.jr.add(cd.name, st, cd.bad)
 		if ce := s.log.Check(zap.DebugLevel, "chunk removed"); ce != nil {
 			ce.Write(zap.String("chunk", dir.Name()+"/"+cd.name))
 		}

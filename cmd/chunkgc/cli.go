@@ -63,6 +63,7 @@ func commands() []command {
 		{"gc", "[--tuning PROPS] [--dry-run] [--force] [--output text|json] STORE   run garbage collection", runGC},
 		{"check-atime", "[--tuning PROPS] STORE                           run the atime probe only; print the clock skew", runCheckAtime},
 		{"status", "[--output text|json] STORE                            print the last GC result", runStatus},
+		{"journal", "[--run RUNID | --digest HEX] [--output text|json] STORE   what GC runs removed, and why", runJournalCmd},
 		{"demo", "[DIR]                                                  build a sample store and collect it", runDemo},
 		{"ingest", "[--ns NS] [--chunk-size N] STORE TYPE/ID FILE...    back up files into a new snapshot", runIngest},
 		{"forget", "[--ns NS] STORE TYPE/ID/TIME                          remove one snapshot", runForget},

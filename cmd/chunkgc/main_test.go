@@ -419,7 +419,8 @@ func TestGCRefusesWhileBackupHoldsStore(t *testing.T) {
 // alone, releases the locks, and loses nothing referenced.
 func TestSIGTERMAbort(t *testing.T) {
 	mnt := testfs.Loop(t, "ext4", "", 512<<20)
-	s := makeStore(t, filepath.Join(mnt, "s"), 2000, 2000)
+	// Less than half garbage: the mass-deletion brake lets it through.
+	s := makeStore(t, filepath.Join(mnt, "s"), 2000, 1500)
 	c := newCLI(t)
 	gc, log := startGC(t, c, "--log-level", "debug", "--tuning", "gc-atime-safety-check=0,gc-concurrency=1", s.base)
 	waitLog(t, log, "chunk removed")
@@ -458,7 +459,7 @@ func TestKill9AtRandomPoints(t *testing.T) {
 		rounds = 200
 	}
 	mnt := testfs.Loop(t, "ext4", "", 512<<20)
-	s := makeStore(t, filepath.Join(mnt, "s"), 3000, 3000)
+	s := makeStore(t, filepath.Join(mnt, "s"), 3000, 2500) // under the brake's 50 %
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))

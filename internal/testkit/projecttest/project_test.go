@@ -67,6 +67,7 @@ var layer = map[string]int{
 	"chunkgc/tuning":      0,
 	"chunkgc/blob":        0,
 	"chunkgc/config":      1,
+	"chunkgc/journal":     1,
 	"chunkgc/locking":     1,
 	"chunkgc/index":       1,
 	"chunkgc/chunkstore":  2,

@@ -1,0 +1,165 @@
+package gc
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"chunkgc/blob"
+	"chunkgc/chunkstore"
+	"chunkgc/internal/fsys"
+	"chunkgc/journal"
+)
+
+// StateDir is chunkgc's own directory in a store's base, beside .chunks:
+// PBS lists only .chunks, namespaces and backup-type dirs there, and skips
+// names starting with a dot, so neither its GC nor its verify looks inside.
+const StateDir = ".chunkgc"
+
+// JournalDir is where the deletion journals live, relative to the base.
+const JournalDir = StateDir + "/journal"
+
+// JournalPath returns the journal directory of the store at base.
+func JournalPath(base string) string { return filepath.Join(base, JournalDir) }
+
+// runJournal is one run's deletion journal (doc "Deletion journal"): created
+// at the run's first removal, so that a run that removes nothing leaves no
+// journal to push older ones out. A journal that cannot be created or
+// written is a warning, never a reason to stop: it records what GC did, it
+// keeps nothing safe, and a full disk is when GC must go on.
+type runJournal struct {
+	store *chunkstore.Store
+	owner fsys.Owner
+	log   *zap.Logger
+	keep  int
+	hdr   journal.Header
+
+	once   sync.Once
+	w      *journal.Writer
+	dirfd  int
+	dir    string
+	failed sync.Once
+	err    error // the first failure, under failed
+}
+
+func newRunJournal(r *run) *runJournal {
+	tn := r.opts.Tuning
+	if tn.JournalKeep <= 0 || r.opts.DryRun {
+		return nil
+	}
+	host, _ := os.Hostname()
+	start := time.Unix(r.st.StartTime, 0).UTC()
+	return &runJournal{
+		store: r.store, owner: r.opts.Owner, log: r.log, keep: tn.JournalKeep, dirfd: -1,
+		hdr: journal.Header{
+			RunID: fmt.Sprintf("%s-%d", start.Format("20060102T150405Z"), os.Getpid()),
+			Store: r.opts.StoreName, Host: host, StartTime: r.st.StartTime, MinAtime: r.st.MinAtime,
+			Cutoff: tn.AtimeCutoff,
+		},
+	}
+}
+
+// add records one chunk that removeLocked took out of the store.
+func (j *runJournal) add(name string, st *unix.Statx_t, bad bool) {
+	if j == nil {
+		return
+	}
+	j.once.Do(j.create)
+	if j.w == nil {
+		return
+	}
+	d, err := blob.ParseDigest(name[:2*blob.DigestSize])
+	if err != nil {
+		return // Classify let only chunk names through
+	}
+	rec := journal.Record{Digest: d, Size: st.Size, Atime: st.Atime.Sec*1e9 + int64(st.Atime.Nsec)}
+	if bad {
+		rec.Flags |= journal.Bad
+	}
+	if err := j.w.Add(rec); err != nil {
+		j.fail(err)
+	}
+}
+
+// create makes <base>/.chunkgc/journal (each dir through the seam, opened
+// without following a symlink) and the run's journal in it.
+func (j *runJournal) create() {
+	sys := j.store.Syscalls()
+	fd := j.store.BaseFD()
+	dir := j.store.Base()
+	for i, name := range []string{StateDir, "journal"} {
+		next, err := openOrMkdir(sys, fd, name, j.owner)
+		if i > 0 {
+			unix.Close(fd)
+		}
+		dir = filepath.Join(dir, name)
+		if err != nil {
+			j.fail(fmt.Errorf("journal dir %s: %w", dir, err))
+			return
+		}
+		fd = next
+	}
+	j.dirfd, j.dir = fd, dir
+	w, err := journal.Create(sys, fd, dir, j.hdr, j.owner)
+	if err != nil {
+		j.fail(err)
+		return
+	}
+	j.w = w
+}
+
+// openOrMkdir opens dir name of dirfd, creating it (0750, chowned to owner)
+// when missing; a symlink or non-directory there is an error.
+func openOrMkdir(sys fsys.Syscalls, dirfd int, name string, owner fsys.Owner) (int, error) {
+	const flags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	fd, err := sys.Openat(dirfd, name, flags, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := sys.Mkdirat(dirfd, name, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+			return -1, err
+		}
+		if fd, err = sys.Openat(dirfd, name, flags, 0); err == nil {
+			if err := owner.Fchown(sys, fd); err != nil {
+				unix.Close(fd)
+				return -1, err
+			}
+		}
+	}
+	return fd, err
+}
+
+func (j *runJournal) fail(err error) {
+	j.failed.Do(func() {
+		j.err = err
+		j.log.Warn("deletion journal failed: this run's removals are not all recorded", zap.Error(err))
+	})
+}
+
+// close writes the trailer (with the run's error, if any) and prunes the
+// journals beyond gc-journal-keep. It returns the run id when a journal
+// was written.
+func (j *runJournal) close(st *Status, runErr error) string {
+	if j == nil || j.w == nil {
+		return ""
+	}
+	defer unix.Close(j.dirfd)
+	t := journal.Trailer{Records: j.w.Added(), Bytes: st.RemovedBytes, EndTime: time.Now().Unix()}
+	if runErr != nil {
+		t.Err = runErr.Error()
+	}
+	if err := j.w.Close(t); err != nil {
+		j.fail(err)
+	}
+	if n, err := journal.Prune(j.store.Syscalls(), j.dirfd, j.dir, j.keep, j.hdr.RunID); err != nil {
+		j.log.Warn("pruning old deletion journals failed", zap.String("dir", j.dir), zap.Error(err))
+	} else if n > 0 {
+		j.log.Info("pruned old deletion journals", zap.Int("removed", n), zap.Int("keep", j.keep))
+	}
+	return j.hdr.RunID
+}
