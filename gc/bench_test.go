@@ -154,7 +154,7 @@ func BenchmarkSweep(b *testing.B) {
 // BenchmarkSweepRemove is phase 2 of a store of 20,000 kept chunks and
 // 5,000 garbage chunks (recreated, aged, outside the timer before every
 // run), with and without the deletion journal: the difference is the
-// journal's cost per run (README "Recoverable GC").
+// journal's cost per run (README, "Deletion journal").
 //
 // go test -run '^$' -bench 'SweepRemove' -benchmem -count 5 ./gc
 func BenchmarkSweepRemove(b *testing.B) {
