@@ -88,22 +88,19 @@ func (r *BrakeReport) describe() string {
 // brakeTally sums what the brake needs of every chunk file the sample saw:
 // counts, bytes, and the squares the bound of the byte fraction needs.
 type brakeTally struct {
-	chunks, garbage        int64
-	bytes, garbageBytes    float64
-	sqGarbage, sqKept      float64 // Σ size² of garbage, of kept chunks
-	garbageSize, totalSize uint64
+	chunks, garbage     int64
+	bytes, garbageBytes float64
+	sqGarbage, sqKept   float64 // Σ size² of garbage, of kept chunks
 }
 
 func (t *brakeTally) add(size uint64, garbage bool) {
 	x := float64(size)
 	t.chunks++
 	t.bytes += x
-	t.totalSize = satAdd(t.totalSize, size)
 	if garbage {
 		t.garbage++
 		t.garbageBytes += x
 		t.sqGarbage += x * x
-		t.garbageSize = satAdd(t.garbageSize, size)
 	} else {
 		t.sqKept += x * x
 	}
@@ -116,8 +113,6 @@ func (t *brakeTally) merge(o *brakeTally) {
 	t.garbageBytes += o.garbageBytes
 	t.sqGarbage += o.sqGarbage
 	t.sqKept += o.sqKept
-	t.totalSize = satAdd(t.totalSize, o.totalSize)
-	t.garbageSize = satAdd(t.garbageSize, o.garbageSize)
 }
 
 // brakeSample is the brake's scan of the first prefix dirs of a
@@ -189,9 +184,10 @@ func (b *brakeSample) report(percent int, minChunks int64) BrakeReport {
 	r.ChunksPercent, r.BytesPercent = 100*p, 100*rb
 	scale := float64(chunkstore.PrefixCount) / float64(max(b.dirs, 1))
 	r.EstimatedChunks = int64(math.Round(n * scale))
-	r.EstimatedRemovals = int64(math.Round(float64(t.garbage) * scale))
-	r.EstimatedRemovedGiB = float64(t.garbageSize) * scale / (1 << 30)
-	upper := float64(t.garbage) * scale // of the removals
+	removals := float64(t.garbage) * scale
+	r.EstimatedRemovals = int64(math.Round(removals))
+	r.EstimatedRemovedGiB = t.garbageBytes * scale / (1 << 30)
+	upper := removals // the removals' upper bound
 	if !r.Exact {
 		fpc := 1 - float64(b.dirs)/chunkstore.PrefixCount
 		// Agresti–Coull: a sample with no garbage (or only garbage)

@@ -1,9 +1,7 @@
 package gc
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -15,6 +13,7 @@ import (
 	"chunkgc/blob"
 	"chunkgc/chunkstore"
 	"chunkgc/internal/fsys"
+	"chunkgc/internal/nofollow"
 	"chunkgc/journal"
 )
 
@@ -88,50 +87,23 @@ func (j *runJournal) add(name string, st *unix.Statx_t, bad bool) {
 	}
 }
 
-// create makes <base>/.chunkgc/journal (each dir through the seam, opened
-// without following a symlink) and the run's journal in it.
+// create makes <base>/.chunkgc/journal (each missing component 0750 and
+// chowned to the owner, none followed if it is a symlink:
+// [nofollow.MkdirAll]) and the run's journal in it.
 func (j *runJournal) create() {
 	sys := j.store.Syscalls()
-	fd := j.store.BaseFD()
-	dir := j.store.Base()
-	for i, name := range []string{StateDir, "journal"} {
-		next, err := openOrMkdir(sys, fd, name, j.owner)
-		if i > 0 {
-			unix.Close(fd)
-		}
-		dir = filepath.Join(dir, name)
-		if err != nil {
-			j.fail(fmt.Errorf("journal dir %s: %w", dir, err))
-			return
-		}
-		fd = next
+	fd, err := nofollow.MkdirAll(sys, j.store.BaseFD(), j.store.Base(), JournalDir, 0o750, j.owner)
+	if err != nil {
+		j.fail(fmt.Errorf("journal dir: %w", err))
+		return
 	}
-	j.dirfd, j.dir = fd, dir
-	w, err := journal.Create(sys, fd, dir, j.hdr, j.owner)
+	j.dirfd, j.dir = fd, JournalPath(j.store.Base())
+	w, err := journal.Create(sys, fd, j.dir, j.hdr, j.owner)
 	if err != nil {
 		j.fail(err)
 		return
 	}
 	j.w = w
-}
-
-// openOrMkdir opens dir name of dirfd, creating it (0750, chowned to owner)
-// when missing; a symlink or non-directory there is an error.
-func openOrMkdir(sys fsys.Syscalls, dirfd int, name string, owner fsys.Owner) (int, error) {
-	const flags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
-	fd, err := sys.Openat(dirfd, name, flags, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		if err := sys.Mkdirat(dirfd, name, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
-			return -1, err
-		}
-		if fd, err = sys.Openat(dirfd, name, flags, 0); err == nil {
-			if err := owner.Fchown(sys, fd); err != nil {
-				unix.Close(fd)
-				return -1, err
-			}
-		}
-	}
-	return fd, err
 }
 
 func (j *runJournal) fail(err error) {

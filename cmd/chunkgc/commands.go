@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -223,12 +222,7 @@ func runGC(ctx context.Context, e *env, args []string) error {
 
 func printStatus(e *env, st *gc.Status, output string) error {
 	if output == "json" {
-		b, err := json.Marshal(st)
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(e.stdout, "%s\n", b)
-		return err
+		return e.printJSON(st)
 	}
 	return st.WriteReport(e.stdout)
 }

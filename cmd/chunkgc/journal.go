@@ -96,6 +96,7 @@ func problem(tail, err error) string {
 	return ""
 }
 
+// printJSON prints v as one line of JSON on stdout (--output json).
 func (e *env) printJSON(v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
