@@ -105,7 +105,7 @@ func (s *Store) writeChunk(dir *PrefixDir, name string, b []byte) (err error) {
 	if cerr != nil {
 		return &fs.PathError{Op: "close", Path: dir.path(tmp), Err: cerr}
 	}
-	if err := s.sys.Renameat(dir.fd, tmp, dir.fd, name); err != nil {
+	if err := s.sys.Renameat(dir.fd, tmp, dir.fd, name, 0); err != nil {
 		return withPath(err, dir.path(name))
 	}
 	if s.syncLevel == tuning.SyncFile {

@@ -213,6 +213,30 @@ func (p *PrefixDir) Unlink(name string) error {
 	return nil
 }
 
+// MoveTo renames entry name of the prefix dir to name in the directory open
+// as dirfd (dir is its path, for errors), never replacing an entry there:
+// renameat2 with RENAME_NOREPLACE, so an existing one is an error matching
+// fs.ErrExist. Both dirs must be on one filesystem (else EXDEV). It is how
+// GC quarantines a chunk instead of unlinking it.
+func (p *PrefixDir) MoveTo(name string, dirfd int, dir string) error {
+	if err := p.s.sys.Renameat(p.fd, name, dirfd, name, unix.RENAME_NOREPLACE); err != nil {
+		return withPath(err, dir+"/"+name)
+	}
+	return nil
+}
+
+// MoveFrom renames entry name of the directory open as dirfd (dir is its
+// path, for errors) into the prefix dir, never replacing a chunk there: an
+// existing one (a writer stored it again meanwhile) is an error matching
+// fs.ErrExist, a missing source one matching fs.ErrNotExist. It is how a
+// quarantined chunk comes back.
+func (p *PrefixDir) MoveFrom(dirfd int, dir, name string) error {
+	if err := p.s.sys.Renameat(dirfd, name, p.fd, name, unix.RENAME_NOREPLACE); err != nil {
+		return withPath(err, p.path(name))
+	}
+	return nil
+}
+
 // Kind is what a prefix dir entry is, judged by its name alone.
 type Kind uint8
 

@@ -163,7 +163,9 @@ type run struct {
 	log       *zap.Logger
 	now       func() time.Time
 	st        *Status
+	id        string // the run id: its journal's and quarantine dir's name
 	untouched *untouchedSet
+	heal      *healer
 	// markWorkers is phase 1's last worker limit, where the prefix dir
 	// check and phase 2 start.
 	markWorkers int
@@ -204,6 +206,7 @@ func (r *run) takeLocks() (release func(), err error) {
 func (r *run) prepare(ctx context.Context) error {
 	startTime := r.now()
 	r.st = &Status{StartTime: startTime.Unix(), DryRun: r.opts.DryRun, UPID: upid(r.opts.StoreName, startTime)}
+	r.id = newRunID(r.st.StartTime)
 	r.log.Info("starting garbage collection", zap.String("base", r.store.Base()), zap.String("upid", r.st.UPID),
 		zap.Bool("dry-run", r.opts.DryRun), zap.String("concurrency", r.opts.concurrency()))
 	if err := r.cutoff(); err != nil {
@@ -259,7 +262,10 @@ func (r *run) mark(ctx context.Context) error {
 	t1 := time.Now()
 	r.log.Info("start phase 1 (mark used chunks)")
 	r.untouched = &untouchedSet{limit: r.opts.hooks.untouchedLimit}
-	workers, err := mark(ctx, r.store, r.locks, r.opts, r.log.With(zap.String("phase", "mark")), r.st, r.untouched)
+	markLog := r.log.With(zap.String("phase", "mark"))
+	r.heal = &healer{store: r.store, log: markLog}
+	workers, err := mark(ctx, r.store, r.locks, r.opts, markLog, r.st, r.untouched, r.heal)
+	r.st.HealedChunks = r.heal.count()
 	if err != nil {
 		return err
 	}
@@ -312,7 +318,19 @@ func (r *run) sweep(ctx context.Context) error {
 		}
 	}
 	s.jr = newRunJournal(r)
+	s.q = newQuarantine(r)
 	err = s.sweep(ctx, r.opts, r.markWorkers, r.st)
+	s.q.close()
+	if err == nil {
+		if s.q != nil {
+			r.st.QuarantinedChunks, r.st.QuarantinedBytes = r.st.RemovedChunks+r.st.RemovedBad, r.st.RemovedBytes
+			if r.st.QuarantinedChunks > 0 && !r.opts.DryRun {
+				r.st.QuarantineRun = r.id
+			}
+		}
+		p := r.purgeQuarantine(s.jr)
+		r.st.PurgedChunks, r.st.PurgedBytes = p.chunks, p.bytes
+	}
 	r.st.JournalRun = s.jr.close(r.st, err)
 	if err != nil {
 		return err

@@ -54,19 +54,20 @@ func newRunJournal(r *run) *runJournal {
 		return nil
 	}
 	host, _ := os.Hostname()
-	start := time.Unix(r.st.StartTime, 0).UTC()
 	return &runJournal{
 		store: r.store, owner: r.opts.Owner, log: r.log, keep: tn.JournalKeep, dirfd: -1,
 		hdr: journal.Header{
-			RunID: fmt.Sprintf("%s-%d", start.Format("20060102T150405Z"), os.Getpid()),
+			RunID: r.id,
 			Store: r.opts.StoreName, Host: host, StartTime: r.st.StartTime, MinAtime: r.st.MinAtime,
 			Cutoff: tn.AtimeCutoff,
 		},
 	}
 }
 
-// add records one chunk that removeLocked took out of the store.
-func (j *runJournal) add(name string, st *unix.Statx_t, bad bool) {
+// add records one chunk file that the sweep took out of the store (flags
+// 0 or Quarantined, with Bad for a bad copy) or the purge removed from the
+// quarantine (Purged).
+func (j *runJournal) add(name string, st *unix.Statx_t, flags journal.Flags) {
 	if j == nil {
 		return
 	}
@@ -78,10 +79,7 @@ func (j *runJournal) add(name string, st *unix.Statx_t, bad bool) {
 	if err != nil {
 		return // Classify let only chunk names through
 	}
-	rec := journal.Record{Digest: d, Size: st.Size, Atime: st.Atime.Sec*1e9 + int64(st.Atime.Nsec)}
-	if bad {
-		rec.Flags |= journal.Bad
-	}
+	rec := journal.Record{Digest: d, Size: st.Size, Atime: st.Atime.Sec*1e9 + int64(st.Atime.Nsec), Flags: flags}
 	if err := j.w.Add(rec); err != nil {
 		j.fail(err)
 	}

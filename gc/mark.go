@@ -69,6 +69,7 @@ type marker struct {
 
 	missing      atomic.Int64
 	untouched    *untouchedSet
+	heal         *healer // nil: no quarantine to heal from
 	cacheHits    atomic.Int64
 	cacheLookups atomic.Int64
 	touched      atomic.Int64
@@ -79,7 +80,7 @@ type marker struct {
 var errTooManyUntouched = errors.New("more referenced chunks could not be touched (ENOENT) than GC can remember; not sweeping, since a chunk that exists but was reported missing would be removed")
 
 // mark runs phase 1 and returns its last worker limit.
-func mark(parent context.Context, store *chunkstore.Store, locks *locking.Dir, opts *Options, log *zap.Logger, st *Status, untouched *untouchedSet) (workers int, err error) {
+func mark(parent context.Context, store *chunkstore.Store, locks *locking.Dir, opts *Options, log *zap.Logger, st *Status, untouched *untouchedSet, heal *healer) (workers int, err error) {
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	m := &marker{
@@ -90,6 +91,7 @@ func mark(parent context.Context, store *chunkstore.Store, locks *locking.Dir, o
 		initial:   make(map[string]bool),
 		marked:    make(map[string]bool),
 		untouched: untouched,
+		heal:      heal,
 	}
 	var wg sync.WaitGroup
 	workers = 1
@@ -444,6 +446,16 @@ func (m *marker) touchBatch(t *chunkstore.Toucher, w *adapt.Worker, b *batch) {
 		if !errors.Is(err, fs.ErrNotExist) {
 			m.cancel(fmt.Errorf("touch chunk %s referenced by %s: %w", d, b.index, err))
 			return
+		}
+		if m.heal != nil && m.heal.heal(*d, b.index) {
+			if err = t.Touch(*d); err == nil {
+				touched++
+				continue
+			}
+			if !errors.Is(err, fs.ErrNotExist) {
+				m.cancel(fmt.Errorf("touch chunk %s referenced by %s: %w", d, b.index, err))
+				return
+			}
 		}
 		if n := m.missing.Add(1); n <= maxMissingWarnings {
 			m.log.Warn("chunk referenced by index is missing", zap.Stringer("digest", d), zap.String("index", b.index))

@@ -61,6 +61,20 @@ type Status struct {
 	// JournalRun is the run id of this run's deletion journal in
 	// .chunkgc/journal; "" when it removed nothing or wrote no journal.
 	JournalRun string `json:"journal-run,omitempty"`
+	// HealedChunks counts referenced chunks phase 1 found missing from
+	// .chunks and moved back from the quarantine (doc "Quarantine").
+	HealedChunks int64 `json:"healed-chunks"`
+	// QuarantinedChunks and QuarantinedBytes are what this run's sweep
+	// moved to the quarantine instead of unlinking (chunks and bad
+	// copies; they are also in the removed figures); QuarantineRun names
+	// its dir in .chunkgc/quarantine. PurgedChunks and PurgedBytes are
+	// what it removed from the quarantine, older than
+	// gc-quarantine-hours.
+	QuarantinedChunks int64  `json:"quarantined-chunks,omitempty"`
+	QuarantinedBytes  uint64 `json:"quarantined-bytes,omitempty"`
+	QuarantineRun     string `json:"quarantine-run,omitempty"`
+	PurgedChunks      int64  `json:"purged-chunks,omitempty"`
+	PurgedBytes       uint64 `json:"purged-bytes,omitempty"`
 }
 
 // writeStatus replaces <base>/.gc-status atomically: tmp file, fsync, chown,
@@ -168,6 +182,15 @@ func (s *Status) ReportLines() []string {
 	}
 	if s.MissingChunks > 0 {
 		add("Missing chunks: %d", s.MissingChunks)
+	}
+	if s.HealedChunks > 0 {
+		add("Healed chunks (moved back from the quarantine): %d", s.HealedChunks)
+	}
+	if s.QuarantinedChunks > 0 {
+		add("Quarantined: %s (in %d chunks)", HumanBytes(s.QuarantinedBytes), s.QuarantinedChunks)
+	}
+	if s.PurgedChunks > 0 {
+		add("Purged from the quarantine: %s (in %d chunks)", HumanBytes(s.PurgedBytes), s.PurgedChunks)
 	}
 	if s.StrangeIndexFiles > 0 {
 		add("Index files outside the expected scheme: %d", s.StrangeIndexFiles)

@@ -15,6 +15,7 @@ import (
 	"chunkgc/blob"
 	"chunkgc/chunkstore"
 	"chunkgc/internal/adapt"
+	"chunkgc/journal"
 )
 
 // sweepCounts are one worker's phase 2 counters, merged at the end so the
@@ -86,7 +87,9 @@ type sweeper struct {
 	// goes straight to their candidates.
 	pre *brakeSample
 	// jr records every removal (nil: no journal).
-	jr   *runJournal
+	jr *runJournal
+	// q takes garbage instead of unlink (nil: quarantine off).
+	q    *quarantine
 	next atomic.Int64 // next prefix dir to take
 	done atomic.Int64 // prefix dirs finished
 }
@@ -333,6 +336,8 @@ func (s *sweeper) keepAnyway(dir *chunkstore.PrefixDir, name []byte, d *blob.Dig
 // than min_atime.
 func (s *sweeper) removeLocked(ctx context.Context, dir *chunkstore.PrefixDir, cands []candidate, c *sweepCounts, st *unix.Statx_t) error {
 	done := ctx.Done()
+	qd := qdir{fd: -1}
+	defer qd.close()
 	for _, cd := range cands {
 		select {
 		case <-done:
@@ -349,7 +354,7 @@ func (s *sweeper) removeLocked(ctx context.Context, dir *chunkstore.PrefixDir, c
 			c.keep(st.Atime.Sec, s.oldestWriter, st.Size, cd.bad)
 			continue
 		}
-		if err := s.dispose(dir, cd.name); err != nil {
+		if err := s.dispose(dir, cd.name, &qd); err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				continue
 			}
@@ -359,7 +364,14 @@ func (s *sweeper) removeLocked(ctx context.Context, dir *chunkstore.PrefixDir, c
 			return fmt.Errorf("remove %s/%s: %w", dir.Name(), cd.name, err)
 		}
 		c.removed(st.Size, cd.bad)
-		s.jr.add(cd.name, st, cd.bad)
+		var flags journal.Flags
+		if cd.bad {
+			flags |= journal.Bad
+		}
+		if s.q != nil {
+			flags |= journal.Quarantined
+		}
+		s.jr.add(cd.name, st, flags)
 		if ce := s.log.Check(zap.DebugLevel, "chunk removed"); ce != nil {
 			ce.Write(zap.String("chunk", dir.Name()+"/"+cd.name))
 		}
@@ -368,7 +380,19 @@ func (s *sweeper) removeLocked(ctx context.Context, dir *chunkstore.PrefixDir, c
 }
 
 // dispose takes one chunk file that removeLocked decided is garbage out of
-// the store, under the prefix dir's exclusive lock.
-func (s *sweeper) dispose(dir *chunkstore.PrefixDir, name string) error {
-	return dir.Unlink(name)
+// the store, under the prefix dir's exclusive lock: it unlinks it, or with
+// quarantine on moves it to the run's quarantine dir for the prefix (qd,
+// opened at the prefix's first garbage chunk).
+func (s *sweeper) dispose(dir *chunkstore.PrefixDir, name string, qd *qdir) error {
+	if s.q == nil {
+		return dir.Unlink(name)
+	}
+	if qd.fd < 0 {
+		fd, path, err := s.q.prefixDir(dir)
+		if err != nil {
+			return err
+		}
+		qd.fd, qd.dir = fd, path
+	}
+	return dir.MoveTo(name, qd.fd, qd.dir)
 }

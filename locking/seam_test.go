@@ -95,11 +95,11 @@ func (s *countingSys) Getdents(fd int, buf []byte) (int, error) {
 	return s.Real.Getdents(fd, buf)
 }
 
-func (s *countingSys) Renameat(olddirfd int, oldname string, newdirfd int, newname string) error {
+func (s *countingSys) Renameat(olddirfd int, oldname string, newdirfd int, newname string, flags uint) error {
 	if err := s.call("renameat"); err != nil {
 		return err
 	}
-	return s.Real.Renameat(olddirfd, oldname, newdirfd, newname)
+	return s.Real.Renameat(olddirfd, oldname, newdirfd, newname, flags)
 }
 
 func (s *countingSys) Write(fd int, p []byte) (int, error) {

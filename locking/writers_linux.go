@@ -116,7 +116,7 @@ func (d *Dir) tryRegister(dfd int, wdir, name string, content []byte) (*Writer, 
 	if _, err := d.sys.Write(fd, content); err != nil {
 		return nil, fsys.PathError("write", tmpPath, err)
 	}
-	err = d.sys.Renameat(dfd, tmp, dfd, name)
+	err = d.sys.Renameat(dfd, tmp, dfd, name, 0)
 	if errors.Is(err, unix.ENOENT) {
 		return nil, nil // reaped between create and flock; we hold an orphan
 	}

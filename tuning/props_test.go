@@ -24,6 +24,7 @@ func TestDefaults(t *testing.T) {
 		BrakePercent:     50,
 		BrakeMinChunks:   1000,
 		JournalKeep:      20,
+		QuarantineHours:  0,
 	}
 	rtest.Equal(t, "Defaults", want, Defaults())
 	rtest.Equal(t, "empty Props applied to Defaults", Defaults(), Props{}.Apply(Defaults()))
@@ -31,7 +32,7 @@ func TestDefaults(t *testing.T) {
 
 func TestKeys(t *testing.T) {
 	rtest.Equal(t, "Keys", []string{"gc-atime-safety-check", "gc-atime-cutoff", "gc-cache-capacity", "sync-level", "chunk-order", "gc-concurrency", "gc-max-clock-skew",
-		"gc-brake-percent", "gc-brake-min-chunks", "gc-journal-keep"}, Keys())
+		"gc-brake-percent", "gc-brake-min-chunks", "gc-journal-keep", "gc-quarantine-hours"}, Keys())
 	k := Keys()
 	k[0] = "changed"
 	if Keys()[0] != KeyAtimeSafetyCheck {
@@ -122,6 +123,8 @@ func TestParseGood(t *testing.T) {
 		{"gc-brake-percent=100", with(func(t *Tuning) { t.BrakePercent = 100 }), "gc-brake-percent=100"},
 		{"gc-brake-min-chunks=0", with(func(t *Tuning) { t.BrakeMinChunks = 0 }), "gc-brake-min-chunks=0"},
 		{"gc-journal-keep=0", with(func(t *Tuning) { t.JournalKeep = 0 }), "gc-journal-keep=0"},
+		{"gc-quarantine-hours=168", with(func(t *Tuning) { t.QuarantineHours = 168 }), "gc-quarantine-hours=168"},
+		{"gc-quarantine-hours=8760", with(func(t *Tuning) { t.QuarantineHours = 8760 }), "gc-quarantine-hours=8760"},
 
 		{
 			"gc-atime-safety-check=0,gc-atime-cutoff=60",
@@ -183,7 +186,7 @@ func TestParseBad(t *testing.T) {
 
 		{
 			give: "a=", wantKey: &keyErr{Key: "a", Value: ""},
-			wantMsg: `tuning a=: unknown key (known keys: gc-atime-safety-check, gc-atime-cutoff, gc-cache-capacity, sync-level, chunk-order, gc-concurrency, gc-max-clock-skew, gc-brake-percent, gc-brake-min-chunks, gc-journal-keep)`,
+			wantMsg: `tuning a=: unknown key (known keys: gc-atime-safety-check, gc-atime-cutoff, gc-cache-capacity, sync-level, chunk-order, gc-concurrency, gc-max-clock-skew, gc-brake-percent, gc-brake-min-chunks, gc-journal-keep, gc-quarantine-hours)`,
 		},
 		{give: "foo=1", wantKey: &keyErr{Key: "foo", Value: "1"}, wantIn: []string{"tuning foo=1", "unknown key", "gc-atime-cutoff", "gc-concurrency"}},
 		{give: "GC-ATIME-CUTOFF=60", wantKey: &keyErr{Key: "GC-ATIME-CUTOFF", Value: "60"}, wantIn: []string{"unknown key"}},
@@ -218,6 +221,7 @@ func TestParseBad(t *testing.T) {
 		{give: "gc-concurrency=auto", wantKey: &keyErr{Key: "gc-concurrency", Value: "auto"}, wantIn: []string{"not a decimal integer", "0..256"}},
 		{give: "gc-brake-percent=101", wantKey: &keyErr{Key: "gc-brake-percent", Value: "101"}, wantMsg: "tuning gc-brake-percent=101: out of range 0..100 (percent, 0 = off)"},
 		{give: "gc-journal-keep=-1", wantKey: &keyErr{Key: "gc-journal-keep", Value: "-1"}, wantMsg: "tuning gc-journal-keep=-1: out of range 0..10000 (runs, 0 = no journal)"},
+		{give: "gc-quarantine-hours=8761", wantKey: &keyErr{Key: "gc-quarantine-hours", Value: "8761"}, wantMsg: "tuning gc-quarantine-hours=8761: out of range 0..8760 (hours, 0 = off)"},
 		{give: "gc-max-clock-skew=-1", wantKey: &keyErr{Key: "gc-max-clock-skew", Value: "-1"}, wantMsg: "tuning gc-max-clock-skew=-1: out of range 0..3600 (seconds)"},
 		{give: "gc-max-clock-skew=3601", wantKey: &keyErr{Key: "gc-max-clock-skew", Value: "3601"}, wantMsg: "tuning gc-max-clock-skew=3601: out of range 0..3600 (seconds)"},
 		{give: "gc-max-clock-skew=30s", wantKey: &keyErr{Key: "gc-max-clock-skew", Value: "30s"}, wantIn: []string{"not a decimal integer", "0..3600 (seconds)"}},

@@ -108,6 +108,11 @@ type Tuning struct {
 	// runs' deletion journals a store keeps (package journal); 0 writes
 	// none. A chunkgc extension, not a PBS key.
 	JournalKeep int
+	// QuarantineHours (gc-quarantine-hours, default 0, range 0..8760) is
+	// how long garbage stays in the store's quarantine before a later run
+	// purges it (package gc, "Quarantine"); 0 unlinks garbage at once, as
+	// PBS does. A chunkgc extension, not a PBS key.
+	QuarantineHours int
 }
 
 // Defaults returns the tuning used when no property overrides a key.
@@ -123,6 +128,7 @@ func Defaults() Tuning {
 		BrakePercent:     50,
 		BrakeMinChunks:   1000,
 		JournalKeep:      20,
+		QuarantineHours:  0,
 	}
 }
 
@@ -138,6 +144,7 @@ const (
 	KeyBrakePercent     = "gc-brake-percent"
 	KeyBrakeMinChunks   = "gc-brake-min-chunks"
 	KeyJournalKeep      = "gc-journal-keep"
+	KeyQuarantineHours  = "gc-quarantine-hours"
 )
 
 type kind uint8
@@ -181,6 +188,8 @@ var specs = []spec{
 		set: func(t *Tuning, v int64) { t.BrakeMinChunks = v }},
 	{key: KeyJournalKeep, kind: kindInt, min: 0, max: 10000, unit: "runs, 0 = no journal",
 		set: func(t *Tuning, v int64) { t.JournalKeep = int(v) }},
+	{key: KeyQuarantineHours, kind: kindInt, min: 0, max: 8760, unit: "hours, 0 = off",
+		set: func(t *Tuning, v int64) { t.QuarantineHours = int(v) }},
 }
 
 func lookup(key string) *spec {

@@ -64,6 +64,7 @@ func commands() []command {
 		{"check-atime", "[--tuning PROPS] STORE                           run the atime probe only; print the clock skew", runCheckAtime},
 		{"status", "[--output text|json] STORE                            print the last GC result", runStatus},
 		{"journal", "[--run RUNID | --digest HEX] [--output text|json] STORE   what GC runs removed, and why", runJournalCmd},
+		{"restore", "[--run RUNID] [--digest HEX]... [--output text|json] STORE   move quarantined chunks back", runRestore},
 		{"demo", "[DIR]                                                  build a sample store and collect it", runDemo},
 		{"ingest", "[--ns NS] [--chunk-size N] STORE TYPE/ID FILE...    back up files into a new snapshot", runIngest},
 		{"forget", "[--ns NS] STORE TYPE/ID/TIME                          remove one snapshot", runForget},

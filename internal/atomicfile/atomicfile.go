@@ -156,7 +156,7 @@ func writeAt(sys fsys.Syscalls, dirfd int, dirPath, name string, perm os.FileMod
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if err := sys.Renameat(dirfd, tmp, dirfd, name); err != nil {
+	if err := sys.Renameat(dirfd, tmp, dirfd, name, 0); err != nil {
 		return fsys.PathError("rename", path, err)
 	}
 	if err := sys.Fsync(dirfd); err != nil {

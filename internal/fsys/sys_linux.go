@@ -33,7 +33,8 @@ type Syscalls interface {
 	Statx(dirfd int, name string, flags, mask int, stx *unix.Statx_t) error
 	UtimesNanoAt(dirfd int, name string, ts []unix.Timespec, flags int) error
 	Unlinkat(dirfd int, name string, flags int) error
-	Renameat(olddirfd int, oldname string, newdirfd int, newname string) error
+	// Renameat is renameat2(2): flags 0 or unix.RENAME_NOREPLACE.
+	Renameat(olddirfd int, oldname string, newdirfd int, newname string, flags uint) error
 	Getdents(fd int, buf []byte) (int, error)
 	Seek(fd int, offset int64, whence int) (int64, error)
 	Flock(fd, how int) error
@@ -246,9 +247,9 @@ func (Real) Unlinkat(dirfd int, name string, flags int) error {
 	}
 }
 
-func (Real) Renameat(olddirfd int, oldname string, newdirfd int, newname string) error {
+func (Real) Renameat(olddirfd int, oldname string, newdirfd int, newname string, flags uint) error {
 	for {
-		err := unix.Renameat(olddirfd, oldname, newdirfd, newname)
+		err := unix.Renameat2(olddirfd, oldname, newdirfd, newname, flags)
 		if err != unix.EINTR {
 			return pathErr("renameat", newname, err)
 		}

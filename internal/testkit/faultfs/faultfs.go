@@ -436,11 +436,11 @@ func (s *Set) Unlinkat(dirfd int, name string, flags int) error {
 
 // Renameat is selected, and its errors named, by the new name (as
 // fsys.Real names it).
-func (s *Set) Renameat(olddirfd int, oldname string, newdirfd int, newname string) error {
+func (s *Set) Renameat(olddirfd int, oldname string, newdirfd int, newname string, flags uint) error {
 	if err := s.fault(Renameat, newdirfd, newname); err != nil {
 		return err
 	}
-	return s.base.Renameat(olddirfd, oldname, newdirfd, newname)
+	return s.base.Renameat(olddirfd, oldname, newdirfd, newname, flags)
 }
 
 // Getdents fails, or with [ErrMalformed] returns a corrupt record.
