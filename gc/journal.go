@@ -28,6 +28,15 @@ const JournalDir = StateDir + "/journal"
 // JournalPath returns the journal directory of the store at base.
 func JournalPath(base string) string { return filepath.Join(base, JournalDir) }
 
+// OpenJournalDir opens the journal directory of store for reading, from the
+// store's base fd, following no symlink: a .chunkgc or journal that is a
+// symlink (or not a directory) is an error naming it, matching
+// [nofollow.ErrSymlink] (or [nofollow.ErrNotDir]). A missing one is an
+// error matching fs.ErrNotExist: no run has removed anything yet.
+func OpenJournalDir(store *chunkstore.Store) (int, error) {
+	return nofollow.OpenDir(store.BaseFD(), store.Base(), JournalDir)
+}
+
 // runJournal is one run's deletion journal (doc "Deletion journal"): created
 // at the run's first removal, so that a run that removes nothing leaves no
 // journal to push older ones out. A journal that cannot be created or

@@ -39,8 +39,10 @@ func TestJournalRecordsRemovals(t *testing.T) {
 	if st.JournalRun == "" {
 		t.Fatal("a run that removed chunks names no journal")
 	}
-	path := filepath.Join(JournalPath(f.base), journal.FileName(st.JournalRun))
-	j, err := journal.ReadFile(path)
+	dir := JournalPath(f.base)
+	path := filepath.Join(dir, journal.FileName(st.JournalRun))
+	dirfd := rtest.DirFD(t, dir)
+	j, err := journal.ReadFile(dirfd, dir, journal.FileName(st.JournalRun))
 	rtest.OK(t, err)
 	rtest.Equal(t, "complete", true, j.Complete())
 	rtest.Equal(t, "header min-atime", st.MinAtime, j.Header.MinAtime)
@@ -76,7 +78,7 @@ func TestJournalRecordsRemovals(t *testing.T) {
 	dry, err := f.run(func(o *Options) { o.DryRun = true })
 	rtest.OK(t, err)
 	rtest.Equal(t, "journal of a dry run", "", dry.JournalRun)
-	infos, err := journal.List(JournalPath(f.base))
+	infos, err := journal.List(nil, dirfd, dir)
 	rtest.OK(t, err)
 	rtest.Equal(t, "journals", 1, len(infos))
 }
@@ -92,7 +94,7 @@ func TestJournalKeep(t *testing.T) {
 		runs = append(runs, st.JournalRun)
 		time.Sleep(time.Second) // run ids are per second and pid
 	}
-	infos, err := journal.List(JournalPath(f.base))
+	infos, err := journal.List(nil, rtest.DirFD(t, JournalPath(f.base)), JournalPath(f.base))
 	rtest.OK(t, err)
 	rtest.Equal(t, "journals kept", 2, len(infos))
 	rtest.Equal(t, "oldest kept", runs[2], infos[0].Header.RunID)

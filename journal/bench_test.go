@@ -91,7 +91,8 @@ func BenchmarkUnlinkFloor(b *testing.B) {
 // go test -run '^$' -bench Read -count 10 -cpu 2 ./journal
 func BenchmarkRead(b *testing.B) {
 	dir := b.TempDir()
-	w, err := Create(fsys.Real{}, rtest.DirFD(b, dir), dir, testHeader("read", 1), fsys.Keep)
+	dirfd := rtest.DirFD(b, dir)
+	w, err := Create(fsys.Real{}, dirfd, dir, testHeader("read", 1), fsys.Keep)
 	rtest.OK(b, err)
 	const n = 100_000
 	for i := range n {
@@ -103,7 +104,7 @@ func BenchmarkRead(b *testing.B) {
 	b.SetBytes(n * recordSize)
 	b.ReportAllocs()
 	for b.Loop() {
-		j, err := ReadFile(w.Path())
+		j, err := ReadFile(dirfd, dir, FileName("read"))
 		if err != nil || len(j.Records) != n {
 			b.Fatal(err)
 		}

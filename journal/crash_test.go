@@ -64,7 +64,7 @@ func TestCrash(t *testing.T) {
 			t.Fatalf("round %d: want the helper killed by SIGKILL, got %v", round, err)
 		}
 
-		j, err := ReadFile(dir + "/" + FileName(id))
+		j, err := ReadFile(rtest.DirFD(t, dir), dir, FileName(id))
 		rtest.OK(t, err)
 		if j.Complete() {
 			t.Fatalf("round %d: a killed writer's journal is complete", round)

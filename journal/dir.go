@@ -3,9 +3,7 @@ package journal
 import (
 	"cmp"
 	"errors"
-	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -54,37 +52,61 @@ func order(a, b *Info) int {
 		strings.Compare(a.Name, b.Name))
 }
 
-// List returns the journals in dir, the entries named *.journal (but for
+// List returns the journals in the directory open as dirfd (dir is its
+// path, for Info.Path and errors): the entries named *.journal (but for
 // names starting with a dot), oldest first (see [Prune] for the order; the
-// unreadable come first). Every journal is read through: Records, Trailer
-// and Tail are what [ReadFile] would find. A journal that cannot be read is
-// listed with its Err set, not skipped; the error List returns is only that
-// of reading dir itself.
-func List(dir string) ([]Info, error) {
-	return scanDir(dir, nil)
+// unreadable come first). sys (nil: fsys.Real) lists the directory. Every
+// journal is opened relative to dirfd, never following a symlink, and read
+// through: Records, Trailer and Tail are what [ReadFile] would find. A
+// journal that cannot be read (a symlink or FIFO in its place included) is
+// listed with its Err set, not skipped; one removed between the listing and
+// its open (a concurrent [Prune]) is left out. The error List returns is
+// only that of listing the directory.
+func List(sys fsys.Syscalls, dirfd int, dir string) ([]Info, error) {
+	return scanDir(sys, dirfd, dir, nil)
 }
 
-// scanDir lists dir as List does, calling fn with every record of each
-// journal.
-func scanDir(dir string, fn func(info *Info, r *Record)) ([]Info, error) {
-	ents, err := os.ReadDir(dir)
+// journalNames returns the journal names (see [isJournalName]) in the
+// directory open as dirfd, through sys, with their d_type (unix.DT_*).
+func journalNames(sys fsys.Syscalls, dirfd int, dir string) ([]string, []uint8, error) {
+	fd, err := sys.Openat(dirfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fsys.WithPath(err, dir)
+	}
+	defer unix.Close(fd)
+	var names []string
+	var types []uint8
+	err = fsys.ReadDirents(sys, fd, func() string { return dir }, make([]byte, 8<<10), func(name []byte, dtype uint8) error {
+		if isJournalName(string(name)) {
+			names = append(names, string(name))
+			types = append(types, dtype)
+		}
+		return nil
+	})
+	return names, types, err
+}
+
+// scanDir lists the directory as List does, calling fn with every record of
+// each journal.
+func scanDir(sys fsys.Syscalls, dirfd int, dir string, fn func(info *Info, r *Record)) ([]Info, error) {
+	names, _, err := journalNames(fsys.OrReal(sys), dirfd, dir)
 	if err != nil {
 		return nil, err
 	}
 	var infos []Info
-	for _, e := range ents {
-		if !isJournalName(e.Name()) {
-			continue
-		}
-		info := Info{Path: filepath.Join(dir, e.Name()), Name: e.Name()}
+	for _, name := range names {
+		info := Info{Path: filepath.Join(dir, name), Name: name}
 		var each func(*Record) error
 		if fn != nil {
 			each = func(r *Record) error { fn(&info, r); return nil }
 		}
-		s, err := scanFile(info.Path, each)
-		if err != nil {
+		s, err := scanAt(dirfd, dir, name, each, false)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			continue // pruned since it was listed
+		case err != nil:
 			info.Err = err
-		} else {
+		default:
 			info.Header, info.Records, info.Trailer, info.Tail = s.header, s.records, s.trailer, s.tail
 		}
 		infos = append(infos, info)
@@ -99,18 +121,19 @@ type Hit struct {
 	Record Record
 }
 
-// Find scans every journal in dir for digest d and returns each record of
-// it, in the order of [List] (oldest journal first) and within a journal in
-// file order. The error joins the Err of every journal that could not be
+// Find scans every journal of the directory open as dirfd (dir is its
+// path; sys lists it, as for [List]) for digest d and returns each record
+// of it, in the order of [List] (oldest journal first) and within a journal
+// in file order. The error joins the Err of every journal that could not be
 // read (the hits of the others are returned all the same) or is the error
-// of reading dir.
-func Find(dir string, d blob.Digest) ([]Hit, error) {
+// of listing the directory.
+func Find(sys fsys.Syscalls, dirfd int, dir string, d blob.Digest) ([]Hit, error) {
 	type found struct {
 		name string
 		r    Record
 	}
 	var recs []found
-	infos, err := scanDir(dir, func(info *Info, r *Record) {
+	infos, err := scanDir(sys, dirfd, dir, func(info *Info, r *Record) {
 		if r.Digest == d {
 			recs = append(recs, found{info.Name, *r})
 		}
@@ -134,43 +157,39 @@ func Find(dir string, d blob.Digest) ([]Hit, error) {
 }
 
 // Prune removes all but the newest keep journals of the directory open as
-// dirfd (dirPath is its path, for errors), through sys, and returns how
-// many it removed. keep < 1 is taken as 1: the newest journal always
-// stays. The journal of run current (a RunID; "" for none) is never
-// removed, even when it is not among the newest keep.
+// dirfd (dirPath is its path, for errors) and returns how many it removed;
+// sys (nil: fsys.Real) lists the directory and removes the files. keep < 1
+// is taken as 1: the newest journal always stays. The journal of run
+// current (a RunID; "" for none) is never removed, even when it is not
+// among the newest keep.
 //
 // Journals are ordered as [List] orders them: by the StartTime and RunID
 // of their header, and a *.journal whose header is bad counts as the
 // oldest of all, so it goes first. Entries that are not regular files
 // (symlinks, directories, FIFOs), names that do not end in .journal and
 // names starting with a dot are neither counted nor removed. Every name is
-// opened relative to dirfd, never following a symlink.
+// opened relative to dirfd, never following a symlink, as [ReadFile] opens
+// it.
 //
 // An error reading or removing one journal does not stop the others: the
 // errors are joined, and the file is left alone.
 func Prune(sys fsys.Syscalls, dirfd int, dirPath string, keep int, current string) (removed int, err error) {
 	sys = fsys.OrReal(sys)
 	keep = max(keep, 1)
-	fd, err := sys.Openat(dirfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return 0, fsys.WithPath(err, dirPath)
-	}
-	var names []string
-	err = fsys.ReadDirents(sys, fd, func() string { return dirPath }, make([]byte, 8<<10), func(name []byte, dtype uint8) error {
-		if (dtype == unix.DT_REG || dtype == unix.DT_UNKNOWN) && isJournalName(string(name)) {
-			names = append(names, string(name))
-		}
-		return nil
-	})
-	unix.Close(fd)
+	names, types, err := journalNames(sys, dirfd, dirPath)
 	if err != nil {
 		return 0, err
 	}
 	var infos []Info
 	var errs []error
-	for _, name := range names {
-		info := Info{Path: dirPath + "/" + name, Name: name}
-		info.Header, info.Err = readHeaderAt(sys, dirfd, name, info.Path)
+	for i, name := range names {
+		if types[i] != unix.DT_REG && types[i] != unix.DT_UNKNOWN {
+			continue // not a journal
+		}
+		info := Info{Path: filepath.Join(dirPath, name), Name: name}
+		var s scanned
+		s, info.Err = scanAt(dirfd, dirPath, name, nil, true)
+		info.Header = s.header
 		switch {
 		case info.Err == nil, errors.Is(info.Err, ErrBadHeader):
 			infos = append(infos, info)
@@ -194,52 +213,4 @@ func Prune(sys fsys.Syscalls, dirfd int, dirPath string, keep int, current strin
 		removed++
 	}
 	return removed, errors.Join(errs...)
-}
-
-// readHeaderAt reads the header of the journal name in dirfd, a regular
-// file, without following a symlink.
-func readHeaderAt(sys fsys.Syscalls, dirfd int, name, path string) (Header, error) {
-	var st unix.Stat_t
-	if err := sys.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return Header{}, fsys.WithPath(err, path)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return Header{}, &fs.PathError{Op: "open", Path: path, Err: ErrNotRegular}
-	}
-	fd, err := sys.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		if errors.Is(err, unix.ELOOP) {
-			return Header{}, &fs.PathError{Op: "open", Path: path, Err: ErrNotRegular}
-		}
-		return Header{}, fsys.WithPath(err, path)
-	}
-	defer unix.Close(fd)
-	if err := sys.Fstat(fd, &st); err != nil {
-		return Header{}, fsys.WithPath(err, path)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return Header{}, &fs.PathError{Op: "open", Path: path, Err: ErrNotRegular}
-	}
-	s, err := scan(&preader{sys: sys, fd: fd, path: path}, path, nil, true)
-	return s.header, err
-}
-
-// preader reads a file through sys.Pread from offset 0 on.
-type preader struct {
-	sys  fsys.Syscalls
-	fd   int
-	off  int64
-	path string
-}
-
-func (p *preader) Read(b []byte) (int, error) {
-	n, err := p.sys.Pread(p.fd, b, p.off)
-	if err != nil {
-		return 0, fsys.WithPath(err, p.path)
-	}
-	if n == 0 && len(b) > 0 {
-		return 0, io.EOF
-	}
-	p.off += int64(n)
-	return n, nil
 }

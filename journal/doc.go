@@ -70,8 +70,11 @@
 // may be hostile) can write. [Create] and [Prune] work only through a
 // directory fd GC opened, with *at calls through the fsys seam, never
 // follow a symlink (O_NOFOLLOW, and O_EXCL for the new file), and touch only
-// regular files. [ReadFile], [List] and [Find] are the read side of the CLI;
-// they open by path but with O_NOFOLLOW and read only regular files, and
-// bound every length they read, so a planted file cannot make them follow
-// a link or allocate without limit.
+// regular files. [ReadFile], [List] and [Find], the read side of the CLI,
+// work the same way: relative to a directory fd the caller opened (the CLI
+// opens it from the store's base fd, no component followed), each journal
+// opened with [nofollow.OpenFile] (O_NOFOLLOW, O_NONBLOCK, a regular file
+// or an error matching [ErrNotRegular]), and they bound every length they
+// read, so a planted symlink, FIFO or file cannot make them leave the
+// directory, block, or allocate without limit.
 package journal

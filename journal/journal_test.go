@@ -29,6 +29,18 @@ func newWriter(t *testing.T, dir, id string, start int64, o options) *Writer {
 	return w
 }
 
+// readPath is [ReadFile] of the journal at path, its directory opened for
+// the call.
+func readPath(path string) (*Journal, error) {
+	dir := filepath.Dir(path)
+	dirfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: dir, Err: err}
+	}
+	defer unix.Close(dirfd)
+	return ReadFile(dirfd, dir, filepath.Base(path))
+}
+
 // writeJournal writes a journal of run id with records n and closes it with
 // a trailer when complete is set, aborts it otherwise.
 func writeJournal(t *testing.T, dir, id string, start int64, recs []Record, complete bool) string {
@@ -83,7 +95,7 @@ func TestRoundTrip(t *testing.T) {
 	tr := Trailer{Records: int64(len(want)), Bytes: 12345, EndTime: 1_790_000_100, Err: ""}
 	rtest.OK(t, w.Close(tr))
 
-	j, err := ReadFile(w.Path())
+	j, err := readPath(w.Path())
 	rtest.OK(t, err)
 	rtest.Equal(t, "header", testHeader("20261202T170102Z-12345", 1_790_000_000), j.Header)
 	rtest.Equal(t, "trailer", &tr, j.Trailer)
@@ -168,7 +180,7 @@ func TestTruncatedAndFlipped(t *testing.T) {
 	check := func(what string, b []byte, wantRecs []Record, complete bool) {
 		t.Helper()
 		rtest.OK(t, os.WriteFile(path, b, 0o600))
-		j, err := ReadFile(path)
+		j, err := readPath(path)
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
@@ -183,12 +195,12 @@ func TestTruncatedAndFlipped(t *testing.T) {
 	for cut := 0; cut <= len(data); cut++ {
 		if cut < headerEnd {
 			rtest.OK(t, os.WriteFile(path, data[:cut], 0o600))
-			_, err := ReadFile(path)
+			_, err := readPath(path)
 			rtest.ErrorAt(t, "cut in the header", err, path, ErrBadHeader)
 			continue
 		}
 		check("cut at "+strconv.Itoa(cut), data[:cut], intact(cut), cut == len(data))
-		j, _ := ReadFile(path)
+		j, _ := readPath(path)
 		if atEnd := slices.Contains(ends, cut); atEnd != (j.Tail == nil) {
 			t.Fatalf("cut at %d: tail %v at a frame end %v", cut, j.Tail, atEnd)
 		}
@@ -202,7 +214,7 @@ func TestTruncatedAndFlipped(t *testing.T) {
 		b[pos] ^= 0x5a
 		if pos < headerEnd {
 			rtest.OK(t, os.WriteFile(path, b, 0o600))
-			_, err := ReadFile(path)
+			_, err := readPath(path)
 			rtest.ErrorAt(t, "flip in the header", err, path, ErrBadHeader)
 			continue
 		}
@@ -218,7 +230,7 @@ func TestTruncatedAndFlipped(t *testing.T) {
 
 	// Bytes after the trailer: complete, but with a tail.
 	rtest.OK(t, os.WriteFile(path, append(slices.Clone(data), 0), 0o600))
-	j, err := ReadFile(path)
+	j, err := readPath(path)
 	rtest.OK(t, err)
 	if !j.Complete() || !errors.Is(j.Tail, ErrCorrupt) {
 		t.Errorf("data after the trailer: complete %v, tail %v", j.Complete(), j.Tail)
@@ -244,7 +256,7 @@ func TestBadHeader(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(dir, "bad.journal")
 			rtest.OK(t, os.WriteFile(path, tt.give, 0o600))
-			_, err := ReadFile(path)
+			_, err := readPath(path)
 			fe := rtest.ErrorAs[*FormatError](t, err, ErrBadHeader)
 			rtest.Equal(t, "path", path, fe.Path)
 			rtest.ErrorAt(t, "ReadFile", err, path, ErrBadHeader)
@@ -252,7 +264,7 @@ func TestBadHeader(t *testing.T) {
 	}
 	link := filepath.Join(dir, "link.journal")
 	rtest.OK(t, os.Symlink(filepath.Join(dir, "small.journal"), link))
-	_, err := ReadFile(link)
+	_, err := readPath(link)
 	rtest.ErrorIs(t, err, ErrNotRegular)
 }
 
@@ -274,7 +286,7 @@ func TestAbortAndClose(t *testing.T) {
 	rtest.OK(t, w.Abort())
 	rtest.ErrorIs(t, w.Add(rec(1)), ErrClosed)
 	rtest.ErrorIs(t, w.Close(Trailer{}), ErrClosed)
-	j, err := ReadFile(w.Path())
+	j, err := readPath(w.Path())
 	rtest.OK(t, err)
 	if j.Complete() || j.Tail != nil || !slices.Equal(recs(0, 3000), j.Records) {
 		t.Fatalf("aborted journal: complete %v, tail %v, %d records", j.Complete(), j.Tail, len(j.Records))
@@ -287,7 +299,7 @@ func TestAbortAndClose(t *testing.T) {
 	rtest.ErrorIs(t, w.Close(Trailer{}), ErrClosed)
 	rtest.OK(t, w.Abort())
 	rtest.ErrorIs(t, w.Add(rec(1)), ErrClosed)
-	j, err = ReadFile(w.Path())
+	j, err = readPath(w.Path())
 	rtest.OK(t, err)
 	if !j.Complete() || !slices.Equal([]Record{rec(7)}, j.Records) {
 		t.Fatalf("closed journal: complete %v, %d records", j.Complete(), len(j.Records))
@@ -299,7 +311,7 @@ func TestAbortAndClose(t *testing.T) {
 	// An empty run: a journal with no records at all.
 	w = newWriter(t, dir, "empty", 10, defaultOptions)
 	rtest.OK(t, w.Close(Trailer{}))
-	j, err = ReadFile(w.Path())
+	j, err = readPath(w.Path())
 	rtest.OK(t, err)
 	if !j.Complete() || len(j.Records) != 0 {
 		t.Fatalf("empty journal: complete %v, %d records", j.Complete(), len(j.Records))
@@ -315,7 +327,7 @@ func TestFlushTimer(t *testing.T) {
 		w, err := Create(fsys.Real{}, dirfd, dir, testHeader("timer", 1), fsys.Keep)
 		rtest.OK(t, err)
 		read := func() int {
-			j, err := ReadFile(w.Path())
+			j, err := readPath(w.Path())
 			rtest.OK(t, err)
 			return len(j.Records)
 		}
@@ -412,7 +424,7 @@ func TestWriteFault(t *testing.T) {
 	rtest.ErrorAt(t, "Add after the fault", w.Add(rec(4)), w.Path(), unix.ENOSPC)
 	rtest.ErrorAt(t, "Close after the fault", w.Close(Trailer{}), w.Path(), unix.ENOSPC)
 	rtest.Equal(t, "writes", int64(2), set.Calls(faultfs.Write))
-	j, err := ReadFile(w.Path())
+	j, err := readPath(w.Path())
 	rtest.OK(t, err)
 	if j.Complete() || len(j.Records) != 0 {
 		t.Fatalf("journal after the fault: complete %v, %d records", j.Complete(), len(j.Records))

@@ -9,15 +9,18 @@ import (
 	"hash/crc32"
 	"io"
 	"io/fs"
-	"os"
+	"path/filepath"
 
 	"github.com/klauspost/compress/zstd"
-	"golang.org/x/sys/unix"
+
+	"chunkgc/internal/nofollow"
 )
 
 // ErrNotRegular is matched by the error of reading a journal name that is
-// not a regular file (a symlink, a FIFO, a directory).
-var ErrNotRegular = errors.New("not a regular file")
+// not a regular file (a symlink, a FIFO, a directory). It is
+// [nofollow.ErrNotRegular]; the error for a symlink matches
+// [nofollow.ErrSymlink] too.
+var ErrNotRegular = nofollow.ErrNotRegular
 
 // Journal is one journal file as [ReadFile] read it.
 type Journal struct {
@@ -35,18 +38,21 @@ type Journal struct {
 // and closed it.
 func (j *Journal) Complete() bool { return j.Trailer != nil }
 
-// ReadFile reads the journal at path: its header, the records of every
-// intact frame and the trailer if the file is complete. A torn or corrupt
-// tail is not an error (see [Journal.Tail]); a missing or bad magic or
-// header is a *FormatError matching [ErrBadHeader], a path that is not a
-// regular file (a symlink is not followed) matches [ErrNotRegular], and I/O
-// errors are *fs.PathError. Every error names path.
-func ReadFile(path string) (*Journal, error) {
-	j := &Journal{Path: path}
-	s, err := scanFile(path, func(r *Record) error {
+// ReadFile reads the journal name (a file name, such as [FileName] of a
+// run) in the directory open as dirfd, whose path dir names it in Path and
+// in errors: its header, the records of every intact frame and the trailer
+// if the file is complete. The file is opened relative to dirfd, never
+// following a symlink. A torn or corrupt tail is not an error (see
+// [Journal.Tail]); a missing or bad magic or header is a *FormatError
+// matching [ErrBadHeader], a name that is not a regular file (a symlink or
+// a FIFO in its place) matches [ErrNotRegular], and I/O errors are
+// *fs.PathError. Every error names the journal's path.
+func ReadFile(dirfd int, dir, name string) (*Journal, error) {
+	j := &Journal{Path: filepath.Join(dir, name)}
+	s, err := scanAt(dirfd, dir, name, func(r *Record) error {
 		j.Records = append(j.Records, *r)
 		return nil
-	})
+	}, false)
 	if err != nil {
 		return nil, err
 	}
@@ -54,37 +60,20 @@ func ReadFile(path string) (*Journal, error) {
 	return j, nil
 }
 
-// openFile opens path for reading without following a symlink or blocking
-// on a FIFO, and checks that it is a regular file.
-func openFile(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+// scanAt opens the journal name of dirfd (dir is its path) with
+// [nofollow.OpenFile], a regular file, and scans it as scan does.
+func scanAt(dirfd int, dir, name string, fn func(*Record) error, headerOnly bool) (scanned, error) {
+	f, err := nofollow.OpenFile(dirfd, dir, name)
 	if err != nil {
-		if errors.Is(err, unix.ELOOP) {
-			return nil, &fs.PathError{Op: "open", Path: path, Err: ErrNotRegular}
+		if pe, ok := errors.AsType[*fs.PathError](err); ok && errors.Is(err, nofollow.ErrSymlink) {
+			// A symlink is not a regular file either: callers that
+			// skip what is not a journal match ErrNotRegular alone.
+			err = &fs.PathError{Op: pe.Op, Path: pe.Path, Err: fmt.Errorf("%w: %w", ErrNotRegular, pe.Err)}
 		}
-		return nil, err
-	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		f.Close()
-		return nil, &fs.PathError{Op: "open", Path: path, Err: ErrNotRegular}
-	}
-	return f, nil
-}
-
-// scanFile reads the journal at path, calling fn (if not nil) for every
-// record of every intact frame.
-func scanFile(path string, fn func(*Record) error) (scanned, error) {
-	f, err := openFile(path)
-	if err != nil {
 		return scanned{}, err
 	}
 	defer f.Close()
-	return scan(f, path, fn, false)
+	return scan(f, f.Name(), fn, headerOnly)
 }
 
 // scanned is what scan found.

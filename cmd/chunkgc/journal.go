@@ -10,9 +10,13 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"chunkgc/blob"
 	"chunkgc/gc"
+	"chunkgc/internal/fsys"
 	"chunkgc/journal"
+	"chunkgc/tuning"
 )
 
 // runJournalCmd is "chunkgc journal": the runs whose deletion journals the
@@ -30,32 +34,64 @@ func runJournalCmd(ctx context.Context, e *env, args []string) error {
 	if *run != "" && *digest != "" {
 		return usagef("--run and --digest: give one")
 	}
+	var d blob.Digest
+	if *digest != "" {
+		if d, err = blob.ParseDigest(*digest); err != nil {
+			return usagef("--digest %q: %v", *digest, err)
+		}
+	}
+	if *run != "" && !journal.ValidRunID(*run) {
+		return usagef("--run %q: not a run id", *run)
+	}
+	dirfd, err := e.openJournalDir(ref)
+	if err != nil {
+		return err
+	}
+	if dirfd >= 0 {
+		defer unix.Close(dirfd)
+	}
 	dir := gc.JournalPath(ref.base)
 	switch {
 	case *digest != "":
-		d, err := blob.ParseDigest(*digest)
-		if err != nil {
-			return usagef("--digest %q: %v", *digest, err)
-		}
-		return e.journalFind(dir, d, *output)
+		return e.journalFind(dirfd, dir, d, *output)
 	case *run != "":
-		if !journal.ValidRunID(*run) {
-			return usagef("--run %q: not a run id", *run)
+		name := journal.FileName(*run)
+		if dirfd < 0 {
+			return fmt.Errorf("datastore %s: %w", ref.name, &fs.PathError{Op: "open", Path: filepath.Join(dir, name), Err: fs.ErrNotExist})
 		}
-		j, err := journal.ReadFile(filepath.Join(dir, journal.FileName(*run)))
+		j, err := journal.ReadFile(dirfd, dir, name)
 		if err != nil {
 			return fmt.Errorf("datastore %s: %w", ref.name, err)
 		}
 		return e.journalRun(j, *output)
 	}
-	infos, err := journal.List(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		infos, err = nil, nil // no run removed anything yet
-	}
-	if err != nil {
-		return fmt.Errorf("datastore %s: %w", ref.name, err)
+	var infos []journal.Info
+	if dirfd >= 0 {
+		if infos, err = journal.List(nil, dirfd, dir); err != nil {
+			return fmt.Errorf("datastore %s: %w", ref.name, err)
+		}
 	}
 	return e.journalList(infos, *output)
+}
+
+// openJournalDir opens the journal directory of the store ref from the
+// store's base fd, following neither .chunkgc nor journal if it is a
+// symlink ([gc.OpenJournalDir]); it returns -1 and no error when the
+// directory does not exist: no run has removed anything yet.
+func (e *env) openJournalDir(ref *storeRef) (int, error) {
+	store, err := e.openStore(ref, fsys.Keep, ref.tuning(tuning.Props{}))
+	if err != nil {
+		return -1, err
+	}
+	defer store.Close()
+	fd, err := gc.OpenJournalDir(store)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return -1, nil
+	case err != nil:
+		return -1, fmt.Errorf("datastore %s: journal directory: %w", ref.name, err)
+	}
+	return fd, nil
 }
 
 // journalRunJSON is one run in "chunkgc journal --output json".
@@ -171,10 +207,13 @@ func (e *env) journalRun(j *journal.Journal, output string) error {
 	return nil
 }
 
-func (e *env) journalFind(dir string, d blob.Digest, output string) error {
-	hits, err := journal.Find(dir, d)
-	if errors.Is(err, fs.ErrNotExist) {
-		hits, err = nil, nil
+// journalFind finds d in the journals of the directory open as dirfd
+// (dir is its path; -1: there is none).
+func (e *env) journalFind(dirfd int, dir string, d blob.Digest, output string) error {
+	var hits []journal.Hit
+	var err error
+	if dirfd >= 0 {
+		hits, err = journal.Find(nil, dirfd, dir, d)
 	}
 	if output == "json" {
 		runs := make([]journalRunJSON, 0, len(hits))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,7 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"chunkgc/blob"
 	"chunkgc/gc"
+	"chunkgc/internal/fsys"
+	"chunkgc/internal/testkit/rtest"
 	"chunkgc/internal/testkit/storetest"
 	"chunkgc/internal/testkit/testfs"
 	"chunkgc/journal"
@@ -127,6 +133,61 @@ func TestJournalCLI(t *testing.T) {
 	wantCode(t, c.run("journal", "--run", "nosuchrun", s.base), exitError, "nosuchrun")
 }
 
+// TestJournalCLIRefusesSymlinks: the backup user (who owns the store tree)
+// replaces .chunkgc, or .chunkgc/journal, by a symlink to a directory
+// outside the store holding a valid journal, or journal by a file: every
+// "chunkgc journal" form, run as root, exits 1 with an error naming the
+// component, and prints nothing of that journal.
+func TestJournalCLIRefusesSymlinks(t *testing.T) {
+	rtest.RequireRoot(t)
+	// The decoy: root's, outside the store, a valid journal of run "decoy"
+	// that removed the chunk gone.
+	decoy := filepath.Join(t.TempDir(), "decoy")
+	rtest.OK(t, os.MkdirAll(filepath.Join(decoy, gc.JournalDir), 0o750))
+	gone := blob.Sum([]byte("decoy chunk"))
+	w, err := journal.Create(nil, rtest.DirFD(t, filepath.Join(decoy, gc.JournalDir)), filepath.Join(decoy, gc.JournalDir),
+		journal.Header{RunID: "decoy", Store: "elsewhere", StartTime: 1_700_000_000, MinAtime: 1_699_900_000}, fsys.Keep)
+	rtest.OK(t, err)
+	rtest.OK(t, w.Add(journal.Record{Digest: gone, Size: 42, Atime: 1_600_000_000e9}))
+	rtest.OK(t, w.Close(journal.Trailer{Records: 1, Bytes: 42}))
+
+	tests := []struct {
+		name   string
+		script string // run as backup in the store's base
+		at     string // the component the error names, relative to the base
+		says   string
+	}{
+		{".chunkgc a symlink", "ln -s " + filepath.Join(decoy, gc.StateDir) + " .chunkgc", gc.StateDir, "is a symbolic link"},
+		{"journal a symlink", "mkdir .chunkgc && ln -s " + filepath.Join(decoy, gc.JournalDir) + " .chunkgc/journal", gc.JournalDir, "is a symbolic link"},
+		{"journal a file", "mkdir .chunkgc && echo x > .chunkgc/journal", gc.JournalDir, "not a directory"},
+	}
+	// One store for all (building and chowning its 65536 prefix dirs is
+	// the slow part); each case starts from no .chunkgc.
+	s := makeStore(t, filepath.Join(reachableDir(t), "s"), 2, 0)
+	storetest.ChownTree(t, s.base)
+	c := newCLI(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			storetest.AsBackup(t, s.base, "rm -rf .chunkgc && "+tt.script)
+			for _, args := range [][]string{
+				{"journal", s.base},
+				{"journal", "--output", "json", s.base},
+				{"journal", "--run", "decoy", s.base},
+				{"journal", "--digest", gone.String(), s.base},
+			} {
+				r := c.run(args...)
+				wantCode(t, r, exitError, filepath.Join(s.base, tt.at)+": "+tt.says)
+				if r.stdout != "" {
+					t.Errorf("%v printed %q", args, r.stdout)
+				}
+				if strings.Contains(r.stderr, "elsewhere") || strings.Contains(r.stderr, "1699900000") {
+					t.Errorf("%v: stderr shows the decoy journal: %s", args, r.stderr)
+				}
+			}
+		})
+	}
+}
+
 // TestJournalAfterKill9MidSweep: a GC SIGKILLed (a real signal) during
 // phase 2 leaves a journal that reads without error as an incomplete
 // prefix, and every chunk it lists is indeed gone.
@@ -143,15 +204,20 @@ func TestJournalAfterKill9MidSweep(t *testing.T) {
 		cmd.Process.Kill()
 		cmd.Wait()
 
-		infos, err := journal.List(dir)
-		if err != nil && !os.IsNotExist(err) {
+		var infos []journal.Info
+		dirfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		switch {
+		case err == nil:
+			infos, err = journal.List(nil, dirfd, dir)
+			rtest.OK(t, err)
+		case !errors.Is(err, unix.ENOENT):
 			t.Fatal(err)
 		}
 		for _, in := range infos {
 			if in.Err != nil {
 				t.Fatalf("round %d: journal %s unreadable after SIGKILL: %v", round, in.Name, in.Err)
 			}
-			j, err := journal.ReadFile(in.Path)
+			j, err := journal.ReadFile(dirfd, dir, in.Name)
 			if err != nil {
 				t.Fatalf("round %d: %v", round, err)
 			}
@@ -165,6 +231,9 @@ func TestJournalAfterKill9MidSweep(t *testing.T) {
 				withRecords++
 			}
 			os.Remove(in.Path)
+		}
+		if dirfd >= 0 {
+			unix.Close(dirfd)
 		}
 		if n := countExisting(s.refs); n != len(s.refs) {
 			t.Fatalf("round %d: %d referenced chunks lost", round, len(s.refs)-n)

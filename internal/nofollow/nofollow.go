@@ -30,7 +30,8 @@
 // # Files
 //
 // [OpenFile] opens regular files only, with O_NONBLOCK so that a FIFO or a
-// device planted under a file's name cannot block the caller, and checks
+// device planted under a file's name cannot block the caller (and
+// O_NOCTTY, so that a terminal cannot become a daemon's), and checks
 // the opened file with fstat: anything but a regular file is closed again
 // and reported as [ErrNotRegular]. O_NONBLOCK has no effect on regular
 // files, so it is left set.
@@ -201,10 +202,10 @@ func OpenFile(dirfd int, root, name string) (*os.File, error) {
 }
 
 // OpenFileFlags is OpenFile with other access flags (O_RDWR, O_CREAT, …);
-// O_NONBLOCK is always added.
+// O_NONBLOCK and O_NOCTTY are always added.
 func OpenFileFlags(dirfd int, root, name string, flags int, mode uint32) (*os.File, error) {
 	path := join(root, name)
-	fd, err := Open(dirfd, root, name, flags|unix.O_NONBLOCK, mode)
+	fd, err := Open(dirfd, root, name, flags|unix.O_NONBLOCK|unix.O_NOCTTY, mode)
 	if err != nil {
 		return nil, err
 	}
