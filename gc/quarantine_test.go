@@ -39,6 +39,12 @@ func fileSum(t *testing.T, path string) [32]byte {
 
 // withQuarantine sets gc-quarantine-hours, and turns the atime probe off:
 // these tests are about where garbage goes (TestSelfHeal keeps it on).
+// readJournal reads run's deletion journal.
+func (f *fixture) readJournal(run string) (*journal.Journal, error) {
+	dir := JournalPath(f.base)
+	return journal.ReadFile(rtest.DirFD(f.t, dir), dir, journal.FileName(run))
+}
+
 func withQuarantine(hours int) func(*Options) {
 	return func(o *Options) { o.Tuning.QuarantineHours, o.Tuning.AtimeSafetyCheck = hours, false }
 }
@@ -115,7 +121,7 @@ func TestQuarantineTable(t *testing.T) {
 			rtest.OK(t, unix.Lstat(filepath.Join(QuarantinePath(f.base), st.QuarantineRun), &fi))
 			rtest.Equal(t, "run dir mode", uint32(0o750), fi.Mode&0o7777)
 
-			j, err := journal.ReadFile(filepath.Join(JournalPath(f.base), journal.FileName(st.JournalRun)))
+			j, err := f.readJournal(st.JournalRun)
 			rtest.OK(t, err)
 			rtest.Equal(t, "journal records", 5, len(j.Records))
 			for _, r := range j.Records {
@@ -225,7 +231,7 @@ func TestQuarantinePurge(t *testing.T) {
 	rtest.Equal(t, "purged", int64(3), st.PurgedChunks)
 	rtest.Equal(t, "purged bytes", first.QuarantinedBytes, st.PurgedBytes)
 	rtest.Equal(t, "purged run dir", false, f.exists(rundir))
-	j, err := journal.ReadFile(filepath.Join(JournalPath(f.base), journal.FileName(st.JournalRun)))
+	j, err := f.readJournal(st.JournalRun)
 	rtest.OK(t, err)
 	rtest.Equal(t, "purge records", 3, len(j.Records))
 	for _, r := range j.Records {
