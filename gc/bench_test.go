@@ -153,8 +153,10 @@ func BenchmarkSweep(b *testing.B) {
 
 // BenchmarkSweepRemove is phase 2 of a store of 20,000 kept chunks and
 // 5,000 garbage chunks (recreated, aged, outside the timer before every
-// run), with and without the deletion journal: the difference is the
-// journal's cost per run (README, "Deletion journal").
+// run), with and without the deletion journal, and with the quarantine
+// (a rename into .chunkgc/quarantine instead of an unlink): the
+// differences are the journal's and the quarantine's cost per run
+// (README, "Deletion journal", "Quarantine").
 //
 // go test -run '^$' -bench 'SweepRemove' -benchmem -count 5 ./gc
 func BenchmarkSweepRemove(b *testing.B) {
@@ -170,14 +172,14 @@ func BenchmarkSweepRemove(b *testing.B) {
 			rtest.OK(b, unix.UtimesNano(p, old))
 		}
 	}
-	for _, keep := range []int{0, 1000} {
-		name := "journal=off"
-		if keep > 0 {
-			name = "journal=on"
-		}
-		b.Run(name, func(b *testing.B) {
+	run := 0 // run ids unique across sub-benchmarks and counts
+	for _, v := range []struct {
+		name       string
+		keep       int
+		quarantine bool
+	}{{"journal=off", 0, false}, {"journal=on", 1000, false}, {"journal=on,quarantine=on", 1000, true}} {
+		b.Run(v.name, func(b *testing.B) {
 			opts := benchOpts(0)
-			run := 0
 			for b.Loop() {
 				b.StopTimer()
 				plant(b)
@@ -185,11 +187,16 @@ func BenchmarkSweepRemove(b *testing.B) {
 				b.StartTimer()
 				st := Status{MinAtime: time.Now().Add(-time.Hour).Unix(), OldestWriter: time.Now().Unix()}
 				s := newSweeper(bs.store, opts, opts.Log, &st, new(untouchedSet))
-				if keep > 0 {
-					s.jr = &runJournal{store: bs.store, owner: fsys.Keep, log: opts.Log, keep: keep, dirfd: -1,
-						hdr: journal.Header{RunID: fmt.Sprintf("bench-%d-%d", os.Getpid(), run), StartTime: time.Now().Unix()}}
+				id := fmt.Sprintf("20260101T000000Z-%d%03d", os.Getpid(), run)
+				if v.keep > 0 {
+					s.jr = &runJournal{store: bs.store, owner: fsys.Keep, log: opts.Log, keep: v.keep, dirfd: -1,
+						hdr: journal.Header{RunID: id, StartTime: time.Now().Unix()}}
+				}
+				if v.quarantine {
+					s.q = &quarantine{store: bs.store, owner: fsys.Keep, runID: id, fd: -1}
 				}
 				err := s.sweep(context.Background(), opts, 0, &st)
+				s.q.close()
 				s.jr.close(&st, err)
 				rtest.OK(b, err)
 				if st.RemovedChunks != garbage {

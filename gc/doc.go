@@ -227,6 +227,51 @@
 // After the trailer, journals beyond gc-journal-keep (default 20; 0 writes
 // none) are removed, oldest first.
 //
+// # Quarantine
+//
+// With gc-quarantine-hours=N (default 0: off, garbage is unlinked as PBS
+// does) phase 2 moves each garbage file, under the same prefix dir
+// LOCK_EX and after the same fresh stat that would decide its unlink, by
+// renameat2(RENAME_NOREPLACE) to <base>/.chunkgc/quarantine/<run-id>/
+// <xxxx>/<name>: the same inode, the same bytes, the same atime. The run
+// dir and its xxxx dirs are made at the first chunk that needs them, 0750,
+// owned by the backup user, and no component is followed if it is a
+// symlink; a quarantine that cannot be made (a symlink planted there, a
+// full disk, .chunks on another filesystem: EXDEV) stops the sweep with the
+// chunk still in place, since the operator asked for an undo and an unlink
+// gives none. The quarantine lies beside .chunks, not inside it, because
+// PBS's GC sweeps every file in the 65,536 prefix dirs and would unlink
+// the quarantine as garbage, and its verify reads chunks only by digest
+// from .chunks; a dot-dir in the base is skipped by PBS's namespace and
+// group listing. Each run records its moves in the deletion journal,
+// flagged quarantined.
+//
+// After phase 2 a run purges the quarantine's runs whose start (the time
+// in the run id) lies N hours or more before now, journaling each file
+// as purged; with quarantine off it purges nothing and warns what it
+// keeps. The purge never removes a digest phase 1 could not touch, and it
+// comes after phase 1's heal: phase 1 treats a touch that reports ENOENT
+// by looking the digest up in the quarantine, newest run first, and
+// moving it back (RENAME_NOREPLACE; no lock is needed, since under the GC
+// lock nothing else sweeps, and a writer or restore that got there first
+// wins), then touches it, counts it in healed-chunks and logs a warning. So
+// a GC bug, a file server's skewed clock or a mistaken prune that made a
+// referenced chunk garbage costs a warning at the next run, not the chunk,
+// as long as that run comes within N hours — and phase 1 heals from
+// whatever quarantine there is, even with quarantine turned off since.
+//
+// [Restore] (chunkgc restore) moves quarantined files back, all of them or
+// those of one run or some digests. It takes neither the GC lock nor the
+// store lock, so it runs while a backup or a GC runs: each file moves under
+// its prefix dir's LOCK_SH (a writer's lock) by RENAME_NOREPLACE and is
+// touched before the lock is released. A concurrent sweep decides and moves
+// under the dir's LOCK_EX, after a fresh stat: it either took the chunk
+// before the restore (which then finds it in the quarantine) or sees it
+// back with an atime of now, after any running GC's min_atime. A writer
+// that stored the chunk again meanwhile keeps its copy (the quarantined
+// one stays for the purge); a purge that got there first means the file is
+// gone (ENOENT). If the touch fails the file goes back to the quarantine.
+//
 // # Status
 //
 // [Status] carries PBS's kebab-case counters; it is written to
