@@ -56,16 +56,17 @@ func runIDTime(id string) (t time.Time, ok bool) {
 // quarantine is the sweep's side of the quarantine: the run's dir,
 // created at the first chunk it takes. A failure to create it stops the
 // sweep (the chunk stays where it is): the operator asked for an undo,
-// and an unlink would not give one.
+// and an unlink would not give one. A restore may remove the run's dir
+// once it has emptied it, even while the run sweeps: then the dir is made
+// again.
 type quarantine struct {
 	store *chunkstore.Store
 	owner fsys.Owner
 	runID string
 
-	once sync.Once
-	fd   int
-	dir  string
-	err  error
+	mu  sync.RWMutex
+	fd  int // the run dir; -1 until the first chunk, or after a restore removed it
+	dir string
 }
 
 func newQuarantine(r *run) *quarantine {
@@ -75,33 +76,54 @@ func newQuarantine(r *run) *quarantine {
 	return &quarantine{store: r.store, owner: r.opts.Owner, runID: r.id, fd: -1}
 }
 
-// open creates <base>/.chunkgc/quarantine/<run-id> (each missing component
-// 0750 and chowned to the owner, none followed: [nofollow.MkdirAll]) and
-// checks that it is on the filesystem of .chunks, since a chunk moves
-// there by rename.
-func (q *quarantine) open() {
-	sys := q.store.Syscalls()
+// open (re)creates <base>/.chunkgc/quarantine/<run-id> (each missing
+// component 0750 and chowned to the owner, none followed:
+// [nofollow.MkdirAll]) unless a worker did since stale was seen, under
+// q.mu.
+func (q *quarantine) open(stale int) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.fd != stale {
+		return nil
+	}
+	if q.fd >= 0 {
+		unix.Close(q.fd)
+		q.fd = -1
+	}
 	name := QuarantineDir + "/" + q.runID
-	fd, err := nofollow.MkdirAll(sys, q.store.BaseFD(), q.store.Base(), name, 0o750, q.owner)
+	fd, err := nofollow.MkdirAll(q.store.Syscalls(), q.store.BaseFD(), q.store.Base(), name, 0o750, q.owner)
 	if err != nil {
-		q.err = fmt.Errorf("quarantine: %w", err)
-		return
+		return fmt.Errorf("quarantine: %w", err)
 	}
 	q.fd, q.dir = fd, filepath.Join(q.store.Base(), name)
+	return nil
 }
 
 // prefixDir opens (creating it) the run's quarantine dir for the chunks of
 // prefix dir p.
 func (q *quarantine) prefixDir(p *chunkstore.PrefixDir) (int, string, error) {
-	q.once.Do(q.open)
-	if q.err != nil {
-		return -1, "", q.err
+	for attempt := 0; ; attempt++ {
+		q.mu.RLock()
+		fd, dir := q.fd, q.dir
+		var (
+			sub int
+			err error
+		)
+		if fd >= 0 {
+			sub, err = nofollow.MkdirAll(q.store.Syscalls(), fd, dir, p.Name(), 0o750, q.owner)
+		}
+		q.mu.RUnlock()
+		switch {
+		case fd >= 0 && err == nil:
+			return sub, dir + "/" + p.Name(), nil
+		case fd >= 0 && (!errors.Is(err, fs.ErrNotExist) || attempt > 0):
+			return -1, "", fmt.Errorf("quarantine: %w", err)
+		}
+		// Not made yet, or removed (ENOENT from a deleted dir's fd).
+		if err := q.open(fd); err != nil {
+			return -1, "", err
+		}
 	}
-	fd, err := nofollow.MkdirAll(q.store.Syscalls(), q.fd, q.dir, p.Name(), 0o750, q.owner)
-	if err != nil {
-		return -1, "", fmt.Errorf("quarantine: %w", err)
-	}
-	return fd, q.dir + "/" + p.Name(), nil
 }
 
 func (q *quarantine) close() {

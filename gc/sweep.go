@@ -387,12 +387,20 @@ func (s *sweeper) dispose(dir *chunkstore.PrefixDir, name string, qd *qdir) erro
 	if s.q == nil {
 		return dir.Unlink(name)
 	}
-	if qd.fd < 0 {
-		fd, path, err := s.q.prefixDir(dir)
-		if err != nil {
+	for attempt := 0; ; attempt++ {
+		if qd.fd < 0 {
+			fd, path, err := s.q.prefixDir(dir)
+			if err != nil {
+				return err
+			}
+			qd.fd, qd.dir = fd, path
+		}
+		err := dir.MoveTo(name, qd.fd, qd.dir)
+		if !errors.Is(err, fs.ErrNotExist) || attempt > 0 {
 			return err
 		}
-		qd.fd, qd.dir = fd, path
+		// The chunk is gone, or a restore removed the emptied quarantine
+		// dir: open it again and retry once.
+		qd.close()
 	}
-	return dir.MoveTo(name, qd.fd, qd.dir)
 }

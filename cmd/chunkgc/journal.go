@@ -229,8 +229,15 @@ func (e *env) journalFind(dirfd int, dir string, d blob.Digest, output string) e
 	}
 	for i := range hits {
 		h := &hits[i]
-		fmt.Fprintf(e.stdout, "chunk %s: removed by run %s (started %s): atime %s, %s before the run's min-atime %s; %d bytes%s\n",
-			d, h.Info.Header.RunID, stamp(h.Info.Header.StartTime), stamp(h.Record.Atime/1e9),
+		verb := "removed"
+		switch {
+		case h.Record.Flags&journal.Purged != 0:
+			verb = "purged from the quarantine"
+		case h.Record.Flags&journal.Quarantined != 0:
+			verb = "moved to the quarantine"
+		}
+		fmt.Fprintf(e.stdout, "chunk %s: %s by run %s (started %s): atime %s, %s before the run's min-atime %s; %d bytes%s\n",
+			d, verb, h.Info.Header.RunID, stamp(h.Info.Header.StartTime), stamp(h.Record.Atime/1e9),
 			time.Duration(h.Info.Header.MinAtime-h.Record.Atime/1e9)*time.Second, stamp(h.Info.Header.MinAtime),
 			h.Record.Size, flagNote(h.Record.Flags))
 	}
