@@ -65,6 +65,7 @@ func commands() []command {
 		{"status", "[--output text|json] STORE                            print the last GC result", runStatus},
 		{"journal", "[--run RUNID | --digest HEX] [--output text|json] STORE   what GC runs removed, and why", runJournalCmd},
 		{"restore", "[--run RUNID] [--digest HEX]... [--output text|json] STORE   move quarantined chunks back", runRestore},
+		{"usage", "[--snapshots] [--what-if-forget SNAP]... [--memory MIB] [--output text|json] STORE   who uses the space", runUsage},
 		{"demo", "[DIR]                                                  build a sample store and collect it", runDemo},
 		{"ingest", "[--ns NS] [--chunk-size N] STORE TYPE/ID FILE...    back up files into a new snapshot", runIngest},
 		{"forget", "[--ns NS] STORE TYPE/ID/TIME                          remove one snapshot", runForget},
@@ -72,7 +73,7 @@ func commands() []command {
 	}
 }
 
-func usage(w io.Writer) {
+func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "usage: chunkgc COMMAND [flags] ARGS")
 	fmt.Fprintln(w, "\ncommands:")
 	for _, c := range commands() {
@@ -93,7 +94,7 @@ exit codes: 0 ok, 1 error, 2 usage, 65 mass-deletion brake (nothing removed), 75
 // run is the whole program; main only adds the signal context and os.Exit.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage(stderr)
+		printUsage(stderr)
 		if len(args) == 0 {
 			return exitUsage
 		}
@@ -108,7 +109,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	if cmd == nil {
 		fmt.Fprintf(stderr, "chunkgc: unknown command %q\n", args[0])
-		usage(stderr)
+		printUsage(stderr)
 		return exitUsage
 	}
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}

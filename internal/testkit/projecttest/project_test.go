@@ -74,6 +74,7 @@ var layer = map[string]int{
 	"chunkgc/datastore":   2, // beside chunkstore: neither imports the other
 	"chunkgc/backup":      3, // the writer, on datastore, chunkstore, index, locking
 	"chunkgc/gc":          3, // beside backup: GC and the writer share no code
+	"chunkgc/usage":       3, // beside gc: reads the tree and stats chunks, changes nothing
 	"chunkgc/cmd/chunkgc": 4,
 	// internal/ outside internal/testkit is production code: leaves below
 	// everything but tuning (which stays a leaf).
