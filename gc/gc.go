@@ -45,6 +45,9 @@ type Options struct {
 	Now func() time.Time
 	// Owner owns .gc-status when running as root.
 	Owner fsys.Owner
+	// Tracker, when not nil, is kept up to date with the run's progress
+	// (phase, units done, removals so far) for a progress display.
+	Tracker *Tracker
 	// GroupLockTimeout bounds the wait for a group's exclusive lock on the
 	// last re-list attempt; 0 means 10 minutes.
 	GroupLockTimeout time.Duration
@@ -166,13 +169,17 @@ type run struct {
 	id        string // the run id: its journal's and quarantine dir's name
 	untouched *untouchedSet
 	heal      *healer
+	tr        *Tracker
 	// markWorkers is phase 1's last worker limit, where the prefix dir
 	// check and phase 2 start.
 	markWorkers int
 }
 
 func newRun(store *chunkstore.Store, locks *locking.Dir, opts *Options) *run {
-	r := &run{store: store, locks: locks, opts: opts, log: opts.Log, now: opts.Now}
+	r := &run{store: store, locks: locks, opts: opts, log: opts.Log, now: opts.Now, tr: opts.Tracker}
+	if r.tr == nil {
+		r.tr = new(Tracker) // the log's ETAs need one
+	}
 	if r.log == nil {
 		r.log = zap.NewNop()
 	}
@@ -207,6 +214,7 @@ func (r *run) prepare(ctx context.Context) error {
 	startTime := r.now()
 	r.st = &Status{StartTime: startTime.Unix(), DryRun: r.opts.DryRun, UPID: upid(r.opts.StoreName, startTime)}
 	r.id = newRunID(r.st.StartTime)
+	r.tr.begin(startTime)
 	r.log.Info("starting garbage collection", zap.String("base", r.store.Base()), zap.String("upid", r.st.UPID),
 		zap.Bool("dry-run", r.opts.DryRun), zap.String("concurrency", r.opts.concurrency()))
 	if err := r.cutoff(); err != nil {
@@ -264,7 +272,7 @@ func (r *run) mark(ctx context.Context) error {
 	r.untouched = &untouchedSet{limit: r.opts.hooks.untouchedLimit}
 	markLog := r.log.With(zap.String("phase", "mark"))
 	r.heal = &healer{store: r.store, log: markLog}
-	workers, err := mark(ctx, r.store, r.locks, r.opts, markLog, r.st, r.untouched, r.heal)
+	workers, err := mark(ctx, r.store, r.locks, r.opts, markLog, r.st, r.untouched, r.heal, r.tr)
 	r.st.HealedChunks = r.heal.count()
 	if err != nil {
 		return err
@@ -284,6 +292,7 @@ func (r *run) mark(ctx context.Context) error {
 // checks that every prefix dir is a real directory (doc "No escape").
 func (r *run) sweep(ctx context.Context) error {
 	t2 := time.Now()
+	r.tr.setPhase("check", 0)
 	checkLog := r.log.With(zap.String("phase", "check"))
 	check := r.opts.pool(ctx, "check", r.markWorkers, checkLog)
 	missingPrefixes, err := r.store.CheckPrefixDirs(ctx, check)
@@ -303,6 +312,8 @@ func (r *run) sweep(ctx context.Context) error {
 	}
 	r.log.Info("start phase 2 (sweep unused chunks)")
 	s := newSweeper(r.store, r.opts, r.log.With(zap.String("phase", "sweep")), r.st, r.untouched)
+	s.tr = r.tr
+	r.tr.setPhase("sweep", chunkstore.PrefixCount)
 	if r.opts.Tuning.BrakePercent > 0 {
 		b, err := s.brake(ctx, r.opts, r.markWorkers)
 		if err != nil {
@@ -342,6 +353,7 @@ func (r *run) sweep(ctx context.Context) error {
 // report logs the end-of-run report and, unless DryRun, writes .gc-status.
 func (r *run) report() error {
 	st := r.st
+	r.tr.setPhase("done", 0)
 	for _, line := range st.ReportLines() {
 		r.log.Info(line)
 	}

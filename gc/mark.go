@@ -70,6 +70,7 @@ type marker struct {
 	missing      atomic.Int64
 	untouched    *untouchedSet
 	heal         *healer // nil: no quarantine to heal from
+	tr           *Tracker
 	cacheHits    atomic.Int64
 	cacheLookups atomic.Int64
 	touched      atomic.Int64
@@ -80,7 +81,7 @@ type marker struct {
 var errTooManyUntouched = errors.New("more referenced chunks could not be touched (ENOENT) than GC can remember; not sweeping, since a chunk that exists but was reported missing would be removed")
 
 // mark runs phase 1 and returns its last worker limit.
-func mark(parent context.Context, store *chunkstore.Store, locks *locking.Dir, opts *Options, log *zap.Logger, st *Status, untouched *untouchedSet, heal *healer) (workers int, err error) {
+func mark(parent context.Context, store *chunkstore.Store, locks *locking.Dir, opts *Options, log *zap.Logger, st *Status, untouched *untouchedSet, heal *healer, tr *Tracker) (workers int, err error) {
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	m := &marker{
@@ -92,6 +93,7 @@ func mark(parent context.Context, store *chunkstore.Store, locks *locking.Dir, o
 		marked:    make(map[string]bool),
 		untouched: untouched,
 		heal:      heal,
+		tr:        tr,
 	}
 	var wg sync.WaitGroup
 	workers = 1
@@ -170,6 +172,7 @@ func (m *marker) walk() error {
 		return fmt.Errorf("list index files: %w", err)
 	}
 	m.totalIndexes = len(m.initial)
+	m.tr.setPhase("mark", int64(m.totalIndexes))
 	m.log.Info("listed index files", zap.Int("count", m.totalIndexes))
 
 	nss, err := m.tree.ListNamespaces()
@@ -338,9 +341,14 @@ func (m *marker) markIndex(rel string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("mark %s: %w", path, err)
 	}
+	m.tr.add(1)
 	if n := len(m.marked); m.totalIndexes > 0 && n%max(1, m.totalIndexes/10) == 0 {
-		m.log.Info("marked index files", zap.Int("done", n), zap.Int("listed", m.totalIndexes),
-			zap.Int("percent", min(100, 100*n/m.totalIndexes)))
+		fields := []zap.Field{zap.Int("done", n), zap.Int("listed", m.totalIndexes),
+			zap.Int("percent", min(100, 100*n/m.totalIndexes))}
+		if eta, ok := m.tr.Snapshot().ETA(time.Now()); ok {
+			fields = append(fields, zap.Duration("eta", eta))
+		}
+		m.log.Info("marked index files", fields...)
 	}
 	return true, nil
 }

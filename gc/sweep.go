@@ -90,6 +90,7 @@ type sweeper struct {
 	jr *runJournal
 	// q takes garbage instead of unlink (nil: quarantine off).
 	q    *quarantine
+	tr   *Tracker     // nil in benchmarks
 	next atomic.Int64 // next prefix dir to take
 	done atomic.Int64 // prefix dirs finished
 }
@@ -180,8 +181,19 @@ func (s *sweeper) worker(ctx context.Context, w *adapt.Worker, c *sweepCounts) e
 			return err
 		}
 		w.Done(1)
+		if s.tr != nil {
+			s.tr.add(1)
+		}
 		if n := s.done.Add(1); n%(chunkstore.PrefixCount/10) == 0 {
-			s.log.Info("sweep progress", zap.Int64("percent", 100*n/chunkstore.PrefixCount))
+			fields := []zap.Field{zap.Int64("percent", 100*n/chunkstore.PrefixCount)}
+			if s.tr != nil {
+				p := s.tr.Snapshot()
+				fields = append(fields, zap.Int64("removed-so-far", p.Removed))
+				if eta, ok := p.ETA(time.Now()); ok {
+					fields = append(fields, zap.Duration("eta", eta))
+				}
+			}
+			s.log.Info("sweep progress", fields...)
 		}
 	}
 	return context.Cause(ctx) // Next is false only when ctx was cancelled
@@ -279,6 +291,9 @@ func (s *sweeper) remove(ctx context.Context, dir *chunkstore.PrefixDir, cands [
 	if s.dryRun {
 		for _, cd := range cands {
 			c.removed(cd.size, cd.bad)
+			if s.tr != nil {
+				s.tr.removal(cd.size)
+			}
 		}
 		return nil
 	}
@@ -364,6 +379,9 @@ func (s *sweeper) removeLocked(ctx context.Context, dir *chunkstore.PrefixDir, c
 			return fmt.Errorf("remove %s/%s: %w", dir.Name(), cd.name, err)
 		}
 		c.removed(st.Size, cd.bad)
+		if s.tr != nil {
+			s.tr.removal(st.Size)
+		}
 		var flags journal.Flags
 		if cd.bad {
 			flags |= journal.Bad

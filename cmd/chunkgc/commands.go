@@ -206,10 +206,14 @@ func runGC(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer o.Close()
+	log := e.log.With(zap.String("store", o.name))
+	tr := new(gc.Tracker)
+	prog := startProgress(e, log, tr)
 	st, err := gc.Run(ctx, o.store, o.locks, gc.Options{
-		Log: e.log.With(zap.String("store", o.name)), StoreName: o.name,
+		Log: log, StoreName: o.name, Tracker: tr,
 		Tuning: o.tuning, DryRun: *dryRun, Force: *force, Owner: o.owner,
 	})
+	prog.Stop()
 	if err != nil {
 		if errors.Is(err, gc.ErrBrake) && st != nil && *output == "json" {
 			// The brake's figures, for the script that ran us.

@@ -118,7 +118,12 @@ var allowed = []string{
 	"github.com/minio/sha256-simd",
 	"github.com/klauspost/cpuid/v2", // sha256-simd's CPU feature detection
 	"go.uber.org/zap",
-	"go.uber.org/multierr", // zap's
+	"go.uber.org/multierr",              // zap's
+	"github.com/schollz/progressbar/v3", // the terminal progress line
+	"github.com/mitchellh/colorstring",  // progressbar's
+	"github.com/rivo/uniseg",            // progressbar's (display widths)
+	"golang.org/x/term",                 // progressbar's (terminal width)
+	"github.com/coreos/go-systemd/v22",  // sd_notify STATUS= under systemd
 }
 
 func TestDependencyBudget(t *testing.T) {
