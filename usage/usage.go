@@ -46,6 +46,10 @@ type Options struct {
 	// "ns/a/vm/100/2025-01-01T00:00:00Z") to count as forgotten for
 	// Report.WhatIf.
 	Forget []string
+	// KeepLast, when > 0, also counts as forgotten every snapshot of a
+	// group but its newest KeepLast, as PBS's prune --keep-last does
+	// (a protected snapshot, one with a .protected file, is kept).
+	KeepLast int
 }
 
 // Usage is one row: a namespace, group or snapshot.
@@ -138,6 +142,9 @@ func Compute(ctx context.Context, store *chunkstore.Store, opts Options) (*Repor
 	if err := markForget(rep, snaps, infos, opts.Forget); err != nil {
 		return nil, err
 	}
+	if err := markKeepLast(tree, rep, snaps, infos, opts.KeepLast); err != nil {
+		return nil, err
+	}
 
 	budget := opts.Budget
 	if budget <= 0 {
@@ -225,6 +232,62 @@ func markForget(rep *Report, snaps []datastore.Snapshot, infos []snapInfo, forge
 		infos[i].forget = true
 	}
 	return nil
+}
+
+// markKeepLast marks, per group, every snapshot but the newest keep as
+// forgotten, except protected ones (PBS's keep-last).
+func markKeepLast(tree *datastore.Tree, rep *Report, snaps []datastore.Snapshot, infos []snapInfo, keep int) error {
+	if keep <= 0 {
+		return nil
+	}
+	if rep.WhatIf == nil {
+		rep.WhatIf = &WhatIf{Snapshots: []string{}}
+	}
+	// Snapshots come per group, oldest first: walk each group newest first.
+	for end := len(snaps); end > 0; {
+		start := end - 1
+		for start > 0 && infos[start-1].group == infos[end-1].group {
+			start--
+		}
+		kept := 0
+		for i := end - 1; i >= start; i-- {
+			if kept < keep {
+				kept++
+				continue
+			}
+			protected, err := isProtected(tree, snaps[i])
+			if err != nil {
+				return err
+			}
+			if !protected && !infos[i].forget {
+				infos[i].forget = true
+				rep.WhatIf.Snapshots = append(rep.WhatIf.Snapshots, snaps[i].RelPath())
+			}
+		}
+		end = start
+	}
+	return nil
+}
+
+// isProtected reports whether snapshot s has PBS's .protected marker.
+func isProtected(tree *datastore.Tree, s datastore.Snapshot) (bool, error) {
+	fd, err := tree.OpenDir(s.RelPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("usage: %w", err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	err = tree.Syscalls().Fstatat(fd, ".protected", &st, unix.AT_SYMLINK_NOFOLLOW)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("usage: %s: %w", tree.Path(s.RelPath()+"/.protected"), err)
+	}
+	return true, nil
 }
 
 // readSnapshot adds the references of every index of snapshot s (number

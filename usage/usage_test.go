@@ -241,3 +241,29 @@ func TestComputeChangesNoAtime(t *testing.T) {
 		rtest.Equal(t, "atime of "+d.String(), old.Unix(), st.Atim.Sec)
 	}
 }
+
+// TestKeepLast: --what-if-keep-last N counts, per group, every snapshot but
+// the newest N as forgotten, as PBS's prune --keep-last does, and keeps a
+// protected one; GC would free exactly the chunks only those referenced.
+func TestKeepLast(t *testing.T) {
+	base := filepath.Join(testfs.Tmpfs(t, ""), "store")
+	opts := []storetest.Option{storetest.At(base), storetest.Chunk("shared", storetest.Size(500))}
+	for i := 1; i <= 4; i++ {
+		own := fmt.Sprint("own", i)
+		rel := fmt.Sprintf("vm/1/2025-01-0%dT00:00:00Z", i)
+		opts = append(opts, storetest.Chunk(own, storetest.Size(1000*i)),
+			storetest.Snapshot(rel, "drive-scsi0.img.fidx", "shared", own))
+	}
+	opts = append(opts, storetest.Chunk("other", storetest.Size(700)),
+		storetest.Snapshot("ct/2/2025-01-01T00:00:00Z", "root.pxar.didx", "other", "shared"),
+		storetest.File("vm/1/2025-01-02T00:00:00Z/.protected"))
+	st := storetest.Build(t, opts...)
+	s, err := chunkstore.Open(base, chunkstore.Options{Owner: fsys.Keep, SyncLevel: tuning.SyncNone})
+	rtest.OK(t, err)
+	defer s.Close()
+	rep, err := Compute(context.Background(), s, Options{KeepLast: 1})
+	rtest.OK(t, err)
+	rtest.Equal(t, "forgotten", []string{"vm/1/2025-01-03T00:00:00Z", "vm/1/2025-01-01T00:00:00Z"}, rep.WhatIf.Snapshots)
+	rtest.Equal(t, "freed chunks", int64(2), rep.WhatIf.FreedChunks)
+	rtest.Equal(t, "freed bytes", uint64(st.Size("own1")+st.Size("own3")), rep.WhatIf.FreedBytes)
+}

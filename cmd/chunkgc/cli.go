@@ -65,7 +65,7 @@ func commands() []command {
 		{"status", "[--output text|json] STORE                            print the last GC result", runStatus},
 		{"journal", "[--run RUNID | --digest HEX] [--output text|json] STORE   what GC runs removed, and why", runJournalCmd},
 		{"restore", "[--run RUNID] [--digest HEX]... [--output text|json] STORE   move quarantined chunks back", runRestore},
-		{"usage", "[--snapshots] [--what-if-forget SNAP]... [--memory MIB] [--output text|json] STORE   who uses the space", runUsage},
+		{"usage", "[--snapshots] [--what-if-forget SNAP]... [--what-if-keep-last N] [--memory MIB] [--output text|json] STORE   who uses the space", runUsage},
 		{"demo", "[DIR]                                                  build a sample store and collect it", runDemo},
 		{"ingest", "[--ns NS] [--chunk-size N] STORE TYPE/ID FILE...    back up files into a new snapshot", runIngest},
 		{"forget", "[--ns NS] STORE TYPE/ID/TIME                          remove one snapshot", runForget},

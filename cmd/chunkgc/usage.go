@@ -27,12 +27,16 @@ func runUsage(ctx context.Context, e *env, args []string) error {
 	snapshots := flags.Bool("snapshots", false, "also a row per snapshot")
 	var forget stringList
 	flags.Var(&forget, "what-if-forget", "count snapshot `NS/TYPE/ID/TIME` (its path below the store, as the rows name it) as forgotten; repeatable")
+	keepLast := flags.Int("what-if-keep-last", 0, "count every snapshot of a group but its newest N as forgotten, as prune --keep-last N would (protected ones stay)")
 	memory := flags.Int64("memory", usage.DefaultBudget>>20, "MiB of references kept in memory; beyond, sorted runs spill to --tmp-dir (exact either way)")
 	tmp := flags.String("tmp-dir", "", "where spilled runs go (default $TMPDIR or /tmp; unlinked at once)")
 	output := flags.String("output", "text", "text or json")
 	ref, err := e.storeArg(flags, args, output)
 	if err != nil {
 		return err
+	}
+	if *keepLast < 0 {
+		return usagef("--what-if-keep-last %d: want 0 (off) or more", *keepLast)
 	}
 	if *memory < 1 {
 		return usagef("--memory %d: want at least 1 MiB", *memory)
@@ -43,7 +47,7 @@ func runUsage(ctx context.Context, e *env, args []string) error {
 	}
 	defer store.Close()
 	rep, err := usage.Compute(ctx, store, usage.Options{
-		Log: e.log.With(zap.String("store", ref.name)), Budget: *memory << 20, TempDir: *tmp, Forget: forget,
+		Log: e.log.With(zap.String("store", ref.name)), Budget: *memory << 20, TempDir: *tmp, Forget: forget, KeepLast: *keepLast,
 	})
 	if err != nil {
 		return fmt.Errorf("datastore %s: %w", ref.name, err)

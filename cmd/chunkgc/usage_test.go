@@ -37,4 +37,5 @@ func TestUsageCLI(t *testing.T) {
 	}
 	wantCode(t, c.run("usage", "--what-if-forget", "vm/999/2025-01-01T00:00:00Z", s.base), exitError, "vm/999", "no such snapshot")
 	wantCode(t, c.run("usage", "--memory", "0", s.base), exitUsage, "--memory")
+	wantCode(t, c.run("usage", "--what-if-keep-last", "1", s.base), exitOK, "Forgetting 0 snapshots would let GC free 0 B")
 }
