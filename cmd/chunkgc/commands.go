@@ -194,19 +194,23 @@ func runCheckAtime(ctx context.Context, e *env, args []string) error {
 	return res.CheckClockSkew(o.tuning.MaxClockSkew)
 }
 
-func runGC(ctx context.Context, e *env, args []string) error {
+func runGC(ctx context.Context, e *env, args []string) (err error) {
+	start := time.Now()
 	fs := e.flags("gc")
 	var props tuning.Props
 	fs.Var(&props, "tuning", "tuning overrides, e.g. gc-atime-cutoff=60,gc-cache-capacity=0")
 	dryRun := fs.Bool("dry-run", false, "mark and count, but remove nothing and keep .gc-status")
 	force := fs.Bool("force", false, "go on when the mass-deletion brake trips (this run only)")
 	output := fs.String("output", "text", "text or json (final status on stdout)")
+	metricsDir := metricsDirFlag(fs)
+	var st *gc.Status
+	defer func() { err = e.gcMetrics(ctx, fs, *metricsDir, *dryRun, start, st, err) }()
 	o, err := e.openArg(fs, args, output, &props)
 	if err != nil {
 		return err
 	}
 	defer o.Close()
-	st, err := gc.Run(ctx, o.store, o.locks, gc.Options{
+	st, err = gc.Run(ctx, o.store, o.locks, gc.Options{
 		Log: e.log.With(zap.String("store", o.name)), StoreName: o.name,
 		Tuning: o.tuning, DryRun: *dryRun, Force: *force, Owner: o.owner,
 	})
