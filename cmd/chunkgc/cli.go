@@ -84,7 +84,10 @@ common flags (after the command name):
   --lock-dir DIR       root of the per-store lock dirs (default `+locking.DefaultRoot+`, env CHUNKGC_LOCK_DIR)
   --log-format F       console or json (default: console on a terminal, else json)
   --log-level L        debug, info, warn, error (default info)
-  --metrics-dir DIR    gc and metrics: node_exporter textfile dir for chunkgc_<store>.prom (env CHUNKGC_METRICS_DIR)
+
+gc and metrics also take:
+  --metrics-dir DIR    node_exporter's textfile dir: gc replaces chunkgc_<store>.prom there at the end
+                       of every run, metrics reads the last run from it (env CHUNKGC_METRICS_DIR)
 
 STORE is a configured datastore name, or a path when it contains '/'.
 

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -381,4 +382,30 @@ func TestMetricsNodeExporterScrape(t *testing.T) {
 	rtest.Equal(t, "busy", 1.0, mustSample(t, m, "chunkgc_last_run_result", "store=store1", "result=busy"))
 	rtest.Equal(t, "removed chunks kept", float64(st.RemovedChunks), mustSample(t, m, "chunkgc_removed_chunks", "store=store1"))
 	rtest.Equal(t, "busy runs", 1.0, mustSample(t, m, "chunkgc_runs_total", "store=store1", "result=busy"))
+}
+
+// TestMetricsCanceledRun: SIGTERM during the atime probe's sleep exits 143
+// and the textfile says canceled, a failure, with the probe unknown.
+func TestMetricsCanceledRun(t *testing.T) {
+	mnt := testfs.Loop(t, "ext4", "", 256<<20)
+	s := makeStore(t, filepath.Join(mnt, "s"), 5, 5)
+	c := newCLI(t)
+	registerStore(t, c, "store1", s.base)
+	dir := t.TempDir()
+	gc, log := startGC(t, c, "--metrics-dir", dir, "store1")
+	waitLog(t, log, "using access time cutoff")
+	rtest.OK(t, gc.Process.Signal(syscall.SIGTERM))
+	for log.Scan() {
+	}
+	err := gc.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 143 {
+		t.Fatalf("exit %v, want 143", err)
+	}
+	_, m := readTextfile(t, dir, "store1")
+	rtest.Equal(t, "canceled", 1.0, mustSample(t, m, "chunkgc_last_run_result", "store=store1", "result=canceled"))
+	rtest.Equal(t, "probe", 1.0, mustSample(t, m, "chunkgc_last_run_atime_probe_result", "store=store1", "result=unknown"))
+	mustSample(t, m, "chunkgc_last_failure_timestamp_seconds", "store=store1")
+	if countExisting(s.garbage) != len(s.garbage) {
+		t.Fatal("the canceled run removed chunks")
+	}
 }
