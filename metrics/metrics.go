@@ -272,7 +272,7 @@ const (
 	helpProbeResult  = "1 for the atime probe's verdict in the last GC run: passed, disabled (gc-atime-safety-check=0), not_honoured, clock_skew (above gc-max-clock-skew), chunk_replaced, or unknown (the run ended without a verdict, e.g. busy)."
 	helpResult       = "1 for how the last GC run ended, 0 for the others: ok, error, busy (exit 75), brake (exit 65), canceled (exit 130/143)."
 	helpRunTime      = "End of the last GC run, whatever its result."
-	helpRunDuration  = "Wall-clock duration of the last GC run, from opening the store to its end."
+	helpRunDuration  = "Wall-clock duration of the last GC run, from the start of the gc command to its end."
 	helpLastSuccess  = "End of the last successful GC run (the mtime of .gc-status)."
 	helpInfo         = "The last successful GC run's task id (upid) and deletion journal run id (journal_run, empty when it removed nothing); always 1."
 	fieldUPID        = "upid"

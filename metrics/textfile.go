@@ -181,12 +181,21 @@ func ReadStatus(base string) (*gc.Status, time.Time, error) {
 	if err != nil {
 		return nil, time.Time{}, err
 	}
+	at, err := StatusTime(base)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	return st, at, nil
+}
+
+// StatusTime is the mtime of base/.gc-status, not following a symlink.
+func StatusTime(base string) (time.Time, error) {
 	path := filepath.Join(base, gc.StatusFile)
 	var sb unix.Stat_t
 	if err := eintr.Retry(func() error { return unix.Fstatat(unix.AT_FDCWD, path, &sb, unix.AT_SYMLINK_NOFOLLOW) }); err != nil {
-		return nil, time.Time{}, fmt.Errorf("read gc status: %w", &fs.PathError{Op: "fstatat", Path: path, Err: err})
+		return time.Time{}, fmt.Errorf("read gc status: %w", &fs.PathError{Op: "fstatat", Path: path, Err: err})
 	}
-	return st, time.Unix(sb.Mtim.Unix()), nil
+	return time.Unix(sb.Mtim.Unix()), nil
 }
 
 // Current gathers what `chunkgc metrics` prints: the status group of st

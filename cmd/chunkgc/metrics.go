@@ -45,7 +45,11 @@ func (e *env) gcMetrics(ctx context.Context, fset *flag.FlagSet, dir string, dry
 	res := metrics.Classify(ctx, runErr)
 	in := metrics.Input{Store: ref.name, Run: &metrics.Run{Result: res, Err: runErr, Status: st, Start: start, End: end}}
 	if res == metrics.ResultOK {
+		// The run's end is when it wrote .gc-status, as a later run reads it.
 		in.Status, in.StatusTime = st, end
+		if at, err := metrics.StatusTime(ref.base); err == nil {
+			in.StatusTime = at
+		}
 	} else {
 		// The figures of the last successful run stay, with their age.
 		last, at, err := metrics.ReadStatus(ref.base)
