@@ -60,9 +60,10 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"create", "[--reuse] [--owner USER] [--tuning PROPS] [--comment C] NAME PATH   create or adopt; probe; register", runCreate},
-		{"gc", "[--tuning PROPS] [--dry-run] [--force] [--output text|json] STORE   run garbage collection", runGC},
+		{"gc", "[--tuning PROPS] [--dry-run] [--force] [--output text|json] [--metrics-dir DIR] STORE   run garbage collection", runGC},
 		{"check-atime", "[--tuning PROPS] STORE                           run the atime probe only; print the clock skew", runCheckAtime},
 		{"status", "[--output text|json] STORE                            print the last GC result", runStatus},
+		{"metrics", "[--metrics-dir DIR] STORE                            print the last GC result as Prometheus metrics", runMetrics},
 		{"journal", "[--run RUNID | --digest HEX] [--output text|json] STORE   what GC runs removed, and why", runJournalCmd},
 		{"restore", "[--run RUNID] [--digest HEX]... [--output text|json] STORE   move quarantined chunks back", runRestore},
 		{"usage", "[--snapshots] [--what-if-forget SNAP]... [--what-if-keep-last N] [--memory MIB] [--output text|json] STORE   who uses the space", runUsage},
@@ -85,6 +86,10 @@ common flags (after the command name):
   --lock-dir DIR       root of the per-store lock dirs (default `+locking.DefaultRoot+`, env CHUNKGC_LOCK_DIR)
   --log-format F       console or json (default: console on a terminal, else json)
   --log-level L        debug, info, warn, error (default info)
+
+gc and metrics also take:
+  --metrics-dir DIR    node_exporter's textfile dir: gc replaces chunkgc_<store>.prom there at the end
+                       of every run, metrics reads the last run from it (env CHUNKGC_METRICS_DIR)
 
 STORE is a configured datastore name, or a path when it contains '/'.
 

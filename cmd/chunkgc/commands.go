@@ -194,13 +194,17 @@ func runCheckAtime(ctx context.Context, e *env, args []string) error {
 	return res.CheckClockSkew(o.tuning.MaxClockSkew)
 }
 
-func runGC(ctx context.Context, e *env, args []string) error {
+func runGC(ctx context.Context, e *env, args []string) (err error) {
+	start := time.Now()
 	fs := e.flags("gc")
 	var props tuning.Props
 	fs.Var(&props, "tuning", "tuning overrides, e.g. gc-atime-cutoff=60,gc-cache-capacity=0")
 	dryRun := fs.Bool("dry-run", false, "mark and count, but remove nothing and keep .gc-status")
 	force := fs.Bool("force", false, "go on when the mass-deletion brake trips (this run only)")
 	output := fs.String("output", "text", "text or json (final status on stdout)")
+	metricsDir := metricsDirFlag(fs)
+	var st *gc.Status
+	defer func() { err = e.gcMetrics(ctx, fs, *metricsDir, *dryRun, start, st, err) }()
 	o, err := e.openArg(fs, args, output, &props)
 	if err != nil {
 		return err
@@ -209,7 +213,7 @@ func runGC(ctx context.Context, e *env, args []string) error {
 	log := e.log.With(zap.String("store", o.name))
 	tr := new(gc.Tracker)
 	prog := startProgress(e, log, tr)
-	st, err := gc.Run(ctx, o.store, o.locks, gc.Options{
+	st, err = gc.Run(ctx, o.store, o.locks, gc.Options{
 		Log: log, StoreName: o.name, Tracker: tr,
 		Tuning: o.tuning, DryRun: *dryRun, Force: *force, Owner: o.owner,
 	})

@@ -88,7 +88,7 @@ func (c *cli) cmd(args ...string) *exec.Cmd {
 		args = append([]string{args[0], "--config", c.config, "--lock-dir", c.lockDir, "--log-format", "json"}, args[1:]...)
 	}
 	cmd := exec.Command(binPath, args...)
-	cmd.Env = append(os.Environ(), "CHUNKGC_CONFIG=", "CHUNKGC_LOCK_DIR=")
+	cmd.Env = append(os.Environ(), "CHUNKGC_CONFIG=", "CHUNKGC_LOCK_DIR=", "CHUNKGC_METRICS_DIR=")
 	return cmd
 }
 

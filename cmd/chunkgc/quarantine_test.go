@@ -11,7 +11,7 @@ import (
 	"chunkgc/internal/testkit/testfs"
 )
 
-func gcStatus(t *testing.T, r result) gc.Status {
+func runStatusJSON(t *testing.T, r result) gc.Status {
 	t.Helper()
 	var st gc.Status
 	if err := json.Unmarshal([]byte(strings.TrimSpace(r.stdout)), &st); err != nil {
@@ -39,7 +39,7 @@ func TestRestoreCLI(t *testing.T) {
 	c := newCLI(t)
 	r := c.run("gc", "--tuning", "gc-atime-safety-check=0,gc-quarantine-hours=24", "--output", "json", s.base)
 	wantCode(t, r, exitOK, `"quarantined-chunks":40`)
-	st := gcStatus(t, r)
+	st := runStatusJSON(t, r)
 	if st.QuarantineRun == "" {
 		t.Fatalf("status names no quarantine run: %s", r.stdout)
 	}
@@ -76,7 +76,7 @@ func TestRestoreWhileGCRuns(t *testing.T) {
 	const tn = "gc-atime-safety-check=0,gc-quarantine-hours=24,gc-brake-percent=0"
 	r := c.run("gc", "--tuning", tn, "--output", "json", s.base)
 	wantCode(t, r, exitOK, `"quarantined-chunks":3000`)
-	run := gcStatus(t, r).QuarantineRun
+	run := runStatusJSON(t, r).QuarantineRun
 
 	cmd, log := startGC(t, c, "--tuning", tn+",gc-concurrency=1", s.base)
 	waitLog(t, log, "start phase 2")
