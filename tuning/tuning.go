@@ -108,6 +108,12 @@ type Tuning struct {
 	// runs' deletion journals a store keeps (package journal); 0 writes
 	// none. A chunkgc extension, not a PBS key.
 	JournalKeep int
+	// ResumeMaxAge (gc-resume-max-age, default 168 h, range 0..720 hours)
+	// is how old a GC checkpoint may be, counted from the interrupted
+	// run's start, for the next run to resume it (package gc, "Resumable
+	// runs"); an older one is ignored with a warning, and 0 never
+	// resumes. A chunkgc extension, not a PBS key.
+	ResumeMaxAge time.Duration
 }
 
 // Defaults returns the tuning used when no property overrides a key.
@@ -123,6 +129,7 @@ func Defaults() Tuning {
 		BrakePercent:     50,
 		BrakeMinChunks:   1000,
 		JournalKeep:      20,
+		ResumeMaxAge:     168 * time.Hour,
 	}
 }
 
@@ -138,6 +145,7 @@ const (
 	KeyBrakePercent     = "gc-brake-percent"
 	KeyBrakeMinChunks   = "gc-brake-min-chunks"
 	KeyJournalKeep      = "gc-journal-keep"
+	KeyResumeMaxAge     = "gc-resume-max-age"
 )
 
 type kind uint8
@@ -181,6 +189,8 @@ var specs = []spec{
 		set: func(t *Tuning, v int64) { t.BrakeMinChunks = v }},
 	{key: KeyJournalKeep, kind: kindInt, min: 0, max: 10000, unit: "runs, 0 = no journal",
 		set: func(t *Tuning, v int64) { t.JournalKeep = int(v) }},
+	{key: KeyResumeMaxAge, kind: kindInt, min: 0, max: 720, unit: "hours, 0 = never resume",
+		set: func(t *Tuning, v int64) { t.ResumeMaxAge = time.Duration(v) * time.Hour }},
 }
 
 func lookup(key string) *spec {
