@@ -41,6 +41,12 @@ type Options struct {
 	// Force makes a run go on when the mass-deletion brake trips (doc
 	// "Mass-deletion brake"); the figures are logged all the same.
 	Force bool
+	// Fresh ignores (and removes) the checkpoint of an interrupted run
+	// instead of resuming it (doc "Resumable runs").
+	Fresh bool
+	// CheckpointInterval is how often a run writes its checkpoint at most
+	// while a phase runs; 0 means 5 s.
+	CheckpointInterval time.Duration
 	// Now is the wall clock; nil is time.Now.
 	Now func() time.Time
 	// Owner owns .gc-status when running as root.
@@ -70,6 +76,8 @@ type hooks struct {
 	// set, is where the brake's order starts instead of a random dir.
 	brakeSample int64
 	brakeOffset *uint16
+	// afterSweptDir runs after phase 2 finished prefix dir p.
+	afterSweptDir func(p int)
 }
 
 // pool starts the worker pool of one phase: gc-concurrency workers, or with
@@ -140,10 +148,13 @@ func Run(ctx context.Context, store *chunkstore.Store, locks *locking.Dir, opts 
 	if err := r.prepare(ctx); err != nil {
 		return nil, err
 	}
+	defer r.cp.close()
 	if err := r.mark(ctx); err != nil {
+		r.cp.save() // the progress so far, for the next run to resume
 		return nil, err
 	}
 	if err := r.sweep(ctx); err != nil {
+		r.cp.save()
 		if errors.Is(err, ErrBrake) {
 			return r.st, err // the brake's figures are in r.st.Brake
 		}
@@ -167,6 +178,17 @@ type run struct {
 	// markWorkers is phase 1's last worker limit, where the prefix dir
 	// check and phase 2 start.
 	markWorkers int
+
+	// Resumable runs (resume.go): res is the checkpoint resumed (nil:
+	// none), cp writes this run's (nil: none), the trackers hold each
+	// phase's low-water mark, phase is the phase running, brakeDone says
+	// the brake decided.
+	res       *resumeState
+	cp        *checkpointer
+	markTr    *markTracker
+	sweepTr   *sweepTracker
+	phase     string
+	brakeDone bool
 }
 
 func newRun(store *chunkstore.Store, locks *locking.Dir, opts *Options) *run {
@@ -209,7 +231,13 @@ func (r *run) prepare(ctx context.Context) error {
 	if err := r.cutoff(); err != nil {
 		return err
 	}
-	return r.probe(ctx)
+	if err := r.probe(ctx); err != nil {
+		return err
+	}
+	r.untouched = &untouchedSet{limit: r.opts.hooks.untouchedLimit}
+	r.loadCheckpoint()
+	r.startCheckpoints()
+	return nil
 }
 
 // cutoff sets min_atime (SPEC §6.2) from the cutoff and the writer registry.
@@ -258,11 +286,18 @@ func (r *run) probe(ctx context.Context) error {
 func (r *run) mark(ctx context.Context) error {
 	t1 := time.Now()
 	r.log.Info("start phase 1 (mark used chunks)")
-	r.untouched = &untouchedSet{limit: r.opts.hooks.untouchedLimit}
-	workers, err := mark(ctx, r.store, r.locks, r.opts, r.log.With(zap.String("phase", "mark")), r.st, r.untouched)
+	workers, err := mark(ctx, r.store, r.locks, r.opts, r.log.With(zap.String("phase", "mark")), r.st, r.untouched,
+		markResume{tr: r.markTr, res: r.res, cp: r.cp})
 	if err != nil {
 		return err
 	}
+	next, base, brakeDone := r.resumedSweep()
+	r.phase, r.brakeDone = phaseSweep, brakeDone
+	r.sweepTr = newSweepTracker(next, base)
+	if brakeDone {
+		r.st.Brake = r.res.cp.Sweep.Brake
+	}
+	r.cp.save()
 	r.markWorkers = workers
 	r.st.DurationPhase1 = time.Since(t1).Seconds()
 	if r.opts.hooks.beforeSweep != nil {
@@ -297,7 +332,8 @@ func (r *run) sweep(ctx context.Context) error {
 	}
 	r.log.Info("start phase 2 (sweep unused chunks)")
 	s := newSweeper(r.store, r.opts, r.log.With(zap.String("phase", "sweep")), r.st, r.untouched)
-	if r.opts.Tuning.BrakePercent > 0 {
+	r.resumeSweep(s)
+	if r.opts.Tuning.BrakePercent > 0 && !r.brakeDone {
 		b, err := s.brake(ctx, r.opts, r.markWorkers)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -310,6 +346,10 @@ func (r *run) sweep(ctx context.Context) error {
 			b.close()
 			return err
 		}
+	}
+	if !r.brakeDone {
+		r.brakeDone = true // decided before the first removal
+		r.cp.save()
 	}
 	s.jr = newRunJournal(r)
 	err = s.sweep(ctx, r.opts, r.markWorkers, r.st)
@@ -331,6 +371,7 @@ func (r *run) report() error {
 		if err := writeStatus(r.store, st, r.opts.Owner); err != nil {
 			return err
 		}
+		r.finishCheckpoint()
 	}
 	r.log.Info("gc finished", zap.Int64("removed-chunks", st.RemovedChunks), zap.Uint64("removed-bytes", st.RemovedBytes),
 		zap.Float64("phase1-s", st.DurationPhase1), zap.Float64("phase2-s", st.DurationPhase2))

@@ -89,6 +89,15 @@ type sweeper struct {
 	jr   *runJournal
 	next atomic.Int64 // next prefix dir to take
 	done atomic.Int64 // prefix dirs finished
+
+	// Resumable runs (resume.go): tr tracks which prefix dirs are fully
+	// swept, base holds the counts of the dirs a resumed run skips, cp
+	// writes checkpoints (nil: none), swept counts this run's dirs.
+	tr    *sweepTracker
+	base  sweepCounts
+	cp    *checkpointer
+	swept atomic.Int64
+	after func(p int) // test hook: hooks.afterSweptDir
 }
 
 func newSweeper(store *chunkstore.Store, opts *Options, log *zap.Logger, st *Status, untouched *untouchedSet) *sweeper {
@@ -107,8 +116,8 @@ func (s *sweeper) sweep(parent context.Context, opts *Options, start int, st *St
 		total sweepCounts
 		wg    sync.WaitGroup
 	)
+	total.add(&s.base)
 	if s.pre != nil {
-		total.add(&s.pre.counts)
 		defer s.pre.close()
 	}
 	pool := opts.pool(ctx, "sweep", start, log)
@@ -139,6 +148,7 @@ func (s *sweeper) sweep(parent context.Context, opts *Options, start int, st *St
 	st.RemovedBad, st.StillBad = total.removedBad, total.stillBad
 	st.NotChunks = total.notChunks
 	st.KeptUntouched, st.KeptLinked = total.keptUntouched, total.keptLinked
+	st.SweptPrefixDirs = s.swept.Load()
 	if total.keptUntouched > 0 {
 		log.Warn("kept chunks that phase 1 could not touch (ENOENT) but that exist: an index references them",
 			zap.Int64("count", total.keptUntouched))
@@ -168,13 +178,21 @@ func (s *sweeper) worker(ctx context.Context, w *adapt.Worker, c *sweepCounts) e
 		default:
 		}
 		var err error
+		var dc sweepCounts // this dir's, for the checkpoint's low-water mark
 		if s.pre.has(uint16(p)) {
-			err = s.sampled(ctx, uint16(p), c, st)
+			err = s.sampled(ctx, uint16(p), &dc, st)
 		} else {
-			cands, err = s.prefix(ctx, uint16(p), c, st, cands[:0])
+			cands, err = s.prefix(ctx, uint16(p), &dc, st, cands[:0])
 		}
+		c.add(&dc)
 		if err != nil {
 			return err
+		}
+		s.tr.finish(int(p), &dc)
+		s.swept.Add(1)
+		s.cp.tick()
+		if s.after != nil {
+			s.after(int(p))
 		}
 		w.Done(1)
 		if n := s.done.Add(1); n%(chunkstore.PrefixCount/10) == 0 {
@@ -291,7 +309,8 @@ func (s *sweeper) remove(ctx context.Context, dir *chunkstore.PrefixDir, cands [
 // the candidates the scan found, through the dir the brake kept open or a
 // fresh open.
 func (s *sweeper) sampled(ctx context.Context, p uint16, c *sweepCounts, st *unix.Statx_t) error {
-	cands, dir := s.pre.take(p)
+	cands, dir, counts := s.pre.take(p)
+	c.add(&counts)
 	if len(cands) == 0 {
 		return nil
 	}

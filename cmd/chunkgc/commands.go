@@ -200,15 +200,21 @@ func runGC(ctx context.Context, e *env, args []string) error {
 	fs.Var(&props, "tuning", "tuning overrides, e.g. gc-atime-cutoff=60,gc-cache-capacity=0")
 	dryRun := fs.Bool("dry-run", false, "mark and count, but remove nothing and keep .gc-status")
 	force := fs.Bool("force", false, "go on when the mass-deletion brake trips (this run only)")
+	fresh := fs.Bool("fresh", false, "ignore the checkpoint of an interrupted run and start over")
 	output := fs.String("output", "text", "text or json (final status on stdout)")
 	o, err := e.openArg(fs, args, output, &props)
 	if err != nil {
 		return err
 	}
 	defer o.Close()
+	interval, err := checkpointInterval()
+	if err != nil {
+		return err
+	}
 	st, err := gc.Run(ctx, o.store, o.locks, gc.Options{
 		Log: e.log.With(zap.String("store", o.name)), StoreName: o.name,
-		Tuning: o.tuning, DryRun: *dryRun, Force: *force, Owner: o.owner,
+		Tuning: o.tuning, DryRun: *dryRun, Force: *force, Fresh: *fresh, Owner: o.owner,
+		CheckpointInterval: interval,
 	})
 	if err != nil {
 		if errors.Is(err, gc.ErrBrake) && st != nil && *output == "json" {
