@@ -47,6 +47,12 @@ type Options struct {
 	// CheckpointInterval is how often a run writes its checkpoint at most
 	// while a phase runs; 0 means 5 s.
 	CheckpointInterval time.Duration
+	// RecheckSlack is how long before the interrupted run's start a
+	// resumed run counts an index or snapshot dir of a group that run had
+	// marked as changed, and marks it again; 0 means the writer grace
+	// (300 s), a negative value none (for tests, whose stores are seconds
+	// old).
+	RecheckSlack time.Duration
 	// Now is the wall clock; nil is time.Now.
 	Now func() time.Time
 	// Owner owns .gc-status when running as root.
@@ -78,6 +84,9 @@ type hooks struct {
 	brakeOffset *uint16
 	// afterSweptDir runs after phase 2 finished prefix dir p.
 	afterSweptDir func(p int)
+	// afterCommitted runs when phase 1's low-water mark passes group
+	// number n (under the tracker's lock).
+	afterCommitted func(n int)
 }
 
 // pool starts the worker pool of one phase: gc-concurrency workers, or with

@@ -46,11 +46,17 @@ type markTracker struct {
 	low       int // groups below low are committed
 	open      map[int]*groupProgress
 	committed markCounts
-	done      []uint64 // groupHash of every committed group
+	done      []uint64            // groupHash of every committed group
+	inDone    map[uint64]struct{} // the same, as a set
+	onCommit  func(n int)         // test hook: hooks.afterCommitted
 }
 
 func newMarkTracker(base markCounts, done []uint64) *markTracker {
-	return &markTracker{open: make(map[int]*groupProgress), committed: base, done: done}
+	t := &markTracker{open: make(map[int]*groupProgress), committed: base, inDone: make(map[uint64]struct{})}
+	for _, h := range done {
+		t.commit(h)
+	}
+	return t
 }
 
 // begin numbers the next group of the walk.
@@ -103,6 +109,15 @@ func (t *markTracker) walked(n int, c markCounts) {
 	t.advance()
 }
 
+// commit adds h to the set of committed groups (a resumed run commits
+// again the groups its checkpoint had).
+func (t *markTracker) commit(h uint64) {
+	if _, ok := t.inDone[h]; !ok {
+		t.inDone[h] = struct{}{}
+		t.done = append(t.done, h)
+	}
+}
+
 func (t *markTracker) advance() {
 	for {
 		g, ok := t.open[t.low]
@@ -110,8 +125,11 @@ func (t *markTracker) advance() {
 			return
 		}
 		t.committed.add(&g.c)
-		t.done = append(t.done, groupHash(g.group))
+		t.commit(groupHash(g.group))
 		delete(t.open, t.low)
+		if t.onCommit != nil {
+			t.onCommit(t.low)
+		}
 		t.low++
 	}
 }

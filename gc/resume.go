@@ -91,7 +91,11 @@ func (r *run) loadCheckpoint() {
 	if cp.ClockSkewMs != nil {
 		lag = lagSeconds(time.Duration(*cp.ClockSkewMs) * time.Millisecond)
 	}
-	r.res = &resumeState{cp: cp, groups: groups, since: cp.StartTime - lag - writerGrace}
+	slack := int64(writerGrace)
+	if d := r.opts.RecheckSlack; d != 0 {
+		slack = max(0, int64(d/time.Second))
+	}
+	r.res = &resumeState{cp: cp, groups: groups, since: cp.StartTime - lag - slack}
 	for _, h := range cp.Untouched {
 		d, _ := blob.ParseDigest(h)
 		r.untouched.add(d)
@@ -118,16 +122,17 @@ func (r *run) startCheckpoints() {
 		}
 	}
 	r.markTr = newMarkTracker(base, done)
+	r.markTr.onCommit = r.opts.hooks.afterCommitted
 	r.phase = phaseMark
 	if !r.checkpointing() {
 		return
 	}
 	r.cp = &checkpointer{
-		store: r.store, owner: r.opts.Owner, log: r.log, dirfd: -1, now: time.Now,
+		store: r.store, owner: r.opts.Owner, log: r.log, dirfd: -1, now: r.now,
 		interval: cmp.Or(r.opts.CheckpointInterval, checkpointInterval),
 		build:    r.buildCheckpoint,
 	}
-	r.cp.last = time.Now()
+	r.cp.last = r.now()
 }
 
 // buildCheckpoint is the checkpoint of the run so far. A resumed run keeps
@@ -135,6 +140,14 @@ func (r *run) startCheckpoints() {
 // counts from the first start of a chain of resumed runs.
 func (r *run) buildCheckpoint() *checkpoint {
 	st := r.st
+	if r.phase == phaseMark && r.res != nil && r.res.cp.Phase == phaseSweep {
+		// Resuming a sweep: until this run's phase 1 (the recheck) is
+		// done, the resumed checkpoint is the progress.
+		cp := *r.res.cp
+		cp.MinAtime, cp.OldestWriter = st.MinAtime, st.OldestWriter
+		cp.Untouched = r.untouched.digests()
+		return &cp
+	}
 	cp := &checkpoint{
 		Version: checkpointVersion, Base: r.store.Base(), UPID: st.UPID, StartTime: st.StartTime,
 		MinAtime: st.MinAtime, OldestWriter: st.OldestWriter, CutoffS: int64(r.opts.Tuning.AtimeCutoff / time.Second),

@@ -207,14 +207,14 @@ func runGC(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer o.Close()
-	interval, err := checkpointInterval()
+	interval, slack, err := resumeEnv()
 	if err != nil {
 		return err
 	}
 	st, err := gc.Run(ctx, o.store, o.locks, gc.Options{
 		Log: e.log.With(zap.String("store", o.name)), StoreName: o.name,
 		Tuning: o.tuning, DryRun: *dryRun, Force: *force, Fresh: *fresh, Owner: o.owner,
-		CheckpointInterval: interval,
+		CheckpointInterval: interval, RecheckSlack: slack,
 	})
 	if err != nil {
 		if errors.Is(err, gc.ErrBrake) && st != nil && *output == "json" {
