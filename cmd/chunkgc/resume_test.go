@@ -69,7 +69,7 @@ func TestResumeAfterKill9(t *testing.T) {
 	if os.Getenv("CHUNKGC_LONG") != "" {
 		rounds = 300
 	}
-	const groups, perGroup, garbage = 40, 50, 1000
+	const groups, perGroup, garbage = 100, 50, 2000
 	mnt := testfs.Loop(t, "ext4", "", 256<<20)
 	base := filepath.Join(mnt, "s")
 	opts := []storetest.Option{storetest.At(base)}
@@ -120,7 +120,8 @@ func TestResumeAfterKill9(t *testing.T) {
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 2))
 	c := newCLI(t)
-	env := []string{"CHUNKGC_CHECKPOINT_INTERVAL=10ms", "CHUNKGC_RECHECK_SLACK=-1s"}
+	t.Setenv("CHUNKGC_CHECKPOINT_INTERVAL", "10ms") // the binary inherits them
+	t.Setenv("CHUNKGC_RECHECK_SLACK", "-1s")
 	tun := "gc-atime-safety-check=0,gc-concurrency=2"
 	var chain *ckpt // the chain's first checkpoint
 	lastPhase, lastN := 0, 0
@@ -131,17 +132,21 @@ func TestResumeAfterKill9(t *testing.T) {
 		if round%10 == 0 {
 			probe = "gc-atime-safety-check=1,gc-concurrency=2" // the probe re-runs on resume
 		}
-		cmd := c.cmd("gc", "--tuning", probe, base)
-		cmd.Env = append(cmd.Env, env...)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
+		cmd, log := startGC(t, c, "--tuning", probe, base)
+		if round%2 == 0 {
+			// Phase 1 lasts some 100 ms: aim at it every other round.
+			waitLog(t, log, "start phase 1")
+			time.Sleep(time.Duration(rng.IntN(150)) * time.Millisecond)
+		} else {
+			delay := time.Duration(rng.IntN(1500)) * time.Millisecond
+			if probe != tun {
+				delay += time.Second
+			}
+			time.Sleep(delay)
 		}
-		delay := time.Duration(rng.IntN(1200)) * time.Millisecond
-		if probe != tun {
-			delay += time.Second
-		}
-		time.Sleep(delay)
 		cmd.Process.Kill()
+		for log.Scan() {
+		}
 		cmd.Wait()
 		if n := countExisting(refs); n != len(refs) {
 			t.Fatalf("round %d: %d referenced chunks lost", round, len(refs)-n)
@@ -172,9 +177,8 @@ func TestResumeAfterKill9(t *testing.T) {
 			continue
 		}
 		// Let this one finish.
-		cmd = c.cmd("gc", "--tuning", tun, "--output", "json", base)
-		cmd.Env = append(cmd.Env, env...)
-		out, err := cmd.Output()
+		fin := c.cmd("gc", "--tuning", tun, "--output", "json", base)
+		out, err := fin.Output()
 		if err != nil {
 			t.Fatalf("round %d: resumed gc: %v\n%s", round, err, out)
 		}
