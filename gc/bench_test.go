@@ -74,7 +74,7 @@ func benchOpts(cacheCapacity int) *Options {
 // (or found in the cache).
 func (bs *benchStore) mark(tb testing.TB, opts *Options) {
 	var st Status
-	if _, err := mark(context.Background(), bs.store, bs.locks, opts, opts.Log, &st, new(untouchedSet), nil, new(Tracker)); err != nil {
+	if _, err := mark(context.Background(), bs.store, bs.locks, opts, opts.Log, &st, new(untouchedSet), nil, new(Tracker), markResume{}); err != nil {
 		tb.Fatal(err)
 	}
 	if st.MissingChunks != 0 || st.IndexFileCount != benchIndexes {

@@ -129,8 +129,9 @@ type brakeSample struct {
 	dirs   int
 	cands  map[uint16][]candidate
 	open   map[uint16]*chunkstore.PrefixDir // cached fds of dirs with candidates, kept for the sweep
-	// counts and tally, merged from the workers.
-	counts sweepCounts
+	// counts holds each scanned dir's counters, which the sweep adds when
+	// it finishes the dir; tally is merged from the workers.
+	counts map[uint16]sweepCounts
 	tally  brakeTally
 }
 
@@ -140,15 +141,16 @@ func (b *brakeSample) has(p uint16) bool {
 	return b != nil && b.taken[p/64]&(1<<(p%64)) != 0
 }
 
-// take hands the sweep the candidates of sampled dir p and the dir, if the
-// brake kept it open (else nil).
-func (b *brakeSample) take(p uint16) ([]candidate, *chunkstore.PrefixDir) {
+// take hands the sweep the candidates of sampled dir p, the dir, if the
+// brake kept it open (else nil), and the scan's counters of it.
+func (b *brakeSample) take(p uint16) ([]candidate, *chunkstore.PrefixDir, sweepCounts) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	cands, dir := b.cands[p], b.open[p]
+	cands, dir, c := b.cands[p], b.open[p], b.counts[p]
 	delete(b.cands, p)
 	delete(b.open, p)
-	return cands, dir
+	delete(b.counts, p)
+	return cands, dir, c
 }
 
 // close closes the dirs the sweep did not take (it stopped early).
@@ -216,6 +218,7 @@ func (s *sweeper) brake(ctx context.Context, opts *Options, start int) (*brakeSa
 		target: cmp.Or(opts.hooks.brakeSample, brakeSampleChunks),
 		cands:  make(map[uint16][]candidate),
 		open:   make(map[uint16]*chunkstore.PrefixDir),
+		counts: make(map[uint16]sweepCounts),
 	}
 	if o := opts.hooks.brakeOffset; o != nil {
 		b.off = *o
@@ -245,13 +248,9 @@ func (s *sweeper) brake(ctx context.Context, opts *Options, start int) (*brakeSa
 }
 
 func (s *sweeper) brakeWorker(ctx context.Context, w *adapt.Worker, b *brakeSample) error {
-	var (
-		c sweepCounts
-		t brakeTally
-	)
+	var t brakeTally
 	defer func() {
 		b.mu.Lock()
-		b.counts.add(&c)
 		b.tally.merge(&t)
 		b.mu.Unlock()
 	}()
@@ -268,6 +267,7 @@ func (s *sweeper) brakeWorker(ctx context.Context, w *adapt.Worker, b *brakeSamp
 		before := t.chunks
 		dir, err := s.take(p)
 		var cands []candidate
+		var c sweepCounts
 		if dir != nil {
 			cands, err = s.scan(ctx, dir, &c, st, nil, &t)
 		}
@@ -279,6 +279,9 @@ func (s *sweeper) brakeWorker(ctx context.Context, w *adapt.Worker, b *brakeSamp
 		}
 		b.mu.Lock()
 		b.taken[p/64] |= 1 << (p % 64)
+		if c != (sweepCounts{}) {
+			b.counts[p] = c
+		}
 		if len(cands) > 0 {
 			b.cands[p] = cands
 		}

@@ -271,6 +271,87 @@
 // that stored the chunk again meanwhile keeps its copy (the quarantined
 // one stays for the purge); a purge that got there first means the file is
 // gone (ENOENT). If the touch fails the file goes back to the quarantine.
+// # Resumable runs
+//
+// A non-dry run writes <base>/.chunkgc/checkpoint (versioned JSON; the
+// state dir made by [nofollow.MkdirAll] from the base fd, owned by the
+// owner; the file replaced by internal/atomicfile relative to that dir fd,
+// so a symlinked .chunkgc or checkpoint is refused or replaced, never
+// followed) at most every 5 s while a phase runs, at the phase transition,
+// when the brake has decided, and when the run stops on an error or a
+// signal. It holds the run's upid and start, min_atime, oldest_writer, the
+// cutoff and the clock skew, the phase, each phase's low-water mark with
+// the counters of the work below it, whether the brake decided, and the
+// untouched set. The marks count completion, not hand-out: in phase 1 a
+// group is done once the walker finished it and every batch of it was
+// touched to the end, and every earlier group of the walk is done; in
+// phase 2 every prefix dir below next was swept to the end. A batch or dir
+// dropped by a cancellation never completes, so a checkpoint never claims
+// work that was not done. Phase 1's mark is the set of done groups (8-byte
+// SHA-256 prefixes of their paths), not a key in the walk order: a group
+// that sorts before the key but that the interrupted run never saw (a
+// namespace that was unmounted — the brake stops exactly that run — or a
+// group moved or copied in by hand) must be marked, and no backup writer
+// vouches for its chunks.
+//
+// The next run reads the checkpoint (at most 64 MiB, O_NONBLOCK, a regular
+// file, no symlink followed) after it took the locks, computed its own
+// min_atime and re-ran the atime probe. A checkpoint that does not parse,
+// has an unknown field or version, names another base, has thresholds that
+// do not fit together or progress out of range, lies in the future, is
+// older than gc-resume-max-age (counted from the first start of a chain of
+// resumed runs), or meets --fresh or gc-resume-max-age=0, is a warning and
+// is removed; the run starts over. Otherwise the run resumes: min_atime
+// and oldest_writer become the older of the checkpoint's and its own;
+// phase 1 lists the whole tree again, marks every group not in the done
+// set in full (newest first, with the re-list of SPEC §6.3), and for a done
+// group opens no index, except one whose file or snapshot dir has a ctime
+// at or after the interrupted start less its lag and the writer grace; the
+// strange-index pass is re-done in full. A resumed sweep starts at the
+// checkpoint's next dir with its counters, and skips the brake if it had
+// decided (any sweep progress implies it had). After the .gc-status of a
+// finished run the checkpoint is removed; a dry run neither reads nor
+// writes it.
+//
+// Why the old min_atime is safe. Write m for it, s for the interrupted
+// start, lag for the lag it measured; m ≤ s − cutoff − lag and
+// m ≤ w − 300 − lag for every writer w live at s.
+//
+//   - Chunks the interrupted run touched carry atime ≥ s − lag > m, and a
+//     resumed run's min_atime is never later than m: the done groups need
+//     no new touch.
+//   - Writers registered since, and PBS writers between the runs (GC holds
+//     the store lock, so none runs during one), started after s: every
+//     chunk they wrote or touched carries atime ≥ s − lag > m (up to the
+//     drift the writer grace absorbs, as in "Clock skew").
+//   - Writers live at s are in m through oldest_writer already.
+//   - Indexes created since in a done group, and the prune/backup race of
+//     SPEC §6.3: a backup reuses untouched only chunks of its group's
+//     previous snapshot. By induction over the snapshots of a done group
+//     made since, each chunk they reference was written or touched by their
+//     writer (atime > m) or is a chunk of the snapshot that was newest when
+//     the interrupted run marked the group, which that run touched (atime
+//     > m) — whether or not prune removed it since. Such snapshots also
+//     have a new ctime and are marked again anyway.
+//   - Groups and snapshots that appear without a writer (hidden namespace
+//     back, manual copy or move) are not in the done set, or have a new
+//     ctime: they are marked in full.
+//   - Chunks the interrupted run could not touch (ENOENT) stay in the
+//     untouched set and are kept.
+//   - Clock skew: the probe runs again and a skew above gc-max-clock-skew
+//     stops the run. Resuming with min(m, m′), m′ the new run's own
+//     min_atime lowered by the new lag, keeps every threshold at or below
+//     both runs' bounds, so neither clock's chunks are judged by the other.
+//   - Dirs below next were swept under m; the garbage set of the rest can
+//     only have shrunk (atimes only grow, m is fixed or lower), so the
+//     brake's decision before the first removal still holds.
+//
+// The counters of .gc-status are the checkpoint's for the work it covers
+// plus this run's for the rest: index-file-count and index-data-bytes
+// count a done group's indexes as the interrupted run found them; chunks
+// removed by the interrupted run in dirs above next are not counted.
+// touched-chunks and swept-prefix-dirs are this run's alone; resumed-from
+// and resumed-phase name the run resumed.
 //
 // # Status
 //

@@ -41,6 +41,18 @@ type Options struct {
 	// Force makes a run go on when the mass-deletion brake trips (doc
 	// "Mass-deletion brake"); the figures are logged all the same.
 	Force bool
+	// Fresh ignores (and removes) the checkpoint of an interrupted run
+	// instead of resuming it (doc "Resumable runs").
+	Fresh bool
+	// CheckpointInterval is how often a run writes its checkpoint at most
+	// while a phase runs; 0 means 5 s.
+	CheckpointInterval time.Duration
+	// RecheckSlack is how long before the interrupted run's start a
+	// resumed run counts an index or snapshot dir of a group that run had
+	// marked as changed, and marks it again; 0 means the writer grace
+	// (300 s), a negative value none (for tests, whose stores are seconds
+	// old).
+	RecheckSlack time.Duration
 	// Now is the wall clock; nil is time.Now.
 	Now func() time.Time
 	// Owner owns .gc-status when running as root.
@@ -73,6 +85,11 @@ type hooks struct {
 	// set, is where the brake's order starts instead of a random dir.
 	brakeSample int64
 	brakeOffset *uint16
+	// afterSweptDir runs after phase 2 finished prefix dir p.
+	afterSweptDir func(p int)
+	// afterCommitted runs when phase 1's low-water mark passes group
+	// number n (under the tracker's lock).
+	afterCommitted func(n int)
 }
 
 // pool starts the worker pool of one phase: gc-concurrency workers, or with
@@ -143,10 +160,13 @@ func Run(ctx context.Context, store *chunkstore.Store, locks *locking.Dir, opts 
 	if err := r.prepare(ctx); err != nil {
 		return nil, err
 	}
+	defer r.cp.close()
 	if err := r.mark(ctx); err != nil {
+		r.cp.save() // the progress so far, for the next run to resume
 		return nil, err
 	}
 	if err := r.sweep(ctx); err != nil {
+		r.cp.save()
 		if errors.Is(err, ErrBrake) {
 			return r.st, err // the brake's figures are in r.st.Brake
 		}
@@ -169,16 +189,27 @@ type run struct {
 	id        string // the run id: its journal's and quarantine dir's name
 	untouched *untouchedSet
 	heal      *healer
-	tr        *Tracker
+	prog      *Tracker
 	// markWorkers is phase 1's last worker limit, where the prefix dir
 	// check and phase 2 start.
 	markWorkers int
+
+	// Resumable runs (resume.go): res is the checkpoint resumed (nil:
+	// none), cp writes this run's (nil: none), the trackers hold each
+	// phase's low-water mark, phase is the phase running, brakeDone says
+	// the brake decided.
+	res       *resumeState
+	cp        *checkpointer
+	markTr    *markTracker
+	sweepTr   *sweepTracker
+	phase     string
+	brakeDone bool
 }
 
 func newRun(store *chunkstore.Store, locks *locking.Dir, opts *Options) *run {
-	r := &run{store: store, locks: locks, opts: opts, log: opts.Log, now: opts.Now, tr: opts.Tracker}
-	if r.tr == nil {
-		r.tr = new(Tracker) // the log's ETAs need one
+	r := &run{store: store, locks: locks, opts: opts, log: opts.Log, now: opts.Now, prog: opts.Tracker}
+	if r.prog == nil {
+		r.prog = new(Tracker) // the log's ETAs need one
 	}
 	if r.log == nil {
 		r.log = zap.NewNop()
@@ -214,13 +245,19 @@ func (r *run) prepare(ctx context.Context) error {
 	startTime := r.now()
 	r.st = &Status{StartTime: startTime.Unix(), DryRun: r.opts.DryRun, UPID: upid(r.opts.StoreName, startTime)}
 	r.id = newRunID(r.st.StartTime)
-	r.tr.begin(startTime)
+	r.prog.begin(startTime)
 	r.log.Info("starting garbage collection", zap.String("base", r.store.Base()), zap.String("upid", r.st.UPID),
 		zap.Bool("dry-run", r.opts.DryRun), zap.String("concurrency", r.opts.concurrency()))
 	if err := r.cutoff(); err != nil {
 		return err
 	}
-	return r.probe(ctx)
+	if err := r.probe(ctx); err != nil {
+		return err
+	}
+	r.untouched = &untouchedSet{limit: r.opts.hooks.untouchedLimit}
+	r.loadCheckpoint()
+	r.startCheckpoints()
+	return nil
 }
 
 // cutoff sets min_atime (SPEC §6.2) from the cutoff and the writer registry.
@@ -269,14 +306,21 @@ func (r *run) probe(ctx context.Context) error {
 func (r *run) mark(ctx context.Context) error {
 	t1 := time.Now()
 	r.log.Info("start phase 1 (mark used chunks)")
-	r.untouched = &untouchedSet{limit: r.opts.hooks.untouchedLimit}
 	markLog := r.log.With(zap.String("phase", "mark"))
 	r.heal = &healer{store: r.store, log: markLog}
-	workers, err := mark(ctx, r.store, r.locks, r.opts, markLog, r.st, r.untouched, r.heal, r.tr)
+	workers, err := mark(ctx, r.store, r.locks, r.opts, markLog, r.st, r.untouched, r.heal, r.prog,
+		markResume{tr: r.markTr, res: r.res, cp: r.cp})
 	r.st.HealedChunks = r.heal.count()
 	if err != nil {
 		return err
 	}
+	next, base, brakeDone := r.resumedSweep()
+	r.phase, r.brakeDone = phaseSweep, brakeDone
+	r.sweepTr = newSweepTracker(next, base)
+	if brakeDone {
+		r.st.Brake = r.res.cp.Sweep.Brake
+	}
+	r.cp.save()
 	r.markWorkers = workers
 	r.st.DurationPhase1 = time.Since(t1).Seconds()
 	if r.opts.hooks.beforeSweep != nil {
@@ -292,7 +336,7 @@ func (r *run) mark(ctx context.Context) error {
 // checks that every prefix dir is a real directory (doc "No escape").
 func (r *run) sweep(ctx context.Context) error {
 	t2 := time.Now()
-	r.tr.setPhase("check", 0)
+	r.prog.setPhase("check", 0)
 	checkLog := r.log.With(zap.String("phase", "check"))
 	check := r.opts.pool(ctx, "check", r.markWorkers, checkLog)
 	missingPrefixes, err := r.store.CheckPrefixDirs(ctx, check)
@@ -312,9 +356,10 @@ func (r *run) sweep(ctx context.Context) error {
 	}
 	r.log.Info("start phase 2 (sweep unused chunks)")
 	s := newSweeper(r.store, r.opts, r.log.With(zap.String("phase", "sweep")), r.st, r.untouched)
-	s.tr = r.tr
-	r.tr.setPhase("sweep", chunkstore.PrefixCount)
-	if r.opts.Tuning.BrakePercent > 0 {
+	s.prog = r.prog
+	r.prog.setPhase("sweep", chunkstore.PrefixCount)
+	r.resumeSweep(s)
+	if r.opts.Tuning.BrakePercent > 0 && !r.brakeDone {
 		b, err := s.brake(ctx, r.opts, r.markWorkers)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -327,6 +372,10 @@ func (r *run) sweep(ctx context.Context) error {
 			b.close()
 			return err
 		}
+	}
+	if !r.brakeDone {
+		r.brakeDone = true // decided before the first removal
+		r.cp.save()
 	}
 	s.jr = newRunJournal(r)
 	s.q = newQuarantine(r)
@@ -353,7 +402,7 @@ func (r *run) sweep(ctx context.Context) error {
 // report logs the end-of-run report and, unless DryRun, writes .gc-status.
 func (r *run) report() error {
 	st := r.st
-	r.tr.setPhase("done", 0)
+	r.prog.setPhase("done", 0)
 	for _, line := range st.ReportLines() {
 		r.log.Info(line)
 	}
@@ -361,6 +410,7 @@ func (r *run) report() error {
 		if err := writeStatus(r.store, st, r.opts.Owner); err != nil {
 			return err
 		}
+		r.finishCheckpoint()
 	}
 	r.log.Info("gc finished", zap.Int64("removed-chunks", st.RemovedChunks), zap.Uint64("removed-bytes", st.RemovedBytes),
 		zap.Float64("phase1-s", st.DurationPhase1), zap.Float64("phase2-s", st.DurationPhase2))

@@ -34,6 +34,7 @@ const maxMissingWarnings = 100
 
 type batch struct {
 	index string // relative path, for warnings
+	group int    // the walk's number of its group (markTracker); -1 outside a group
 	n     int
 	d     [batchSize]blob.Digest
 }
@@ -70,10 +71,19 @@ type marker struct {
 	missing      atomic.Int64
 	untouched    *untouchedSet
 	heal         *healer // nil: no quarantine to heal from
-	tr           *Tracker
+	prog         *Tracker
 	cacheHits    atomic.Int64
 	cacheLookups atomic.Int64
 	touched      atomic.Int64
+
+	// Resumable runs (resume.go): tr tracks which groups are fully
+	// marked, cur is the walker's current group (-1 outside one), res is
+	// the checkpoint resumed (nil: none), cp writes checkpoints (nil: none).
+	tr                *markTracker
+	res               *resumeState
+	cp                *checkpointer
+	cur               int
+	skipped, remarked int64
 }
 
 // errTooManyUntouched stops a run whose phase 1 could not touch more
@@ -81,7 +91,7 @@ type marker struct {
 var errTooManyUntouched = errors.New("more referenced chunks could not be touched (ENOENT) than GC can remember; not sweeping, since a chunk that exists but was reported missing would be removed")
 
 // mark runs phase 1 and returns its last worker limit.
-func mark(parent context.Context, store *chunkstore.Store, locks *locking.Dir, opts *Options, log *zap.Logger, st *Status, untouched *untouchedSet, heal *healer, tr *Tracker) (workers int, err error) {
+func mark(parent context.Context, store *chunkstore.Store, locks *locking.Dir, opts *Options, log *zap.Logger, st *Status, untouched *untouchedSet, heal *healer, prog *Tracker, rs markResume) (workers int, err error) {
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	m := &marker{
@@ -93,8 +103,9 @@ func mark(parent context.Context, store *chunkstore.Store, locks *locking.Dir, o
 		marked:    make(map[string]bool),
 		untouched: untouched,
 		heal:      heal,
-		tr:        tr,
+		prog:      prog,
 	}
+	m.resume(rs)
 	var wg sync.WaitGroup
 	workers = 1
 	if opts.Tuning.Concurrency != 1 {
@@ -139,6 +150,8 @@ func mark(parent context.Context, store *chunkstore.Store, locks *locking.Dir, o
 	st.MissingChunks = m.missing.Load()
 	st.CacheHits = m.cacheHits.Load()
 	st.CacheLookups = m.cacheLookups.Load()
+	st.TouchedChunks = m.touched.Load()
+	st.ResumeSkippedIndexes, st.ResumeRemarkedIndexes = m.skipped, m.remarked
 	if n := st.MissingChunks; n > maxMissingWarnings {
 		log.Warn("more chunks were missing than were logged", zap.Int64("missing", n), zap.Int("logged", maxMissingWarnings))
 	}
@@ -172,7 +185,7 @@ func (m *marker) walk() error {
 		return fmt.Errorf("list index files: %w", err)
 	}
 	m.totalIndexes = len(m.initial)
-	m.tr.setPhase("mark", int64(m.totalIndexes))
+	m.prog.setPhase("mark", int64(m.totalIndexes))
 	m.log.Info("listed index files", zap.Int("count", m.totalIndexes))
 
 	nss, err := m.tree.ListNamespaces()
@@ -185,7 +198,7 @@ func (m *marker) walk() error {
 			return fmt.Errorf("list groups of namespace %q: %w", ns.String(), err)
 		}
 		for _, g := range groups {
-			if err := m.markGroup(g); err != nil {
+			if err := m.group(g); err != nil {
 				return err
 			}
 		}
@@ -341,11 +354,11 @@ func (m *marker) markIndex(rel string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("mark %s: %w", path, err)
 	}
-	m.tr.add(1)
+	m.prog.add(1)
 	if n := len(m.marked); m.totalIndexes > 0 && n%max(1, m.totalIndexes/10) == 0 {
 		fields := []zap.Field{zap.Int("done", n), zap.Int("listed", m.totalIndexes),
 			zap.Int("percent", min(100, 100*n/m.totalIndexes))}
-		if eta, ok := m.tr.Snapshot().ETA(time.Now()); ok {
+		if eta, ok := m.prog.Snapshot().ETA(time.Now()); ok {
 			fields = append(fields, zap.Duration("eta", eta))
 		}
 		m.log.Info("marked index files", fields...)
@@ -372,7 +385,7 @@ func (m *marker) newBatches(n int) {
 func (m *marker) get(rel string) (*batch, error) {
 	select {
 	case b := <-m.free:
-		b.index, b.n = rel, 0
+		b.index, b.n, b.group = rel, 0, m.cur
 		return b, nil
 	case <-m.ctx.Done():
 		return nil, context.Cause(m.ctx)
@@ -382,6 +395,7 @@ func (m *marker) get(rel string) (*batch, error) {
 // send hands b to a touch worker, or touches it inline with one worker. It
 // takes b whatever it returns: b is queued, or back in the free set.
 func (m *marker) send(b *batch) error {
+	m.tr.sent(b.group)
 	if m.work == nil { // one worker: strictly sequential, touch inline
 		m.touchBatch(m.toucher, nil, b)
 		return context.Cause(m.ctx)
@@ -428,7 +442,7 @@ func (m *marker) touchBatch(t *chunkstore.Toucher, w *adapt.Worker, b *batch) {
 		return
 	default:
 	}
-	var hits, lookups, touched int64
+	var hits, lookups, touched, missing int64
 	defer func() {
 		m.cacheHits.Add(hits)
 		m.cacheLookups.Add(lookups)
@@ -465,6 +479,7 @@ func (m *marker) touchBatch(t *chunkstore.Toucher, w *adapt.Worker, b *batch) {
 				return
 			}
 		}
+		missing++
 		if n := m.missing.Add(1); n <= maxMissingWarnings {
 			m.log.Warn("chunk referenced by index is missing", zap.Stringer("digest", d), zap.String("index", b.index))
 		}
@@ -477,4 +492,5 @@ func (m *marker) touchBatch(t *chunkstore.Toucher, w *adapt.Worker, b *batch) {
 			return
 		}
 	}
+	m.tr.finished(b.group, &markCounts{missing: missing, hits: hits, lookups: lookups, touched: touched})
 }

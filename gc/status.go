@@ -75,6 +75,22 @@ type Status struct {
 	QuarantineRun     string `json:"quarantine-run,omitempty"`
 	PurgedChunks      int64  `json:"purged-chunks,omitempty"`
 	PurgedBytes       uint64 `json:"purged-bytes,omitempty"`
+	// TouchedChunks and SweptPrefixDirs are the chunks this run touched in
+	// phase 1 and the prefix dirs it swept in phase 2: a resumed run does
+	// less of both than a fresh one.
+	TouchedChunks   int64 `json:"touched-chunks"`
+	SweptPrefixDirs int64 `json:"swept-prefix-dirs"`
+	// ResumedFrom is the upid of the interrupted run this one resumed
+	// (doc "Resumable runs"), ResumedPhase the phase it resumed in and
+	// ResumedStartTime that run's start; empty for a fresh run.
+	ResumedFrom      string `json:"resumed-from,omitempty"`
+	ResumedPhase     string `json:"resumed-phase,omitempty"`
+	ResumedStartTime int64  `json:"resumed-start-time,omitempty"`
+	// ResumeSkippedIndexes are index files of groups the resumed run had
+	// marked that were not opened again; ResumeRemarkedIndexes those
+	// marked again because they or their snapshot changed since.
+	ResumeSkippedIndexes  int64 `json:"resume-skipped-index-files,omitempty"`
+	ResumeRemarkedIndexes int64 `json:"resume-remarked-index-files,omitempty"`
 }
 
 // writeStatus replaces <base>/.gc-status atomically: tmp file, fsync, chown,
@@ -205,6 +221,9 @@ func (s *Status) ReportLines() []string {
 	add("Deduplication factor: %.2f", s.DedupFactor())
 	if s.DiskChunks > 0 {
 		add("Average chunk size: %s", HumanBytes(s.DiskBytes/uint64(s.DiskChunks)))
+	}
+	if s.ResumedFrom != "" {
+		add("Resumed from %s (interrupted in phase %s)", s.ResumedFrom, s.ResumedPhase)
 	}
 	add("Digest cache hit ratio: %.2f%% (%d of %d lookups)", 100*s.CacheHitRatio(), s.CacheHits, s.CacheLookups)
 	switch {

@@ -90,9 +90,18 @@ type sweeper struct {
 	jr *runJournal
 	// q takes garbage instead of unlink (nil: quarantine off).
 	q    *quarantine
-	tr   *Tracker     // nil in benchmarks
+	prog *Tracker     // nil in benchmarks
 	next atomic.Int64 // next prefix dir to take
 	done atomic.Int64 // prefix dirs finished
+
+	// Resumable runs (resume.go): tr tracks which prefix dirs are fully
+	// swept, base holds the counts of the dirs a resumed run skips, cp
+	// writes checkpoints (nil: none), swept counts this run's dirs.
+	tr    *sweepTracker
+	base  sweepCounts
+	cp    *checkpointer
+	swept atomic.Int64
+	after func(p int) // test hook: hooks.afterSweptDir
 }
 
 func newSweeper(store *chunkstore.Store, opts *Options, log *zap.Logger, st *Status, untouched *untouchedSet) *sweeper {
@@ -111,8 +120,8 @@ func (s *sweeper) sweep(parent context.Context, opts *Options, start int, st *St
 		total sweepCounts
 		wg    sync.WaitGroup
 	)
+	total.add(&s.base)
 	if s.pre != nil {
-		total.add(&s.pre.counts)
 		defer s.pre.close()
 	}
 	pool := opts.pool(ctx, "sweep", start, log)
@@ -143,6 +152,7 @@ func (s *sweeper) sweep(parent context.Context, opts *Options, start int, st *St
 	st.RemovedBad, st.StillBad = total.removedBad, total.stillBad
 	st.NotChunks = total.notChunks
 	st.KeptUntouched, st.KeptLinked = total.keptUntouched, total.keptLinked
+	st.SweptPrefixDirs = s.swept.Load()
 	if total.keptUntouched > 0 {
 		log.Warn("kept chunks that phase 1 could not touch (ENOENT) but that exist: an index references them",
 			zap.Int64("count", total.keptUntouched))
@@ -172,22 +182,30 @@ func (s *sweeper) worker(ctx context.Context, w *adapt.Worker, c *sweepCounts) e
 		default:
 		}
 		var err error
+		var dc sweepCounts // this dir's, for the checkpoint's low-water mark
 		if s.pre.has(uint16(p)) {
-			err = s.sampled(ctx, uint16(p), c, st)
+			err = s.sampled(ctx, uint16(p), &dc, st)
 		} else {
-			cands, err = s.prefix(ctx, uint16(p), c, st, cands[:0])
+			cands, err = s.prefix(ctx, uint16(p), &dc, st, cands[:0])
 		}
+		c.add(&dc)
 		if err != nil {
 			return err
 		}
+		s.tr.finish(int(p), &dc)
+		s.swept.Add(1)
+		s.cp.tick()
+		if s.after != nil {
+			s.after(int(p))
+		}
 		w.Done(1)
-		if s.tr != nil {
-			s.tr.add(1)
+		if s.prog != nil {
+			s.prog.add(1)
 		}
 		if n := s.done.Add(1); n%(chunkstore.PrefixCount/10) == 0 {
 			fields := []zap.Field{zap.Int64("percent", 100*n/chunkstore.PrefixCount)}
-			if s.tr != nil {
-				p := s.tr.Snapshot()
+			if s.prog != nil {
+				p := s.prog.Snapshot()
 				fields = append(fields, zap.Int64("removed-so-far", p.Removed))
 				if eta, ok := p.ETA(time.Now()); ok {
 					fields = append(fields, zap.Duration("eta", eta))
@@ -291,8 +309,8 @@ func (s *sweeper) remove(ctx context.Context, dir *chunkstore.PrefixDir, cands [
 	if s.dryRun {
 		for _, cd := range cands {
 			c.removed(cd.size, cd.bad)
-			if s.tr != nil {
-				s.tr.removal(cd.size)
+			if s.prog != nil {
+				s.prog.removal(cd.size)
 			}
 		}
 		return nil
@@ -309,7 +327,8 @@ func (s *sweeper) remove(ctx context.Context, dir *chunkstore.PrefixDir, cands [
 // the candidates the scan found, through the dir the brake kept open or a
 // fresh open.
 func (s *sweeper) sampled(ctx context.Context, p uint16, c *sweepCounts, st *unix.Statx_t) error {
-	cands, dir := s.pre.take(p)
+	cands, dir, counts := s.pre.take(p)
+	c.add(&counts)
 	if len(cands) == 0 {
 		return nil
 	}
@@ -379,8 +398,8 @@ func (s *sweeper) removeLocked(ctx context.Context, dir *chunkstore.PrefixDir, c
 			return fmt.Errorf("remove %s/%s: %w", dir.Name(), cd.name, err)
 		}
 		c.removed(st.Size, cd.bad)
-		if s.tr != nil {
-			s.tr.removal(st.Size)
+		if s.prog != nil {
+			s.prog.removal(st.Size)
 		}
 		var flags journal.Flags
 		if cd.bad {

@@ -208,6 +208,16 @@ var figures = []figure{
 		get: always(func(s *gc.Status) int64 { return s.PurgedChunks })},
 	{name: "chunkgc_purged_bytes", field: "purged-bytes", help: last + "bytes purged from the quarantine.",
 		get: always(func(s *gc.Status) uint64 { return s.PurgedBytes })},
+	{name: "chunkgc_touched_chunks", field: "touched-chunks", help: last + "chunks phase 1 of this run touched (a resumed run touches fewer).",
+		get: always(func(s *gc.Status) int64 { return s.TouchedChunks })},
+	{name: "chunkgc_swept_prefix_dirs", field: "swept-prefix-dirs", help: last + "prefix dirs phase 2 of this run swept (a resumed run sweeps fewer).",
+		get: always(func(s *gc.Status) int64 { return s.SweptPrefixDirs })},
+	{name: "chunkgc_resumed_start_timestamp_seconds", field: "resumed-start-time", help: last + "start of the interrupted run it resumed; absent for a fresh run.",
+		get: func(s *gc.Status) (float64, bool) { return float64(s.ResumedStartTime), s.ResumedStartTime != 0 }},
+	{name: "chunkgc_resume_skipped_index_files", field: "resume-skipped-index-files", help: last + "index files of groups marked before the interruption that the resumed run did not open again.",
+		get: always(func(s *gc.Status) int64 { return s.ResumeSkippedIndexes })},
+	{name: "chunkgc_resume_remarked_index_files", field: "resume-remarked-index-files", help: last + "index files of such groups marked again because they changed since.",
+		get: always(func(s *gc.Status) int64 { return s.ResumeRemarkedIndexes })},
 	{name: "chunkgc_cache_hits", field: "cache-hits", help: last + "digest lookups the digest cache answered.",
 		get: always(func(s *gc.Status) int64 { return s.CacheHits })},
 	{name: "chunkgc_cache_lookups", field: "cache-lookups", help: last + "digest lookups in the digest cache.",
@@ -275,6 +285,8 @@ const (
 	labelUPID        = "upid"
 	labelJournalRun  = "journal_run"
 	labelQRun        = "quarantine_run"
+	labelResumedFrom = "resumed_from"
+	labelResumedPh   = "resumed_phase"
 	typeGauge        = "gauge"
 	typeCounter      = "counter"
 	helpLastFailure  = "End of the last GC run that failed (error, brake or canceled; busy is not a failure). Absent when no failure is known."
@@ -285,10 +297,12 @@ const (
 	helpRunTime      = "End of the last GC run, whatever its result."
 	helpRunDuration  = "Wall-clock duration of the last GC run, from the start of the gc command to its end."
 	helpLastSuccess  = "End of the last successful GC run (the mtime of .gc-status)."
-	helpInfo         = "The last successful GC run's task id (upid) and deletion journal run id (journal_run, empty when it removed nothing) and quarantine dir (quarantine_run, empty when it quarantined nothing); always 1."
+	helpInfo         = "The last successful GC run's task id (upid) and deletion journal run id (journal_run, empty when it removed nothing) quarantine dir (quarantine_run, empty when it quarantined nothing) and, for a resumed run, the interrupted run's upid and phase (resumed_from, resumed_phase); always 1."
 	fieldUPID        = "upid"
 	fieldJournalRun  = "journal-run"
 	fieldQRun        = "quarantine-run"
+	fieldResumedFrom = "resumed-from"
+	fieldResumedPh   = "resumed-phase"
 	fieldDryRunUnset = "dry-run"
 )
 
@@ -311,7 +325,8 @@ func Defs() []Def {
 		defs = append(defs, d)
 	}
 	defs = append(defs,
-		Def{Name: nameInfo, Type: typeGauge, Labels: []string{labelUPID, labelJournalRun, labelQRun}, Help: helpInfo, Fields: []string{fieldUPID, fieldJournalRun, fieldQRun}},
+		Def{Name: nameInfo, Type: typeGauge, Labels: []string{labelUPID, labelJournalRun, labelQRun, labelResumedFrom, labelResumedPh}, Help: helpInfo,
+			Fields: []string{fieldUPID, fieldJournalRun, fieldQRun, fieldResumedFrom, fieldResumedPh}},
 		Def{Name: nameLastSuccess, Type: typeGauge, Help: helpLastSuccess},
 		Def{Name: nameResult, Type: typeGauge, Labels: []string{labelResult}, Help: helpResult, Run: true},
 		Def{Name: nameRunTime, Type: typeGauge, Help: helpRunTime, Run: true},
@@ -364,7 +379,8 @@ func Build(in Input) *prometheus.Registry {
 			}
 			g.WithLabelValues(lv...).Set(v)
 		}
-		gauge(nameInfo, helpInfo, labelUPID, labelJournalRun, labelQRun).WithLabelValues(in.Store, s.UPID, s.JournalRun, s.QuarantineRun).Set(1)
+		gauge(nameInfo, helpInfo, labelUPID, labelJournalRun, labelQRun, labelResumedFrom, labelResumedPh).
+			WithLabelValues(in.Store, s.UPID, s.JournalRun, s.QuarantineRun, s.ResumedFrom, s.ResumedPhase).Set(1)
 		if !in.StatusTime.IsZero() {
 			gauge(nameLastSuccess, helpLastSuccess).WithLabelValues(in.Store).Set(unixSeconds(in.StatusTime))
 		}

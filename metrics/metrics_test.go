@@ -155,7 +155,7 @@ func TestStatusGroup(t *testing.T) {
 	for _, want := range []string{
 		`chunkgc_phase_duration_seconds{phase="mark",store="store1"} 1.5`,
 		`chunkgc_phase_duration_seconds{phase="sweep",store="store1"} 2.25`,
-		`chunkgc_status_info{journal_run="20251217T193320Z-1",quarantine_run="",store="store1",upid="UPID:host:`,
+		`chunkgc_status_info{journal_run="20251217T193320Z-1",quarantine_run="",resumed_from="",resumed_phase="",store="store1",upid="UPID:host:`,
 		"# TYPE chunkgc_disk_bytes gauge",
 	} {
 		if !strings.Contains(text, want) {

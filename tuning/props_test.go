@@ -25,6 +25,7 @@ func TestDefaults(t *testing.T) {
 		BrakeMinChunks:   1000,
 		JournalKeep:      20,
 		QuarantineHours:  0,
+		ResumeMaxAge:     168 * time.Hour,
 	}
 	rtest.Equal(t, "Defaults", want, Defaults())
 	rtest.Equal(t, "empty Props applied to Defaults", Defaults(), Props{}.Apply(Defaults()))
@@ -32,7 +33,7 @@ func TestDefaults(t *testing.T) {
 
 func TestKeys(t *testing.T) {
 	rtest.Equal(t, "Keys", []string{"gc-atime-safety-check", "gc-atime-cutoff", "gc-cache-capacity", "sync-level", "chunk-order", "gc-concurrency", "gc-max-clock-skew",
-		"gc-brake-percent", "gc-brake-min-chunks", "gc-journal-keep", "gc-quarantine-hours"}, Keys())
+		"gc-brake-percent", "gc-brake-min-chunks", "gc-journal-keep", "gc-quarantine-hours", "gc-resume-max-age"}, Keys())
 	k := Keys()
 	k[0] = "changed"
 	if Keys()[0] != KeyAtimeSafetyCheck {
@@ -125,6 +126,8 @@ func TestParseGood(t *testing.T) {
 		{"gc-journal-keep=0", with(func(t *Tuning) { t.JournalKeep = 0 }), "gc-journal-keep=0"},
 		{"gc-quarantine-hours=168", with(func(t *Tuning) { t.QuarantineHours = 168 }), "gc-quarantine-hours=168"},
 		{"gc-quarantine-hours=8760", with(func(t *Tuning) { t.QuarantineHours = 8760 }), "gc-quarantine-hours=8760"},
+		{"gc-resume-max-age=0", with(func(t *Tuning) { t.ResumeMaxAge = 0 }), "gc-resume-max-age=0"},
+		{"gc-resume-max-age=720", with(func(t *Tuning) { t.ResumeMaxAge = 720 * time.Hour }), "gc-resume-max-age=720"},
 
 		{
 			"gc-atime-safety-check=0,gc-atime-cutoff=60",
@@ -186,7 +189,7 @@ func TestParseBad(t *testing.T) {
 
 		{
 			give: "a=", wantKey: &keyErr{Key: "a", Value: ""},
-			wantMsg: `tuning a=: unknown key (known keys: gc-atime-safety-check, gc-atime-cutoff, gc-cache-capacity, sync-level, chunk-order, gc-concurrency, gc-max-clock-skew, gc-brake-percent, gc-brake-min-chunks, gc-journal-keep, gc-quarantine-hours)`,
+			wantMsg: `tuning a=: unknown key (known keys: gc-atime-safety-check, gc-atime-cutoff, gc-cache-capacity, sync-level, chunk-order, gc-concurrency, gc-max-clock-skew, gc-brake-percent, gc-brake-min-chunks, gc-journal-keep, gc-quarantine-hours, gc-resume-max-age)`,
 		},
 		{give: "foo=1", wantKey: &keyErr{Key: "foo", Value: "1"}, wantIn: []string{"tuning foo=1", "unknown key", "gc-atime-cutoff", "gc-concurrency"}},
 		{give: "GC-ATIME-CUTOFF=60", wantKey: &keyErr{Key: "GC-ATIME-CUTOFF", Value: "60"}, wantIn: []string{"unknown key"}},
@@ -220,6 +223,7 @@ func TestParseBad(t *testing.T) {
 		{give: "gc-concurrency=257", wantKey: &keyErr{Key: "gc-concurrency", Value: "257"}, wantMsg: "tuning gc-concurrency=257: out of range 0..256 (workers, 0 = automatic)"},
 		{give: "gc-concurrency=auto", wantKey: &keyErr{Key: "gc-concurrency", Value: "auto"}, wantIn: []string{"not a decimal integer", "0..256"}},
 		{give: "gc-brake-percent=101", wantKey: &keyErr{Key: "gc-brake-percent", Value: "101"}, wantMsg: "tuning gc-brake-percent=101: out of range 0..100 (percent, 0 = off)"},
+		{give: "gc-resume-max-age=721", wantKey: &keyErr{Key: "gc-resume-max-age", Value: "721"}, wantMsg: "tuning gc-resume-max-age=721: out of range 0..720 (hours, 0 = never resume)"},
 		{give: "gc-journal-keep=-1", wantKey: &keyErr{Key: "gc-journal-keep", Value: "-1"}, wantMsg: "tuning gc-journal-keep=-1: out of range 0..10000 (runs, 0 = no journal)"},
 		{give: "gc-quarantine-hours=8761", wantKey: &keyErr{Key: "gc-quarantine-hours", Value: "8761"}, wantMsg: "tuning gc-quarantine-hours=8761: out of range 0..8760 (hours, 0 = off)"},
 		{give: "gc-max-clock-skew=-1", wantKey: &keyErr{Key: "gc-max-clock-skew", Value: "-1"}, wantMsg: "tuning gc-max-clock-skew=-1: out of range 0..3600 (seconds)"},

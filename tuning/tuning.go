@@ -113,6 +113,12 @@ type Tuning struct {
 	// purges it (package gc, "Quarantine"); 0 unlinks garbage at once, as
 	// PBS does. A chunkgc extension, not a PBS key.
 	QuarantineHours int
+	// ResumeMaxAge (gc-resume-max-age, default 168 h, range 0..720 hours)
+	// is how old a GC checkpoint may be, counted from the interrupted
+	// run's start, for the next run to resume it (package gc, "Resumable
+	// runs"); an older one is ignored with a warning, and 0 never
+	// resumes. A chunkgc extension, not a PBS key.
+	ResumeMaxAge time.Duration
 }
 
 // Defaults returns the tuning used when no property overrides a key.
@@ -129,6 +135,7 @@ func Defaults() Tuning {
 		BrakeMinChunks:   1000,
 		JournalKeep:      20,
 		QuarantineHours:  0,
+		ResumeMaxAge:     168 * time.Hour,
 	}
 }
 
@@ -145,6 +152,7 @@ const (
 	KeyBrakeMinChunks   = "gc-brake-min-chunks"
 	KeyJournalKeep      = "gc-journal-keep"
 	KeyQuarantineHours  = "gc-quarantine-hours"
+	KeyResumeMaxAge     = "gc-resume-max-age"
 )
 
 type kind uint8
@@ -190,6 +198,8 @@ var specs = []spec{
 		set: func(t *Tuning, v int64) { t.JournalKeep = int(v) }},
 	{key: KeyQuarantineHours, kind: kindInt, min: 0, max: 8760, unit: "hours, 0 = off",
 		set: func(t *Tuning, v int64) { t.QuarantineHours = int(v) }},
+	{key: KeyResumeMaxAge, kind: kindInt, min: 0, max: 720, unit: "hours, 0 = never resume",
+		set: func(t *Tuning, v int64) { t.ResumeMaxAge = time.Duration(v) * time.Hour }},
 }
 
 func lookup(key string) *spec {

@@ -201,6 +201,7 @@ func runGC(ctx context.Context, e *env, args []string) (err error) {
 	fs.Var(&props, "tuning", "tuning overrides, e.g. gc-atime-cutoff=60,gc-cache-capacity=0")
 	dryRun := fs.Bool("dry-run", false, "mark and count, but remove nothing and keep .gc-status")
 	force := fs.Bool("force", false, "go on when the mass-deletion brake trips (this run only)")
+	fresh := fs.Bool("fresh", false, "ignore the checkpoint of an interrupted run and start over")
 	output := fs.String("output", "text", "text or json (final status on stdout)")
 	metricsDir := metricsDirFlag(fs)
 	var st *gc.Status
@@ -210,12 +211,17 @@ func runGC(ctx context.Context, e *env, args []string) (err error) {
 		return err
 	}
 	defer o.Close()
+	interval, slack, err := resumeEnv()
+	if err != nil {
+		return err
+	}
 	log := e.log.With(zap.String("store", o.name))
 	tr := new(gc.Tracker)
 	prog := startProgress(e, log, tr)
 	st, err = gc.Run(ctx, o.store, o.locks, gc.Options{
 		Log: log, StoreName: o.name, Tracker: tr,
-		Tuning: o.tuning, DryRun: *dryRun, Force: *force, Owner: o.owner,
+		Tuning: o.tuning, DryRun: *dryRun, Force: *force, Fresh: *fresh, Owner: o.owner,
+		CheckpointInterval: interval, RecheckSlack: slack,
 	})
 	prog.Stop()
 	if err != nil {
