@@ -15,24 +15,10 @@ WORK=${WORK:-/var/tmp/chunkgc-bench}
 mkdir -p "$WORK"
 go build -o "$WORK/chunkgc" ./cmd/chunkgc
 go build -o "$WORK/floor" ./bench/floor
-go build -o "$WORK/genstore" ./bench/genstore
 go build -o "$WORK/compare" ./bench/compare
 
-img="$WORK/store-$N.img"
-mnt="$WORK/mnt-$N"
-mkdir -p "$mnt"
-if ! mountpoint -q "$mnt"; then
-	if [ ! -f "$img" ]; then
-		# Small blobs live inline in the inode: the fixture costs inodes, not blocks.
-		truncate -s $(( N * 512 + (1 << 30) )) "$img"
-		mkfs.ext4 -q -F -N $((N + 131072)) -I 256 -O inline_data "$img"
-		mount -o loop "$img" "$mnt"
-		"$WORK/genstore" -chunks "$N" -indexes "$M" -garbage 0 -size 40 "$mnt/store"
-	else
-		mount -o loop "$img" "$mnt"
-	fi
-fi
-trap 'umount "$mnt" || umount -l "$mnt"' EXIT
+. bench/store.sh
+mount_fixture
 "$WORK/compare" -store "$mnt/store" -bin "$WORK/chunkgc" -floor "$WORK/floor" -runs "$RUNS" -workers "$WORKERS" -lock-dir "$WORK/locks"
 if [ "$(id -u)" = 0 ] && [ "${COLD:-1}" = 1 ]; then
 	"$WORK/compare" -cold -store "$mnt/store" -bin "$WORK/chunkgc" -floor "$WORK/floor" -runs "$RUNS" -workers "$WORKERS" -lock-dir "$WORK/locks"

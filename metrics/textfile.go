@@ -117,14 +117,21 @@ func (p *Previous) gauge(name, store, result string) (float64, bool) {
 		if label(m, labelStore) != store || result != "" && label(m, labelResult) != result {
 			continue
 		}
-		switch {
-		case m.GetGauge() != nil:
-			return m.GetGauge().GetValue(), true
-		case m.GetCounter() != nil:
-			return m.GetCounter().GetValue(), true
-		case m.GetUntyped() != nil:
-			return m.GetUntyped().GetValue(), true
-		}
+		return SampleValue(m)
+	}
+	return 0, false
+}
+
+// SampleValue is the value of a gauge, counter or untyped sample; ok is
+// false for any other type.
+func SampleValue(m *dto.Metric) (v float64, ok bool) {
+	switch {
+	case m.GetGauge() != nil:
+		return m.GetGauge().GetValue(), true
+	case m.GetCounter() != nil:
+		return m.GetCounter().GetValue(), true
+	case m.GetUntyped() != nil:
+		return m.GetUntyped().GetValue(), true
 	}
 	return 0, false
 }

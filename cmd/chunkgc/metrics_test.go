@@ -27,6 +27,7 @@ import (
 	"chunkgc/internal/testkit/rtest"
 	"chunkgc/internal/testkit/testfs"
 	"chunkgc/locking"
+	"chunkgc/metrics"
 )
 
 // registerStore adds store name at base to c's config.
@@ -68,14 +69,7 @@ next:
 				continue next
 			}
 		}
-		switch {
-		case m.GetGauge() != nil:
-			return m.GetGauge().GetValue(), true
-		case m.GetCounter() != nil:
-			return m.GetCounter().GetValue(), true
-		case m.GetUntyped() != nil:
-			return m.GetUntyped().GetValue(), true
-		}
+		return metrics.SampleValue(m)
 	}
 	return 0, false
 }
