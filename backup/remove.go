@@ -43,11 +43,7 @@ func removeContents(sys fsys.Syscalls, fd int, path string, depth int) error {
 	}
 	// List in full first: removing entries while getdents walks the
 	// directory may skip some.
-	var names []string
-	err := fsys.ReadDirents(sys, fd, func() string { return path }, make([]byte, direntBufSize), func(name []byte, _ uint8) error {
-		names = append(names, string(name))
-		return nil
-	})
+	names, err := fsys.ReadNames(sys, fd, path)
 	if err != nil {
 		return err
 	}

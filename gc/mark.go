@@ -356,12 +356,8 @@ func (m *marker) markIndex(rel string) (bool, error) {
 	}
 	m.prog.add(1)
 	if n := len(m.marked); m.totalIndexes > 0 && n%max(1, m.totalIndexes/10) == 0 {
-		fields := []zap.Field{zap.Int("done", n), zap.Int("listed", m.totalIndexes),
-			zap.Int("percent", min(100, 100*n/m.totalIndexes))}
-		if eta, ok := m.prog.Snapshot().ETA(time.Now()); ok {
-			fields = append(fields, zap.Duration("eta", eta))
-		}
-		m.log.Info("marked index files", fields...)
+		m.log.Info("marked index files", append([]zap.Field{zap.Int("done", n), zap.Int("listed", m.totalIndexes),
+			zap.Int("percent", min(100, 100*n/m.totalIndexes))}, m.prog.logFields(false)...)...)
 	}
 	return true, nil
 }

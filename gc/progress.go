@@ -99,9 +99,35 @@ func (t *Tracker) setPhase(name string, total int64) {
 	}
 }
 
-func (t *Tracker) add(n int64) { t.done.Add(n) }
+// add and removal count work; like logFields they do nothing on a nil
+// Tracker (a sweeper run by a benchmark has none).
+func (t *Tracker) add(n int64) {
+	if t != nil {
+		t.done.Add(n)
+	}
+}
 
 func (t *Tracker) removal(size uint64) {
-	t.removed.Add(1)
-	t.removedBytes.Add(size)
+	if t != nil {
+		t.removed.Add(1)
+		t.removedBytes.Add(size)
+	}
+}
+
+// logFields are what the periodic progress log lines add: with removed
+// (the sweep's) the removals so far, and the phase's ETA once it has a
+// rate.
+func (t *Tracker) logFields(removed bool) []zap.Field {
+	if t == nil {
+		return nil
+	}
+	p := t.Snapshot()
+	var f []zap.Field
+	if removed {
+		f = append(f, zap.Int64("removed-so-far", p.Removed))
+	}
+	if eta, ok := p.ETA(time.Now()); ok {
+		f = append(f, zap.Duration("eta", eta))
+	}
+	return f
 }

@@ -184,14 +184,12 @@ func walkQuarantine(store *chunkstore.Store, keep func(run string) bool,
 		return fmt.Errorf("quarantine: %w", err)
 	}
 	defer unix.Close(qfd)
-	runs, err := listNames(sys, qfd, root)
+	runs, err := quarantineRuns(sys, qfd, root)
 	if err != nil {
-		return fmt.Errorf("quarantine: %w", err)
+		return err
 	}
-	slices.Sort(runs)
-	slices.Reverse(runs)
 	for _, run := range runs {
-		if _, ok := runIDTime(run); !ok || (keep != nil && !keep(run)) {
+		if keep != nil && !keep(run) {
 			continue
 		}
 		if err := walkRun(store, qfd, root, run, fn, done); err != nil {
@@ -199,6 +197,20 @@ func walkQuarantine(store *chunkstore.Store, keep func(run string) bool,
 		}
 	}
 	return nil
+}
+
+// quarantineRuns lists the run dirs of the quarantine open as qfd (at
+// root), newest first; names that are not run ids are not ours and are
+// left out.
+func quarantineRuns(sys fsys.Syscalls, qfd int, root string) ([]string, error) {
+	names, err := fsys.ReadNames(sys, qfd, root)
+	if err != nil {
+		return nil, fmt.Errorf("quarantine: %w", err)
+	}
+	runs := slices.DeleteFunc(names, func(n string) bool { _, ok := runIDTime(n); return !ok })
+	slices.Sort(runs)
+	slices.Reverse(runs)
+	return runs, nil
 }
 
 func walkRun(store *chunkstore.Store, qfd int, root, run string,
@@ -214,7 +226,7 @@ func walkRun(store *chunkstore.Store, qfd int, root, run string,
 		return fmt.Errorf("quarantine: %w", err)
 	}
 	defer unix.Close(rfd)
-	subs, err := listNames(sys, rfd, rundir)
+	subs, err := fsys.ReadNames(sys, rfd, rundir)
 	if err != nil {
 		return fmt.Errorf("quarantine: %w", err)
 	}
@@ -251,7 +263,7 @@ func walkRun(store *chunkstore.Store, qfd int, root, run string,
 
 func walkSub(sys fsys.Syscalls, sfd int, subdir string, e *quarantineEntry,
 	fn func(e *quarantineEntry, subfd int, subdir string) error) error {
-	names, err := listNames(sys, sfd, subdir)
+	names, err := fsys.ReadNames(sys, sfd, subdir)
 	if err != nil {
 		return fmt.Errorf("quarantine: %w", err)
 	}
@@ -266,17 +278,6 @@ func walkSub(sys fsys.Syscalls, sfd int, subdir string, e *quarantineEntry,
 		}
 	}
 	return nil
-}
-
-// listNames lists directory fd (at path) into a slice of names.
-func listNames(sys fsys.Syscalls, fd int, path string) ([]string, error) {
-	var names []string
-	buf := make([]byte, 32<<10)
-	err := fsys.ReadDirents(sys, fd, func() string { return path }, buf, func(name []byte, _ uint8) error {
-		names = append(names, string(name))
-		return nil
-	})
-	return names, err
 }
 
 // removeEmpty removes directory name of dirfd if it is empty; any failure
@@ -409,18 +410,9 @@ func (h *healer) listRuns() {
 		return
 	}
 	defer unix.Close(qfd)
-	names, err := listNames(h.store.Syscalls(), qfd, QuarantinePath(h.store.Base()))
-	if err != nil {
+	if h.runs, err = quarantineRuns(h.store.Syscalls(), qfd, QuarantinePath(h.store.Base())); err != nil {
 		h.log.Warn("cannot look for missing chunks in the quarantine", zap.Error(err))
-		return
 	}
-	for _, n := range names {
-		if _, ok := runIDTime(n); ok {
-			h.runs = append(h.runs, n)
-		}
-	}
-	slices.Sort(h.runs)
-	slices.Reverse(h.runs)
 }
 
 // heal moves chunk d back from the quarantine into its prefix dir. It

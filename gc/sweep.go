@@ -199,19 +199,9 @@ func (s *sweeper) worker(ctx context.Context, w *adapt.Worker, c *sweepCounts) e
 			s.after(int(p))
 		}
 		w.Done(1)
-		if s.prog != nil {
-			s.prog.add(1)
-		}
+		s.prog.add(1)
 		if n := s.done.Add(1); n%(chunkstore.PrefixCount/10) == 0 {
-			fields := []zap.Field{zap.Int64("percent", 100*n/chunkstore.PrefixCount)}
-			if s.prog != nil {
-				p := s.prog.Snapshot()
-				fields = append(fields, zap.Int64("removed-so-far", p.Removed))
-				if eta, ok := p.ETA(time.Now()); ok {
-					fields = append(fields, zap.Duration("eta", eta))
-				}
-			}
-			s.log.Info("sweep progress", fields...)
+			s.log.Info("sweep progress", append([]zap.Field{zap.Int64("percent", 100*n/chunkstore.PrefixCount)}, s.prog.logFields(true)...)...)
 		}
 	}
 	return context.Cause(ctx) // Next is false only when ctx was cancelled
@@ -309,9 +299,7 @@ func (s *sweeper) remove(ctx context.Context, dir *chunkstore.PrefixDir, cands [
 	if s.dryRun {
 		for _, cd := range cands {
 			c.removed(cd.size, cd.bad)
-			if s.prog != nil {
-				s.prog.removal(cd.size)
-			}
+			s.prog.removal(cd.size)
 		}
 		return nil
 	}
@@ -398,9 +386,7 @@ func (s *sweeper) removeLocked(ctx context.Context, dir *chunkstore.PrefixDir, c
 			return fmt.Errorf("remove %s/%s: %w", dir.Name(), cd.name, err)
 		}
 		c.removed(st.Size, cd.bad)
-		if s.prog != nil {
-			s.prog.removal(st.Size)
-		}
+		s.prog.removal(st.Size)
 		var flags journal.Flags
 		if cd.bad {
 			flags |= journal.Bad

@@ -9,6 +9,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// ReadNames lists the directory open as fd (at path, for errors) in full
+// into a slice of names, with [ReadDirents] and a buffer of 8 KiB (as
+// os.File.ReadDir uses): for callers that act on the entries after the
+// listing, since removing or renaming them while getdents walks the
+// directory may skip some.
+func ReadNames(sys Syscalls, fd int, path string) ([]string, error) {
+	var names []string
+	err := ReadDirents(sys, fd, func() string { return path }, make([]byte, 8<<10), func(name []byte, _ uint8) error {
+		names = append(names, string(name))
+		return nil
+	})
+	return names, err
+}
+
 // ReadDirents lists the directory open as fd from its current offset with
 // getdents64 into buf and calls fn with the name and d_type (unix.DT_*) of
 // every entry but "." and "..", in directory order. It parses the records
