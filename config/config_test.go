@@ -573,3 +573,33 @@ func TestWriteFileErrorLeavesNoTmp(t *testing.T) {
 		t.Fatal("no error writing below a regular file")
 	}
 }
+
+// TestBackend: the backend property's type, from PBS's property string
+// (a type key or a lone value), and the refusal of every type but the
+// filesystem, naming the store and the backend.
+func TestBackend(t *testing.T) {
+	for _, row := range []struct{ backend, typ string }{
+		{"", BackendFilesystem},
+		{"type=filesystem", BackendFilesystem},
+		{"type=s3,client=c1,bucket=b1", "s3"},
+		{"client=c1, type = s3 ,bucket=b1,max-cache-size=1G", "s3"},
+		{"s3,client=c1,bucket=b1", "s3"},
+		{"type=tape", "tape"},
+	} {
+		f := parseString(t, "datastore: st1\n\tpath /srv/st1\n\tbackend "+row.backend+"\n")
+		d, ok := f.Datastore("st1")
+		if !ok {
+			t.Fatal("st1 not found")
+		}
+		rtest.Equal(t, "Backend", strings.TrimSpace(row.backend), d.Backend)
+		rtest.Equal(t, "BackendType "+row.backend, row.typ, d.BackendType())
+		err := d.CheckBackend()
+		if row.typ == BackendFilesystem {
+			rtest.OK(t, err)
+			continue
+		}
+		if !errors.Is(err, ErrUnsupportedBackend) || !strings.Contains(err.Error(), "st1") || !strings.Contains(err.Error(), row.backend) {
+			t.Errorf("CheckBackend(%q) = %v, want %v naming st1 and the backend", row.backend, err, ErrUnsupportedBackend)
+		}
+	}
+}

@@ -57,6 +57,9 @@ func (e *env) configuredRef(ds config.Datastore, base string) (*storeRef, error)
 	if err := config.CheckStorePath(ds.Path); err != nil {
 		return nil, fmt.Errorf("datastore %q in %s: %w", ds.Name, e.configPath, err)
 	}
+	if err := ds.CheckBackend(); err != nil {
+		return nil, fmt.Errorf("%s: %w", e.configPath, err)
+	}
 	base = filepath.Clean(base)
 	props, err := tuning.Parse(ds.Tuning)
 	if err != nil {
