@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"unicode"
 	"unicode/utf8"
+
+	"chunkgc/internal/nofollow"
 )
 
 // DefaultPath is where chunkgc reads its datastore config when neither
@@ -91,12 +93,9 @@ func Read(path string) (*File, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("read datastore config %s: not a regular file (%v)", path, fi.Mode().Type())
 	}
-	b, err := io.ReadAll(io.LimitReader(f, maxSize+1))
+	b, err := nofollow.ReadAll(f, maxSize)
 	if err != nil {
-		return nil, fmt.Errorf("read datastore config %s: %w", path, err)
-	}
-	if len(b) > maxSize {
-		return nil, fmt.Errorf("read datastore config %s: larger than %d bytes", path, maxSize)
+		return nil, fmt.Errorf("read datastore config: %w", err)
 	}
 	return parse(b, path)
 }
