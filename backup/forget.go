@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 
 	"go.uber.org/zap"
@@ -313,12 +312,9 @@ func takeOwnerFile(sys fsys.Syscalls, gfd int, gdir string) (ownerFile, error) {
 	if err := sys.Fstatat(int(f.Fd()), "", &st, unix.AT_EMPTY_PATH); err != nil {
 		return o, fsys.WithPath(err, o.path)
 	}
-	data, err := io.ReadAll(io.LimitReader(f, maxOwnerSize+1))
+	data, err := nofollow.ReadAll(f, maxOwnerSize)
 	if err != nil {
-		return o, fmt.Errorf("read owner: %w", err)
-	}
-	if len(data) > maxOwnerSize {
-		return o, fmt.Errorf("owner file %s: larger than %d bytes, not an owner", o.path, maxOwnerSize)
+		return o, fmt.Errorf("owner file, not an owner: %w", err)
 	}
 	o.present, o.data, o.mode, o.owner = true, data, st.Mode&0o7777, fsys.OwnerOf(&st)
 	err = sys.Unlinkat(gfd, ownerName, 0)

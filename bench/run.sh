@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Benchmarks chunkgc against the syscall floor and a sequential GC on a
-# loop-mounted ext4 (root). Prints medians and ratios (README "Performance").
+# loop-mounted ext4 or xfs (root). Prints medians and ratios (README "Performance").
 #
 #   sudo bench/run.sh                 # 1,000,000 chunks, 100 indexes, warm and cold
 #   N=4000000 sudo bench/run.sh       # the memory check at 4M chunks
+#   FS=xfs sudo bench/run.sh          # the same on xfs
 #   RUNS=7 WORKERS=16 bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

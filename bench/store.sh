@@ -1,17 +1,30 @@
 # Sourced by bench/run.sh and bench/usage.sh: the perf fixture, a store of N
-# chunks referenced once each from M fixed indexes on a loop-mounted ext4
-# image in $WORK, built once (bench/genstore) and mounted at $mnt until the
-# sourcing script exits.
+# chunks referenced once each from M fixed indexes on a loop-mounted image
+# in $WORK (FS=ext4, the default, or FS=xfs), built once (bench/genstore)
+# and mounted at $mnt until the sourcing script exits.
 mount_fixture() {
 	go build -o "$WORK/genstore" ./bench/genstore
-	img="$WORK/store-$N.img"
-	mnt="$WORK/mnt-$N"
+	FS=${FS:-ext4}
+	suffix=
+	[ "$FS" = ext4 ] || suffix="-$FS"
+	img="$WORK/store-$N$suffix.img"
+	mnt="$WORK/mnt-$N$suffix"
 	mkdir -p "$mnt"
 	if ! mountpoint -q "$mnt"; then
 		if [ ! -f "$img" ]; then
-			# Small blobs live inline in the inode: the fixture costs inodes, not blocks.
-			truncate -s $(( N * 512 + (1 << 30) )) "$img"
-			mkfs.ext4 -q -F -N $((N + 131072)) -I 256 -O inline_data "$img"
+			case "$FS" in
+			ext4)
+				# Small blobs live inline in the inode: the fixture costs inodes, not blocks.
+				truncate -s $(( N * 512 + (1 << 30) )) "$img"
+				mkfs.ext4 -q -F -N $((N + 131072)) -I 256 -O inline_data "$img"
+				;;
+			xfs)
+				# No inline data on xfs: a block per chunk, inodes allocated as needed.
+				truncate -s $(( N * 4096 * 3 / 2 + (2 << 30) )) "$img"
+				mkfs.xfs -q -f "$img"
+				;;
+			*) echo "FS=$FS: want ext4 or xfs" >&2; exit 2 ;;
+			esac
 			mount -o loop "$img" "$mnt"
 			"$WORK/genstore" -chunks "$N" -indexes "$M" -garbage 0 -size 40 "$mnt/store"
 		else

@@ -25,9 +25,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	rtest.Main(m, rtest.Helpers{"probe": probeHelper}, func(m *testing.M) int {
-		return leakcheck.Run(m, "chunkgc/", "go-fuse")
-	})
+	rtest.Main(m, rtest.Helpers{"probe": probeHelper}, leakcheck.Runner("chunkgc/", "go-fuse"))
 }
 
 // probeHelper runs in the test binary re-executed as a helper (see

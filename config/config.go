@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"unicode"
 	"unicode/utf8"
+
+	"chunkgc/internal/nofollow"
 )
 
 // DefaultPath is where chunkgc reads its datastore config when neither
@@ -101,12 +103,9 @@ func readFile(path, what string) ([]byte, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("read %s %s: not a regular file (%v)", what, path, fi.Mode().Type())
 	}
-	b, err := io.ReadAll(io.LimitReader(f, maxSize+1))
+	b, err := nofollow.ReadAll(f, maxSize)
 	if err != nil {
-		return nil, fmt.Errorf("read %s %s: %w", what, path, err)
-	}
-	if len(b) > maxSize {
-		return nil, fmt.Errorf("read %s %s: larger than %d bytes", what, path, maxSize)
+		return nil, fmt.Errorf("read %s: %w", what, err)
 	}
 	return b, nil
 }

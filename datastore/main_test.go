@@ -16,8 +16,7 @@ import (
 // TestMain runs the tests, or a helper process (see asBackup): the
 // permission tests re-exec the test binary as the backup user.
 func TestMain(m *testing.M) {
-	rtest.Main(m, rtest.Helpers{"walk": walkHelper, "list-groups": listGroupsHelper},
-		func(m *testing.M) int { return leakcheck.Run(m, "chunkgc/datastore.") })
+	rtest.Main(m, rtest.Helpers{"walk": walkHelper, "list-groups": listGroupsHelper}, leakcheck.Runner("chunkgc/datastore."))
 }
 
 // walkHelper runs WalkIndexFiles on the store at args[0] and reports on

@@ -19,14 +19,7 @@ import (
 func brakeFixture(t *testing.T, used, garbage, usedSize, garbageSize int) (f *fixture, u, g []blob.Digest) {
 	t.Helper()
 	f = newFixture(t)
-	for range used {
-		d, _ := f.chunk(usedSize, 72*time.Hour)
-		u = append(u, d)
-	}
-	for range garbage {
-		d, _ := f.chunk(garbageSize, 72*time.Hour)
-		g = append(g, d)
-	}
+	u, g = f.chunks(used, usedSize, 72*time.Hour), f.chunks(garbage, garbageSize, 72*time.Hour)
 	f.snapshot("vm/100/2025-01-01T00:00:00Z", u...)
 	return f, u, g
 }
@@ -228,19 +221,7 @@ func TestBrakeEstimateBound(t *testing.T) {
 // nothing, and once the namespace is back a run removes only real garbage.
 func TestBrakeHiddenNamespace(t *testing.T) {
 	f := newFixture(t)
-	var ns, root, g []blob.Digest
-	for range 30 {
-		d, _ := f.chunk(500, 72*time.Hour)
-		ns = append(ns, d)
-	}
-	for range 5 {
-		d, _ := f.chunk(500, 72*time.Hour)
-		root = append(root, d)
-	}
-	for range 5 {
-		d, _ := f.chunk(500, 72*time.Hour)
-		g = append(g, d)
-	}
+	ns, root, g := f.chunks(30, 500, 72*time.Hour), f.chunks(5, 500, 72*time.Hour), f.chunks(5, 500, 72*time.Hour)
 	f.snapshot("ns/prod/vm/100/2025-01-01T00:00:00Z", ns...)
 	f.snapshot("vm/200/2025-01-01T00:00:00Z", root...)
 	hidden := filepath.Join(f.base, ".ns-hidden")

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"path/filepath"
 	"slices"
@@ -332,16 +331,7 @@ func (c *checkpointer) close() {
 // fs.ErrNotExist.
 func readCheckpoint(store *chunkstore.Store) ([]byte, error) {
 	rel := StateDir + "/" + CheckpointName
-	f, err := nofollow.OpenFile(store.BaseFD(), store.Base(), rel)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxCheckpointSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", CheckpointPath(store.Base()), err)
-	}
-	return b, nil
+	return nofollow.ReadFile(store.BaseFD(), store.Base(), rel, maxCheckpointSize)
 }
 
 // removeCheckpoint removes <base>/.chunkgc/checkpoint if it exists,

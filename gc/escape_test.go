@@ -45,10 +45,7 @@ func newAttackFixture(t *testing.T) *attackFixture {
 	mnt := testfs.Tmpfs(t, "")
 	f := newFixtureAt(t, filepath.Join(mnt, "store"))
 	a := &attackFixture{fixture: f}
-	for range 3 {
-		d, _ := f.chunk(4096, 48*time.Hour)
-		a.refs = append(a.refs, d)
-	}
+	a.refs = f.chunks(3, 4096, 48*time.Hour)
 	a.garbage, _ = f.chunk(4096, 48*time.Hour)
 	f.snapshot("vm/100/"+escT1, a.refs[0])
 	f.snapshot("vm/100/"+escT2, a.refs[0], a.refs[1])

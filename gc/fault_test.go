@@ -37,14 +37,7 @@ type faultStore struct {
 func newFaultStore(t *testing.T) *faultStore {
 	t.Helper()
 	s := &faultStore{fixture: newFixture(t)}
-	for range 2 {
-		d, _ := s.chunk(1000, 72*time.Hour)
-		s.used = append(s.used, d)
-	}
-	for range 3 {
-		d, _ := s.chunk(1000, 72*time.Hour)
-		s.garbage = append(s.garbage, d)
-	}
+	s.used, s.garbage = s.chunks(2, 1000, 72*time.Hour), s.chunks(3, 1000, 72*time.Hour)
 	s.snapshot("vm/100/2025-01-01T00:00:00Z", s.used...)
 	_, zero, err := blob.ZeroChunk(blob.ZeroChunkSize)
 	rtest.OK(t, err)

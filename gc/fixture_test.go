@@ -84,6 +84,16 @@ func (f *fixture) chunk(size int, age time.Duration) (blob.Digest, int64) {
 	return f.st.Digest(n), f.st.Size(n)
 }
 
+// chunks inserts n chunks as [fixture.chunk] does and returns their digests.
+func (f *fixture) chunks(n, size int, age time.Duration) []blob.Digest {
+	f.t.Helper()
+	ds := make([]blob.Digest, n)
+	for i := range ds {
+		ds[i], _ = f.chunk(size, age)
+	}
+	return ds
+}
+
 // neverStored returns the digest of a chunk that does not exist, for an
 // index to reference on purpose.
 func (f *fixture) neverStored(size int) blob.Digest {

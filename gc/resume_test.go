@@ -359,15 +359,7 @@ func TestResumeUnknownGroup(t *testing.T) {
 	// The real clock, and changes count from the start itself: the
 	// snapshot copied in after the first run has a ctime at or after it.
 	s.clock = func(o *Options) { o.RecheckSlack = -1 }
-	var hidden, copied []blob.Digest
-	for range 1500 {
-		d, _ := s.chunk(100, 72*time.Hour)
-		hidden = append(hidden, d)
-	}
-	for range 5 {
-		d, _ := s.chunk(100, 72*time.Hour)
-		copied = append(copied, d)
-	}
+	hidden, copied := s.chunks(1500, 100, 72*time.Hour), s.chunks(5, 100, 72*time.Hour)
 	s.snapshot("ns/a/vm/1/2025-01-01T00:00:00Z", hidden...)
 	away := filepath.Join(s.base, ".away")
 	rtest.OK(t, os.Rename(filepath.Join(s.base, "ns"), away))

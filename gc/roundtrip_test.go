@@ -18,6 +18,7 @@ import (
 
 	"chunkgc/blob"
 	"chunkgc/chunkstore"
+	"chunkgc/internal/testkit/loopfuse"
 	"chunkgc/internal/testkit/rtest"
 	"chunkgc/internal/testkit/storetest"
 	"chunkgc/internal/testkit/testfs"
@@ -211,35 +212,16 @@ func (d *lazyDir) Releasedir(ctx context.Context, flags uint32) {
 // entry caching, whose requests c counts.
 func mountCounting(t *testing.T, backing string, readdirplus bool) (string, *opCounter) {
 	t.Helper()
-	rtest.RequireRoot(t)
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		rtest.SkipOrFail(t, "needs /dev/fuse: "+err.Error())
-	}
-	var st syscall.Stat_t
-	rtest.OK(t, syscall.Stat(backing, &st))
-	root := &fs.LoopbackRoot{Path: backing, Dev: uint64(st.Dev)}
-	rootNode := &lazyNode{LoopbackNode: &fs.LoopbackNode{RootData: root}, backing: backing}
-	root.RootNode = rootNode
-	var zero time.Duration
-	opts := &fs.Options{AttrTimeout: &zero, EntryTimeout: &zero, NegativeTimeout: &zero}
-	c := &opCounter{RawFileSystem: fs.NewNodeFS(rootNode, opts), n: map[string]int64{}}
-	mnt := filepath.Join(t.TempDir(), "countfs")
-	rtest.OK(t, os.Mkdir(mnt, 0o755))
-	server, err := fuse.NewServer(c, mnt, &fuse.MountOptions{
-		DirectMountStrict: true, AllowOther: true, FsName: backing, Name: "countfs",
-		DisableReadDirPlus: !readdirplus, MaxBackground: 64,
-	})
-	if err != nil {
-		rtest.SkipOrFail(t, "countfs: mount: "+err.Error())
-	}
-	go server.Serve()
-	rtest.OK(t, server.WaitMount())
-	t.Cleanup(func() {
-		if err := server.Unmount(); err != nil {
-			testfs.Unmount(t, mnt)
-			return
-		}
-		server.Wait()
+	var c *opCounter
+	mnt := loopfuse.MountWith(t, "countfs", backing, func(n *fs.LoopbackNode) fs.InodeEmbedder {
+		return &lazyNode{LoopbackNode: n, backing: backing}
+	}, loopfuse.Options{
+		Raw: func(raw fuse.RawFileSystem) fuse.RawFileSystem {
+			c = &opCounter{RawFileSystem: raw, n: map[string]int64{}}
+			return c
+		},
+		NoReadDirPlus: !readdirplus,
+		MaxBackground: 64,
 	})
 	return mnt, c
 }

@@ -4,13 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"chunkgc/chunkstore"
 	"chunkgc/internal/atomicfile"
@@ -118,27 +115,13 @@ const maxStatusSize = 1 << 20
 // symlink and with O_NONBLOCK, and must be a regular file (a FIFO planted
 // there is an error, never a hang).
 func ReadStatus(base string) (*Status, error) {
-	path := filepath.Join(base, StatusFile)
-	dfd, err := unix.Open(base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("read gc status: %w", &fs.PathError{Op: "open", Path: base, Err: err})
-	}
-	defer unix.Close(dfd)
-	f, err := nofollow.OpenFile(dfd, base, StatusFile)
+	b, err := nofollow.ReadFileIn(base, StatusFile, maxStatusSize)
 	if err != nil {
 		return nil, fmt.Errorf("read gc status: %w", err)
 	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxStatusSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("read gc status %s: %w", path, err)
-	}
-	if len(b) > maxStatusSize {
-		return nil, fmt.Errorf("read gc status %s: larger than %d bytes", path, maxStatusSize)
-	}
 	var st Status
 	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("parse gc status %s: %w", path, err)
+		return nil, fmt.Errorf("parse gc status %s: %w", filepath.Join(base, StatusFile), err)
 	}
 	return &st, nil
 }

@@ -20,9 +20,7 @@ import (
 // TestMain runs the tests, or, re-executed by [rtest.Helper] as the helper
 // "writer", writerHelper: the crash test SIGKILLs a writing process.
 func TestMain(m *testing.M) {
-	rtest.Main(m, rtest.Helpers{"writer": writerHelper}, func(m *testing.M) int {
-		return leakcheck.Run(m, "chunkgc/journal.")
-	})
+	rtest.Main(m, rtest.Helpers{"writer": writerHelper}, leakcheck.Runner("chunkgc/journal."))
 }
 
 // rec returns the deterministic record i: the crash test's child writes

@@ -26,9 +26,7 @@ import (
 // TestMain runs the tests, or, re-executed by [rtest.Helper] as the helper
 // "locking", helperMain: lock tests between processes re-exec the binary.
 func TestMain(m *testing.M) {
-	rtest.Main(m, rtest.Helpers{"locking": helperMain}, func(m *testing.M) int {
-		return leakcheck.Run(m, "chunkgc/locking.")
-	})
+	rtest.Main(m, rtest.Helpers{"locking": helperMain}, leakcheck.Runner("chunkgc/locking."))
 }
 
 // helperMain runs one helper command. It reports on stdout, one line per

@@ -70,25 +70,13 @@ type Previous struct {
 func ReadPrevious(dir, store string) (*Previous, error) {
 	name := TextfileName(store)
 	path := filepath.Join(dir, name)
-	dfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("read metrics textfile %s: %w", path, &fs.PathError{Op: "open", Path: dir, Err: err})
+	b, err := nofollow.ReadFileIn(dir, name, maxTextfileSize)
+	var pe *fs.PathError
+	if errors.Is(err, fs.ErrNotExist) && errors.As(err, &pe) && pe.Path != dir {
+		return nil, nil // the file is missing, not the dir
 	}
-	defer unix.Close(dfd)
-	f, err := nofollow.OpenFile(dfd, dir, name)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read metrics textfile: %w", err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxTextfileSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("read metrics textfile %s: %w", path, err)
-	}
-	if len(b) > maxTextfileSize {
-		return nil, fmt.Errorf("read metrics textfile %s: larger than %d bytes", path, maxTextfileSize)
 	}
 	return ParsePrevious(b, path)
 }

@@ -12,22 +12,17 @@ import (
 	"chunkgc/internal/testkit/rtest"
 )
 
+// TestDefaults pins the defaults as the README and SPEC state them, in the
+// property-string units an operator writes (minutes, seconds, hours), so a
+// unit change is caught as well as a value change.
 func TestDefaults(t *testing.T) {
-	want := Tuning{
-		AtimeSafetyCheck: true,
-		AtimeCutoff:      1445 * time.Minute,
-		CacheCapacity:    1048576,
-		SyncLevel:        SyncFilesystem,
-		ChunkOrder:       OrderInode,
-		Concurrency:      0,
-		MaxClockSkew:     30 * time.Second,
-		BrakePercent:     50,
-		BrakeMinChunks:   1000,
-		JournalKeep:      20,
-		QuarantineHours:  0,
-		ResumeMaxAge:     168 * time.Hour,
-	}
-	rtest.Equal(t, "Defaults", want, Defaults())
+	const documented = "gc-atime-safety-check=true,gc-atime-cutoff=1445,gc-cache-capacity=1048576,sync-level=filesystem," +
+		"chunk-order=inode,gc-concurrency=0,gc-max-clock-skew=30,gc-brake-percent=50,gc-brake-min-chunks=1000," +
+		"gc-journal-keep=20,gc-quarantine-hours=0,gc-resume-max-age=168"
+	p, err := Parse(documented)
+	rtest.OK(t, err)
+	rtest.Equal(t, "keys in the documented defaults", Keys(), p.keys())
+	rtest.Equal(t, "Defaults", p.Apply(Tuning{}), Defaults())
 	rtest.Equal(t, "empty Props applied to Defaults", Defaults(), Props{}.Apply(Defaults()))
 }
 
@@ -487,4 +482,13 @@ func TestSpecsConsistent(t *testing.T) {
 			t.Errorf("%s: no kind", sp.key)
 		}
 	}
+}
+
+// keys lists p's keys in order.
+func (p Props) keys() []string {
+	var ks []string
+	for _, pr := range p.items {
+		ks = append(ks, pr.key)
+	}
+	return ks
 }

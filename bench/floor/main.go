@@ -1,8 +1,21 @@
 // Command floor is the syscall floor of a GC run: it does only the system
-// calls a GC cannot avoid — utimensat of every referenced chunk (phase 1) and
-// getdents plus fstatat of every chunk file (phase 2) — with the given
-// parallelism, and prints the wall time of each phase. The digests are read
-// from the store's index files before the clock starts.
+// calls a GC cannot avoid, in the cheapest form chunkgc could make them,
+// with the given parallelism, and prints the wall time of each phase. The
+// digests are read from the store's index files and sorted by prefix dir
+// before the clock starts.
+//
+//   - phase 1: per prefix dir holding a referenced chunk, one open (kept
+//     for phase 2 while the fd budget lasts, as chunkgc keeps it) and a
+//     utimensat relative to it of each referenced chunk in it;
+//   - phase 2: per prefix dir, the listing (getdents until the empty
+//     reply) on the fd phase 1 kept or a fresh open, and per entry one
+//     statx with AT_STATX_DONT_SYNC, the cheapest stat (over FUSE it uses
+//     the attributes its LOOKUP brought).
+//
+// It removes nothing, keeps no lock, reads no index after the clock starts
+// and does no cross-check between the phases: everything it leaves out is
+// work a safe GC must do, so chunkgc/floor is the price of that safety.
+// The fd budget is RLIMIT_NOFILE less 2,048, chunkgc's own.
 //
 //	go run ./bench/floor -workers 8 /path/to/store
 package main
@@ -13,6 +26,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,14 +46,26 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: floor [-workers N] STORE")
 		os.Exit(2)
 	}
-	if err := run(flag.Arg(0), *workers); err != nil {
+	r, err := run(flag.Arg(0), *workers)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "floor:", err)
 		os.Exit(1)
 	}
+	fmt.Printf("floor workers=%d touched=%d prefix-dirs-touched=%d stat=%d mark=%.3fs sweep=%.3fs total=%.3fs\n",
+		workers, r.touched, r.touchedDirs, r.stat, r.mark.Seconds(), r.sweep.Seconds(), (r.mark + r.sweep).Seconds())
 }
 
-func run(base string, workers int) error {
-	var paths [][]byte // "xxxx/<hex>\x00", ready for the raw syscall
+// fdReserve is chunkgc's: what its prefix dir fd cache leaves to the rest.
+const fdReserve = 2048
+
+// result is what a run did and how long each phase took.
+type result struct {
+	touched, touchedDirs, stat int64
+	mark, sweep                time.Duration
+}
+
+func run(base string, workers int) (*result, error) {
+	var paths []string // "xxxx/<hex>"
 	err := filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -56,18 +83,43 @@ func run(base string, workers int) error {
 		defer r.Close()
 		return r.Each(func(dg *blob.Digest) error {
 			h := dg.String()
-			paths = append(paths, []byte(h[:4]+"/"+h+"\x00"))
+			paths = append(paths, h[:4]+"/"+h)
 			return nil
 		})
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
+	slices.Sort(paths)
+	paths = slices.Compact(paths)
+	// groups[i] is the start in paths of the i-th prefix dir's run.
+	var groups []int
+	for i, p := range paths {
+		if i == 0 || p[:4] != paths[i-1][:4] {
+			groups = append(groups, i)
+		}
+	}
+	groups = append(groups, len(paths))
+
 	chunks, err := unix.Open(filepath.Join(base, ".chunks"), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("open %s/.chunks: %w", base, err)
+		return nil, fmt.Errorf("open %s/.chunks: %w", base, err)
 	}
 	defer unix.Close(chunks)
+	var budget atomic.Int64
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err == nil && rl.Cur > fdReserve {
+		budget.Store(int64(rl.Cur - fdReserve))
+	}
+	var kept [65536]atomic.Int32 // fd+1 of a prefix dir phase 1 kept open
+	openPrefix := func(p uint64) (int, error) {
+		name := fmt.Sprintf("%04x", p)
+		fd, err := unix.Openat(chunks, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return -1, fmt.Errorf("open %s: %w", name, err)
+		}
+		return fd, nil
+	}
 
 	t0 := time.Now()
 	var next atomic.Int64
@@ -77,20 +129,36 @@ func run(base string, workers int) error {
 	for range workers {
 		wg.Go(func() {
 			for {
-				i := next.Add(1) - 1
-				if i >= int64(len(paths)) {
+				g := int(next.Add(1) - 1)
+				if g >= len(groups)-1 {
 					return
 				}
-				p := paths[i]
-				if err := unix.UtimesNanoAt(chunks, string(p[:len(p)-1]), ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-					firstErr.CompareAndSwap(nil, fmt.Errorf("utimensat %s: %w", p, err))
+				run := paths[groups[g]:groups[g+1]]
+				p, _ := strconv.ParseUint(run[0][:4], 16, 16)
+				fd, err := openPrefix(p)
+				if err != nil {
+					firstErr.CompareAndSwap(nil, err)
 					return
+				}
+				for _, path := range run {
+					if err := unix.UtimesNanoAt(fd, path[5:], ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+						firstErr.CompareAndSwap(nil, fmt.Errorf("utimensat %s: %w", path, err))
+						return
+					}
+				}
+				if budget.Add(-1) >= 0 {
+					kept[p].Store(int32(fd + 1))
+				} else {
+					unix.Close(fd)
 				}
 			}
 		})
 	}
 	wg.Wait()
 	mark := time.Since(t0)
+	if err, _ := firstErr.Load().(error); err != nil {
+		return nil, err
+	}
 
 	t1 := time.Now()
 	next.Store(0)
@@ -98,22 +166,24 @@ func run(base string, workers int) error {
 	for range workers {
 		wg.Go(func() {
 			buf := make([]byte, 32<<10)
-			var st unix.Stat_t
+			var stx unix.Statx_t
 			for {
-				p := next.Add(1) - 1
+				p := uint64(next.Add(1) - 1)
 				if p >= 65536 {
 					return
 				}
-				name := fmt.Sprintf("%04x", p)
-				fd, err := unix.Openat(chunks, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-				if err != nil {
-					firstErr.CompareAndSwap(nil, fmt.Errorf("open %s: %w", name, err))
-					return
+				fd := int(kept[p].Load()) - 1
+				if fd < 0 {
+					var err error
+					if fd, err = openPrefix(p); err != nil {
+						firstErr.CompareAndSwap(nil, err)
+						return
+					}
 				}
 				for {
 					n, err := unix.Getdents(fd, buf)
 					if err != nil {
-						firstErr.CompareAndSwap(nil, fmt.Errorf("getdents %s: %w", name, err))
+						firstErr.CompareAndSwap(nil, fmt.Errorf("getdents %04x: %w", p, err))
 						break
 					}
 					if n == 0 {
@@ -129,8 +199,10 @@ func run(base string, workers int) error {
 						if len(nameBytes) == 0 || nameBytes[0] == '.' {
 							continue
 						}
-						if err := unix.Fstatat(fd, string(nameBytes), &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-							firstErr.CompareAndSwap(nil, fmt.Errorf("fstatat %s/%s: %w", name, nameBytes, err))
+						err := unix.Statx(fd, string(nameBytes), unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC,
+							unix.STATX_TYPE|unix.STATX_ATIME|unix.STATX_SIZE|unix.STATX_NLINK, &stx)
+						if err != nil {
+							firstErr.CompareAndSwap(nil, fmt.Errorf("statx %04x/%s: %w", p, nameBytes, err))
 						}
 						entries.Add(1)
 					}
@@ -142,11 +214,9 @@ func run(base string, workers int) error {
 	wg.Wait()
 	sweep := time.Since(t1)
 	if err, _ := firstErr.Load().(error); err != nil {
-		return err
+		return nil, err
 	}
-	fmt.Printf("floor workers=%d touched=%d stat=%d mark=%.3fs sweep=%.3fs total=%.3fs\n",
-		workers, len(paths), entries.Load(), mark.Seconds(), sweep.Seconds(), (mark + sweep).Seconds())
-	return nil
+	return &result{touched: int64(len(paths)), touchedDirs: int64(len(groups) - 1), stat: entries.Load(), mark: mark, sweep: sweep}, nil
 }
 
 func indexByte(b []byte, c byte) int {

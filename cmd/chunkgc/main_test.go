@@ -154,6 +154,12 @@ func makeStore(t *testing.T, base string, referenced, garbage int) *testStore {
 	return ts
 }
 
+// ext4Store is [makeStore] at <mnt>/s, mnt a fresh loop-mounted ext4 of size bytes.
+func ext4Store(t *testing.T, size int64, referenced, garbage int) *testStore {
+	t.Helper()
+	return makeStore(t, filepath.Join(testfs.Loop(t, "ext4", "", size), "s"), referenced, garbage)
+}
+
 func countExisting(paths []string) int {
 	n := 0
 	for _, p := range paths {
@@ -277,8 +283,7 @@ func TestCreateOnAtimeDroppingFUSE(t *testing.T) {
 }
 
 func TestGCCutoffFlagAndStatus(t *testing.T) {
-	mnt := testfs.Loop(t, "ext4", "", 256<<20)
-	s := makeStore(t, filepath.Join(mnt, "s"), 50, 40)
+	s := ext4Store(t, 256<<20, 50, 40)
 	young := filepath.Join(s.base, ".chunks", "0000", strings.Repeat("0", 60)+"abcd")
 	if err := os.WriteFile(young, []byte("young garbage"), 0o644); err != nil {
 		t.Fatal(err)
@@ -327,8 +332,7 @@ func startGC(t *testing.T, c *cli, args ...string) (*exec.Cmd, *bufio.Scanner) {
 // garbage chunks and sends it sig once its log says when.
 func signalGC(t *testing.T, n int, when string, sig syscall.Signal) (*testStore, *cli, *exec.Cmd, *bufio.Scanner) {
 	t.Helper()
-	mnt := testfs.Loop(t, "ext4", "", 256<<20)
-	s := makeStore(t, filepath.Join(mnt, "s"), n, n)
+	s := ext4Store(t, 256<<20, n, n)
 	c := newCLI(t)
 	gc, log := startGC(t, c, s.base)
 	waitLog(t, log, when)
@@ -393,8 +397,7 @@ func TestSecondGCIsBusy(t *testing.T) {
 // TestGCRefusesWhileBackupHoldsStore: a process holding a classic POSIX read
 // lock on <base>/.lock (a PBS backup) makes GC exit 75.
 func TestGCRefusesWhileBackupHoldsStore(t *testing.T) {
-	mnt := testfs.Loop(t, "ext4", "", 256<<20)
-	s := makeStore(t, filepath.Join(mnt, "s"), 5, 5)
+	s := ext4Store(t, 256<<20, 5, 5)
 	h := rtest.Helper("posix-read-lock", filepath.Join(s.base, ".lock"))
 	stdin, _ := h.StdinPipe()
 	out, _ := h.StdoutPipe()
@@ -418,9 +421,8 @@ func TestGCRefusesWhileBackupHoldsStore(t *testing.T) {
 // TestSIGTERMAbort: SIGTERM during the sweep exits 143, leaves .gc-status
 // alone, releases the locks, and loses nothing referenced.
 func TestSIGTERMAbort(t *testing.T) {
-	mnt := testfs.Loop(t, "ext4", "", 512<<20)
 	// Less than half garbage: the mass-deletion brake lets it through.
-	s := makeStore(t, filepath.Join(mnt, "s"), 2000, 1500)
+	s := ext4Store(t, 512<<20, 2000, 1500)
 	c := newCLI(t)
 	gc, log := startGC(t, c, "--log-level", "debug", "--tuning", "gc-atime-safety-check=0,gc-concurrency=1", s.base)
 	waitLog(t, log, "chunk removed")
@@ -458,8 +460,7 @@ func TestKill9AtRandomPoints(t *testing.T) {
 	if os.Getenv("CHUNKGC_LONG") != "" {
 		rounds = 200
 	}
-	mnt := testfs.Loop(t, "ext4", "", 512<<20)
-	s := makeStore(t, filepath.Join(mnt, "s"), 3000, 2500) // under the brake's 50 %
+	s := ext4Store(t, 512<<20, 3000, 2500) // under the brake's 50 %
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))

@@ -25,7 +25,6 @@ import (
 	"chunkgc/config"
 	"chunkgc/internal/fsys"
 	"chunkgc/internal/testkit/rtest"
-	"chunkgc/internal/testkit/testfs"
 	"chunkgc/locking"
 	"chunkgc/metrics"
 )
@@ -142,8 +141,7 @@ func mtime(t *testing.T, path string) float64 {
 // CHUNKGC_METRICS_DIR works like the flag, and a store that cannot be
 // opened gets result error.
 func TestMetricsTextfileEveryEnd(t *testing.T) {
-	mnt := testfs.Loop(t, "ext4", "", 256<<20)
-	s := makeStore(t, filepath.Join(mnt, "s"), 10, 40) // 80 % garbage
+	s := ext4Store(t, 256<<20, 10, 40) // 80 % garbage
 	c := newCLI(t)
 	registerStore(t, c, "store1", s.base)
 	dir := t.TempDir()
@@ -333,8 +331,7 @@ func TestMetricsNodeExporterScrape(t *testing.T) {
 	if err != nil {
 		rtest.SkipOrFail(t, "promtool not installed (Debian package prometheus; .ci/run installs it)")
 	}
-	mnt := testfs.Loop(t, "ext4", "", 256<<20)
-	s := makeStore(t, filepath.Join(mnt, "s"), 30, 20)
+	s := ext4Store(t, 256<<20, 30, 20)
 	c := newCLI(t)
 	registerStore(t, c, "store1", s.base)
 	dir := t.TempDir()
@@ -379,8 +376,7 @@ func TestMetricsNodeExporterScrape(t *testing.T) {
 // TestMetricsCanceledRun: SIGTERM during the atime probe's sleep exits 143
 // and the textfile says canceled, a failure, with the probe unknown.
 func TestMetricsCanceledRun(t *testing.T) {
-	mnt := testfs.Loop(t, "ext4", "", 256<<20)
-	s := makeStore(t, filepath.Join(mnt, "s"), 5, 5)
+	s := ext4Store(t, 256<<20, 5, 5)
 	c := newCLI(t)
 	registerStore(t, c, "store1", s.base)
 	dir := t.TempDir()

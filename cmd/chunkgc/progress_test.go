@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"chunkgc/gc"
-	"chunkgc/internal/testkit/testfs"
 )
 
 // TestStatusLine: the systemd status names the phase, units, percent, ETA
@@ -51,8 +50,7 @@ func TestProgressBar(t *testing.T) {
 // socket of the test's) a GC sends STATUS= lines for each phase, with
 // counts and percent, and one when done.
 func TestNotifySocket(t *testing.T) {
-	mnt := testfs.Loop(t, "ext4", "", 256<<20)
-	s := makeStore(t, filepath.Join(mnt, "s"), 600, 600)
+	s := ext4Store(t, 256<<20, 600, 600)
 	c := newCLI(t)
 	sock := filepath.Join(t.TempDir(), "notify")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
@@ -102,8 +100,7 @@ collect:
 // TestSIGUSR1LogsProgress: kill -USR1 makes a running GC log its progress
 // at once, with phase, counts and percent, and the GC goes on to finish.
 func TestSIGUSR1LogsProgress(t *testing.T) {
-	mnt := testfs.Loop(t, "ext4", "", 512<<20)
-	s := makeStore(t, filepath.Join(mnt, "s"), 2000, 2000)
+	s := ext4Store(t, 512<<20, 2000, 2000)
 	c := newCLI(t)
 	cmd, log := startGC(t, c, "--tuning", "gc-atime-safety-check=0,gc-concurrency=1,gc-brake-percent=0", s.base)
 	waitLog(t, log, "start phase 2")

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"chunkgc/gc"
-	"chunkgc/internal/testkit/testfs"
 )
 
 func runStatusJSON(t *testing.T, r result) gc.Status {
@@ -34,8 +33,7 @@ func missing(paths []string) (n int) {
 // run; an asked-for digest not in the quarantine is reported and exits 1;
 // bad arguments are errors naming them.
 func TestRestoreCLI(t *testing.T) {
-	mnt := testfs.Loop(t, "ext4", "", 256<<20)
-	s := makeStore(t, filepath.Join(mnt, "s"), 50, 40)
+	s := ext4Store(t, 256<<20, 50, 40)
 	c := newCLI(t)
 	r := c.run("gc", "--tuning", "gc-atime-safety-check=0,gc-quarantine-hours=24", "--output", "json", s.base)
 	wantCode(t, r, exitOK, `"quarantined-chunks":40`)
@@ -70,8 +68,7 @@ func TestRestoreCLI(t *testing.T) {
 // chunk restored into a dir the sweep had not reached yet would go back
 // to the quarantine.
 func TestRestoreWhileGCRuns(t *testing.T) {
-	mnt := testfs.Loop(t, "ext4", "", 512<<20)
-	s := makeStore(t, filepath.Join(mnt, "s"), 200, 3000)
+	s := ext4Store(t, 512<<20, 200, 3000)
 	c := newCLI(t)
 	const tn = "gc-atime-safety-check=0,gc-quarantine-hours=24,gc-brake-percent=0"
 	r := c.run("gc", "--tuning", tn, "--output", "json", s.base)

@@ -91,8 +91,7 @@ func TestBrakeHidesNothingCLI(t *testing.T) {
 // its chunks, --digest says when and why a chunk was removed (and that a
 // referenced one was not); bad arguments are usage errors.
 func TestJournalCLI(t *testing.T) {
-	mnt := testfs.Loop(t, "ext4", "", 256<<20)
-	s := makeStore(t, filepath.Join(mnt, "s"), 50, 40)
+	s := ext4Store(t, 256<<20, 50, 40)
 	c := newCLI(t)
 	wantCode(t, c.run("journal", s.base), exitOK, "no deletion journals")
 	r := c.run("gc", "--tuning", "gc-atime-safety-check=0", "--output", "json", s.base)
@@ -192,8 +191,7 @@ func TestJournalCLIRefusesSymlinks(t *testing.T) {
 // phase 2 leaves a journal that reads without error as an incomplete
 // prefix, and every chunk it lists is indeed gone.
 func TestJournalAfterKill9MidSweep(t *testing.T) {
-	mnt := testfs.Loop(t, "ext4", "", 512<<20)
-	s := makeStore(t, filepath.Join(mnt, "s"), 4000, 4000)
+	s := ext4Store(t, 512<<20, 4000, 4000)
 	c := newCLI(t)
 	dir := gc.JournalPath(s.base)
 	withRecords := 0

@@ -228,8 +228,7 @@ func TestResumeAfterKill9(t *testing.T) {
 // TestFreshFlag: --fresh ignores the checkpoint a killed run left and
 // says so; the usage text lists it.
 func TestFreshFlag(t *testing.T) {
-	mnt := testfs.Loop(t, "ext4", "", 256<<20)
-	s := makeStore(t, filepath.Join(mnt, "s"), 2000, 500)
+	s := ext4Store(t, 256<<20, 2000, 500)
 	c := newCLI(t)
 	cmd, log := startGC(t, c, "--tuning", "gc-atime-safety-check=0,gc-concurrency=1", s.base)
 	waitLog(t, log, "start phase 2")

@@ -2,10 +2,8 @@ package main
 
 import (
 	"encoding/json"
-	"path/filepath"
 	"testing"
 
-	"chunkgc/internal/testkit/testfs"
 	"chunkgc/usage"
 )
 
@@ -13,8 +11,7 @@ import (
 // group (text and JSON), per snapshot with --snapshots, what forgetting a
 // snapshot would free, and refuses an unknown snapshot and a zero budget.
 func TestUsageCLI(t *testing.T) {
-	mnt := testfs.Loop(t, "ext4", "", 256<<20)
-	s := makeStore(t, filepath.Join(mnt, "s"), 1200, 10) // three groups of 500, 500, 200
+	s := ext4Store(t, 256<<20, 1200, 10) // three groups of 500, 500, 200
 	c := newCLI(t)
 	wantCode(t, c.run("usage", s.base), exitOK, "GROUP", "vm/100", "vm/102", "Total: 3 snapshots, 1200 chunks referenced")
 

@@ -9,14 +9,13 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"chunkgc/internal/testkit/loopfuse"
 	"chunkgc/internal/testkit/rtest"
-	"chunkgc/internal/testkit/testfs"
 )
 
 // eintrRoot is the root of a loopback FUSE filesystem whose lookup of each
@@ -46,33 +45,11 @@ func (r *eintrRoot) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 // mountEINTR mounts an eintrRoot over backing and returns the mount point.
 func mountEINTR(t *testing.T, backing string) (string, *eintrRoot) {
 	t.Helper()
-	rtest.RequireRoot(t)
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		rtest.SkipOrFail(t, "needs /dev/fuse: "+err.Error())
-	}
-	var st syscall.Stat_t
-	rtest.OK(t, syscall.Stat(backing, &st))
-	data := &fusefs.LoopbackRoot{Path: backing, Dev: uint64(st.Dev)}
-	root := &eintrRoot{LoopbackNode: &fusefs.LoopbackNode{RootData: data}, failed: map[string]int{}}
-	data.RootNode = root
-	mnt := filepath.Join(t.TempDir(), "eintr")
-	rtest.OK(t, os.Mkdir(mnt, 0o755))
-	var zero time.Duration
-	server, err := fusefs.Mount(mnt, root, &fusefs.Options{
-		AttrTimeout: &zero, EntryTimeout: &zero, NegativeTimeout: &zero,
-		MountOptions: fuse.MountOptions{DirectMountStrict: true, FsName: backing, Name: "eintrfs"},
-	})
-	if err != nil {
-		rtest.SkipOrFail(t, "eintr fuse mount: "+err.Error())
-	}
-	t.Cleanup(func() {
-		if err := server.Unmount(); err != nil {
-			t.Logf("unmount %s: %v; detaching lazily", mnt, err)
-			testfs.Unmount(t, mnt)
-			return
-		}
-		server.Wait()
-	})
+	var root *eintrRoot
+	mnt := loopfuse.Mount(t, "eintrfs", backing, func(n *fusefs.LoopbackNode) fusefs.InodeEmbedder {
+		root = &eintrRoot{LoopbackNode: n, failed: map[string]int{}}
+		return root
+	}, nil)
 	return mnt, root
 }
 

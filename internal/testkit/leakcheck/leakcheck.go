@@ -35,6 +35,11 @@ func Run(m *testing.M, match ...string) int {
 	return 0
 }
 
+// Runner is [Run] with match bound, for rtest.Main's run argument.
+func Runner(match ...string) func(*testing.M) int {
+	return func(m *testing.M) int { return Run(m, match...) }
+}
+
 // Leaked returns the stacks of live goroutines (other than the caller's)
 // that mention any of match, after giving exiting ones time to finish.
 func Leaked(match ...string) []string {

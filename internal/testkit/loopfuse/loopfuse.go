@@ -31,6 +31,26 @@ import (
 // stopped.
 func Mount(t testing.TB, name, backingDir string, wrap func(*fs.LoopbackNode) fs.InodeEmbedder, beforeUnmount func()) string {
 	t.Helper()
+	return MountWith(t, name, backingDir, wrap, Options{BeforeUnmount: beforeUnmount})
+}
+
+// Options are the rarer choices of [MountWith].
+type Options struct {
+	// BeforeUnmount runs when the test ends, before the unmount.
+	BeforeUnmount func()
+	// Raw wraps the request-level filesystem the nodes are served by, to
+	// see every FUSE request (count it, delay it).
+	Raw func(fuse.RawFileSystem) fuse.RawFileSystem
+	// NoReadDirPlus makes the kernel list directories with READDIR only.
+	NoReadDirPlus bool
+	// MaxBackground is the kernel's limit of background requests in
+	// flight (0: go-fuse's default).
+	MaxBackground int
+}
+
+// MountWith is [Mount] with [Options].
+func MountWith(t testing.TB, name, backingDir string, wrap func(*fs.LoopbackNode) fs.InodeEmbedder, o Options) string {
+	t.Helper()
 	rtest.RequireRoot(t)
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		rtest.SkipOrFail(t, "needs /dev/fuse: "+err.Error())
@@ -48,23 +68,28 @@ func Mount(t testing.TB, name, backingDir string, wrap func(*fs.LoopbackNode) fs
 		t.Fatal(err)
 	}
 	var zero time.Duration
-	server, err := fs.Mount(mnt, rootNode, &fs.Options{
-		AttrTimeout:     &zero,
-		EntryTimeout:    &zero,
-		NegativeTimeout: &zero,
-		MountOptions: fuse.MountOptions{
-			DirectMountStrict: true,
-			AllowOther:        true,
-			FsName:            backingDir,
-			Name:              name,
-		},
+	raw := fs.NewNodeFS(rootNode, &fs.Options{AttrTimeout: &zero, EntryTimeout: &zero, NegativeTimeout: &zero})
+	if o.Raw != nil {
+		raw = o.Raw(raw)
+	}
+	server, err := fuse.NewServer(raw, mnt, &fuse.MountOptions{
+		DirectMountStrict:  true,
+		AllowOther:         true,
+		FsName:             backingDir,
+		Name:               name,
+		DisableReadDirPlus: o.NoReadDirPlus,
+		MaxBackground:      o.MaxBackground,
 	})
 	if err != nil {
 		rtest.SkipOrFail(t, name+": mount: "+err.Error())
 	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		rtest.SkipOrFail(t, name+": mount: "+err.Error())
+	}
 	t.Cleanup(func() {
-		if beforeUnmount != nil {
-			beforeUnmount()
+		if o.BeforeUnmount != nil {
+			o.BeforeUnmount()
 		}
 		if err := server.Unmount(); err != nil {
 			// Busy: detach it; the server goroutines end when the

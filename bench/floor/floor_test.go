@@ -1,0 +1,50 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"chunkgc/internal/testkit/rtest"
+	"chunkgc/internal/testkit/storetest"
+	"chunkgc/internal/testkit/testfs"
+)
+
+// TestFloor: the floor touches every referenced chunk once (one referenced
+// twice counts once), in as many prefix dirs as they occupy, stats every
+// chunk file of the store and removes nothing.
+func TestFloor(t *testing.T) {
+	const refs, garbage = 30, 12
+	opts := []storetest.Option{storetest.At(filepath.Join(testfs.Tmpfs(t, ""), "store"))}
+	var names []string
+	for i := range refs + garbage {
+		n := fmt.Sprint("chunk ", i)
+		opts = append(opts, storetest.Chunk(n, storetest.Age(48*time.Hour)))
+		names = append(names, n)
+	}
+	opts = append(opts,
+		storetest.Snapshot("vm/100/2025-01-01T00:00:00Z", "drive-scsi0.img.fidx", names[:refs/2+1]...),
+		storetest.Snapshot("ct/200/2025-01-01T00:00:00Z", "root.pxar.didx", names[refs/2:refs]...))
+	st := storetest.Build(t, opts...)
+	dirs := map[string]bool{}
+	for _, n := range names[:refs] {
+		dirs[filepath.Base(filepath.Dir(st.Path(n)))] = true
+	}
+	start := time.Now()
+	r, err := run(st.Base(), 4)
+	rtest.OK(t, err)
+	rtest.Equal(t, "touched", int64(refs), r.touched)
+	rtest.Equal(t, "prefix dirs touched", int64(len(dirs)), r.touchedDirs)
+	rtest.Equal(t, "chunk files stat'ed", int64(refs+garbage), r.stat)
+	for i, n := range names {
+		var s unix.Stat_t
+		rtest.OK(t, unix.Stat(st.Path(n), &s))
+		atime := time.Unix(s.Atim.Unix())
+		if fresh := !atime.Before(start.Add(-time.Second)); fresh != (i < refs) {
+			t.Errorf("%s: atime %v, fresh %v, want fresh only for the %d referenced chunks", n, atime, fresh, refs)
+		}
+	}
+}
