@@ -204,6 +204,14 @@ func (p *PrefixDir) Touch(name string) error {
 	return nil
 }
 
+// WriteMarker replaces entry name of the prefix dir with an empty file (a
+// temporary file renamed over it, owned like a chunk): on an S3
+// datastore's local cache, the "on S3, not cached" marker PBS writes the
+// same way. The caller holds the chunk's lock.
+func (p *PrefixDir) WriteMarker(name string) error {
+	return p.s.writeChunk(p, name, nil)
+}
+
 // Unlink removes entry name of the prefix dir (unlinkat on the dir fd). A
 // missing entry is an error matching fs.ErrNotExist.
 func (p *PrefixDir) Unlink(name string) error {

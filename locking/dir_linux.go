@@ -126,6 +126,36 @@ func (d *Dir) LockSnapshot(ctx context.Context, ns []string, typ, id, snapTime s
 	return d.lockFile(ctx, LockFileName(ns, typ+"/"+id+"/"+snapTime), mode, timeout)
 }
 
+// chunkLocks is the subdirectory of a store's lock dir holding the
+// per-chunk locks of an S3 datastore, as PBS 4.2 names it.
+const chunkLocks = ".chunks"
+
+// LockChunk takes the per-chunk lock of an S3 datastore's chunk, flock
+// LOCK_EX on <dir>/.chunks/<first 4 hex>/<hex> with the double-stat: the
+// file PBS 4.2 locks. Writers hold it from the upload through the local
+// marker, verify while it renames a bad chunk, GC from the local decision
+// until the object's deletion has been answered. hex must be the 64
+// lowercase hex digits of a digest. timeout and the errors are as for
+// [Flock]: GC passes 0 and skips a chunk that is busy ([ErrLocked]).
+func (d *Dir) LockChunk(ctx context.Context, hex string, timeout time.Duration) (*Lock, error) {
+	if !isDigestHex(hex) {
+		return nil, fmt.Errorf("lock chunk %q: not 64 lowercase hex digits", hex)
+	}
+	return d.lockFile(ctx, chunkLocks+"/"+hex[:4]+"/"+hex, Exclusive, timeout)
+}
+
+func isDigestHex(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 // lockFile locks name (a slash-separated path below d) with the
 // double-stat, relative to an fd of its parent directory.
 func (d *Dir) lockFile(ctx context.Context, name string, mode Mode, timeout time.Duration) (*Lock, error) {

@@ -176,3 +176,46 @@ func TestLockInvalidNames(t *testing.T) {
 	rtest.OK(t, err)
 	rtest.Equal(t, "len(entries)", 1, len(entries)) // nothing created beside the lock dir
 }
+
+// TestLockChunk: the per-chunk lock is PBS's file <dir>/.chunks/<p>/<hex>,
+// owned like the lock dir; a second holder is refused at once with
+// ErrLocked (GC's try-once), a waiting one gets it after the release, and a
+// name that is not a digest's is refused before anything is created.
+func TestLockChunk(t *testing.T) {
+	mnt := mountTmpfs(t)
+	d, err := OpenDir(filepath.Join(mnt, "locks", "s3store"), backupOwner)
+	rtest.OK(t, err)
+	defer d.Close()
+	hex := strings.Repeat("ab", 32)
+	l, err := d.LockChunk(t.Context(), hex, 0)
+	rtest.OK(t, err)
+	want := filepath.Join(d.Path(), ".chunks", "abab", hex)
+	rtest.Equal(t, "lock path", want, l.Path())
+	for _, p := range []string{filepath.Dir(want), want} {
+		if uid, gid := owner(t, p); uid != backupUID || gid != backupGID {
+			t.Errorf("%s: owner %d:%d, want the backup user", p, uid, gid)
+		}
+	}
+	if _, err := d.LockChunk(t.Context(), hex, 0); !errors.Is(err, ErrLocked) {
+		t.Errorf("second LockChunk: %v, want ErrLocked", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		l2, err := d.LockChunk(t.Context(), hex, 10*time.Second)
+		if err == nil {
+			err = l2.Unlock()
+		}
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	rtest.OK(t, l.Unlock())
+	rtest.OK(t, <-done)
+	for _, bad := range []string{hex[:63], strings.ToUpper(hex), "../" + hex[3:], hex + ".0.bad"} {
+		if _, err := d.LockChunk(t.Context(), bad, 0); err == nil || !strings.Contains(err.Error(), "64 lowercase hex") {
+			t.Errorf("LockChunk(%q): %v, want a refusal", bad, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(d.Path(), ".chunks", "..", "x")); err == nil {
+		t.Error("a refused name created something")
+	}
+}

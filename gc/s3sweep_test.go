@@ -1,0 +1,358 @@
+package gc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"chunkgc/blob"
+	"chunkgc/chunkstore"
+	"chunkgc/internal/fsys"
+	"chunkgc/internal/testkit/rtest"
+	"chunkgc/internal/testkit/storetest"
+	"chunkgc/internal/testkit/testfs"
+	"chunkgc/locking"
+	"chunkgc/objstore"
+	"chunkgc/tuning"
+)
+
+// fakeBucket is an in-process stand-in for a bucket, for the fast table
+// tests of the S3 sweep (fake: the decision and its bookkeeping need no
+// HTTP; the same behaviour is tested against versitygw in the objstore
+// and S3 GC tests). It lists in key order and records each Delete.
+type fakeBucket struct {
+	mu      sync.Mutex
+	objs    map[string]objstore.Object
+	deletes [][]string
+	// failDelete, when set, is asked before each Delete; an error fails it
+	// with nothing deleted.
+	failDelete func(call int, keys []string) error
+}
+
+func newFakeBucket() *fakeBucket { return &fakeBucket{objs: map[string]objstore.Object{}} }
+
+func (b *fakeBucket) put(key string, size int64, lastModified time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.objs[key] = objstore.Object{Key: key, Size: size, LastModified: lastModified}
+}
+
+func (b *fakeBucket) has(key string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	_, ok := b.objs[key]
+	return ok
+}
+
+func (b *fakeBucket) List(ctx context.Context, prefix string, o objstore.ListOptions) iter.Seq2[objstore.Object, error] {
+	return func(yield func(objstore.Object, error) bool) {
+		b.mu.Lock()
+		var keys []string
+		for k := range b.objs {
+			if strings.HasPrefix(k, prefix) && k > o.StartAfter {
+				keys = append(keys, k)
+			}
+		}
+		slices.Sort(keys)
+		b.mu.Unlock()
+		for _, k := range keys {
+			b.mu.Lock()
+			obj, ok := b.objs[k]
+			b.mu.Unlock()
+			if ok && !yield(obj, nil) {
+				return
+			}
+		}
+	}
+}
+
+func (b *fakeBucket) Delete(ctx context.Context, keys []string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	call := len(b.deletes)
+	b.deletes = append(b.deletes, slices.Clone(keys))
+	if b.failDelete != nil {
+		if err := b.failDelete(call, keys); err != nil {
+			return err
+		}
+	}
+	for _, k := range keys {
+		delete(b.objs, k)
+	}
+	return nil
+}
+
+// s3Fixture is an S3 datastore's local cache (a full chunk store on tmpfs,
+// built by storetest with the store invariant at cleanup), its lock dir and
+// a fake bucket, with the run's cutoffs.
+type s3Fixture struct {
+	t      *testing.T
+	st     *storetest.Store
+	cache  *chunkstore.Store
+	locks  *locking.Dir
+	bucket *fakeBucket
+	now    time.Time
+	cut    s3Cutoffs
+	seq    int
+}
+
+const s3Prefix = "store1/.chunks/"
+
+func newS3Fixture(t *testing.T) *s3Fixture {
+	t.Helper()
+	base := filepath.Join(testfs.Tmpfs(t, ""), "cache")
+	st := storetest.Build(t, storetest.At(base))
+	cache, err := chunkstore.Open(base, chunkstore.Options{Log: zaptest.NewLogger(t), Owner: fsys.Keep, SyncLevel: tuning.SyncNone})
+	rtest.OK(t, err)
+	t.Cleanup(func() { cache.Close() })
+	locks, err := locking.OpenDir(filepath.Join(t.TempDir(), "locks"), fsys.Keep)
+	rtest.OK(t, err)
+	t.Cleanup(func() { locks.Close() })
+	now := time.Now()
+	return &s3Fixture{t: t, st: st, cache: cache, locks: locks, bucket: newFakeBucket(), now: now, cut: s3Cutoffs{
+		minAtime:     now.Add(-24*time.Hour - 5*time.Minute).Unix(),
+		oldestWriter: now.Add(-time.Minute).Unix(),
+		objCutoff:    now.Add(-24*time.Hour - 5*time.Minute),
+	}}
+}
+
+// digest returns a new digest unique in the fixture.
+func (f *s3Fixture) digest() blob.Digest {
+	f.seq++
+	return blob.Sum([]byte(fmt.Sprint("s3 sweep chunk ", f.seq)))
+}
+
+func (f *s3Fixture) key(d blob.Digest, suffix string) string {
+	h := d.String()
+	return s3Prefix + h[:4] + "/" + h + suffix
+}
+
+// local writes the cache file <p>/<hex><suffix> with size bytes, its atime
+// age in the past.
+func (f *s3Fixture) local(d blob.Digest, suffix string, size int, age time.Duration) string {
+	f.t.Helper()
+	p := f.cache.ChunkPath(d) + suffix
+	rtest.OK(f.t, os.WriteFile(p, make([]byte, size), 0o644))
+	at := f.now.Add(-age)
+	rtest.OK(f.t, os.Chtimes(p, at, at))
+	return p
+}
+
+func (f *s3Fixture) sweep(bucket s3Bucket) (*s3Sweep, error) {
+	s := &s3Sweep{bucket: bucket, cache: f.cache, locks: f.locks, prefix: s3Prefix, cut: f.cut,
+		log: zaptest.NewLogger(f.t), now: time.Now}
+	return s, s.run(context.Background())
+}
+
+func exists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
+}
+
+// TestS3SweepDecisionTable runs the sweep over every combination of local
+// state (cached chunk, empty marker, .using marker, nothing, local bad
+// copy, bad object without a local copy) × local atime old/new ×
+// LastModified old/new × chunk lock free/held, plus foreign keys, and
+// checks each object, each local file and the counters: an object goes
+// only with both proofs and a free lock, its local file first; .using
+// becomes an empty marker; foreign keys stay.
+func TestS3SweepDecisionTable(t *testing.T) {
+	f := newS3Fixture(t)
+	type row struct {
+		name      string
+		key       string
+		localPath string // "" when the row has no local file
+		usingPath string
+		wantGone  bool
+		held      *locking.Lock
+	}
+	var rows []*row
+	const old, fresh = 72 * time.Hour, time.Second
+	for _, busy := range []bool{false, true} {
+		for _, local := range []string{"cached", "marker", "using", "none", "bad", "bad-none"} {
+			for _, atime := range []string{"old", "pending", "new"} {
+				if (local == "using" || local == "none" || local == "bad-none") && atime != "old" {
+					continue // no local file, no atime
+				}
+				atimeOld := atime == "old"
+				for _, lmOld := range []bool{true, false} {
+					d := f.digest()
+					r := &row{name: fmt.Sprintf("busy=%v/local=%s/atime=%s/lm-old=%v", busy, local, atime, lmOld)}
+					age := map[string]time.Duration{"old": old, "pending": time.Hour, "new": fresh}[atime]
+					suffix := ""
+					switch local {
+					case "cached":
+						r.localPath = f.local(d, "", 300, age)
+					case "marker":
+						r.localPath = f.local(d, "", 0, age)
+					case "using":
+						r.usingPath = f.local(d, ".using", 0, fresh)
+					case "bad":
+						suffix = ".0.bad"
+						r.localPath = f.local(d, suffix, 200, age)
+					case "bad-none":
+						suffix = ".0.bad"
+					}
+					r.key = f.key(d, suffix)
+					lm := f.now.Add(-time.Second)
+					if lmOld {
+						lm = f.now.Add(-old)
+					}
+					f.bucket.put(r.key, 300, lm)
+					r.wantGone = !busy && lmOld && local != "using" && (atimeOld || local == "none" || local == "bad-none")
+					if busy {
+						l, err := f.locks.LockChunk(t.Context(), d.String(), 0)
+						rtest.OK(t, err)
+						r.held = l
+					}
+					rows = append(rows, r)
+				}
+			}
+		}
+	}
+	d := f.digest()
+	h := d.String()
+	foreign := []string{
+		s3Prefix + h[:4] + "/" + strings.ToUpper(h),
+		s3Prefix + h[:4] + "/" + h + ".using",
+		s3Prefix + h[:4] + "/" + h + ".tmp_1234",
+		s3Prefix + h[:4] + "/x/" + h,
+		s3Prefix + "README",
+	}
+	for _, k := range foreign {
+		f.bucket.put(k, 10, f.now.Add(-old))
+	}
+
+	s, err := f.sweep(f.bucket)
+	rtest.OK(t, err)
+	var gone, busy, young, pending int64
+	for _, r := range rows {
+		if r.held != nil {
+			rtest.OK(t, r.held.Unlock())
+			busy++
+		}
+		if got := !f.bucket.has(r.key); got != r.wantGone {
+			t.Errorf("%s: object deleted %v, want %v", r.name, got, r.wantGone)
+		}
+		if r.wantGone {
+			gone++
+		}
+		if r.held == nil && strings.Contains(r.name, "atime=pending") {
+			pending++
+		}
+		if r.localPath != "" && exists(r.localPath) == r.wantGone {
+			t.Errorf("%s: local file %s exists %v after the sweep, want %v", r.name, r.localPath, exists(r.localPath), !r.wantGone)
+		}
+		if r.usingPath != "" && r.held == nil {
+			if exists(r.usingPath) {
+				t.Errorf("%s: .using marker left", r.name)
+			}
+			marker := strings.TrimSuffix(r.usingPath, ".using")
+			if fi, err := os.Stat(marker); err != nil || fi.Size() != 0 {
+				t.Errorf("%s: want an empty marker %s: %v", r.name, marker, err)
+			}
+		}
+		if strings.Contains(r.name, "lm-old=false") && r.held == nil && !strings.Contains(r.name, "local=using") &&
+			(strings.Contains(r.name, "atime=old") || strings.Contains(r.name, "local=none") || strings.Contains(r.name, "local=bad-none")) {
+			young++
+		}
+	}
+	for _, k := range foreign {
+		if !f.bucket.has(k) {
+			t.Errorf("foreign key %s deleted", k)
+		}
+	}
+	rtest.Equal(t, "Removed", gone, s.c.Removed)
+	rtest.Equal(t, "Busy", busy, s.c.Busy)
+	rtest.Equal(t, "KeptYoung", young, s.c.KeptYoung)
+	rtest.Equal(t, "Foreign", int64(len(foreign)), s.c.Foreign)
+	rtest.Equal(t, "Objects", int64(len(rows)), s.c.Objects)
+	rtest.Equal(t, "UsingMarkers", int64(2), s.c.UsingMarkers) // lock free, LastModified old and new
+	rtest.Equal(t, "Pending", pending, s.c.Pending)
+	rtest.Equal(t, "RemovedBad", int64(2), s.c.RemovedBad)   // a local bad copy and none, both old
+	rtest.Equal(t, "LocalRemoved", gone-2, s.c.LocalRemoved) // all but the two without a local file
+}
+
+// TestS3SweepBatches: 250 deletable objects go in DeleteObjects batches of
+// at most 100, each key once; the request count is ⌈deleted/100⌉.
+func TestS3SweepBatches(t *testing.T) {
+	f := newS3Fixture(t)
+	for range 250 {
+		f.bucket.put(f.key(f.digest(), ""), 100, f.now.Add(-72*time.Hour))
+	}
+	s, err := f.sweep(f.bucket)
+	rtest.OK(t, err)
+	rtest.Equal(t, "Removed", int64(250), s.c.Removed)
+	rtest.Equal(t, "requests", 3, len(f.bucket.deletes))
+	seen := map[string]bool{}
+	for _, b := range f.bucket.deletes {
+		if len(b) > S3DeleteBatch {
+			t.Errorf("a batch of %d keys", len(b))
+		}
+		for _, k := range b {
+			if seen[k] {
+				t.Errorf("%s deleted twice", k)
+			}
+			seen[k] = true
+		}
+	}
+}
+
+// TestS3SweepDeleteFails: the second DeleteObjects fails (the outcome is
+// unknown): the run stops with an error naming the keys, every chunk lock
+// is released, no local file of an object still there survives (the local
+// file always goes first), and a second run with a working server
+// converges: every old object without local evidence goes.
+func TestS3SweepDeleteFails(t *testing.T) {
+	f := newS3Fixture(t)
+	var keys []string
+	var locals []string
+	for i := range 250 {
+		d := f.digest()
+		keys = append(keys, f.key(d, ""))
+		f.bucket.put(keys[i], 100, f.now.Add(-72*time.Hour))
+		locals = append(locals, f.local(d, "", 0, 72*time.Hour))
+	}
+	f.bucket.failDelete = func(call int, keys []string) error {
+		if call == 1 {
+			return &objstore.DeleteError{Endpoint: "fake", Unknown: keys, Err: errors.New("connection reset")}
+		}
+		return nil
+	}
+	s, err := f.sweep(f.bucket)
+	var de *objstore.DeleteError
+	if !errors.As(err, &de) || !strings.Contains(err.Error(), f.bucket.deletes[1][0]) {
+		t.Fatalf("sweep: %v, want a DeleteError naming the batch's keys", err)
+	}
+	rtest.Equal(t, "Removed (confirmed)", int64(100), s.c.Removed)
+	for i, k := range keys {
+		if f.bucket.has(k) && exists(locals[i]) && slices.Contains(f.bucket.deletes[1], k) {
+			t.Errorf("%s: local marker kept for an object whose delete was sent", k)
+		}
+		d, _ := blob.ParseDigest(k[strings.LastIndexByte(k, '/')+1:])
+		l, err := f.locks.LockChunk(t.Context(), d.String(), 0)
+		if err != nil {
+			t.Fatalf("chunk lock of %s still held after the failed run: %v", k, err)
+		}
+		l.Unlock()
+	}
+	f.bucket.failDelete = nil
+	s, err = f.sweep(f.bucket)
+	rtest.OK(t, err)
+	for _, k := range keys {
+		if f.bucket.has(k) {
+			t.Errorf("%s survived the second run", k)
+		}
+	}
+	rtest.Equal(t, "second run Removed", int64(150), s.c.Removed)
+}
