@@ -63,6 +63,9 @@ type Options struct {
 	// GroupLockTimeout bounds the wait for a group's exclusive lock on the
 	// last re-list attempt; 0 means 10 minutes.
 	GroupLockTimeout time.Duration
+	// S3, when not nil, makes the run collect an S3 datastore whose local
+	// cache is the store (doc "S3 datastores").
+	S3 *S3
 
 	hooks hooks
 }
@@ -204,6 +207,9 @@ type run struct {
 	sweepTr   *sweepTracker
 	phase     string
 	brakeDone bool
+
+	// s3Cut is an S3 run's object cutoff, min_atime in the server's clock.
+	s3Cut time.Time
 }
 
 func newRun(store *chunkstore.Store, locks *locking.Dir, opts *Options) *run {
@@ -253,6 +259,11 @@ func (r *run) prepare(ctx context.Context) error {
 	}
 	if err := r.probe(ctx); err != nil {
 		return err
+	}
+	if r.opts.S3 != nil {
+		if err := r.s3Clock(ctx); err != nil {
+			return err
+		}
 	}
 	r.untouched = &untouchedSet{limit: r.opts.hooks.untouchedLimit}
 	r.loadCheckpoint()
@@ -336,6 +347,7 @@ func (r *run) mark(ctx context.Context) error {
 // checks that every prefix dir is a real directory (doc "No escape").
 func (r *run) sweep(ctx context.Context) error {
 	t2 := time.Now()
+	defer func() { r.st.DurationPhase2 = time.Since(t2).Seconds() }()
 	r.prog.setPhase("check", 0)
 	checkLog := r.log.With(zap.String("phase", "check"))
 	check := r.opts.pool(ctx, "check", r.markWorkers, checkLog)
@@ -353,6 +365,9 @@ func (r *run) sweep(ctx context.Context) error {
 	}
 	if r.opts.hooks.afterPrefixCheck != nil {
 		r.opts.hooks.afterPrefixCheck()
+	}
+	if r.opts.S3 != nil {
+		return r.sweepS3(ctx)
 	}
 	r.log.Info("start phase 2 (sweep unused chunks)")
 	s := newSweeper(r.store, r.opts, r.log.With(zap.String("phase", "sweep")), r.st, r.untouched)
@@ -392,11 +407,7 @@ func (r *run) sweep(ctx context.Context) error {
 		r.st.PurgedChunks, r.st.PurgedBytes = p.chunks, p.bytes
 	}
 	r.st.JournalRun = s.jr.close(r.st, err)
-	if err != nil {
-		return err
-	}
-	r.st.DurationPhase2 = time.Since(t2).Seconds()
-	return nil
+	return err
 }
 
 // report logs the end-of-run report and, unless DryRun, writes .gc-status.

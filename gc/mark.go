@@ -69,6 +69,7 @@ type marker struct {
 	totalIndexes int
 
 	missing      atomic.Int64
+	expected     atomic.Int64 // S3: referenced, not cached: <hex>.using
 	untouched    *untouchedSet
 	heal         *healer // nil: no quarantine to heal from
 	prog         *Tracker
@@ -148,6 +149,9 @@ func mark(parent context.Context, store *chunkstore.Store, locks *locking.Dir, o
 	st.NewIndexFiles = m.newIndexes
 	st.StrangeIndexFiles = m.strange
 	st.MissingChunks = m.missing.Load()
+	if opts.S3 != nil {
+		st.S3Expected = m.expected.Load()
+	}
 	st.CacheHits = m.cacheHits.Load()
 	st.CacheLookups = m.cacheLookups.Load()
 	st.TouchedChunks = m.touched.Load()
@@ -464,6 +468,19 @@ func (m *marker) touchBatch(t *chunkstore.Toucher, w *adapt.Worker, b *batch) {
 		if !errors.Is(err, fs.ErrNotExist) {
 			m.cancel(fmt.Errorf("touch chunk %s referenced by %s: %w", d, b.index, err))
 			return
+		}
+		if m.opts.S3 != nil {
+			ok, err := s3Expect(m.ctx, m.store, m.locks, t, *d)
+			if err != nil {
+				m.cancel(fmt.Errorf("mark chunk %s referenced by %s as expected on S3: %w", d, b.index, err))
+				return
+			}
+			if ok {
+				touched++
+			} else {
+				m.expected.Add(1)
+			}
+			continue
 		}
 		if m.heal != nil && m.heal.heal(*d, b.index) {
 			if err = t.Touch(*d); err == nil {

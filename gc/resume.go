@@ -30,7 +30,8 @@ type resumeState struct {
 // checkpointing reports whether this run reads and writes checkpoints: not
 // a dry run, and not with gc-resume-max-age=0.
 func (r *run) checkpointing() bool {
-	return !r.opts.DryRun && r.opts.Tuning.ResumeMaxAge > 0
+	// An S3 run's sweep is one pass over a listing: nothing to resume.
+	return !r.opts.DryRun && r.opts.Tuning.ResumeMaxAge > 0 && r.opts.S3 == nil
 }
 
 // loadCheckpoint runs after the cutoff and the atime probe: it reads the
@@ -40,8 +41,8 @@ func (r *run) checkpointing() bool {
 // never raises them. Any checkpoint it does not resume is removed (a
 // warning says why); none of that stops the run.
 func (r *run) loadCheckpoint() {
-	if r.opts.DryRun {
-		return // a dry run neither reads nor writes it
+	if r.opts.DryRun || r.opts.S3 != nil {
+		return // a dry run neither reads nor writes it; an S3 run has none
 	}
 	path := CheckpointPath(r.store.Base())
 	log := r.log.With(zap.String("checkpoint", path))

@@ -36,15 +36,20 @@ const s3DeleteDefer = 30 * time.Second
 // S3SweepCounts are the S3 sweep's figures. Objects and bytes are the
 // listed ones (sizes from the listing).
 type S3SweepCounts struct {
-	Objects, ObjectBytes      int64 // chunk and bad-chunk objects listed
-	Removed, RemovedBytes     int64 // deleted, confirmed by the server
-	RemovedBad                int64 // of Removed, bad-chunk objects
-	Pending, PendingBytes     int64 // local atime between min_atime and the oldest writer
-	KeptYoung, KeptYoungBytes int64 // unused by the local evidence, younger than the cutoff on the server
-	Busy                      int64 // chunk lock held by another process: skipped
-	Foreign                   int64 // keys that name no chunk: never deleted
-	UsingMarkers              int64 // .using markers turned into empty markers
-	LocalRemoved              int64 // local files removed before their object
+	Objects        int64 `json:"objects"`          // chunk and bad-chunk objects listed
+	ObjectBytes    int64 `json:"object-bytes"`     // their listed sizes
+	Removed        int64 `json:"removed"`          // deleted, confirmed by the server (dry run: would be)
+	RemovedBytes   int64 `json:"removed-bytes"`    // their listed sizes
+	RemovedBad     int64 `json:"removed-bad"`      // of Removed, bad-chunk objects
+	Pending        int64 `json:"pending"`          // local atime between min_atime and the oldest writer
+	PendingBytes   int64 `json:"pending-bytes"`    // their listed sizes
+	KeptYoung      int64 `json:"kept-young"`       // unused by the local evidence, younger than the cutoff on the server
+	KeptYoungBytes int64 `json:"kept-young-bytes"` // their listed sizes
+	Busy           int64 `json:"busy"`             // chunk lock held by another process: skipped
+	Foreign        int64 `json:"foreign"`          // keys that name no chunk: never deleted
+	UsingMarkers   int64 `json:"using-markers"`    // .using markers turned into empty markers
+	LocalRemoved   int64 `json:"local-removed"`    // local files removed before their object
+	CacheRemoved   int64 `json:"cache-removed"`    // phase 3: local files and .using markers removed
 }
 
 // s3Sweep is phase 2 of an S3 datastore: one pass over the listing of
@@ -59,6 +64,7 @@ type s3Sweep struct {
 	cut    s3Cutoffs
 	log    *zap.Logger
 	now    func() time.Time
+	dryRun bool // decide and count, remove nothing
 
 	batch   []s3Queued
 	batchAt time.Time // when batch's first key was queued
@@ -148,6 +154,9 @@ func (s *s3Sweep) object(ctx context.Context, obj objstore.Object) error {
 		s.c.KeptYoung++
 		s.c.KeptYoungBytes += obj.Size
 	case s3KeepUsing:
+		if s.dryRun {
+			break
+		}
 		// The chunk is referenced and on S3: say so locally, as PBS does,
 		// so that uploaders skip it and the next run finds a marker.
 		if err := dir.WriteMarker(k.name); err != nil {
@@ -158,6 +167,14 @@ func (s *s3Sweep) object(ctx context.Context, obj objstore.Object) error {
 		}
 		s.c.UsingMarkers++
 	case s3Delete:
+		if s.dryRun {
+			s.c.Removed++
+			s.c.RemovedBytes += obj.Size
+			if k.kind == chunkstore.KindBad {
+				s.c.RemovedBad++
+			}
+			break
+		}
 		// The local file goes first: uploaders take it to mean that the
 		// object exists, so it must never outlive the object.
 		if e.local == localFile {

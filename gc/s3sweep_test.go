@@ -32,6 +32,7 @@ import (
 // and S3 GC tests). It lists in key order and records each Delete.
 type fakeBucket struct {
 	mu      sync.Mutex
+	skew    time.Duration // of ServerTime
 	objs    map[string]objstore.Object
 	deletes [][]string
 	// failDelete, when set, is asked before each Delete; an error fails it
@@ -355,4 +356,114 @@ func TestS3SweepDeleteFails(t *testing.T) {
 		}
 	}
 	rtest.Equal(t, "second run Removed", int64(150), s.c.Removed)
+}
+
+// ServerTime is the fake server's clock: this host's plus skew.
+func (b *fakeBucket) ServerTime(ctx context.Context) (objstore.ServerClock, error) {
+	now := time.Now()
+	return objstore.ServerClock{Server: now.Add(b.skew).Truncate(time.Second), Sent: now, Received: now}, nil
+}
+
+// TestS3Run is a whole run of an S3 datastore over the fake bucket: phase
+// 1 touches the cached referenced chunks and marks the uncached one
+// .using; phase 2 keeps every referenced object (the uncached one's
+// .using becomes an empty marker), deletes old garbage with and without a
+// local file, keeps a young object without local evidence (a no-cache
+// upload whose index is not finished), leaves foreign keys; phase 3
+// removes the cache file of an object that is gone. Every chunk of every
+// index still exists as an object.
+func TestS3Run(t *testing.T) {
+	f := newS3Fixture(t)
+	const old = 72 * time.Hour
+	var refs []blob.Digest
+	for i := range 4 {
+		n := fmt.Sprint("ref ", i)
+		f.st.Add(storetest.Chunk(n, storetest.Age(old)))
+		refs = append(refs, f.st.Digest(n))
+	}
+	f.st.Add(storetest.Missing("ref uncached"))
+	uncached := f.st.Digest("ref uncached")
+	refs = append(refs, uncached)
+	f.st.Snapshot("vm/100/2025-01-01T00:00:00Z", "drive-scsi0.img.fidx", refs...)
+	for _, d := range refs {
+		f.bucket.put(f.key(d, ""), 1000, f.now.Add(-old))
+	}
+	garbageCached, garbageMarker, garbageNone, young := f.digest(), f.digest(), f.digest(), f.digest()
+	cachedPath := f.local(garbageCached, "", 500, old)
+	markerPath := f.local(garbageMarker, "", 0, old)
+	for _, d := range []blob.Digest{garbageCached, garbageMarker, garbageNone} {
+		f.bucket.put(f.key(d, ""), 1000, f.now.Add(-old))
+	}
+	f.bucket.put(f.key(young, ""), 1000, f.now.Add(-time.Minute))
+	orphan := f.digest() // a cache file whose object is gone
+	orphanPath := f.local(orphan, "", 0, old)
+	foreign := s3Prefix + "README"
+	f.bucket.put(foreign, 10, f.now.Add(-old))
+
+	tun := tuning.Defaults()
+	tun.AtimeSafetyCheck = false
+	st, err := Run(context.Background(), f.cache, f.locks, Options{Log: zaptest.NewLogger(t), StoreName: "store1", Tuning: tun,
+		S3: &S3{Bucket: f.bucket, Store: "store1"}})
+	rtest.OK(t, err)
+	for _, d := range refs {
+		if !f.bucket.has(f.key(d, "")) {
+			t.Errorf("referenced object %s deleted", d)
+		}
+	}
+	if fi, err := os.Stat(f.cache.ChunkPath(uncached)); err != nil || fi.Size() != 0 {
+		t.Errorf("uncached referenced chunk: want an empty marker: %v", err)
+	}
+	if exists(f.cache.ChunkPath(uncached) + ".using") {
+		t.Error(".using marker left after the run")
+	}
+	for name, d := range map[string]blob.Digest{"cached": garbageCached, "marker": garbageMarker, "none": garbageNone} {
+		if f.bucket.has(f.key(d, "")) {
+			t.Errorf("old garbage object (%s) kept", name)
+		}
+	}
+	for _, p := range []string{cachedPath, markerPath, orphanPath} {
+		if exists(p) {
+			t.Errorf("cache file %s left without its object", p)
+		}
+	}
+	if !f.bucket.has(f.key(young, "")) || !f.bucket.has(foreign) {
+		t.Error("young or foreign object deleted")
+	}
+	rtest.Equal(t, "expected (.using)", int64(1), st.S3Expected)
+	rtest.Equal(t, "removed", int64(3), st.RemovedChunks)
+	rtest.Equal(t, "kept young", int64(1), st.S3.KeptYoung)
+	rtest.Equal(t, "disk chunks", int64(len(refs)+1), st.DiskChunks)
+	rtest.Equal(t, "cache removed", int64(1), st.S3.CacheRemoved)
+	f.checkObjects(t)
+	read, err := ReadStatus(f.cache.Base())
+	rtest.OK(t, err)
+	rtest.Equal(t, ".gc-status removed-chunks", int64(3), read.RemovedChunks)
+}
+
+// TestS3RunClockSkew: a server clock further off than gc-max-clock-skew
+// stops the run before phase 1, naming it; nothing is deleted.
+func TestS3RunClockSkew(t *testing.T) {
+	for _, skew := range []time.Duration{2 * time.Minute, -2 * time.Minute} {
+		f := newS3Fixture(t)
+		f.bucket.skew = skew
+		k := f.key(f.digest(), "")
+		f.bucket.put(k, 10, f.now.Add(-72*time.Hour))
+		tun := tuning.Defaults()
+		tun.AtimeSafetyCheck = false
+		_, err := Run(context.Background(), f.cache, f.locks, Options{Log: zaptest.NewLogger(t), StoreName: "store1", Tuning: tun,
+			S3: &S3{Bucket: f.bucket, Store: "store1"}})
+		if !errors.Is(err, ErrS3ClockSkew) {
+			t.Errorf("skew %v: %v, want %v", skew, err, ErrS3ClockSkew)
+		}
+		if !f.bucket.has(k) || len(f.bucket.deletes) != 0 {
+			t.Errorf("skew %v: an object was deleted", skew)
+		}
+	}
+}
+
+// checkObjects is the S3 store invariant: every chunk of every index of
+// the local cache exists as an object.
+func (f *s3Fixture) checkObjects(t *testing.T) {
+	t.Helper()
+	storetest.CheckObjects(t, f.cache.Base(), func(d blob.Digest) bool { return f.bucket.has(f.key(d, "")) })
 }

@@ -88,6 +88,11 @@ type Status struct {
 	// marked again because they or their snapshot changed since.
 	ResumeSkippedIndexes  int64 `json:"resume-skipped-index-files,omitempty"`
 	ResumeRemarkedIndexes int64 `json:"resume-remarked-index-files,omitempty"`
+	// S3Expected counts the referenced chunks of an S3 datastore phase 1
+	// found without a local file, marked <hex>.using; S3 holds its
+	// sweep's figures beyond PBS's (nil for a filesystem datastore).
+	S3Expected int64          `json:"s3-expected-chunks,omitempty"`
+	S3         *S3SweepCounts `json:"s3,omitempty"`
 }
 
 // writeStatus replaces <base>/.gc-status atomically: tmp file, fsync, chown,

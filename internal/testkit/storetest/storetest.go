@@ -36,17 +36,38 @@ func CheckReferenced(t testing.TB, base string) (indexes, refs int) {
 	return CheckReferencedExcept(t, base)
 }
 
+// CheckObjects is the store invariant of an S3 datastore whose local cache
+// is base: every chunk referenced by every index under base exists as an
+// object, as exists (the test's view of the bucket) reports.
+func CheckObjects(t testing.TB, base string, exists func(d blob.Digest) bool) (indexes, refs int) {
+	t.Helper()
+	c := newChecker(t, base)
+	c.exists = exists
+	return c.run()
+}
+
 // CheckReferencedExcept is CheckReferenced for a test that references chunks
 // it never stored (a missing-chunk test): each of known that is missing is
 // reported with t.Logf instead of failing t. Every other referenced chunk
 // must exist.
 func CheckReferencedExcept(t testing.TB, base string, known ...blob.Digest) (indexes, refs int) {
 	t.Helper()
-	c := checker{t: t, base: base, chunks: filepath.Join(base, ".chunks"),
-		seen: map[blob.Digest]int{}, refBy: map[blob.Digest][]string{}, why: map[blob.Digest]string{}}
+	c := newChecker(t, base)
 	for _, d := range known {
 		c.seen[d] = knownMissing
 	}
+	return c.run()
+}
+
+func newChecker(t testing.TB, base string) *checker {
+	return &checker{t: t, base: base, chunks: filepath.Join(base, ".chunks"),
+		seen: map[blob.Digest]int{}, refBy: map[blob.Digest][]string{}, why: map[blob.Digest]string{}}
+}
+
+// run walks the indexes and reports.
+func (c *checker) run() (indexes, refs int) {
+	t, base := c.t, c.base
+	t.Helper()
 	fi, err := os.Lstat(base)
 	if err != nil {
 		t.Errorf("storetest: store %s: %v", base, err)
@@ -97,6 +118,8 @@ type checker struct {
 	refs    int
 	buf     []blob.Digest
 	seen    map[blob.Digest]int
+	// exists, when set, decides instead of a stat of the chunk file.
+	exists func(d blob.Digest) bool
 	// missing digests in the order found, with the indexes that reference
 	// them and why each is missing.
 	missing []blob.Digest
@@ -170,6 +193,13 @@ func (c *checker) index(p string) {
 // stat decides whether the chunk of d exists.
 func (c *checker) stat(d blob.Digest) int {
 	c.t.Helper()
+	if c.exists != nil {
+		if c.exists(d) {
+			return present
+		}
+		c.why[d] = "has no object"
+		return missing
+	}
 	p := c.chunkPath(d)
 	fi, err := os.Lstat(p)
 	switch {

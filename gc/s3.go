@@ -1,0 +1,214 @@
+package gc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"chunkgc/blob"
+	"chunkgc/chunkstore"
+	"chunkgc/locking"
+	"chunkgc/objstore"
+)
+
+// S3Bucket is what a run of an S3 datastore asks of its bucket;
+// *objstore.Client is one.
+type S3Bucket interface {
+	s3Bucket
+	ServerTime(ctx context.Context) (objstore.ServerClock, error)
+}
+
+// S3 makes [Run] collect an S3 datastore of PBS 4.2 (SPEC §12; doc "S3
+// datastores"): the run's store is the datastore's local cache, Bucket
+// holds its objects, every key starting with Store + "/".
+type S3 struct {
+	Bucket S3Bucket
+	Store  string
+}
+
+// ErrS3ClockSkew is matched by the error of a run whose S3 server's clock
+// is further from this host's than gc-max-clock-skew.
+var ErrS3ClockSkew = errors.New("the S3 server's clock is too far from this host's")
+
+// s3ChunkLockWait bounds phase 1's wait for the chunk lock of a referenced
+// chunk without a local file (an upload in progress holds it).
+const s3ChunkLockWait = 10 * time.Minute
+
+// s3Clock reads the server's clock once, at run start, refuses a skew
+// beyond the bound and returns the object cutoff: min_atime moved into the
+// server's clock by the smallest skew the Date header allows (it has whole
+// seconds; SPEC §12), so that LastModified is compared in the clock that
+// stamped it.
+func (r *run) s3Clock(ctx context.Context) error {
+	sc, err := r.opts.S3.Bucket.ServerTime(ctx)
+	if err != nil {
+		return fmt.Errorf("s3 server clock: %w", err)
+	}
+	rtt := sc.Received.Sub(sc.Sent)
+	lo, hi := sc.Skew()-rtt/2, sc.Skew()+time.Second+rtt/2
+	bound := r.opts.Tuning.MaxClockSkew
+	if lo.Abs() > bound || hi.Abs() > bound {
+		return fmt.Errorf("%w: server %s, host %s, skew %v..%v, bound gc-max-clock-skew=%v", ErrS3ClockSkew,
+			sc.Server.UTC().Format(time.RFC3339), sc.Sent.UTC().Format(time.RFC3339Nano), lo, hi, bound)
+	}
+	r.s3Cut = time.Unix(r.st.MinAtime, 0).Add(lo)
+	r.log.Info("s3 server clock", zap.Time("server-time", sc.Server), zap.Duration("skew-min", lo), zap.Duration("skew-max", hi),
+		zap.Time("object-cutoff", r.s3Cut.UTC()))
+	return nil
+}
+
+// s3Expect is phase 1's handling of a referenced chunk with no local file in
+// an S3 datastore's cache (evicted without a marker, uploaded with
+// no-cache, or a lost cache), as PBS does it: under the chunk lock (an
+// upload in progress finishes first) it touches again, and if there is
+// still no file and no bad copy it creates <hex>.using, which the sweep
+// keeps the object for. It reports whether the chunk was touched after
+// all.
+func s3Expect(ctx context.Context, store *chunkstore.Store, locks *locking.Dir, t *chunkstore.Toucher, d blob.Digest) (touched bool, err error) {
+	hex := d.String()
+	lctx, cancel := context.WithTimeout(ctx, s3ChunkLockWait)
+	defer cancel()
+	lock, err := locks.LockChunk(lctx, hex, s3ChunkLockWait)
+	if err != nil {
+		return false, err
+	}
+	defer lock.Unlock()
+	if err := t.Touch(d); err == nil {
+		return true, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	if n, err := t.TouchBad(d); err != nil || n > 0 {
+		return false, err
+	}
+	dir, err := store.OpenPrefix(d.Prefix())
+	if err != nil {
+		return false, err
+	}
+	defer dir.Close()
+	if err := dir.Touch(hex + usingSuffix); err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	return false, dir.WriteMarker(hex + usingSuffix)
+}
+
+// sweepS3 is phase 2 of an S3 datastore: the sweep of the bucket's listing
+// (s3Sweep), then phase 3, the local cache. Its figures are the objects'
+// (PBS's .gc-status of an S3 store counts objects and listed sizes).
+func (r *run) sweepS3(ctx context.Context) error {
+	r.log.Info("start phase 2 (sweep unused objects)", zap.String("bucket-prefix", r.opts.S3.Store+"/.chunks/"))
+	s := &s3Sweep{bucket: r.opts.S3.Bucket, cache: r.store, locks: r.locks, prefix: r.opts.S3.Store + "/.chunks/",
+		cut: s3Cutoffs{minAtime: r.st.MinAtime, oldestWriter: r.st.OldestWriter, objCutoff: r.s3Cut},
+		log: r.log.With(zap.String("phase", "sweep")), now: r.now, dryRun: r.opts.DryRun}
+	err := s.run(ctx)
+	r.st.S3 = &s.c
+	c := &s.c
+	r.st.RemovedChunks, r.st.RemovedBad, r.st.RemovedBytes = c.Removed-c.RemovedBad, c.RemovedBad, uint64(c.RemovedBytes)
+	r.st.PendingChunks, r.st.PendingBytes = c.Pending, uint64(c.PendingBytes)
+	r.st.DiskChunks = c.Objects - c.Removed
+	r.st.DiskBytes = uint64(c.ObjectBytes - c.RemovedBytes)
+	if err != nil {
+		if ctx.Err() != nil {
+			return errCanceled(ctx, "phase 2")
+		}
+		return fmt.Errorf("phase 2: %w", err)
+	}
+	r.log.Info("start phase 3 (sweep the local cache)")
+	n, err := sweepS3Cache(ctx, r.store, r.locks, r.st.MinAtime, r.opts.DryRun)
+	r.st.S3.CacheRemoved = n
+	if err != nil {
+		if ctx.Err() != nil {
+			return errCanceled(ctx, "phase 3")
+		}
+		return fmt.Errorf("phase 3: %w", err)
+	}
+	return nil
+}
+
+// sweepS3Cache is phase 3: it removes every .using marker (phase 2 has
+// acted on them) and every cache file or bad copy whose atime is before
+// minAtime, re-stat'ed under its chunk lock, tried once. A cache file
+// without an object is what makes an uploader skip an upload, so none may
+// outlive the run; an object without a cache file is harmless (the
+// uploader re-uploads and gets 412). It never talks to the bucket.
+func sweepS3Cache(ctx context.Context, store *chunkstore.Store, locks *locking.Dir, minAtime int64, dryRun bool) (removed int64, err error) {
+	var stx unix.Statx_t
+	for p := range chunkstore.PrefixCount {
+		if err := ctx.Err(); err != nil {
+			return removed, err
+		}
+		dir, err := store.OpenPrefix(uint16(p))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return removed, err
+		}
+		var names []string
+		err = dir.ReadNames(func(name []byte, _ uint8) error {
+			names = append(names, string(name))
+			return nil
+		})
+		if err == nil {
+			for _, name := range names {
+				var ok bool
+				if ok, err = sweepS3CacheEntry(ctx, dir, locks, name, minAtime, dryRun, &stx); err != nil {
+					break
+				}
+				if ok {
+					removed++
+				}
+			}
+		}
+		dir.Close()
+		if err != nil {
+			return removed, err
+		}
+	}
+	return removed, nil
+}
+
+// sweepS3CacheEntry removes entry name of dir if phase 3 should.
+func sweepS3CacheEntry(ctx context.Context, dir *chunkstore.PrefixDir, locks *locking.Dir, name string, minAtime int64, dryRun bool, stx *unix.Statx_t) (bool, error) {
+	base, using := cutUsing(name)
+	kind, d := chunkstore.Classify([]byte(base))
+	if kind == chunkstore.KindOther || (using && kind != chunkstore.KindChunk) {
+		return false, nil
+	}
+	lock, err := locks.LockChunk(ctx, d.String(), 0)
+	if errors.Is(err, locking.ErrLocked) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer lock.Unlock()
+	if err := dir.StatFresh(name, stx); errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	if stx.Mode&unix.S_IFMT != unix.S_IFREG || (!using && stx.Atime.Sec >= minAtime) || stx.Nlink > 1 {
+		return false, nil
+	}
+	if dryRun {
+		return true, nil
+	}
+	if err := dir.Unlink(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	return true, nil
+}
+
+// cutUsing strips a .using suffix.
+func cutUsing(name string) (string, bool) {
+	if n := len(name) - len(usingSuffix); n > 0 && name[n:] == usingSuffix {
+		return name[:n], true
+	}
+	return name, false
+}
