@@ -156,6 +156,16 @@ func brake(f func(*gc.BrakeReport) float64) func(*gc.Status) (float64, bool) {
 	}
 }
 
+// s3 shows a figure of an S3 datastore's sweep; absent for a filesystem one.
+func s3(f func(*gc.S3SweepCounts) float64) func(*gc.Status) (float64, bool) {
+	return func(s *gc.Status) (float64, bool) {
+		if s.S3 == nil {
+			return 0, false
+		}
+		return f(s.S3), true
+	}
+}
+
 func bool01(b bool) float64 {
 	if b {
 		return 1
@@ -198,6 +208,36 @@ var figures = []figure{
 		get: always(func(s *gc.Status) int64 { return s.KeptUntouched })},
 	{name: "chunkgc_kept_linked_chunks", field: "kept-linked-chunks", help: last + "chunks kept because they have more than one link.",
 		get: always(func(s *gc.Status) int64 { return s.KeptLinked })},
+	{name: "chunkgc_s3_expected_chunks", field: "s3-expected-chunks", help: last + "referenced chunks of an S3 datastore phase 1 found without a local file and marked .using.",
+		get: always(func(s *gc.Status) int64 { return s.S3Expected })},
+	{name: "chunkgc_s3_objects", field: "s3.objects", help: last + "chunk and bad-chunk objects the sweep of an S3 datastore listed.",
+		get: s3(func(c *gc.S3SweepCounts) float64 { return float64(c.Objects) })},
+	{name: "chunkgc_s3_object_bytes", field: "s3.object-bytes", help: last + "listed bytes of the chunk and bad-chunk objects of an S3 datastore.",
+		get: s3(func(c *gc.S3SweepCounts) float64 { return float64(c.ObjectBytes) })},
+	{name: "chunkgc_s3_removed_objects", field: "s3.removed", help: last + "objects the S3 sweep deleted, as the server confirmed.",
+		get: s3(func(c *gc.S3SweepCounts) float64 { return float64(c.Removed) })},
+	{name: "chunkgc_s3_removed_object_bytes", field: "s3.removed-bytes", help: last + "listed bytes of the objects the S3 sweep deleted.",
+		get: s3(func(c *gc.S3SweepCounts) float64 { return float64(c.RemovedBytes) })},
+	{name: "chunkgc_s3_removed_bad_objects", field: "s3.removed-bad", help: last + "bad-chunk objects among those deleted.",
+		get: s3(func(c *gc.S3SweepCounts) float64 { return float64(c.RemovedBad) })},
+	{name: "chunkgc_s3_pending_objects", field: "s3.pending", help: last + "objects kept because their local atime lies between min-atime and the oldest writer.",
+		get: s3(func(c *gc.S3SweepCounts) float64 { return float64(c.Pending) })},
+	{name: "chunkgc_s3_pending_object_bytes", field: "s3.pending-bytes", help: last + "listed bytes of the pending objects.",
+		get: s3(func(c *gc.S3SweepCounts) float64 { return float64(c.PendingBytes) })},
+	{name: "chunkgc_s3_kept_young_objects", field: "s3.kept-young", help: last + "objects unused by the local evidence but younger than the cutoff in the server's clock, kept.",
+		get: s3(func(c *gc.S3SweepCounts) float64 { return float64(c.KeptYoung) })},
+	{name: "chunkgc_s3_kept_young_object_bytes", field: "s3.kept-young-bytes", help: last + "listed bytes of the young objects kept.",
+		get: s3(func(c *gc.S3SweepCounts) float64 { return float64(c.KeptYoungBytes) })},
+	{name: "chunkgc_s3_busy_objects", field: "s3.busy", help: last + "objects skipped because another process held their chunk lock.",
+		get: s3(func(c *gc.S3SweepCounts) float64 { return float64(c.Busy) })},
+	{name: "chunkgc_s3_foreign_keys", field: "s3.foreign", help: last + "keys under the chunk prefix that name no chunk, never deleted.",
+		get: s3(func(c *gc.S3SweepCounts) float64 { return float64(c.Foreign) })},
+	{name: "chunkgc_s3_using_markers", field: "s3.using-markers", help: last + ".using markers the S3 sweep turned into empty markers.",
+		get: s3(func(c *gc.S3SweepCounts) float64 { return float64(c.UsingMarkers) })},
+	{name: "chunkgc_s3_local_removed", field: "s3.local-removed", help: last + "local cache files removed before their objects.",
+		get: s3(func(c *gc.S3SweepCounts) float64 { return float64(c.LocalRemoved) })},
+	{name: "chunkgc_s3_cache_removed", field: "s3.cache-removed", help: last + "local cache files and .using markers phase 3 removed.",
+		get: s3(func(c *gc.S3SweepCounts) float64 { return float64(c.CacheRemoved) })},
 	{name: "chunkgc_healed_chunks", field: "healed-chunks", help: last + "referenced chunks phase 1 found missing and moved back from the quarantine.",
 		get: always(func(s *gc.Status) int64 { return s.HealedChunks })},
 	{name: "chunkgc_quarantined_chunks", field: "quarantined-chunks", help: last + "chunk files the sweep moved to the quarantine (also counted as removed).",

@@ -101,8 +101,9 @@ func TestEveryStatusFieldHasAMetric(t *testing.T) {
 		}
 	}
 	fields := append(jsonFields(reflect.TypeFor[gc.Status](), ""), jsonFields(reflect.TypeFor[gc.BrakeReport](), "brake.")...)
+	fields = append(fields, jsonFields(reflect.TypeFor[gc.S3SweepCounts](), "s3.")...)
 	for _, f := range fields {
-		if f == "brake" || slices.Contains(ExemptFields, f) {
+		if f == "brake" || f == "s3" || slices.Contains(ExemptFields, f) {
 			continue
 		}
 		if !shown[f] {
