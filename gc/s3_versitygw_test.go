@@ -1,0 +1,111 @@
+package gc
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"chunkgc/blob"
+	"chunkgc/internal/testkit/rtest"
+	"chunkgc/internal/testkit/s3server"
+	"chunkgc/internal/testkit/storetest"
+	"chunkgc/objstore"
+	"chunkgc/tuning"
+)
+
+// TestS3RunVersitygw is an S3 datastore's GC against a real S3 server
+// (versitygw over TLS, its certificate pinned by fingerprint as s3.cfg
+// does): 1,200 referenced chunks (one of them not cached), 250 old garbage
+// objects with and without cache files, a young object with no local
+// evidence (a no-cache upload whose index is not finished) and a young
+// object whose cache file is old (a lost and re-created cache). Referenced
+// and young objects stay, old garbage goes with its cache files, and the
+// run sends one HEAD (the server's clock), ⌈objects/1000⌉ LIST and
+// ⌈deleted/100⌉ POST requests and nothing else.
+func TestS3RunVersitygw(t *testing.T) {
+	srv := s3server.Start(t, s3server.Options{TLS: true})
+	client, err := objstore.New(srv.Endpoint(), srv.Bucket, objstore.Options{Log: zaptest.NewLogger(t)})
+	rtest.OK(t, err)
+	f := newS3Fixture(t)
+	ctx := context.Background()
+	const old = 72 * time.Hour
+	put := func(d blob.Digest, age time.Duration) string {
+		t.Helper()
+		k := f.key(d, "")
+		_, err := client.PutIfAbsent(ctx, k, []byte(k))
+		rtest.OK(t, err)
+		if age > 0 {
+			srv.Age(k, time.Now().Add(-age))
+		}
+		return k
+	}
+	var refs []blob.Digest
+	for i := range 1200 {
+		n := fmt.Sprint("ref ", i)
+		f.st.Add(storetest.Chunk(n, storetest.Size(64), storetest.Age(old)))
+		refs = append(refs, f.st.Digest(n))
+	}
+	f.st.Add(storetest.Missing("ref uncached"))
+	refs = append(refs, f.st.Digest("ref uncached"))
+	f.st.Snapshot("vm/100/2025-01-01T00:00:00Z", "drive-scsi0.img.fidx", refs...)
+	for _, d := range refs {
+		put(d, old)
+	}
+	var garbage []string
+	var garbageLocal []string
+	for i := range 250 {
+		d := f.digest()
+		garbage = append(garbage, put(d, old))
+		if i%2 == 0 {
+			garbageLocal = append(garbageLocal, f.local(d, "", 0, old))
+		}
+	}
+	noCache := put(f.digest(), 0)
+	recreated := f.digest()
+	recreatedKey := put(recreated, time.Minute)
+	f.local(recreated, "", 0, old)
+	objects := int64(len(refs) + len(garbage) + 2)
+
+	before := client.Requests()
+	tun := tuning.Defaults()
+	tun.AtimeSafetyCheck = false
+	st, err := Run(ctx, f.cache, f.locks, Options{Log: zaptest.NewLogger(t), StoreName: "store1", Tuning: tun,
+		S3: &S3{Bucket: client, Store: "store1"}})
+	rtest.OK(t, err)
+	req := client.Requests()
+	req.Get -= before.Get
+	req.Head -= before.Head
+	req.Post -= before.Post
+	req.Put -= before.Put
+	req.Delete -= before.Delete
+	want := objstore.Requests{Head: 1, Get: (objects + 999) / 1000, Post: (int64(len(garbage)) + 99) / 100}
+	req.Other -= before.Other
+	rtest.Equal(t, "requests", want, req)
+
+	storetest.CheckObjects(t, f.cache.Base(), func(d blob.Digest) bool {
+		_, err := os.Stat(srv.ObjectPath(f.key(d, "")))
+		return err == nil
+	})
+	for _, k := range garbage {
+		if _, err := os.Stat(srv.ObjectPath(k)); err == nil {
+			t.Errorf("old garbage %s kept", k)
+		}
+	}
+	for _, p := range garbageLocal {
+		if exists(p) {
+			t.Errorf("cache file %s left without its object", p)
+		}
+	}
+	for _, k := range []string{noCache, recreatedKey} {
+		if _, err := os.Stat(srv.ObjectPath(k)); err != nil {
+			t.Errorf("young object %s deleted: %v", k, err)
+		}
+	}
+	rtest.Equal(t, "removed", int64(len(garbage)), st.RemovedChunks)
+	rtest.Equal(t, "kept young", int64(2), st.S3.KeptYoung)
+	rtest.Equal(t, "listed", objects, st.S3.Objects)
+}
