@@ -27,9 +27,8 @@ const (
 // files below its path: PBS's default, and the only one chunkgc collects.
 const BackendFilesystem = "filesystem"
 
-// ErrUnsupportedBackend is matched (errors.Is) by the error of
-// [Datastore.CheckBackend] for a datastore whose chunks are not (only) the
-// files below its path.
+// ErrUnsupportedBackend is matched (errors.Is) by the error for a datastore
+// whose backend chunkgc cannot collect: its path is not the whole store.
 var ErrUnsupportedBackend = errors.New("unsupported datastore backend")
 
 // ErrInvalidStoreName is matched (errors.Is) by the error of
@@ -44,36 +43,6 @@ type Datastore struct {
 	Tuning  string // raw property string; parse it with [tuning.Parse]
 	Comment string
 	Backend string // raw property string, e.g. "type=s3,client=c1,bucket=b"
-}
-
-// BackendType is the type in the backend property string: the value of its
-// type key, or a lone value without a key (PBS's default key); an absent
-// backend is [BackendFilesystem].
-func (d Datastore) BackendType() string {
-	typ := BackendFilesystem
-	for _, kv := range strings.Split(d.Backend, ",") {
-		kv = strings.TrimSpace(kv)
-		if k, v, ok := strings.Cut(kv, "="); ok && strings.TrimSpace(k) == "type" {
-			typ = strings.TrimSpace(v)
-		} else if !ok && kv != "" {
-			typ = kv
-		}
-	}
-	return typ
-}
-
-// CheckBackend refuses a datastore chunkgc cannot collect: any backend but
-// the filesystem. An S3 datastore's path is only a local cache of what the
-// bucket holds, and collecting it as a store removes cache markers PBS's
-// uploaders rely on while the garbage objects stay; an unknown type might
-// be anything. The error names the store and the backend and matches
-// [ErrUnsupportedBackend].
-func (d Datastore) CheckBackend() error {
-	if typ := d.BackendType(); typ != BackendFilesystem {
-		return fmt.Errorf("datastore %s: %w %q (backend %s): chunkgc collects only %s datastores; its path %s is a cache of the backend, not the store",
-			d.Name, ErrUnsupportedBackend, typ, d.Backend, BackendFilesystem, d.Path)
-	}
-	return nil
 }
 
 // Validate checks that d can be written to a config and read back as it is:

@@ -45,7 +45,9 @@ type env struct {
 	stdout, stderr io.Writer
 	log            *zap.Logger
 
+	cmd        string // the command's name
 	configPath string
+	s3Config   string // PBS's s3.cfg; "" for s3.cfg beside configPath
 	lockDir    string
 	logFormat  string
 	logLevel   string
@@ -83,6 +85,7 @@ func printUsage(w io.Writer) {
 	fmt.Fprintln(w, `
 common flags (after the command name):
   --config FILE        datastore config (default /etc/chunkgc/datastore.cfg, env CHUNKGC_CONFIG)
+  --s3-config FILE     s3.cfg of the S3 datastores (default: s3.cfg beside the datastore config, env CHUNKGC_S3_CONFIG)
   --lock-dir DIR       root of the per-store lock dirs (default `+locking.DefaultRoot+`, env CHUNKGC_LOCK_DIR)
   --log-format F       console or json (default: console on a terminal, else json)
   --log-level L        debug, info, warn, error (default info)
@@ -117,7 +120,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		printUsage(stderr)
 		return exitUsage
 	}
-	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, cmd: cmd.name}
 	err := cmd.run(ctx, e, args[1:])
 	if e.log != nil {
 		_ = e.log.Sync()
@@ -177,6 +180,7 @@ func (e *env) flags(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet("chunkgc "+name, flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	fs.StringVar(&e.configPath, "config", envOr("CHUNKGC_CONFIG", config.DefaultPath), "datastore config file")
+	fs.StringVar(&e.s3Config, "s3-config", os.Getenv("CHUNKGC_S3_CONFIG"), "PBS's s3.cfg of the S3 datastores (default: s3.cfg beside --config)")
 	fs.StringVar(&e.lockDir, "lock-dir", os.Getenv("CHUNKGC_LOCK_DIR"), "root of the per-store lock directories (default "+locking.DefaultRoot+")")
 	fs.StringVar(&e.logFormat, "log-format", "", "console or json (default: console on a terminal)")
 	fs.StringVar(&e.logLevel, "log-level", "info", "debug, info, warn or error")

@@ -16,6 +16,7 @@ import (
 	"chunkgc/datastore"
 	"chunkgc/gc"
 	"chunkgc/internal/fsys"
+	"chunkgc/objstore"
 	"chunkgc/tuning"
 )
 
@@ -216,14 +217,25 @@ func runGC(ctx context.Context, e *env, args []string) (err error) {
 		return err
 	}
 	log := e.log.With(zap.String("store", o.name))
+	var s3 *gc.S3
+	var client *objstore.Client
+	if o.s3 != nil {
+		if client, err = e.s3Client(o.storeRef, log); err != nil {
+			return err
+		}
+		s3 = &gc.S3{Bucket: client, Store: o.name}
+	}
 	tr := new(gc.Tracker)
 	prog := startProgress(e, log, tr)
 	st, err = gc.Run(ctx, o.store, o.locks, gc.Options{
 		Log: log, StoreName: o.name, Tracker: tr,
 		Tuning: o.tuning, DryRun: *dryRun, Force: *force, Fresh: *fresh, Owner: o.owner,
-		CheckpointInterval: interval, RecheckSlack: slack,
+		CheckpointInterval: interval, RecheckSlack: slack, S3: s3,
 	})
 	prog.Stop()
+	if client != nil {
+		log.Info("s3 requests", zap.Any("requests", client.Requests()))
+	}
 	if err != nil {
 		if errors.Is(err, gc.ErrBrake) && st != nil && *output == "json" {
 			// The brake's figures, for the script that ran us.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"go.uber.org/zap"
@@ -16,6 +17,7 @@ import (
 	"chunkgc/datastore"
 	"chunkgc/internal/fsys"
 	"chunkgc/locking"
+	"chunkgc/objstore"
 	"chunkgc/tuning"
 )
 
@@ -24,7 +26,14 @@ type storeRef struct {
 	name   string       // configured name, or the escaped path for an unconfigured path
 	base   string       // absolute base path
 	config tuning.Props // tuning from the datastore config (empty for a bare path)
+	// s3 is the backend of an S3 datastore, whose base is its local
+	// cache; nil for a filesystem datastore.
+	s3 *config.Backend
 }
+
+// s3Commands are the commands that support S3 datastores; every other one
+// refuses them, naming the store and the backend.
+var s3Commands = []string{"gc", "status", "check-atime", "metrics"}
 
 // resolveStore maps STORE to a store: a configured name, or a path when it
 // contains '/'.
@@ -57,15 +66,46 @@ func (e *env) configuredRef(ds config.Datastore, base string) (*storeRef, error)
 	if err := config.CheckStorePath(ds.Path); err != nil {
 		return nil, fmt.Errorf("datastore %q in %s: %w", ds.Name, e.configPath, err)
 	}
-	if err := ds.CheckBackend(); err != nil {
-		return nil, fmt.Errorf("%s: %w", e.configPath, err)
+	backend, err := ds.ParseBackend()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w: %w", e.configPath, config.ErrUnsupportedBackend, err)
+	}
+	var s3 *config.Backend
+	if backend.Type == config.BackendS3 {
+		if !slices.Contains(s3Commands, e.cmd) {
+			return nil, fmt.Errorf("%s: datastore %s: %w %q (backend %s): chunkgc %s does not collect S3 datastores yet (%s do)",
+				e.configPath, ds.Name, config.ErrUnsupportedBackend, backend.Type, ds.Backend, e.cmd, strings.Join(s3Commands, ", "))
+		}
+		s3 = &backend
 	}
 	base = filepath.Clean(base)
 	props, err := tuning.Parse(ds.Tuning)
 	if err != nil {
 		return nil, fmt.Errorf("datastore %q in %s: %w", ds.Name, e.configPath, err)
 	}
-	return &storeRef{name: ds.Name, base: base, config: props}, nil
+	return &storeRef{name: ds.Name, base: base, config: props, s3: s3}, nil
+}
+
+// s3Client is the client of an S3 datastore's bucket, from the endpoint
+// its backend names in PBS's s3.cfg.
+func (e *env) s3Client(r *storeRef, log *zap.Logger) (*objstore.Client, error) {
+	path := e.s3Config
+	if path == "" {
+		path = filepath.Join(filepath.Dir(e.configPath), "s3.cfg")
+	}
+	cfg, err := config.ReadS3(path)
+	if err != nil {
+		return nil, fmt.Errorf("datastore %s: %w", r.name, err)
+	}
+	ep, ok := cfg.Endpoint(r.s3.Client)
+	if !ok {
+		return nil, fmt.Errorf("datastore %s: backend client %q is not an s3-endpoint in %s", r.name, r.s3.Client, path)
+	}
+	c, err := objstore.New(ep, r.s3.Bucket, objstore.Options{Log: log})
+	if err != nil {
+		return nil, fmt.Errorf("datastore %s: %w", r.name, err)
+	}
+	return c, nil
 }
 
 // tuning applies defaults < config < command line, per key.
