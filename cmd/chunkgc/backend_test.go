@@ -23,7 +23,9 @@ func TestRefusesUnknownBackend(t *testing.T) {
 	}{
 		{"type=tape", func([]string) []string { return []string{"unsupported datastore backend", "tape"} }},
 		{"type=s3,client=ep1,bucket=b1", func([]string) []string { return []string{"unsupported datastore backend", "bucket"} }},
-		{"s3,client=ep1", func([]string) []string { return []string{"unsupported datastore backend", "needs client=ID and bucket=NAME"} }},
+		{"s3,client=ep1", func([]string) []string {
+			return []string{"unsupported datastore backend", "needs client=ID and bucket=NAME"}
+		}},
 		{"type=s3,client=ep1,bucket=bucket1", func(args []string) []string {
 			switch args[0] {
 			case "usage", "restore":
