@@ -17,6 +17,7 @@ import (
 	"chunkgc/internal/adapt"
 	"chunkgc/internal/fsys"
 	"chunkgc/locking"
+	"chunkgc/objstore"
 	"chunkgc/tuning"
 )
 
@@ -208,8 +209,10 @@ type run struct {
 	phase     string
 	brakeDone bool
 
-	// s3Cut is an S3 run's object cutoff, min_atime in the server's clock.
-	s3Cut time.Time
+	// s3Cut is an S3 run's object cutoff, min_atime in the server's clock;
+	// s3Req0 its bucket's request counts at the start.
+	s3Cut  time.Time
+	s3Req0 objstore.Requests
 }
 
 func newRun(store *chunkstore.Store, locks *locking.Dir, opts *Options) *run {

@@ -2,9 +2,11 @@ package gc
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"time"
 
 	"go.uber.org/zap"
@@ -21,6 +23,8 @@ import (
 type S3Bucket interface {
 	s3Bucket
 	ServerTime(ctx context.Context) (objstore.ServerClock, error)
+	Get(ctx context.Context, key string) ([]byte, error)
+	Requests() objstore.Requests
 }
 
 // S3 makes [Run] collect an S3 datastore of PBS 4.2 (SPEC §12; doc "S3
@@ -45,6 +49,7 @@ const s3ChunkLockWait = 10 * time.Minute
 // seconds; SPEC §12), so that LastModified is compared in the clock that
 // stamped it.
 func (r *run) s3Clock(ctx context.Context) error {
+	r.s3Req0 = r.opts.S3.Bucket.Requests()
 	sc, err := r.opts.S3.Bucket.ServerTime(ctx)
 	if err != nil {
 		return fmt.Errorf("s3 server clock: %w", err)
@@ -57,8 +62,45 @@ func (r *run) s3Clock(ctx context.Context) error {
 			sc.Server.UTC().Format(time.RFC3339), sc.Sent.UTC().Format(time.RFC3339Nano), lo, hi, bound)
 	}
 	r.s3Cut = time.Unix(r.st.MinAtime, 0).Add(lo)
+	if err := r.s3InUse(ctx); err != nil {
+		return err
+	}
 	r.log.Info("s3 server clock", zap.Time("server-time", sc.Server), zap.Duration("skew-min", lo), zap.Duration("skew-max", hi),
 		zap.Time("object-cutoff", r.s3Cut.UTC()))
+	return nil
+}
+
+// ErrS3InUse is matched by the error of a run whose bucket's .in-use
+// marker names another host: PBS lets only one host use a datastore's
+// objects, and this host's local cache does not know the other's chunks.
+var ErrS3InUse = errors.New("the S3 datastore is in use by another host")
+
+// s3InUse reads <store>/.in-use ({"hostname": …}, written when the
+// datastore was created) and refuses a run when it names another host. A
+// missing marker is warned about: a datastore PBS created has one.
+func (r *run) s3InUse(ctx context.Context) error {
+	key := r.opts.S3.Store + "/.in-use"
+	b, err := r.opts.S3.Bucket.Get(ctx, key)
+	if errors.Is(err, objstore.ErrNotFound) {
+		r.log.Warn("the S3 datastore has no .in-use marker (PBS writes one when it creates a datastore)", zap.String("key", key))
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("s3 %s: %w", key, err)
+	}
+	var m struct {
+		Hostname string `json:"hostname"`
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return fmt.Errorf("s3 %s: not an in-use marker: %w", key, err)
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		return fmt.Errorf("s3 %s: %w", key, err)
+	}
+	if m.Hostname != host {
+		return fmt.Errorf("%w: %s names host %q, this is %q", ErrS3InUse, key, m.Hostname, host)
+	}
 	return nil
 }
 
@@ -106,6 +148,9 @@ func (r *run) sweepS3(ctx context.Context) error {
 		cut: s3Cutoffs{minAtime: r.st.MinAtime, oldestWriter: r.st.OldestWriter, objCutoff: r.s3Cut},
 		log: r.log.With(zap.String("phase", "sweep")), now: r.now, dryRun: r.opts.DryRun}
 	err := s.run(ctx)
+	q, q0 := r.opts.S3.Bucket.Requests(), r.s3Req0
+	s.c.Requests = S3Requests{Get: q.Get - q0.Get, Put: q.Put - q0.Put, Post: q.Post - q0.Post,
+		Head: q.Head - q0.Head, Delete: q.Delete - q0.Delete, Other: q.Other - q0.Other}
 	r.st.S3 = &s.c
 	c := &s.c
 	r.st.RemovedChunks, r.st.RemovedBad, r.st.RemovedBytes = c.Removed-c.RemovedBad, c.RemovedBad, uint64(c.RemovedBytes)

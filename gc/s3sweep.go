@@ -50,6 +50,19 @@ type S3SweepCounts struct {
 	UsingMarkers   int64 `json:"using-markers"`    // .using markers turned into empty markers
 	LocalRemoved   int64 `json:"local-removed"`    // local files removed before their object
 	CacheRemoved   int64 `json:"cache-removed"`    // phase 3: local files and .using markers removed
+	// Requests are the HTTP requests the run sent, by method, retries
+	// included.
+	Requests S3Requests `json:"requests"`
+}
+
+// S3Requests counts HTTP requests by method.
+type S3Requests struct {
+	Get    int64 `json:"get"`
+	Put    int64 `json:"put"`
+	Post   int64 `json:"post"`
+	Head   int64 `json:"head"`
+	Delete int64 `json:"delete"`
+	Other  int64 `json:"other"`
 }
 
 // s3Sweep is phase 2 of an S3 datastore: one pass over the listing of

@@ -34,13 +34,28 @@ type fakeBucket struct {
 	mu      sync.Mutex
 	skew    time.Duration // of ServerTime
 	objs    map[string]objstore.Object
+	data    map[string][]byte // objects Get can read, beside objs
 	deletes [][]string
 	// failDelete, when set, is asked before each Delete; an error fails it
 	// with nothing deleted.
 	failDelete func(call int, keys []string) error
 }
 
-func newFakeBucket() *fakeBucket { return &fakeBucket{objs: map[string]objstore.Object{}} }
+func newFakeBucket() *fakeBucket {
+	return &fakeBucket{objs: map[string]objstore.Object{}, data: map[string][]byte{}}
+}
+
+func (b *fakeBucket) Get(ctx context.Context, key string) ([]byte, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if d, ok := b.data[key]; ok {
+		return d, nil
+	}
+	return nil, fmt.Errorf("fake get %s: %w", key, objstore.ErrNotFound)
+}
+
+// Requests counts nothing: the fake speaks no HTTP.
+func (b *fakeBucket) Requests() objstore.Requests { return objstore.Requests{} }
 
 func (b *fakeBucket) put(key string, size int64, lastModified time.Time) {
 	b.mu.Lock()
@@ -457,6 +472,35 @@ func TestS3RunClockSkew(t *testing.T) {
 		}
 		if !f.bucket.has(k) || len(f.bucket.deletes) != 0 {
 			t.Errorf("skew %v: an object was deleted", skew)
+		}
+	}
+}
+
+// TestS3RunInUse: an .in-use marker naming another host stops the run
+// before phase 1 (nothing deleted); one naming this host lets it run.
+func TestS3RunInUse(t *testing.T) {
+	host, err := os.Hostname()
+	rtest.OK(t, err)
+	for _, tt := range []struct {
+		marker string
+		want   error
+	}{
+		{`{"hostname":"pbs-elsewhere"}`, ErrS3InUse},
+		{`{"hostname":"` + host + `"}`, nil},
+	} {
+		f := newS3Fixture(t)
+		f.bucket.data["store1/.in-use"] = []byte(tt.marker)
+		k := f.key(f.digest(), "")
+		f.bucket.put(k, 10, f.now.Add(-72*time.Hour))
+		tun := tuning.Defaults()
+		tun.AtimeSafetyCheck = false
+		_, err := Run(context.Background(), f.cache, f.locks, Options{Log: zaptest.NewLogger(t), StoreName: "store1", Tuning: tun,
+			S3: &S3{Bucket: f.bucket, Store: "store1"}})
+		if !errors.Is(err, tt.want) && !(tt.want == nil && err == nil) {
+			t.Errorf("marker %s: %v, want %v", tt.marker, err, tt.want)
+		}
+		if gone := !f.bucket.has(k); gone != (tt.want == nil) {
+			t.Errorf("marker %s: garbage deleted %v", tt.marker, gone)
 		}
 	}
 }

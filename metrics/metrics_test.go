@@ -102,8 +102,9 @@ func TestEveryStatusFieldHasAMetric(t *testing.T) {
 	}
 	fields := append(jsonFields(reflect.TypeFor[gc.Status](), ""), jsonFields(reflect.TypeFor[gc.BrakeReport](), "brake.")...)
 	fields = append(fields, jsonFields(reflect.TypeFor[gc.S3SweepCounts](), "s3.")...)
+	fields = append(fields, jsonFields(reflect.TypeFor[gc.S3Requests](), "s3.requests.")...)
 	for _, f := range fields {
-		if f == "brake" || f == "s3" || slices.Contains(ExemptFields, f) {
+		if f == "brake" || f == "s3" || f == "s3.requests" || slices.Contains(ExemptFields, f) {
 			continue
 		}
 		if !shown[f] {
