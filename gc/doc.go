@@ -353,8 +353,67 @@
 // touched-chunks and swept-prefix-dirs are this run's alone; resumed-from
 // and resumed-phase name the run resumed.
 //
+// # S3 datastores
+//
+// With [Options.S3] the run collects a PBS 4.2 S3 datastore (SPEC §12): the
+// store is its local cache, which holds all metadata, and the chunks are
+// the objects <store>/.chunks/<p>/<hex> of the bucket. The run takes the
+// same locks, reads the writer registry and runs the atime probe on the
+// cache as for a filesystem datastore; then:
+//
+//   - Start: one HEAD on the bucket reads the server's clock (its Date
+//     header). A skew beyond gc-max-clock-skew, in either direction and
+//     counting the header's whole-second rounding and the round trip,
+//     stops the run. The object cutoff is min_atime moved into the
+//     server's clock by the smallest skew the answer allows, so that
+//     LastModified, which the server stamps, is compared in the clock that
+//     stamped it. One GET reads <store>/.in-use: a marker naming another
+//     host stops the run ([ErrS3InUse]).
+//   - Phase 1 touches the cache files as the filesystem mark does; nothing
+//     goes to S3. A referenced chunk without a local file is handled as
+//     PBS does, under its chunk lock (waited for, at most 10 min: an
+//     upload holds it): touched again, else its bad copies, else marked
+//     <hex>.using.
+//   - Phase 2 streams the listing of <store>/.chunks/ (one page in memory)
+//     and decides each key under its chunk lock, taken once without
+//     waiting (busy: kept, counted). Only keys of exactly 64 lowercase hex
+//     digits (or that and .N.bad) under their own prefix dir are chunks;
+//     every other key is foreign and never deleted. A bad key's local
+//     file is <hex>.N.bad (PBS appends the suffix twice and then deletes
+//     such an object unchecked, or aborts). An object is deleted only with
+//     two independent proofs that it is unused: the local evidence (a
+//     file of its name with an atime before min_atime, or no file and no
+//     .using marker) and a listed LastModified before the object cutoff
+//     (absent: young). PBS has only the first, which loses objects
+//     uploaded through its no-cache path and after a lost or re-created
+//     cache: their indexes are not finished or not local, so there is no
+//     local evidence, and they are young. A .using marker becomes an
+//     empty marker, as in PBS. Deleting removes the local file first —
+//     uploaders take a local file to mean that the object exists — then
+//     queues the key with its lock held; a batch of 100 (or one whose
+//     first key waited 30 s, or the last) goes in one DeleteObjects, and
+//     the locks are released only when the server has answered. Any key
+//     the server refused or left unanswered stops the run naming it; what
+//     such a crash leaves, an object without a local file, is harmless
+//     (an uploader re-uploads and gets 412) and goes in a later run once
+//     both proofs hold.
+//   - Phase 3 sweeps the cache without a request to S3: every .using
+//     marker goes (phase 2 acted on it), and every cache file or bad copy
+//     with an atime before min_atime, re-stat'ed under its chunk lock
+//     taken once — a cache file without its object would make an
+//     uploader skip the upload.
+//
+// Requests: the HEAD and the GET at the start, ⌈objects/1000⌉ LIST
+// requests and ⌈deleted/100⌉ POST requests; nothing per object. Not
+// applied to S3 runs yet: the mass-deletion brake, the deletion journal,
+// the quarantine and resuming an interrupted run.
+//
 // # Status
 //
 // [Status] carries PBS's kebab-case counters; it is written to
-// <base>/.gc-status only after a successful, non-dry run.
+// <base>/.gc-status only after a successful, non-dry run. For an S3
+// datastore the figures are the objects' (disk-chunks and disk-bytes what
+// the listing kept, sizes as listed), as PBS counts them; chunkgc's own
+// (young objects kept, busy keys, foreign keys, requests by method) are
+// in its s3 object.
 package gc
