@@ -67,6 +67,9 @@ type IngestOptions struct {
 	// The chunks go through the store's seam (chunkstore.Options.Syscalls);
 	// nofollow's openat2 opens and atomicfile make their calls directly.
 	Syscalls fsys.Syscalls
+	// S3, when not nil, makes the store an S3 datastore's local cache and
+	// sends the chunks to its bucket ([S3Target]).
+	S3 *S3Target
 
 	hooks ingestHooks
 }
@@ -140,6 +143,7 @@ type ingest struct {
 	now       func() time.Time
 	fakeClock bool
 	own       fsys.Owner // of the store's base: who gets what Ingest creates
+	s3        *S3Target
 	hooks     ingestHooks
 
 	files    []*os.File
@@ -196,7 +200,7 @@ func newIngest(store *chunkstore.Store, lk *locking.Dir, g datastore.Group, file
 		return nil, errors.New("no files to back up")
 	}
 	in := &ingest{store: store, lk: lk, log: log.With(zap.String("group", g.RelPath())), g: g,
-		chunkSize: cs, now: opts.Now, fakeClock: opts.Now != nil, hooks: opts.hooks}
+		chunkSize: cs, now: opts.Now, fakeClock: opts.Now != nil, hooks: opts.hooks, s3: opts.S3}
 	if in.now == nil {
 		in.now = time.Now
 	}
@@ -477,7 +481,7 @@ func (in *ingest) chunkFile(ctx context.Context, f *os.File) ([]blob.Digest, uin
 			if err != nil {
 				return nil, 0, fmt.Errorf("chunk %d of %s: %w", len(digests), f.Name(), err)
 			}
-			pre, sz, err := in.store.Insert(b, d)
+			pre, sz, err := in.insert(ctx, b, d)
 			if err != nil {
 				return nil, 0, fmt.Errorf("chunk %d of %s: %w", len(digests), f.Name(), err)
 			}
@@ -503,6 +507,14 @@ func (in *ingest) chunkFile(ctx context.Context, f *os.File) ([]blob.Digest, uin
 			return nil, 0, fmt.Errorf("read %s: %w", f.Name(), err)
 		}
 	}
+}
+
+// insert stores one chunk: in the chunk store, or by the S3 protocol.
+func (in *ingest) insert(ctx context.Context, b []byte, d blob.Digest) (bool, int64, error) {
+	if in.s3 != nil {
+		return s3Insert(ctx, in.s3, in.store, in.lk, b, d)
+	}
+	return in.store.Insert(b, d)
 }
 
 // writeIndex writes the fixed index name into the snapshot directory open

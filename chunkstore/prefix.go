@@ -212,6 +212,14 @@ func (p *PrefixDir) WriteMarker(name string) error {
 	return p.s.writeChunk(p, name, nil)
 }
 
+// WriteCached replaces entry name of the prefix dir with the blob b, as
+// [Store.Insert] writes a chunk but without its checks and its prefix dir
+// lock: the cached copy of an S3 datastore's chunk, written under the
+// chunk's lock after its upload.
+func (p *PrefixDir) WriteCached(name string, b []byte) error {
+	return p.s.writeChunk(p, name, b)
+}
+
 // Unlink removes entry name of the prefix dir (unlinkat on the dir fd). A
 // missing entry is an error matching fs.ErrNotExist.
 func (p *PrefixDir) Unlink(name string) error {

@@ -70,7 +70,7 @@ func commands() []command {
 		{"restore", "[--run RUNID] [--digest HEX]... [--output text|json] STORE   move quarantined chunks back", runRestore},
 		{"usage", "[--snapshots] [--what-if-forget SNAP]... [--what-if-keep-last N] [--memory MIB] [--output text|json] STORE   who uses the space", runUsage},
 		{"demo", "[DIR]                                                  build a sample store and collect it", runDemo},
-		{"ingest", "[--ns NS] [--chunk-size N] STORE TYPE/ID FILE...    back up files into a new snapshot", runIngest},
+		{"ingest", "[--ns NS] [--chunk-size N] [--no-cache] STORE TYPE/ID FILE...   back up files into a new snapshot", runIngest},
 		{"forget", "[--ns NS] STORE TYPE/ID/TIME                          remove one snapshot", runForget},
 		{"snapshots", "STORE                                            list snapshots", runSnapshots},
 	}

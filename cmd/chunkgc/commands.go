@@ -270,12 +270,23 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 func runIngest(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("ingest")
 	chunkSize := fs.Int("chunk-size", 4<<20, "fixed chunk size in bytes (power of two, 64 KiB … 16 MiB)")
+	noCache := fs.Bool("no-cache", false, "S3 datastore: leave an empty marker in the local cache instead of the chunk")
 	g, o, err := groupFiles.open(e, fs, args)
 	if err != nil {
 		return err
 	}
 	defer o.Close()
-	snap, err := backup.Ingest(ctx, o.store, o.locks, g, fs.Args()[2:], backup.IngestOptions{NS: g.NS, ChunkSize: *chunkSize}, e.log)
+	opts := backup.IngestOptions{NS: g.NS, ChunkSize: *chunkSize}
+	if o.s3 != nil {
+		client, err := e.s3Client(o.storeRef, e.log)
+		if err != nil {
+			return err
+		}
+		opts.S3 = &backup.S3Target{Bucket: client, Store: o.name, NoCache: *noCache}
+	} else if *noCache {
+		return usagef("--no-cache: datastore %s is not an S3 datastore", o.name)
+	}
+	snap, err := backup.Ingest(ctx, o.store, o.locks, g, fs.Args()[2:], opts, e.log)
 	if err != nil {
 		return err
 	}

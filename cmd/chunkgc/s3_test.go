@@ -4,13 +4,18 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"chunkgc/blob"
+	"chunkgc/chunkstore"
 	"chunkgc/internal/testkit/rtest"
 	"chunkgc/internal/testkit/s3server"
+	"chunkgc/internal/testkit/storetest"
 	"chunkgc/internal/testkit/testfs"
 	"chunkgc/objstore"
 )
@@ -121,5 +126,100 @@ func TestGCS3DatastoreMisconfigured(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// ageObjects sets the LastModified of every object of st1's chunks to when.
+func (s *s3Store) ageObjects(t *testing.T, when time.Time) {
+	t.Helper()
+	err := filepath.WalkDir(s.srv.ObjectPath("st1/.chunks"), func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			return os.Chtimes(p, time.Time{}, when)
+		}
+		return nil
+	})
+	rtest.OK(t, err)
+}
+
+// invariant: every chunk of every finished index of the cache exists as an
+// object, and every cache file has its object.
+func (s *s3Store) invariant(t *testing.T) {
+	t.Helper()
+	storetest.CheckObjects(t, s.base, func(d blob.Digest) bool { return s.hasObject(s.base + "/.chunks/" + d.String()[:4] + "/" + d.String()) })
+	err := filepath.WalkDir(filepath.Join(s.base, ".chunks"), func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if kind, _ := chunkstore.Classify([]byte(d.Name())); kind == chunkstore.KindChunk && !s.hasObject(p) {
+			t.Errorf("cache file %s has no object", p)
+		}
+		return nil
+	})
+	rtest.OK(t, err)
+}
+
+// TestS3BackupsRacingGC: backups (cached and --no-cache, real processes)
+// ingest a file whose chunks are old garbage on both proofs — their cache
+// files and objects 72 h old — while GC runs again and again. Every chunk
+// of every finished index exists as an object afterwards, and no cache
+// file claims an object that is gone.
+func TestS3BackupsRacingGC(t *testing.T) {
+	rounds := 3
+	if os.Getenv("CHUNKGC_LONG") != "" {
+		rounds = 30
+	}
+	c := newCLI(t)
+	s := newS3Store(t, c, 0, 0)
+	src := t.TempDir()
+	for round := range rounds {
+		file := filepath.Join(src, fmt.Sprintf("disk%d", round))
+		data := make([]byte, 128*64<<10)
+		for i := range data {
+			data[i] = byte(i/7 + round*31 + i>>16)
+		}
+		rtest.OK(t, os.WriteFile(file, data, 0o644))
+		r := c.run("ingest", "--chunk-size", "65536", "st1", "vm/900", file)
+		wantCode(t, r, exitOK)
+		rel, err := filepath.Rel(s.base, strings.TrimSpace(r.stdout))
+		rtest.OK(t, err)
+		wantCode(t, c.run("forget", "st1", rel), exitOK)
+		old := time.Now().Add(-72 * time.Hour)
+		ageAll(t, s.base, old)
+		s.ageObjects(t, old)
+
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		for i, extra := range [][]string{nil, {"--no-cache"}} {
+			wg.Go(func() {
+				args := append(append([]string{"ingest", "--chunk-size", "65536"}, extra...), "st1", fmt.Sprintf("vm/%d", 901+i), file)
+				out, err := c.cmd(args...).CombinedOutput()
+				if err != nil {
+					errs[i] = fmt.Errorf("%v: %w\n%s", args, err, out)
+				}
+			})
+		}
+		wg.Go(func() {
+			for range 3 {
+				cmd := c.cmd("gc", "--tuning", "gc-concurrency=2", "st1")
+				if out, err := cmd.CombinedOutput(); err != nil {
+					if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != exitBusy {
+						t.Errorf("gc: %v\n%s", err, out)
+					}
+				}
+			}
+		})
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d: ingest: %v", round, err)
+			}
+		}
+		s.invariant(t)
+		if t.Failed() {
+			t.Fatalf("round %d lost chunks", round)
+		}
 	}
 }

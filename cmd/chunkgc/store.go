@@ -33,7 +33,7 @@ type storeRef struct {
 
 // s3Commands are the commands that support S3 datastores; every other one
 // refuses them, naming the store and the backend.
-var s3Commands = []string{"gc", "status", "check-atime", "metrics"}
+var s3Commands = []string{"gc", "status", "check-atime", "metrics", "ingest", "forget", "snapshots"}
 
 // resolveStore maps STORE to a store: a configured name, or a path when it
 // contains '/'.
