@@ -19,6 +19,7 @@ import (
 	"chunkgc/chunkstore"
 	"chunkgc/internal/fsys"
 	"chunkgc/internal/testkit/rtest"
+	"chunkgc/internal/testkit/s3server"
 	"chunkgc/internal/testkit/storetest"
 	"chunkgc/internal/testkit/testfs"
 	"chunkgc/locking"
@@ -117,9 +118,12 @@ type s3Fixture struct {
 	cache  *chunkstore.Store
 	locks  *locking.Dir
 	bucket *fakeBucket
-	now    time.Time
-	cut    s3Cutoffs
-	seq    int
+	// tb is the bucket the table tests fill and inspect: bucket, or with
+	// onVersitygw a real one.
+	tb  testBucket
+	now time.Time
+	cut s3Cutoffs
+	seq int
 }
 
 const s3Prefix = "store1/.chunks/"
@@ -135,11 +139,53 @@ func newS3Fixture(t *testing.T) *s3Fixture {
 	rtest.OK(t, err)
 	t.Cleanup(func() { locks.Close() })
 	now := time.Now()
-	return &s3Fixture{t: t, st: st, cache: cache, locks: locks, bucket: newFakeBucket(), now: now, cut: s3Cutoffs{
+	fb := newFakeBucket()
+	return &s3Fixture{t: t, st: st, cache: cache, locks: locks, bucket: fb, tb: fb, now: now, cut: s3Cutoffs{
 		minAtime:     now.Add(-24*time.Hour - 5*time.Minute).Unix(),
 		oldestWriter: now.Add(-time.Minute).Unix(),
 		objCutoff:    now.Add(-24*time.Hour - 5*time.Minute),
 	}}
+}
+
+// testBucket is a bucket a table test fills and inspects: the fake, or
+// versitygw (every behaviour the fake shows must also hold against a real
+// server).
+type testBucket interface {
+	S3Bucket
+	put(key string, size int64, lastModified time.Time)
+	has(key string) bool
+}
+
+// realBucket is versitygw behind an objstore client.
+type realBucket struct {
+	*objstore.Client
+	t   *testing.T
+	srv *s3server.Server
+}
+
+func (b *realBucket) put(key string, size int64, lastModified time.Time) {
+	b.t.Helper()
+	_, err := b.PutIfAbsent(context.Background(), key, make([]byte, size))
+	rtest.OK(b.t, err)
+	b.srv.Age(key, lastModified)
+}
+
+func (b *realBucket) has(key string) bool {
+	_, err := os.Stat(b.srv.ObjectPath(key))
+	return err == nil
+}
+
+// onBuckets runs test once on the fake bucket and once on versitygw.
+func onBuckets(t *testing.T, test func(t *testing.T, f *s3Fixture)) {
+	t.Run("fake", func(t *testing.T) { test(t, newS3Fixture(t)) })
+	t.Run("versitygw", func(t *testing.T) {
+		srv := s3server.Start(t, s3server.Options{})
+		client, err := objstore.New(srv.Endpoint(), srv.Bucket, objstore.Options{Log: zaptest.NewLogger(t), TestOnlyPlainHTTP: true})
+		rtest.OK(t, err)
+		f := newS3Fixture(t)
+		f.tb = &realBucket{Client: client, t: t, srv: srv}
+		test(t, f)
+	})
 }
 
 // digest returns a new digest unique in the fixture.
@@ -182,8 +228,9 @@ func exists(p string) bool {
 // checks each object, each local file and the counters: an object goes
 // only with both proofs and a free lock, its local file first; .using
 // becomes an empty marker; foreign keys stay.
-func TestS3SweepDecisionTable(t *testing.T) {
-	f := newS3Fixture(t)
+func TestS3SweepDecisionTable(t *testing.T) { onBuckets(t, testS3SweepDecisionTable) }
+
+func testS3SweepDecisionTable(t *testing.T, f *s3Fixture) {
 	type row struct {
 		name      string
 		key       string
@@ -224,7 +271,7 @@ func TestS3SweepDecisionTable(t *testing.T) {
 					if lmOld {
 						lm = f.now.Add(-old)
 					}
-					f.bucket.put(r.key, 300, lm)
+					f.tb.put(r.key, 300, lm)
 					r.wantGone = !busy && lmOld && local != "using" && (atimeOld || local == "none" || local == "bad-none")
 					if busy {
 						l, err := f.locks.LockChunk(t.Context(), d.String(), 0)
@@ -246,10 +293,10 @@ func TestS3SweepDecisionTable(t *testing.T) {
 		s3Prefix + "README",
 	}
 	for _, k := range foreign {
-		f.bucket.put(k, 10, f.now.Add(-old))
+		f.tb.put(k, 10, f.now.Add(-old))
 	}
 
-	s, err := f.sweep(f.bucket)
+	s, err := f.sweep(f.tb)
 	rtest.OK(t, err)
 	var gone, busy, young, pending int64
 	for _, r := range rows {
@@ -257,7 +304,7 @@ func TestS3SweepDecisionTable(t *testing.T) {
 			rtest.OK(t, r.held.Unlock())
 			busy++
 		}
-		if got := !f.bucket.has(r.key); got != r.wantGone {
+		if got := !f.tb.has(r.key); got != r.wantGone {
 			t.Errorf("%s: object deleted %v, want %v", r.name, got, r.wantGone)
 		}
 		if r.wantGone {
@@ -284,7 +331,7 @@ func TestS3SweepDecisionTable(t *testing.T) {
 		}
 	}
 	for _, k := range foreign {
-		if !f.bucket.has(k) {
+		if !f.tb.has(k) {
 			t.Errorf("foreign key %s deleted", k)
 		}
 	}
@@ -387,8 +434,9 @@ func (b *fakeBucket) ServerTime(ctx context.Context) (objstore.ServerClock, erro
 // upload whose index is not finished), leaves foreign keys; phase 3
 // removes the cache file of an object that is gone. Every chunk of every
 // index still exists as an object.
-func TestS3Run(t *testing.T) {
-	f := newS3Fixture(t)
+func TestS3Run(t *testing.T) { onBuckets(t, testS3Run) }
+
+func testS3Run(t *testing.T, f *s3Fixture) {
 	const old = 72 * time.Hour
 	var refs []blob.Digest
 	for i := range 4 {
@@ -401,27 +449,27 @@ func TestS3Run(t *testing.T) {
 	refs = append(refs, uncached)
 	f.st.Snapshot("vm/100/2025-01-01T00:00:00Z", "drive-scsi0.img.fidx", refs...)
 	for _, d := range refs {
-		f.bucket.put(f.key(d, ""), 1000, f.now.Add(-old))
+		f.tb.put(f.key(d, ""), 1000, f.now.Add(-old))
 	}
 	garbageCached, garbageMarker, garbageNone, young := f.digest(), f.digest(), f.digest(), f.digest()
 	cachedPath := f.local(garbageCached, "", 500, old)
 	markerPath := f.local(garbageMarker, "", 0, old)
 	for _, d := range []blob.Digest{garbageCached, garbageMarker, garbageNone} {
-		f.bucket.put(f.key(d, ""), 1000, f.now.Add(-old))
+		f.tb.put(f.key(d, ""), 1000, f.now.Add(-old))
 	}
-	f.bucket.put(f.key(young, ""), 1000, f.now.Add(-time.Minute))
+	f.tb.put(f.key(young, ""), 1000, f.now.Add(-time.Minute))
 	orphan := f.digest() // a cache file whose object is gone
 	orphanPath := f.local(orphan, "", 0, old)
 	foreign := s3Prefix + "README"
-	f.bucket.put(foreign, 10, f.now.Add(-old))
+	f.tb.put(foreign, 10, f.now.Add(-old))
 
 	tun := tuning.Defaults()
 	tun.AtimeSafetyCheck = false
 	st, err := Run(context.Background(), f.cache, f.locks, Options{Log: zaptest.NewLogger(t), StoreName: "store1", Tuning: tun,
-		S3: &S3{Bucket: f.bucket, Store: "store1"}})
+		S3: &S3{Bucket: f.tb, Store: "store1"}})
 	rtest.OK(t, err)
 	for _, d := range refs {
-		if !f.bucket.has(f.key(d, "")) {
+		if !f.tb.has(f.key(d, "")) {
 			t.Errorf("referenced object %s deleted", d)
 		}
 	}
@@ -432,7 +480,7 @@ func TestS3Run(t *testing.T) {
 		t.Error(".using marker left after the run")
 	}
 	for name, d := range map[string]blob.Digest{"cached": garbageCached, "marker": garbageMarker, "none": garbageNone} {
-		if f.bucket.has(f.key(d, "")) {
+		if f.tb.has(f.key(d, "")) {
 			t.Errorf("old garbage object (%s) kept", name)
 		}
 	}
@@ -441,7 +489,7 @@ func TestS3Run(t *testing.T) {
 			t.Errorf("cache file %s left without its object", p)
 		}
 	}
-	if !f.bucket.has(f.key(young, "")) || !f.bucket.has(foreign) {
+	if !f.tb.has(f.key(young, "")) || !f.tb.has(foreign) {
 		t.Error("young or foreign object deleted")
 	}
 	rtest.Equal(t, "expected (.using)", int64(1), st.S3Expected)
@@ -509,5 +557,5 @@ func TestS3RunInUse(t *testing.T) {
 // the local cache exists as an object.
 func (f *s3Fixture) checkObjects(t *testing.T) {
 	t.Helper()
-	storetest.CheckObjects(t, f.cache.Base(), func(d blob.Digest) bool { return f.bucket.has(f.key(d, "")) })
+	storetest.CheckObjects(t, f.cache.Base(), func(d blob.Digest) bool { return f.tb.has(f.key(d, "")) })
 }
