@@ -512,7 +512,7 @@ func (in *ingest) chunkFile(ctx context.Context, f *os.File) ([]blob.Digest, uin
 // insert stores one chunk: in the chunk store, or by the S3 protocol.
 func (in *ingest) insert(ctx context.Context, b []byte, d blob.Digest) (bool, int64, error) {
 	if in.s3 != nil {
-		return s3Insert(ctx, in.s3, in.store, in.lk, b, d)
+		return in.store.InsertS3(ctx, in.lk, in.s3.Bucket, in.s3.Store, in.s3.NoCache, b, d)
 	}
 	return in.store.Insert(b, d)
 }

@@ -94,6 +94,8 @@ type hooks struct {
 	// afterCommitted runs when phase 1's low-water mark passes group
 	// number n (under the tracker's lock).
 	afterCommitted func(n int)
+	// s3BeforeObject runs in an S3 sweep before the listed key is decided.
+	s3BeforeObject func(key string)
 }
 
 // pool starts the worker pool of one phase: gc-concurrency workers, or with

@@ -39,10 +39,6 @@ type S3 struct {
 // is further from this host's than gc-max-clock-skew.
 var ErrS3ClockSkew = errors.New("the S3 server's clock is too far from this host's")
 
-// s3ChunkLockWait bounds phase 1's wait for the chunk lock of a referenced
-// chunk without a local file (an upload in progress holds it).
-const s3ChunkLockWait = 10 * time.Minute
-
 // s3Clock reads the server's clock once, at run start, refuses a skew
 // beyond the bound and returns the object cutoff: min_atime moved into the
 // server's clock by the smallest skew the Date header allows (it has whole
@@ -113,9 +109,7 @@ func (r *run) s3InUse(ctx context.Context) error {
 // all.
 func s3Expect(ctx context.Context, store *chunkstore.Store, locks *locking.Dir, t *chunkstore.Toucher, d blob.Digest) (touched bool, err error) {
 	hex := d.String()
-	lctx, cancel := context.WithTimeout(ctx, s3ChunkLockWait)
-	defer cancel()
-	lock, err := locks.LockChunk(lctx, hex, s3ChunkLockWait)
+	lock, err := locks.LockChunk(ctx, hex, chunkstore.S3ChunkLockTimeout)
 	if err != nil {
 		return false, err
 	}
@@ -146,7 +140,7 @@ func (r *run) sweepS3(ctx context.Context) error {
 	r.log.Info("start phase 2 (sweep unused objects)", zap.String("bucket-prefix", r.opts.S3.Store+"/.chunks/"))
 	s := &s3Sweep{bucket: r.opts.S3.Bucket, cache: r.store, locks: r.locks, prefix: r.opts.S3.Store + "/.chunks/",
 		cut: s3Cutoffs{minAtime: r.st.MinAtime, oldestWriter: r.st.OldestWriter, objCutoff: r.s3Cut},
-		log: r.log.With(zap.String("phase", "sweep")), now: r.now, dryRun: r.opts.DryRun}
+		log: r.log.With(zap.String("phase", "sweep")), now: r.now, dryRun: r.opts.DryRun, before: r.opts.hooks.s3BeforeObject}
 	err := s.run(ctx)
 	q, q0 := r.opts.S3.Bucket.Requests(), r.s3Req0
 	s.c.Requests = S3Requests{Get: q.Get - q0.Get, Put: q.Put - q0.Put, Post: q.Post - q0.Post,

@@ -78,6 +78,7 @@ type s3Sweep struct {
 	log    *zap.Logger
 	now    func() time.Time
 	dryRun bool // decide and count, remove nothing
+	before func(key string) // test hook: before each key is decided
 
 	batch   []s3Queued
 	batchAt time.Time // when batch's first key was queued
@@ -125,6 +126,9 @@ func (s *s3Sweep) run(ctx context.Context) (err error) {
 
 // object decides one listed object and carries the verdict out.
 func (s *s3Sweep) object(ctx context.Context, obj objstore.Object) error {
+	if s.before != nil {
+		s.before(obj.Key)
+	}
 	k, ok := parseS3Key(s.prefix, obj.Key)
 	if !ok {
 		s.c.Foreign++

@@ -152,6 +152,7 @@ func newS3Fixture(t *testing.T) *s3Fixture {
 // server).
 type testBucket interface {
 	S3Bucket
+	PutIfAbsent(ctx context.Context, key string, data []byte) (bool, error)
 	put(key string, size int64, lastModified time.Time)
 	has(key string) bool
 }
