@@ -77,7 +77,7 @@ type s3Sweep struct {
 	cut    s3Cutoffs
 	log    *zap.Logger
 	now    func() time.Time
-	dryRun bool // decide and count, remove nothing
+	dryRun bool             // decide and count, remove nothing
 	before func(key string) // test hook: before each key is decided
 
 	batch   []s3Queued
