@@ -78,26 +78,36 @@ type line struct {
 // device at path is an error naming it, never a hang. It is read up to
 // [maxSize].
 func Read(path string) (*File, error) {
+	b, err := readFile(path, "datastore config")
+	if err != nil {
+		return nil, err
+	}
+	return parse(b, path)
+}
+
+// readFile reads the config file at path for [Read] and [ReadS3]; what
+// names the file's kind in errors. A missing file reads as empty.
+func readFile(path, what string) ([]byte, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) {
-		return &File{}, nil
+		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read datastore config: %w", err)
+		return nil, fmt.Errorf("read %s: %w", what, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("read datastore config: %w", err)
+		return nil, fmt.Errorf("read %s: %w", what, err)
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("read datastore config %s: not a regular file (%v)", path, fi.Mode().Type())
+		return nil, fmt.Errorf("read %s %s: not a regular file (%v)", what, path, fi.Mode().Type())
 	}
 	b, err := nofollow.ReadAll(f, maxSize)
 	if err != nil {
-		return nil, fmt.Errorf("read datastore config: %w", err)
+		return nil, fmt.Errorf("read %s: %w", what, err)
 	}
-	return parse(b, path)
+	return b, nil
 }
 
 // maxSize bounds the config file Read reads: 16 MiB is thousands of

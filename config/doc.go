@@ -40,6 +40,35 @@
 // other properties; a new section is appended with its properties sorted by
 // key, as PBS writes them.
 //
+// # S3 datastores (PBS 4.2)
+//
+// A datastore's backend property ("type=s3,client=ID,bucket=B
+// [,max-cache-size=SIZE]") is parsed by [Datastore.ParseBackend]; its path
+// is then only a local cache. The client id names an s3-endpoint section of
+// PBS's /etc/proxmox-backup/s3.cfg ([DefaultS3Path]), read by [ReadS3] into
+// [S3Endpoint] values with the same section parser:
+//
+//	s3-endpoint: ceph-rgw
+//		access-key rgwuser
+//		endpoint {{bucket}}.rgw.{{region}}.example.lan
+//		fingerprint 0a:1b:…:f9
+//		path-style false
+//		port 7480
+//		provider-quirks skip-if-none-match-header
+//		region eu-1
+//		secret-key …
+//
+// The endpoint is a host template ([S3Endpoint.Host] substitutes
+// {{bucket}} and {{region}} and appends the port); the region defaults to
+// us-west-1 ([DefaultS3Region]); the fingerprint pins the server's leaf
+// certificate; provider-quirks is an array, one line per item as PBS writes
+// it. PBS's rate limits (put-rate-limit, rate-in, burst-in, rate-out,
+// burst-out) are checked and kept in [S3Endpoint.RateLimits] but not
+// applied: a GC sends one LIST per 1,000 objects and one POST per 100
+// deletions and moves no chunk data, so there is nothing for them to
+// throttle. Unknown properties are ignored, so a newer PBS's s3.cfg still
+// reads. chunkgc never writes s3.cfg.
+//
 // # Reading and writing
 //
 // [Read] treats a missing file as an empty config and refuses anything but
