@@ -261,8 +261,10 @@ func (s *Server) admin() *s3.Client {
 		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
 	}
 	return s3.New(s3.Options{
-		Region:       s.Region,
-		Credentials:  aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) { return aws.Credentials{AccessKeyID: s.AccessKey, SecretAccessKey: s.SecretKey}, nil }),
+		Region: s.Region,
+		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+			return aws.Credentials{AccessKeyID: s.AccessKey, SecretAccessKey: s.SecretKey}, nil
+		}),
 		BaseEndpoint: aws.String(scheme + "://" + s.Addr),
 		UsePathStyle: true,
 		HTTPClient:   &http.Client{Transport: tr},
