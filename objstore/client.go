@@ -47,6 +47,10 @@ type Options struct {
 	// no such setting and chunkgc's command line never sets it: it exists
 	// for tests against a local server (and a fault-injecting proxy) only.
 	TestOnlyPlainHTTP bool
+
+	// deleteOptions are added to every DeleteObjects call, after the
+	// Content-MD5 middleware: tests corrupt the header with them.
+	deleteOptions []func(*s3.Options)
 }
 
 // Client is an S3 client for one bucket of one s3.cfg endpoint. It is safe
@@ -61,6 +65,7 @@ type Client struct {
 	skipIfNoneMatch bool
 	deleteOneByOne  bool
 	counts          counters
+	deleteOptions   []func(*s3.Options)
 }
 
 // New returns a client for bucket at the endpoint ep (an s3-endpoint of
@@ -93,6 +98,7 @@ func New(ep config.S3Endpoint, bucket string, o Options) (*Client, error) {
 		pageSize:        o.ListPageSize,
 		skipIfNoneMatch: ep.HasQuirk(config.QuirkSkipIfNoneMatch),
 		deleteOneByOne:  ep.HasQuirk(config.QuirkDeleteViaDeleteObject),
+		deleteOptions:   o.deleteOptions,
 	}
 	if c.log == nil {
 		c.log = zap.NewNop()

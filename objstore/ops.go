@@ -318,7 +318,7 @@ func (c *Client) deleteBatch(ctx context.Context, keys []string) *DeleteError {
 	out, err := c.api.DeleteObjects(ctx, &s3.DeleteObjectsInput{
 		Bucket: aws.String(c.bucket),
 		Delete: &types.Delete{Objects: objs, Quiet: aws.Bool(false)},
-	}, func(o *s3.Options) { o.APIOptions = append(o.APIOptions, addContentMD5) })
+	}, append([]func(*s3.Options){func(o *s3.Options) { o.APIOptions = append(o.APIOptions, addContentMD5) }}, c.deleteOptions...)...)
 	if err != nil {
 		return c.requestFailed(keys, err)
 	}

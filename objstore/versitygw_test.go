@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go/middleware"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"go.uber.org/zap/zaptest"
 
 	"chunkgc/internal/testkit/rtest"
@@ -176,6 +179,26 @@ func TestDeleteObjectsVersitygw(t *testing.T) {
 	if _, err := os.Stat(s.ObjectPath(keys[0])); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("object file of a deleted key: %v", err)
 	}
+
+	// versitygw checks Content-MD5: a wrong one is refused (400 BadDigest),
+	// nothing is deleted, and every key of the batch is named as refused.
+	bad := Options{TestOnlyPlainHTTP: true, deleteOptions: []func(*s3.Options){func(o *s3.Options) {
+		o.APIOptions = append(o.APIOptions, func(st *middleware.Stack) error {
+			return st.Finalize.Insert(middleware.FinalizeMiddlewareFunc("corruptMD5",
+				func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
+					in.Request.(*smithyhttp.Request).Header.Set("Content-MD5", "AAAAAAAAAAAAAAAAAAAAAA==")
+					return next.HandleFinalize(ctx, in)
+				}), "chunkgcContentMD5", middleware.After)
+		})
+	}}}
+	b, err := New(s.Endpoint(), s.Bucket, bad)
+	rtest.OK(t, err)
+	err = b.Delete(context.Background(), []string{keep})
+	de, ok := errors.AsType[*DeleteError](err)
+	if !ok || len(de.Failed) != 1 || de.Failed[0].Code != "BadDigest" {
+		t.Fatalf("DeleteObjects with a wrong Content-MD5: %v, want the key refused with BadDigest", err)
+	}
+	rtest.Equal(t, "left after the refused delete", []string{keep}, listKeys(t, c, "st/", ListOptions{}))
 }
 
 // TestPutIfAbsentVersitygw: the second PUT of a key is answered 412 and
