@@ -80,3 +80,23 @@ func atoiT(t *testing.T, s string) int {
 	rtest.OK(t, err)
 	return n
 }
+
+// TestLostDeleteResponse: the answer to a DeleteObjects that versitygw
+// carried out is lost; the retry finds the keys gone, which the server
+// confirms as deleted, so Delete succeeds and the objects are gone.
+func TestLostDeleteResponse(t *testing.T) {
+	s := s3server.Start(t, s3server.Options{})
+	direct, err := New(s.Endpoint(), s.Bucket, Options{TestOnlyPlainHTTP: true})
+	rtest.OK(t, err)
+	keys := []string{chunkKey(1), chunkKey(2), chunkKey(3)}
+	putAll(t, direct, keys)
+	ep := s.Endpoint()
+	host, port, err := net.SplitHostPort(lossyProxy(t, s.Addr, http.MethodPost, true))
+	rtest.OK(t, err)
+	ep.Endpoint, ep.Port = host, atoiT(t, port)
+	c, err := New(ep, s.Bucket, Options{TestOnlyPlainHTTP: true})
+	rtest.OK(t, err)
+	rtest.OK(t, c.Delete(context.Background(), keys))
+	rtest.Equal(t, "POSTs", int64(2), c.Requests().Post)
+	rtest.Equal(t, "left", 0, len(listKeys(t, direct, "st/", ListOptions{})))
+}
