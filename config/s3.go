@@ -503,3 +503,21 @@ func (e S3Endpoint) String() string {
 	b.WriteString(")")
 	return b.String()
 }
+
+// S3Backend returns the parsed backend of d and, for an s3 backend, its
+// endpoint in c. The error names the datastore, and the s3.cfg file when
+// the backend's client is not an endpoint there.
+func (c *S3Config) S3Backend(d Datastore) (Backend, S3Endpoint, error) {
+	b, err := d.ParseBackend()
+	if err != nil {
+		return Backend{}, S3Endpoint{}, err
+	}
+	if b.Type != BackendS3 {
+		return b, S3Endpoint{}, nil
+	}
+	ep, ok := c.Endpoint(b.Client)
+	if !ok {
+		return Backend{}, S3Endpoint{}, fmt.Errorf("datastore %s: backend client %s: no s3-endpoint %s in %s", d.Name, b.Client, b.Client, c.Path)
+	}
+	return b, ep, nil
+}

@@ -245,3 +245,24 @@ func FuzzParseS3(f *testing.F) {
 		}
 	})
 }
+
+func TestS3Backend(t *testing.T) {
+	s3c, err := ReadS3(pbsS3Config)
+	rtest.OK(t, err)
+	ds, err := Read(pbsS3DatastoreCfg)
+	rtest.OK(t, err)
+	d, _ := ds.Datastore("s3store")
+	b, ep, err := s3c.S3Backend(d)
+	rtest.OK(t, err)
+	rtest.Equal(t, "bucket", "pbs-backups", b.Bucket)
+	rtest.Equal(t, "endpoint", "aws-frankfurt", ep.ID)
+	d, _ = ds.Datastore("local")
+	b, ep, err = s3c.S3Backend(d)
+	rtest.OK(t, err)
+	rtest.Equal(t, "local backend", BackendFilesystem, b.Type)
+	rtest.Equal(t, "local endpoint", "", ep.ID)
+	_, _, err = s3c.S3Backend(Datastore{Name: "st1", Path: "/p", Backend: "type=s3,client=nowhere,bucket=b12"})
+	if err == nil || !strings.Contains(err.Error(), "datastore st1") || !strings.Contains(err.Error(), "no s3-endpoint nowhere in "+pbsS3Config) {
+		t.Fatalf("unknown client: %v, want an error naming st1, the client and the file", err)
+	}
+}

@@ -51,6 +51,9 @@ type Options struct {
 	// deleteOptions are added to every DeleteObjects call, after the
 	// Content-MD5 middleware: tests corrupt the header with them.
 	deleteOptions []func(*s3.Options)
+	// dial, when set, replaces the dialer: tests send a virtual-host
+	// request for <bucket>.<domain> to a local server without DNS.
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Client is an S3 client for one bucket of one s3.cfg endpoint. It is safe
@@ -114,11 +117,15 @@ func New(ep config.S3Endpoint, bucket string, o Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	dial := (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	if o.dial != nil {
+		dial = o.dial
+	}
 	tr := &http.Transport{
 		// No proxy from the environment: PBS talks to its endpoint
 		// directly unless its own proxy setting says otherwise.
 		Proxy:                 nil,
-		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           dial,
 		TLSClientConfig:       tlsConf,
 		TLSHandshakeTimeout:   30 * time.Second,
 		ResponseHeaderTimeout: 5 * time.Minute,

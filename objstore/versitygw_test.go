@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -321,4 +322,37 @@ func TestServerDownVersitygw(t *testing.T) {
 	rtest.Equal(t, "attempts", Requests{Get: 3}, diff(c.Requests(), before))
 	s.Restart()
 	rtest.Equal(t, "after restart", 2, len(listKeys(t, c, "st/", ListOptions{})))
+}
+
+// TestVirtualHostVersitygw addresses the bucket by host name, as an
+// endpoint "{{bucket}}.s3.test" without path-style does: versitygw serves
+// <bucket>.s3.test (--virtual-domain), the dialer sends every host to it.
+func TestVirtualHostVersitygw(t *testing.T) {
+	s := s3server.Start(t, s3server.Options{VirtualDomain: "s3.test"})
+	ep := s.Endpoint()
+	ep.Endpoint, ep.PathStyle = "{{bucket}}.s3.test", false
+	var dialed []string
+	var mu sync.Mutex
+	c, err := New(ep, s.Bucket, Options{TestOnlyPlainHTTP: true, dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		mu.Lock()
+		dialed = append(dialed, addr)
+		mu.Unlock()
+		return (&net.Dialer{}).DialContext(ctx, network, s.Addr)
+	}})
+	rtest.OK(t, err)
+	ctx := context.Background()
+	k := chunkKey(1)
+	created, err := c.PutIfAbsent(ctx, k, []byte("vhost"))
+	rtest.OK(t, err)
+	rtest.Equal(t, "created", true, created)
+	b, err := os.ReadFile(s.ObjectPath(k))
+	rtest.OK(t, err)
+	rtest.Equal(t, "object file in the bucket", "vhost", string(b))
+	rtest.Equal(t, "listed", []string{k}, listKeys(t, c, "st/", ListOptions{}))
+	rtest.OK(t, c.Delete(ctx, []string{k}))
+	rtest.Equal(t, "left", 0, len(listKeys(t, c, "st/", ListOptions{})))
+	_, port, _ := net.SplitHostPort(s.Addr)
+	mu.Lock()
+	defer mu.Unlock()
+	rtest.Equal(t, "dialed", s.Bucket+".s3.test:"+port, dialed[0])
 }

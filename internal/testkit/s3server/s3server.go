@@ -43,6 +43,10 @@ type Options struct {
 	Bucket string // default "chunkgc-test"
 	Region string // default config.DefaultS3Region
 	TLS    bool   // HTTPS with a generated self-signed certificate
+	// VirtualDomain, when set, is versitygw's --virtual-domain: a request
+	// for host <bucket>.<VirtualDomain> addresses that bucket
+	// (virtual-host style); requests to 127.0.0.1 stay path-style.
+	VirtualDomain string
 }
 
 // Server is a running (or stopped) versitygw.
@@ -56,6 +60,8 @@ type Server struct {
 	SecretKey string
 	Addr      string // 127.0.0.1:PORT
 	TLS       bool
+	// VirtualDomain is Options.VirtualDomain.
+	VirtualDomain string
 	// Fingerprint is the SHA-256 fingerprint of the TLS certificate as
 	// s3.cfg writes it ("xx:xx:…"); empty without TLS.
 	Fingerprint string
@@ -99,7 +105,7 @@ func Start(t testing.TB, o Options) *Server {
 	s := &Server{
 		t: t, bin: bin, Dir: filepath.Join(tmp, "data"), Bucket: o.Bucket, Region: o.Region,
 		AccessKey: "chunkgc-test-access", SecretKey: "chunkgc-test-secret-key",
-		TLS: o.TLS, logFile: filepath.Join(tmp, "versitygw.log"),
+		TLS: o.TLS, VirtualDomain: o.VirtualDomain, logFile: filepath.Join(tmp, "versitygw.log"),
 	}
 	rtest.OK(t, os.Mkdir(s.Dir, 0o755))
 	if o.TLS {
@@ -201,6 +207,9 @@ func (s *Server) start() error {
 	args := []string{"--port", s.Addr, "--quiet", "--region", s.Region}
 	if s.TLS {
 		args = append(args, "--cert", s.certFile, "--key", s.keyFile)
+	}
+	if s.VirtualDomain != "" {
+		args = append(args, "--virtual-domain", s.VirtualDomain)
 	}
 	args = append(args, "posix", s.Dir)
 	log, err := os.OpenFile(s.logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)

@@ -1,0 +1,12 @@
+package s3server
+
+import (
+	"os"
+	"testing"
+
+	"chunkgc/internal/testkit/leakcheck"
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(leakcheck.Run(m, "chunkgc/internal/testkit/s3server."))
+}
