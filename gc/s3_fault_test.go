@@ -19,7 +19,6 @@ import (
 	"chunkgc/internal/testkit/s3server"
 	"chunkgc/internal/testkit/storetest"
 	"chunkgc/objstore"
-	"chunkgc/tuning"
 )
 
 // s3Real is an S3 datastore on versitygw behind the fault proxy: the GC's
@@ -80,10 +79,7 @@ func newS3Real(t *testing.T, refs, garbage int) *s3Real {
 
 func (s *s3Real) run(t *testing.T) (*Status, error) {
 	t.Helper()
-	tun := tuning.Defaults()
-	tun.AtimeSafetyCheck = false
-	return Run(context.Background(), s.cache, s.locks, Options{Log: zaptest.NewLogger(t), StoreName: "store1", Tuning: tun,
-		S3: &S3{Bucket: s.client, Store: "store1"}})
+	return s.s3Fixture.run(t, s.client)
 }
 
 func (s *s3Real) hasObject(k string) bool {

@@ -14,7 +14,6 @@ import (
 	"chunkgc/internal/testkit/s3server"
 	"chunkgc/internal/testkit/storetest"
 	"chunkgc/objstore"
-	"chunkgc/tuning"
 )
 
 func gc3Requests(r objstore.Requests) S3Requests {
@@ -75,10 +74,7 @@ func TestS3RunVersitygw(t *testing.T) {
 	objects := int64(len(refs) + len(garbage) + 2)
 
 	before := client.Requests()
-	tun := tuning.Defaults()
-	tun.AtimeSafetyCheck = false
-	st, err := Run(ctx, f.cache, f.locks, Options{Log: zaptest.NewLogger(t), StoreName: "store1", Tuning: tun,
-		S3: &S3{Bucket: client, Store: "store1"}})
+	st, err := f.run(t, client)
 	rtest.OK(t, err)
 	req := client.Requests()
 	req.Get -= before.Get

@@ -464,10 +464,7 @@ func testS3Run(t *testing.T, f *s3Fixture) {
 	foreign := s3Prefix + "README"
 	f.tb.put(foreign, 10, f.now.Add(-old))
 
-	tun := tuning.Defaults()
-	tun.AtimeSafetyCheck = false
-	st, err := Run(context.Background(), f.cache, f.locks, Options{Log: zaptest.NewLogger(t), StoreName: "store1", Tuning: tun,
-		S3: &S3{Bucket: f.tb, Store: "store1"}})
+	st, err := f.run(t, f.tb)
 	rtest.OK(t, err)
 	for _, d := range refs {
 		if !f.tb.has(f.key(d, "")) {
@@ -512,10 +509,7 @@ func TestS3RunClockSkew(t *testing.T) {
 		f.bucket.skew = skew
 		k := f.key(f.digest(), "")
 		f.bucket.put(k, 10, f.now.Add(-72*time.Hour))
-		tun := tuning.Defaults()
-		tun.AtimeSafetyCheck = false
-		_, err := Run(context.Background(), f.cache, f.locks, Options{Log: zaptest.NewLogger(t), StoreName: "store1", Tuning: tun,
-			S3: &S3{Bucket: f.bucket, Store: "store1"}})
+		_, err := f.run(t, f.bucket)
 		if !errors.Is(err, ErrS3ClockSkew) {
 			t.Errorf("skew %v: %v, want %v", skew, err, ErrS3ClockSkew)
 		}
@@ -541,10 +535,7 @@ func TestS3RunInUse(t *testing.T) {
 		f.bucket.data["store1/.in-use"] = []byte(tt.marker)
 		k := f.key(f.digest(), "")
 		f.bucket.put(k, 10, f.now.Add(-72*time.Hour))
-		tun := tuning.Defaults()
-		tun.AtimeSafetyCheck = false
-		_, err := Run(context.Background(), f.cache, f.locks, Options{Log: zaptest.NewLogger(t), StoreName: "store1", Tuning: tun,
-			S3: &S3{Bucket: f.bucket, Store: "store1"}})
+		_, err := f.run(t, f.bucket)
 		if !errors.Is(err, tt.want) && !(tt.want == nil && err == nil) {
 			t.Errorf("marker %s: %v, want %v", tt.marker, err, tt.want)
 		}
@@ -552,6 +543,15 @@ func TestS3RunInUse(t *testing.T) {
 			t.Errorf("marker %s: garbage deleted %v", tt.marker, gone)
 		}
 	}
+}
+
+// run runs GC of the S3 datastore store1 over bucket, the probe off.
+func (f *s3Fixture) run(t *testing.T, bucket S3Bucket) (*Status, error) {
+	t.Helper()
+	tun := tuning.Defaults()
+	tun.AtimeSafetyCheck = false
+	return Run(context.Background(), f.cache, f.locks, Options{Log: zaptest.NewLogger(t), StoreName: "store1", Tuning: tun,
+		S3: &S3{Bucket: bucket, Store: "store1"}})
 }
 
 // checkObjects is the S3 store invariant: every chunk of every index of

@@ -59,16 +59,7 @@ func TestBackupsRacingGC(t *testing.T) {
 			out, err := cmd.Output()
 			ingestOut, ingestErr = string(out), err
 		})
-		wg.Go(func() {
-			for range 3 {
-				cmd := c.cmd("gc", "--tuning", "gc-atime-safety-check=0,gc-concurrency=2", "racestore")
-				if out, err := cmd.CombinedOutput(); err != nil {
-					if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != exitBusy {
-						t.Errorf("gc: %v\n%s", err, out)
-					}
-				}
-			}
-		})
+		wg.Go(func() { gcLoop(t, c, 3, "--tuning", "gc-atime-safety-check=0,gc-concurrency=2", "racestore") })
 		wg.Wait()
 		if ingestErr != nil {
 			t.Fatalf("round %d: ingest: %v", round, ingestErr)
@@ -78,6 +69,18 @@ func TestBackupsRacingGC(t *testing.T) {
 		}
 		if t.Failed() {
 			t.Fatalf("round %d lost chunks", round)
+		}
+	}
+}
+
+// gcLoop runs chunkgc gc args n times, each to exit 0 or busy (75).
+func gcLoop(t *testing.T, c *cli, n int, args ...string) {
+	for range n {
+		cmd := c.cmd(append([]string{"gc"}, args...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != exitBusy {
+				t.Errorf("gc %v: %v\n%s", args, err, out)
+			}
 		}
 	}
 }

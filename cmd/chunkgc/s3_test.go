@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -201,16 +200,7 @@ func TestS3BackupsRacingGC(t *testing.T) {
 				}
 			})
 		}
-		wg.Go(func() {
-			for range 3 {
-				cmd := c.cmd("gc", "--tuning", "gc-concurrency=2", "st1")
-				if out, err := cmd.CombinedOutput(); err != nil {
-					if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != exitBusy {
-						t.Errorf("gc: %v\n%s", err, out)
-					}
-				}
-			}
-		})
+		wg.Go(func() { gcLoop(t, c, 3, "--tuning", "gc-concurrency=2", "st1") })
 		wg.Wait()
 		for _, err := range errs {
 			if err != nil {
