@@ -1,12 +1,14 @@
 // Command floor is the syscall floor of a GC run: it does only the system
 // calls a GC cannot avoid, in the cheapest form chunkgc could make them,
 // with the given parallelism, and prints the wall time of each phase. The
-// digests are read from the store's index files and sorted by prefix dir
-// before the clock starts.
+// digests are read from the store's index files before the clock starts
+// and touched in index order, as chunkgc touches them (on a local
+// filesystem that order walks the inode table where the backup wrote it).
 //
-//   - phase 1: per prefix dir holding a referenced chunk, one open (kept
-//     for phase 2 while the fd budget lasts, as chunkgc keeps it) and a
-//     utimensat relative to it of each referenced chunk in it;
+//   - phase 1: per reference a utimensat relative to its prefix dir's fd,
+//     opened at the dir's first touch and kept for phase 2 while the fd
+//     budget lasts, as chunkgc keeps it (beyond the budget, opened and
+//     closed around the touch);
 //   - phase 2: per prefix dir, the listing (getdents until the empty
 //     reply) on the fd phase 1 kept or a fresh open, and per entry one
 //     statx with AT_STATX_DONT_SYNC, the cheapest stat (over FUSE it uses
@@ -26,7 +28,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,8 +52,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "floor:", err)
 		os.Exit(1)
 	}
-	fmt.Printf("floor workers=%d touched=%d prefix-dirs-touched=%d stat=%d mark=%.3fs sweep=%.3fs total=%.3fs\n",
-		workers, r.touched, r.touchedDirs, r.stat, r.mark.Seconds(), r.sweep.Seconds(), (r.mark + r.sweep).Seconds())
+	fmt.Printf("floor workers=%d touched=%d prefix-dirs-kept=%d stat=%d mark=%.3fs sweep=%.3fs total=%.3fs\n",
+		*workers, r.touched, r.touchedDirs, r.stat, r.mark.Seconds(), r.sweep.Seconds(), (r.mark + r.sweep).Seconds())
 }
 
 // fdReserve is chunkgc's: what its prefix dir fd cache leaves to the rest.
@@ -90,17 +91,6 @@ func run(base string, workers int) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
-	slices.Sort(paths)
-	paths = slices.Compact(paths)
-	// groups[i] is the start in paths of the i-th prefix dir's run.
-	var groups []int
-	for i, p := range paths {
-		if i == 0 || p[:4] != paths[i-1][:4] {
-			groups = append(groups, i)
-		}
-	}
-	groups = append(groups, len(paths))
-
 	chunks, err := unix.Open(filepath.Join(base, ".chunks"), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open %s/.chunks: %w", base, err)
@@ -126,30 +116,42 @@ func run(base string, workers int) (*result, error) {
 	var wg sync.WaitGroup
 	var firstErr atomic.Value
 	ts := []unix.Timespec{{Nsec: unix.UTIME_NOW}, {Nsec: unix.UTIME_OMIT}}
+	var touchedDirs atomic.Int64
 	for range workers {
 		wg.Go(func() {
 			for {
-				g := int(next.Add(1) - 1)
-				if g >= len(groups)-1 {
+				i := next.Add(1) - 1
+				if i >= int64(len(paths)) {
 					return
 				}
-				run := paths[groups[g]:groups[g+1]]
-				p, _ := strconv.ParseUint(run[0][:4], 16, 16)
-				fd, err := openPrefix(p)
-				if err != nil {
-					firstErr.CompareAndSwap(nil, err)
-					return
-				}
-				for _, path := range run {
-					if err := unix.UtimesNanoAt(fd, path[5:], ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-						firstErr.CompareAndSwap(nil, fmt.Errorf("utimensat %s: %w", path, err))
+				path := paths[i]
+				p, _ := strconv.ParseUint(path[:4], 16, 16)
+				fd, transient := int(kept[p].Load())-1, false
+				if fd < 0 {
+					var err error
+					if fd, err = openPrefix(p); err != nil {
+						firstErr.CompareAndSwap(nil, err)
 						return
 					}
+					switch {
+					case budget.Add(-1) < 0:
+						transient = true
+					case !kept[p].CompareAndSwap(0, int32(fd+1)):
+						// Another worker kept one first.
+						unix.Close(fd)
+						fd = int(kept[p].Load()) - 1
+						budget.Add(1)
+					default:
+						touchedDirs.Add(1)
+					}
 				}
-				if budget.Add(-1) >= 0 {
-					kept[p].Store(int32(fd + 1))
-				} else {
+				err := unix.UtimesNanoAt(fd, path[5:], ts, unix.AT_SYMLINK_NOFOLLOW)
+				if transient {
 					unix.Close(fd)
+				}
+				if err != nil {
+					firstErr.CompareAndSwap(nil, fmt.Errorf("utimensat %s: %w", path, err))
+					return
 				}
 			}
 		})
@@ -216,7 +218,7 @@ func run(base string, workers int) (*result, error) {
 	if err, _ := firstErr.Load().(error); err != nil {
 		return nil, err
 	}
-	return &result{touched: int64(len(paths)), touchedDirs: int64(len(groups) - 1), stat: entries.Load(), mark: mark, sweep: sweep}, nil
+	return &result{touched: int64(len(paths)), touchedDirs: touchedDirs.Load(), stat: entries.Load(), mark: mark, sweep: sweep}, nil
 }
 
 func indexByte(b []byte, c byte) int {
