@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -214,7 +215,7 @@ func sweepS3Cache(ctx context.Context, store *chunkstore.Store, locks *locking.D
 
 // sweepS3CacheEntry removes entry name of dir if phase 3 should.
 func sweepS3CacheEntry(ctx context.Context, dir *chunkstore.PrefixDir, locks *locking.Dir, name string, minAtime int64, dryRun bool, stx *unix.Statx_t) (bool, error) {
-	base, using := cutUsing(name)
+	base, using := strings.CutSuffix(name, usingSuffix)
 	kind, d := chunkstore.Classify([]byte(base))
 	if kind == chunkstore.KindOther || (using && kind != chunkstore.KindChunk) {
 		return false, nil
@@ -242,12 +243,4 @@ func sweepS3CacheEntry(ctx context.Context, dir *chunkstore.PrefixDir, locks *lo
 		return false, err
 	}
 	return true, nil
-}
-
-// cutUsing strips a .using suffix.
-func cutUsing(name string) (string, bool) {
-	if n := len(name) - len(usingSuffix); n > 0 && name[n:] == usingSuffix {
-		return name[:n], true
-	}
-	return name, false
 }
