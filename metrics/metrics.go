@@ -175,7 +175,7 @@ func bool01(b bool) float64 {
 
 const last = "Last successful GC run: "
 
-var figures = []figure{
+var figures = slices.Concat([]figure{
 	{name: "chunkgc_index_files", field: "index-file-count", help: last + "index files (.fidx, .didx) read by phase 1.",
 		get: always(func(s *gc.Status) int64 { return s.IndexFileCount })},
 	{name: "chunkgc_index_data_bytes", field: "index-data-bytes", help: last + "logical bytes the index files reference (original data usage).",
@@ -238,18 +238,6 @@ var figures = []figure{
 		get: s3(func(c *gc.S3SweepCounts) float64 { return float64(c.LocalRemoved) })},
 	{name: "chunkgc_s3_cache_removed", field: "s3.cache-removed", help: last + "local cache files and .using markers phase 3 removed.",
 		get: s3(func(c *gc.S3SweepCounts) float64 { return float64(c.CacheRemoved) })},
-	{name: "chunkgc_s3_requests", field: "s3.requests.get", label: "method", value: "GET", help: last + "HTTP requests it sent to the S3 server, by method, retries included.",
-		get: s3(func(c *gc.S3SweepCounts) float64 { return float64(c.Requests.Get) })},
-	{name: "chunkgc_s3_requests", field: "s3.requests.put", label: "method", value: "PUT", help: last + "HTTP requests it sent to the S3 server, by method, retries included.",
-		get: s3(func(c *gc.S3SweepCounts) float64 { return float64(c.Requests.Put) })},
-	{name: "chunkgc_s3_requests", field: "s3.requests.post", label: "method", value: "POST", help: last + "HTTP requests it sent to the S3 server, by method, retries included.",
-		get: s3(func(c *gc.S3SweepCounts) float64 { return float64(c.Requests.Post) })},
-	{name: "chunkgc_s3_requests", field: "s3.requests.head", label: "method", value: "HEAD", help: last + "HTTP requests it sent to the S3 server, by method, retries included.",
-		get: s3(func(c *gc.S3SweepCounts) float64 { return float64(c.Requests.Head) })},
-	{name: "chunkgc_s3_requests", field: "s3.requests.delete", label: "method", value: "DELETE", help: last + "HTTP requests it sent to the S3 server, by method, retries included.",
-		get: s3(func(c *gc.S3SweepCounts) float64 { return float64(c.Requests.Delete) })},
-	{name: "chunkgc_s3_requests", field: "s3.requests.other", label: "method", value: "other", help: last + "HTTP requests it sent to the S3 server, by method, retries included.",
-		get: s3(func(c *gc.S3SweepCounts) float64 { return float64(c.Requests.Other) })},
 	{name: "chunkgc_healed_chunks", field: "healed-chunks", help: last + "referenced chunks phase 1 found missing and moved back from the quarantine.",
 		get: always(func(s *gc.Status) int64 { return s.HealedChunks })},
 	{name: "chunkgc_quarantined_chunks", field: "quarantined-chunks", help: last + "chunk files the sweep moved to the quarantine (also counted as removed).",
@@ -319,6 +307,29 @@ var figures = []figure{
 		get: brake(func(b *gc.BrakeReport) float64 { return bool01(b.Tripped) })},
 	{name: "chunkgc_brake_forced", field: "brake.forced", help: last + "1 when --force made the run go on although the mass-deletion brake tripped.",
 		get: brake(func(b *gc.BrakeReport) float64 { return bool01(b.Forced) })},
+}, s3RequestFigures())
+
+// s3RequestFigures is chunkgc_s3_requests: one figure per method of
+// [gc.S3Requests], labelled with the method.
+func s3RequestFigures() []figure {
+	methods := []struct {
+		label, field string
+		get          func(r *gc.S3Requests) int64
+	}{
+		{"GET", "get", func(r *gc.S3Requests) int64 { return r.Get }},
+		{"PUT", "put", func(r *gc.S3Requests) int64 { return r.Put }},
+		{"POST", "post", func(r *gc.S3Requests) int64 { return r.Post }},
+		{"HEAD", "head", func(r *gc.S3Requests) int64 { return r.Head }},
+		{"DELETE", "delete", func(r *gc.S3Requests) int64 { return r.Delete }},
+		{"other", "other", func(r *gc.S3Requests) int64 { return r.Other }},
+	}
+	fs := make([]figure, len(methods))
+	for i, m := range methods {
+		fs[i] = figure{name: "chunkgc_s3_requests", field: "s3.requests." + m.field, label: "method", value: m.label,
+			help: last + "HTTP requests it sent to the S3 server, by method, retries included.",
+			get:  s3(func(c *gc.S3SweepCounts) float64 { return float64(m.get(&c.Requests)) })}
+	}
+	return fs
 }
 
 // Names of the families that are not figures.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -19,17 +18,10 @@ import (
 // removes nothing.
 func TestFloor(t *testing.T) {
 	const refs, garbage = 30, 12
-	opts := []storetest.Option{storetest.At(filepath.Join(testfs.Tmpfs(t, ""), "store"))}
-	var names []string
-	for i := range refs + garbage {
-		n := fmt.Sprint("chunk ", i)
-		opts = append(opts, storetest.Chunk(n, storetest.Age(48*time.Hour)))
-		names = append(names, n)
-	}
-	opts = append(opts,
+	chunks, names := storetest.Chunks("chunk", refs+garbage, storetest.Age(48*time.Hour))
+	st := storetest.Build(t, storetest.At(filepath.Join(testfs.Tmpfs(t, ""), "store")), chunks,
 		storetest.Snapshot("vm/100/2025-01-01T00:00:00Z", "drive-scsi0.img.fidx", names[:refs/2+1]...),
 		storetest.Snapshot("ct/200/2025-01-01T00:00:00Z", "root.pxar.didx", names[refs/2:refs]...))
-	st := storetest.Build(t, opts...)
 	dirs := map[string]bool{}
 	for _, n := range names[:refs] {
 		dirs[filepath.Base(filepath.Dir(st.Path(n)))] = true

@@ -2,7 +2,6 @@ package latfs_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -43,17 +42,10 @@ func mount(t *testing.T, backing string, delay time.Duration) (*latfs.FS, string
 // the garbage is gone, and the counters saw the requests a GC makes.
 func TestGCOverLatfs(t *testing.T) {
 	const refs, garbage = 40, 10
-	opts := []storetest.Option{storetest.At(filepath.Join(t.TempDir(), "store")), storetest.Sparse()}
-	var names []string
-	for i := range refs + garbage {
-		n := fmt.Sprint("chunk ", i)
-		opts = append(opts, storetest.Chunk(n, storetest.Age(48*time.Hour)))
-		names = append(names, n)
-	}
-	opts = append(opts,
+	chunks, names := storetest.Chunks("chunk", refs+garbage, storetest.Age(48*time.Hour))
+	st := storetest.Build(t, storetest.At(filepath.Join(t.TempDir(), "store")), storetest.Sparse(), chunks,
 		storetest.Snapshot("vm/100/2025-01-01T00:00:00Z", "drive-scsi0.img.fidx", names[:refs/2]...),
 		storetest.Snapshot("ct/200/2025-01-01T00:00:00Z", "root.pxar.didx", names[refs/2:refs]...))
-	st := storetest.Build(t, opts...)
 	f, mnt := mount(t, st.Base(), 50*time.Microsecond)
 
 	store, err := chunkstore.Open(mnt, chunkstore.Options{Log: zaptest.NewLogger(t), Owner: fsys.Keep, SyncLevel: tuning.SyncNone})

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"chunkgc/gc"
+	"chunkgc/internal/testkit/rtest"
 )
 
 // TestStatusLine: the systemd status names the phase, units, percent, ETA
@@ -39,11 +40,7 @@ func TestProgressBar(t *testing.T) {
 	p.drawBar(gc.Progress{Phase: "mark", Done: 40, Total: 40}, false)
 	p.drawBar(gc.Progress{Phase: "sweep", Done: 65536, Total: 65536, Removed: 3, RemovedBytes: 4096}, true)
 	out := buf.String()
-	for _, want := range []string{"mark", "40/40", "100%", "sweep", "65536/65536", "removed 3 (4 KiB)"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("progress line lacks %q:\n%q", want, out)
-		}
-	}
+	rtest.Contains(t, "progress line", out, "mark", "40/40", "100%", "sweep", "65536/65536", "removed 3 (4 KiB)")
 }
 
 // TestNotifySocket: under systemd (a $NOTIFY_SOCKET, here a unix datagram
@@ -90,11 +87,7 @@ collect:
 		}
 	}
 	all := strings.Join(got, "\n")
-	for _, want := range []string{"STATUS=mark", "indexes", "STATUS=sweep", "prefix dirs (", "%)", "STATUS=done"} {
-		if !strings.Contains(all, want) {
-			t.Errorf("status lines lack %q:\n%s", want, all)
-		}
-	}
+	rtest.Contains(t, "status lines", all, "STATUS=mark", "indexes", "STATUS=sweep", "prefix dirs (", "%)", "STATUS=done")
 }
 
 // TestSIGUSR1LogsProgress: kill -USR1 makes a running GC log its progress
@@ -110,11 +103,7 @@ func TestSIGUSR1LogsProgress(t *testing.T) {
 	for log.Scan() {
 		line := log.Text()
 		if strings.Contains(line, `"msg":"progress"`) {
-			for _, want := range []string{`"progress-phase":`, `"done":`, `"total":`, `"percent":`} {
-				if !strings.Contains(line, want) {
-					t.Errorf("progress line lacks %s: %s", want, line)
-				}
-			}
+			rtest.Contains(t, "progress line", line, `"progress-phase":`, `"done":`, `"total":`, `"percent":`)
 			break
 		}
 		if strings.Contains(line, "gc finished") {

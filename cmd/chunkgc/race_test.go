@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"chunkgc/internal/testkit/rtest"
 	"chunkgc/internal/testkit/storetest"
 	"chunkgc/internal/testkit/testfs"
 )
@@ -29,25 +30,7 @@ func TestBackupsRacingGC(t *testing.T) {
 	src := t.TempDir()
 
 	for round := range rounds {
-		// A file of 256 chunks of 64 KiB, backed up once, forgotten, aged:
-		// its chunks are now garbage that the next backup of the same file
-		// needs again.
-		file := filepath.Join(src, fmt.Sprintf("disk%d", round))
-		data := make([]byte, 256*64<<10)
-		for i := range data {
-			data[i] = byte(i/7 + round*31 + i>>16)
-		}
-		if err := os.WriteFile(file, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		r := c.run("ingest", "--chunk-size", "65536", "racestore", "vm/900", file)
-		wantCode(t, r, exitOK)
-		snap := strings.TrimSpace(r.stdout)
-		rel, err := filepath.Rel(base, snap)
-		if err != nil {
-			t.Fatal(err)
-		}
-		wantCode(t, c.run("forget", "racestore", rel), exitOK)
+		file := forgottenBackup(t, c, "racestore", base, src, round, 256)
 		old := time.Now().Add(-72 * time.Hour)
 		ageAll(t, base, old)
 
@@ -99,4 +82,24 @@ func ageAll(t *testing.T, base string, when time.Time) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// forgottenBackup writes the file disk<round> of n chunks of 64 KiB under
+// dir (a round's bytes are its own), backs it up once into store (at base)
+// and forgets that snapshot: its chunks are now garbage that the next
+// backup of the same file needs again. It returns the file.
+func forgottenBackup(t *testing.T, c *cli, store, base, dir string, round, n int) string {
+	t.Helper()
+	file := filepath.Join(dir, fmt.Sprintf("disk%d", round))
+	data := make([]byte, n*64<<10)
+	for i := range data {
+		data[i] = byte(i/7 + round*31 + i>>16)
+	}
+	rtest.OK(t, os.WriteFile(file, data, 0o644))
+	r := c.run("ingest", "--chunk-size", "65536", store, "vm/900", file)
+	wantCode(t, r, exitOK)
+	rel, err := filepath.Rel(base, strings.TrimSpace(r.stdout))
+	rtest.OK(t, err)
+	wantCode(t, c.run("forget", store, rel), exitOK)
+	return file
 }

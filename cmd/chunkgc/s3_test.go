@@ -174,17 +174,7 @@ func TestS3BackupsRacingGC(t *testing.T) {
 	s := newS3Store(t, c, 0, 0)
 	src := t.TempDir()
 	for round := range rounds {
-		file := filepath.Join(src, fmt.Sprintf("disk%d", round))
-		data := make([]byte, 128*64<<10)
-		for i := range data {
-			data[i] = byte(i/7 + round*31 + i>>16)
-		}
-		rtest.OK(t, os.WriteFile(file, data, 0o644))
-		r := c.run("ingest", "--chunk-size", "65536", "st1", "vm/900", file)
-		wantCode(t, r, exitOK)
-		rel, err := filepath.Rel(s.base, strings.TrimSpace(r.stdout))
-		rtest.OK(t, err)
-		wantCode(t, c.run("forget", "st1", rel), exitOK)
+		file := forgottenBackup(t, c, "st1", s.base, src, round, 128)
 		old := time.Now().Add(-72 * time.Hour)
 		ageAll(t, s.base, old)
 		s.ageObjects(t, old)

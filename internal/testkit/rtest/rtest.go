@@ -37,6 +37,17 @@ func Equal[T any](t testing.TB, what string, want, got T) {
 	}
 }
 
+// Contains marks t failed (and goes on) for each of wants that s lacks,
+// naming what s is and quoting it.
+func Contains(t testing.TB, what, s string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
+		if !strings.Contains(s, want) {
+			t.Errorf("%s %q lacks %q", what, s, want)
+		}
+	}
+}
+
 // ErrorIs fails t at once unless errors.Is(err, target).
 func ErrorIs(t testing.TB, err, target error) {
 	t.Helper()

@@ -14,6 +14,7 @@ import (
 type recorder struct {
 	testing.TB
 	fatal, skip string
+	errors      []string
 }
 
 func (r *recorder) Helper() {}
@@ -21,6 +22,10 @@ func (r *recorder) Helper() {}
 func (r *recorder) Fatalf(format string, args ...any) { r.fatal = fmt.Sprintf(format, args...) }
 
 func (r *recorder) Skip(args ...any) { r.skip = fmt.Sprint(args...) }
+
+func (r *recorder) Errorf(format string, args ...any) {
+	r.errors = append(r.errors, fmt.Sprintf(format, args...))
+}
 
 func TestOK(t *testing.T) {
 	r := &recorder{TB: t}
@@ -43,6 +48,19 @@ func TestEqual(t *testing.T) {
 	Equal(r, "count", 1, 2)
 	if r.fatal != "count: want 1, got 2" {
 		t.Fatalf("Equal(1, 2): got %q", r.fatal)
+	}
+}
+
+func TestContains(t *testing.T) {
+	r := &recorder{TB: t}
+	Contains(r, "error", "open /a: no such file", "/a", "no such")
+	if len(r.errors) != 0 {
+		t.Fatalf("Contains of present strings failed: %q", r.errors)
+	}
+	Contains(r, "error", "open /a", "/a", "/b", "EIO")
+	want := []string{`error "open /a" lacks "/b"`, `error "open /a" lacks "EIO"`}
+	if fmt.Sprint(r.errors) != fmt.Sprint(want) {
+		t.Fatalf("Contains with two missing: got %q, want %q", r.errors, want)
 	}
 }
 

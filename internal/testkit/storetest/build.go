@@ -192,6 +192,21 @@ func Chunk(name string, opts ...FileOption) Option {
 	})
 }
 
+// Chunks declares n chunks named "<prefix> 0" … "<prefix> n-1", each as
+// [Chunk] with opts, and returns them as one Option with their names in
+// that order, for a [Snapshot] to reference slices of.
+func Chunks(prefix string, n int, opts ...FileOption) (Option, []string) {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprint(prefix, " ", i)
+	}
+	return func(b *builder) {
+		for _, name := range names {
+			Chunk(name, opts...)(b)
+		}
+	}, names
+}
+
 // Missing declares a chunk named name that is never stored, for an index to
 // reference on purpose: the invariant check at cleanup allows it to be
 // missing.

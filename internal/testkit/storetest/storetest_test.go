@@ -192,11 +192,7 @@ func TestCheckReferencedSkipsCorrupt(t *testing.T) {
 		t.Errorf("checked %d indexes, want the 4 good ones", indexes)
 	}
 	logs := strings.Join(f.logs, "\n")
-	for _, want := range []string{bad, "bad magic", p, "checksum mismatch"} {
-		if !strings.Contains(logs, want) {
-			t.Errorf("logs %q do not mention %q", logs, want)
-		}
-	}
+	rtest.Contains(t, "logs", logs, bad, "bad magic", p, "checksum mismatch")
 }
 
 func TestCheckReferencedFollowsIndexSymlink(t *testing.T) {
@@ -278,11 +274,7 @@ func TestCheckNoTmp(t *testing.T) {
 		t.Fatalf("want 2 errors, got %q", f.errors)
 	}
 	all := strings.Join(f.errors, "\n")
-	for _, want := range []string{tmp, top} {
-		if !strings.Contains(all, want) {
-			t.Errorf("errors %q do not name %s", all, want)
-		}
-	}
+	rtest.Contains(t, "errors", all, tmp, top)
 	rtest.OK(t, os.Remove(tmp)) // for the check at cleanup
 	rtest.OK(t, os.Remove(top))
 }
