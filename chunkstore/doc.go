@@ -93,7 +93,8 @@
 //     sweep lists, locks and unlinks through the fd that was checked; a dir
 //     swapped in after the check is either never looked at (the sweep uses
 //     the checked fd) or refused by the sweep's O_NOFOLLOW open (beyond the
-//     budget).
+//     budget, where the check takes the word of one listing of .chunks,
+//     [Store.ListPrefixDirs], for a dir it showed as a directory).
 //   - Hard links: a touch of a referenced chunk cannot tell a hard link to a
 //     file outside the store; the kernel's fs.protected_hardlinks=1 (the
 //     default) keeps the backup user from linking files it does not own,

@@ -155,17 +155,18 @@ var ErrUnexpectedPrefix = errors.New("prefix dir is not a directory")
 // no LOOKUP or OPENDIR of its own (doc "Round trips"). Beyond the budget the
 // fd is closed again and the sweep opens the dir once more.
 //
-// Once the budget is spent, a dir is checked with one statx
-// (AT_SYMLINK_NOFOLLOW; the attributes of the lookup serve, so over FUSE or
-// NFS it is one LOOKUP) instead of an open and a close, whose fd nothing
-// could keep.
+// Once the budget is spent, a dir that listed (a [PrefixListing] of
+// [Store.ListPrefixDirs], nil for none) shows as a directory needs no call
+// at all; any other is checked with one statx (AT_SYMLINK_NOFOLLOW; the
+// attributes of the lookup serve, so over FUSE or NFS it is one LOOKUP)
+// instead of an open and a close, whose fd nothing could keep.
 //
 // It is a check, not a guarantee: a dir swapped for a symlink after it was
 // checked and not cached is still refused by the sweep's O_NOFOLLOW open
 // (which stops the run), so nothing outside is touched either way; the
 // check only makes the common case — a symlink planted before the run —
 // stop GC before its first removal.
-func (s *Store) CheckPrefixDirs(ctx context.Context, pool *adapt.Pool) (missing []uint16, err error) {
+func (s *Store) CheckPrefixDirs(ctx context.Context, pool *adapt.Pool, listed *PrefixListing) (missing []uint16, err error) {
 	var (
 		next  atomic.Int64
 		mu    sync.Mutex
@@ -193,7 +194,7 @@ func (s *Store) CheckPrefixDirs(ctx context.Context, pool *adapt.Pool) (missing 
 				if v > 0 {
 					continue
 				}
-				err := s.checkPrefix(uint16(p), v, name[:], &stx)
+				err := s.checkPrefix(uint16(p), v, listed, name[:], &stx)
 				if err == nil {
 					continue
 				}
@@ -225,15 +226,15 @@ func (s *Store) CheckPrefixDirs(ctx context.Context, pool *adapt.Pool) (missing 
 
 // checkPrefix checks prefix dir p, whose slot held v (no fd), for
 // CheckPrefixDirs: an O_NOFOLLOW open whose fd it caches, or, once the
-// budget is spent, [Store.checkPrefixStat]. A missing dir matches
-// fs.ErrNotExist and is marked missing in its slot. name is scratch space.
-func (s *Store) checkPrefix(p uint16, v int32, name []byte, stx *unix.Statx_t) error {
+// budget is spent, listed's word or [Store.checkPrefixStat]. A missing dir
+// matches fs.ErrNotExist and is marked missing in its slot. name is
+// scratch space.
+func (s *Store) checkPrefix(p uint16, v int32, listed *PrefixListing, name []byte, stx *unix.Statx_t) error {
 	n := appendPrefixName(name[:0], p)
 	slot := &s.prefixes.fds[p]
 	var err error
-	if fdBudget().Load() <= 0 {
-		err = s.checkPrefixStat(n, stx)
-	} else {
+	switch {
+	case fdBudget().Load() > 0:
 		var fd int
 		fd, err = s.sys.Openat(s.chunksFd, unsafe.String(&n[0], len(n)), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 		if err == nil && s.cachePrefixFd(p, v, fd) {
@@ -244,6 +245,9 @@ func (s *Store) checkPrefix(p uint16, v int32, name []byte, stx *unix.Statx_t) e
 		} else {
 			err = s.unexpectedPrefix(n, nofollow.Classify(s.sys, s.chunksFd, string(n), err, true))
 		}
+	case listed != nil && listed.IsDir(p):
+	default:
+		err = s.checkPrefixStat(n, stx)
 	}
 	switch {
 	case err == nil:

@@ -2,6 +2,7 @@ package chunkstore
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -150,7 +151,7 @@ func TestCheckPrefixDirsIsTheSweepsOpen(t *testing.T) {
 		}
 	}
 	s := miniStore(t, base, opts, all...)
-	missing, err := s.CheckPrefixDirs(t.Context(), fixedPool(t, 2))
+	missing, err := s.CheckPrefixDirs(t.Context(), fixedPool(t, 2), nil)
 	rtest.OK(t, err)
 	rtest.Equal(t, "missing", []uint16{0x0a0a}, missing)
 	rtest.OK(t, os.Mkdir(filepath.Join(base, chunksName, "0a0a"), 0o750))
@@ -208,39 +209,67 @@ func TestCheckPrefixDirsBeyondBudget(t *testing.T) {
 		{"symlink", func(t *testing.T) { rtest.OK(t, os.Symlink(t.TempDir(), planted)) }, nofollow.ErrSymlink, nil},
 		{"file", func(t *testing.T) { rtest.OK(t, os.WriteFile(planted, nil, 0o640)) }, nofollow.ErrNotDir, nil},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			rtest.OK(t, os.RemoveAll(planted))
-			tt.plant(t)
-			opens, stats := set.Calls(faultfs.Openat), set.Calls(faultfs.Statx)
-			missing, err := s.CheckPrefixDirs(t.Context(), fixedPool(t, 2))
-			rtest.Equal(t, "opens", int64(0), set.Calls(faultfs.Openat)-opens)
-			if tt.want != nil {
-				rtest.ErrorIs(t, err, ErrUnexpectedPrefix)
-				rtest.ErrorIs(t, err, tt.want)
-				if !strings.Contains(err.Error(), planted) {
-					t.Errorf("error %v does not name the dir", err)
+	for _, listed := range []bool{false, true} {
+		for _, tt := range tests {
+			t.Run(fmt.Sprintf("%s/listed=%v", tt.name, listed), func(t *testing.T) {
+				rtest.OK(t, os.RemoveAll(planted))
+				tt.plant(t)
+				var l *PrefixListing
+				wantStats := int64(PrefixCount)
+				if listed {
+					// Every dir the listing shows as a directory
+					// needs no statx: only the missing ones (and
+					// what is planted, if not a dir) are asked.
+					var err error
+					l, err = s.ListPrefixDirs(t.Context())
+					rtest.OK(t, err)
+					wantStats = int64(PrefixCount - l.Dirs())
 				}
-				return
-			}
-			rtest.OK(t, err)
-			rtest.Equal(t, "stats", int64(PrefixCount), set.Calls(faultfs.Statx)-stats)
-			rtest.Equal(t, "missing", tt.missing, missing)
-			// Nothing cached: the sweep opens the dir itself, and a
-			// dir missing at an earlier check is there again.
-			dir, err := s.TakePrefix(0x0b0b)
-			if tt.missing[len(tt.missing)-1] == 0x0b0b {
-				rtest.ErrorIs(t, err, fs.ErrNotExist)
-				return
-			}
-			rtest.OK(t, err)
-			rtest.OK(t, dir.Close())
-		})
+				opens, stats := set.Calls(faultfs.Openat), set.Calls(faultfs.Statx)
+				missing, err := s.CheckPrefixDirs(t.Context(), fixedPool(t, 2), l)
+				rtest.Equal(t, "opens", int64(0), set.Calls(faultfs.Openat)-opens)
+				if tt.want != nil {
+					rtest.ErrorIs(t, err, ErrUnexpectedPrefix)
+					rtest.ErrorIs(t, err, tt.want)
+					rtest.Contains(t, "error", err.Error(), planted)
+					return
+				}
+				rtest.OK(t, err)
+				rtest.Equal(t, "stats", wantStats, set.Calls(faultfs.Statx)-stats)
+				rtest.Equal(t, "missing", tt.missing, missing)
+				// Nothing cached: the sweep opens the dir itself, and a
+				// dir missing at an earlier check is there again.
+				dir, err := s.TakePrefix(0x0b0b)
+				if tt.missing[len(tt.missing)-1] == 0x0b0b {
+					rtest.ErrorIs(t, err, fs.ErrNotExist)
+					return
+				}
+				rtest.OK(t, err)
+				rtest.OK(t, dir.Close())
+			})
+		}
 	}
-	// A statx error other than ENOENT stops the check, naming the dir.
+
+	// A dir the listing showed as a directory and that is a symlink by
+	// the check passes it (the check takes the listing's word), and the
+	// sweep's O_NOFOLLOW open refuses it: nothing is reached through it.
+	rtest.OK(t, os.RemoveAll(planted))
+	rtest.OK(t, os.Mkdir(planted, 0o750))
+	l, err := s.ListPrefixDirs(t.Context())
+	rtest.OK(t, err)
+	rtest.Equal(t, "listed as dir", true, l.IsDir(0x0b0b))
+	rtest.Equal(t, "listed as dir", false, l.IsDir(0x0a0a))
 	rtest.OK(t, os.Remove(planted))
+	rtest.OK(t, os.Symlink(t.TempDir(), planted))
+	_, err = s.CheckPrefixDirs(t.Context(), fixedPool(t, 2), l)
+	rtest.OK(t, err)
+	_, err = s.TakePrefix(0x0b0b)
+	rtest.ErrorIs(t, err, nofollow.ErrSymlink)
+	rtest.OK(t, os.Remove(planted))
+
+	// A statx error other than ENOENT stops the check, naming the dir.
 	set.Add(faultfs.Fault{Op: faultfs.Statx, Name: "0c0c", Err: unix.EIO})
-	_, err := s.CheckPrefixDirs(t.Context(), fixedPool(t, 2))
+	_, err = s.CheckPrefixDirs(t.Context(), fixedPool(t, 2), nil)
 	rtest.ErrorIs(t, err, unix.EIO)
 	if !strings.Contains(err.Error(), filepath.Join(s.chunks, "0c0c")) {
 		t.Errorf("error %v does not name the dir", err)

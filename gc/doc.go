@@ -88,10 +88,15 @@
 //     the listing; one getdents64 makes one request, whatever its buffer
 //     size. lseek to 0 on a dir fd is local. Beyond the fd budget
 //     (RLIMIT_NOFILE less 2,048; the systemd unit sets 131,072, enough for
-//     all 65,536) the check is one statx (AT_SYMLINK_NOFOLLOW,
-//     AT_STATX_DONT_SYNC: one LOOKUP) and the sweep opens the dir itself
-//     (LOOKUP + OPENDIR + 2 READDIRPLUS + RELEASEDIR), 5 synchronous round
-//     trips in all where an open and close in the check made 7.
+//     all 65,536) the check takes the word of one listing of .chunks
+//     ([chunkstore.Store.ListPrefixDirs]: a READDIRPLUS reply describes
+//     dozens of dirs), which runs in the background from before the atime
+//     probe to the check, so that it costs no wall time; a dir it did not
+//     show as a directory gets one statx (AT_SYMLINK_NOFOLLOW,
+//     AT_STATX_DONT_SYNC: one LOOKUP). The sweep opens such a dir itself
+//     (LOOKUP + OPENDIR + 2 READDIRPLUS + RELEASEDIR), 4 synchronous round
+//     trips in all where a statx in the check made 5 and an open and close
+//     7. A listing that fails stops the run before phase 2.
 //   - the sweep, per chunk kept: before, LOOKUP + GETATTR (fstatat: the
 //     kernel asks again even right after the LOOKUP); now LOOKUP (statx
 //     AT_STATX_DONT_SYNC uses the attributes the LOOKUP brought). Per
@@ -118,7 +123,8 @@
 //     where the tree expects a namespace, group, snapshot or index, an index
 //     path longer than the kernel accepts (datastore), a .chunks or prefix
 //     dir that is a symlink or not a directory
-//     ([chunkstore.Store.CheckPrefixDirs], run between the phases) — each is
+//     ([chunkstore.Store.CheckPrefixDirs], run between the phases, and the
+//     listing of .chunks it may take the word of) — each is
 //     an error naming the path, and nothing is removed.
 //  3. A chunk phase 1 could not touch is never swept: a touch that reports
 //     ENOENT (a flaky network filesystem can say so of a chunk that exists)

@@ -151,8 +151,9 @@ const (
 //     (groups, snapshots, a snapshot's index files), ENOENT from a listing
 //     included (a vanished snapshot: GC lists again);
 //   - phase 1's touch (utimensat) and its open of a prefix dir (openat);
-//   - the prefix dir check between the phases, which is the sweep's open
-//     of a prefix dir (openat);
+//   - the listing of .chunks beside phase 1 (its openat and getdents64)
+//     and the prefix dir check between the phases, which is the sweep's
+//     open of a prefix dir (openat);
 //   - phase 2's listing (getdents64, and a malformed reply), the lock-free
 //     stat and the locked re-stat of a candidate (statx), the exclusive
 //     flock and the unlink (unlinkat);
@@ -182,6 +183,8 @@ func TestFaults(t *testing.T) {
 		err   error
 		want  error  // what Run's error matches; nil when GC carries on
 		phase string // where the run stopped
+		// orPhase is where else it may stop: see the prefix dir check.
+		orPhase string
 		// says is a further part of Run's error: which listing failed.
 		says string
 		// replaced: the failed run replaced .gc-status all the same (it
@@ -253,15 +256,19 @@ func TestFaults(t *testing.T) {
 				rtest.Equal(t, "removed", int64(3), st.RemovedChunks)
 			}},
 
-		// Between the phases: the prefix dir check.
-		// The check is the sweep's open of the prefix dir, whose fd the
-		// sweep reuses, or, once the process's fd budget is spent (which
-		// dirs that is depends on the tests running beside this one), a
-		// statx of it; the sweep opens such a dir again (chunkstore's
-		// tests cover both paths one by one).
-		{name: "prefix dir check EIO", op: faultfs.Openat, or: faultfs.Statx, at: inPrefix(victim), want: unix.EIO, phase: beforeSweep},
-		{name: "prefix dir check ESTALE", op: faultfs.Openat, or: faultfs.Statx, at: inPrefix(victim), want: unix.ESTALE, phase: beforeSweep},
-		{name: "prefix dir check ENOENT skips it", op: faultfs.Openat, or: faultfs.Statx, at: inPrefix(victim), err: unix.ENOENT,
+		// Between the phases: the listing of .chunks (beside phase 1)
+		// and the prefix dir check. The check is the sweep's open of
+		// the prefix dir, whose fd the sweep reuses, or, once the
+		// process's fd budget is spent (which dirs that is depends on
+		// the tests running beside this one), the listing's word: then
+		// the sweep's own open meets the fault and stops the run there,
+		// keeping the chunks of that dir (chunkstore's tests cover both
+		// paths one by one).
+		{name: "prefix dir listing getdents EIO", op: faultfs.Getdents, at: inTree(".chunks"), want: unix.EIO, phase: beforeSweep, says: "list prefix dirs"},
+		{name: "prefix dir listing open EMFILE", op: faultfs.Openat, at: inChunks("."), want: unix.EMFILE, phase: beforeSweep, says: "list prefix dirs"},
+		{name: "prefix dir check EIO", op: faultfs.Openat, at: inPrefix(victim), want: unix.EIO, phase: beforeSweep, orPhase: inSweep},
+		{name: "prefix dir check ESTALE", op: faultfs.Openat, at: inPrefix(victim), want: unix.ESTALE, phase: beforeSweep, orPhase: inSweep},
+		{name: "prefix dir check ENOENT skips it", op: faultfs.Openat, at: inPrefix(victim), err: unix.ENOENT,
 			check: func(t *testing.T, s *faultStore, st *Status) {
 				rtest.Equal(t, "removed", int64(2), st.RemovedChunks)
 			}},
@@ -338,8 +345,12 @@ func TestFaults(t *testing.T) {
 			if st != nil {
 				t.Errorf("Run returned a status with its error: %+v", st)
 			}
-			if !strings.HasPrefix(err.Error(), tt.phase) {
-				t.Errorf("Run's error %q does not stop in %q", err, strings.TrimSuffix(tt.phase, ": "))
+			phase := tt.phase
+			if tt.orPhase != "" && strings.HasPrefix(err.Error(), tt.orPhase) {
+				phase = tt.orPhase
+			}
+			if !strings.HasPrefix(err.Error(), phase) {
+				t.Errorf("Run's error %q does not stop in %q", err, strings.TrimSuffix(phase, ": "))
 			}
 			if path == "" {
 				path = filepath.Join(s.base, ".chunks")
@@ -351,7 +362,7 @@ func TestFaults(t *testing.T) {
 				t.Errorf("Run's error %q does not say %q", err, tt.says)
 			}
 			s.checkStatus(t, tt.replaced)
-			switch tt.phase {
+			switch phase {
 			case inSweep:
 				// The sweep stops at the failed call: the chunk
 				// it failed on was not removed.
@@ -393,6 +404,13 @@ func inTree(rel string) spot {
 func inBase(name string) spot {
 	return func(s *faultStore) (faultfs.Fault, string) {
 		return faultfs.Fault{Path: s.baseGlob(), Name: name}, s.base
+	}
+}
+
+// inChunks is the entry name of .chunks, by its fd.
+func inChunks(name string) spot {
+	return func(s *faultStore) (faultfs.Fault, string) {
+		return faultfs.Fault{Path: s.treeGlob(".chunks"), Name: name}, filepath.Join(s.base, ".chunks")
 	}
 }
 

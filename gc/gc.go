@@ -163,6 +163,7 @@ func Run(ctx context.Context, store *chunkstore.Store, locks *locking.Dir, opts 
 		return nil, err
 	}
 	defer release()
+	defer r.stopListing()
 	if err := r.prepare(ctx); err != nil {
 		return nil, err
 	}
@@ -210,6 +211,10 @@ type run struct {
 	sweepTr   *sweepTracker
 	phase     string
 	brakeDone bool
+
+	// listing lists .chunks beside the probe and phase 1, for the prefix
+	// dir check (nil until prepare starts it).
+	listing *prefixListing
 
 	// s3Cut is an S3 run's object cutoff, min_atime in the server's clock;
 	// s3Req0 its bucket's request counts at the start.
@@ -262,6 +267,7 @@ func (r *run) prepare(ctx context.Context) error {
 	if err := r.cutoff(); err != nil {
 		return err
 	}
+	r.startListing(ctx)
 	if err := r.probe(ctx); err != nil {
 		return err
 	}
@@ -274,6 +280,47 @@ func (r *run) prepare(ctx context.Context) error {
 	r.loadCheckpoint()
 	r.startCheckpoints()
 	return nil
+}
+
+// prefixListing is [chunkstore.Store.ListPrefixDirs] running in the
+// background: started before the atime probe, it lists .chunks while the
+// probe sleeps and phase 1 touches, and the prefix dir check between the
+// phases takes its word for the dirs whose fd the budget cannot keep (doc
+// "Round trips"). Chunks of a prefix dir that appears after it listed are
+// younger than the run.
+type prefixListing struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	l      *chunkstore.PrefixListing
+	err    error
+}
+
+func (r *run) startListing(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	l := &prefixListing{cancel: cancel, done: make(chan struct{})}
+	r.listing = l
+	go func() {
+		defer close(l.done)
+		l.l, l.err = r.store.ListPrefixDirs(ctx)
+	}()
+}
+
+// listed waits for the listing and returns it.
+func (r *run) listed() (*chunkstore.PrefixListing, error) {
+	if r.listing == nil {
+		return nil, nil
+	}
+	<-r.listing.done
+	return r.listing.l, r.listing.err
+}
+
+// stopListing ends a listing that is still running (a run that stopped
+// before the check) and waits for it.
+func (r *run) stopListing() {
+	if r.listing != nil {
+		r.listing.cancel()
+		<-r.listing.done
+	}
 }
 
 // cutoff sets min_atime (SPEC §6.2) from the cutoff and the writer registry.
@@ -355,9 +402,13 @@ func (r *run) sweep(ctx context.Context) error {
 	defer func() { r.st.DurationPhase2 = time.Since(t2).Seconds() }()
 	r.prog.setPhase("check", 0)
 	checkLog := r.log.With(zap.String("phase", "check"))
-	check := r.opts.pool(ctx, "check", r.markWorkers, checkLog)
-	missingPrefixes, err := r.store.CheckPrefixDirs(ctx, check)
-	r.opts.stopPool(check, checkLog)
+	listed, err := r.listed()
+	var missingPrefixes []uint16
+	if err == nil {
+		check := r.opts.pool(ctx, "check", r.markWorkers, checkLog)
+		missingPrefixes, err = r.store.CheckPrefixDirs(ctx, check, listed)
+		r.opts.stopPool(check, checkLog)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return errCanceled(ctx, "before phase 2")

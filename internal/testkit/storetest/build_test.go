@@ -44,7 +44,7 @@ func TestBuildLayout(t *testing.T) {
 	rtest.OK(t, err)
 	defer store.Close()
 	rtest.OK(t, store.VerifyLayout(context.Background()))
-	missing, err := store.CheckPrefixDirs(context.Background(), fixedPool(t, 2))
+	missing, err := store.CheckPrefixDirs(context.Background(), fixedPool(t, 2), nil)
 	rtest.OK(t, err)
 	rtest.Equal(t, "missing prefix dirs", 0, len(missing))
 	rtest.Equal(t, "chunk path", store.ChunkPath(s.Digest("old")), s.Path("old"))
