@@ -2,11 +2,9 @@ package gc
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"strings"
 	"time"
 
@@ -72,11 +70,12 @@ func (r *run) s3Clock(ctx context.Context) error {
 // objects, and this host's local cache does not know the other's chunks.
 var ErrS3InUse = errors.New("the S3 datastore is in use by another host")
 
-// s3InUse reads <store>/.in-use ({"hostname": …}, written when the
-// datastore was created) and refuses a run when it names another host. A
+// s3InUse reads <store>/.in-use ({"hostname":…}, written when the
+// datastore was created) and refuses a run when it names another host
+// than this one's node name as PBS writes it ([objstore.Nodename]). A
 // missing marker is warned about: a datastore PBS created has one.
 func (r *run) s3InUse(ctx context.Context) error {
-	key := r.opts.S3.Store + "/.in-use"
+	key := objstore.InUseKey(r.opts.S3.Store)
 	b, err := r.opts.S3.Bucket.Get(ctx, key)
 	if errors.Is(err, objstore.ErrNotFound) {
 		r.log.Warn("the S3 datastore has no .in-use marker (PBS writes one when it creates a datastore)", zap.String("key", key))
@@ -85,13 +84,11 @@ func (r *run) s3InUse(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("s3 %s: %w", key, err)
 	}
-	var m struct {
-		Hostname string `json:"hostname"`
+	m, err := objstore.ParseInUse(b)
+	if err != nil {
+		return fmt.Errorf("s3 %s: %w", key, err)
 	}
-	if err := json.Unmarshal(b, &m); err != nil {
-		return fmt.Errorf("s3 %s: not an in-use marker: %w", key, err)
-	}
-	host, err := os.Hostname()
+	host, err := objstore.Nodename()
 	if err != nil {
 		return fmt.Errorf("s3 %s: %w", key, err)
 	}

@@ -522,7 +522,7 @@ func TestS3RunClockSkew(t *testing.T) {
 // TestS3RunInUse: an .in-use marker naming another host stops the run
 // before phase 1 (nothing deleted); one naming this host lets it run.
 func TestS3RunInUse(t *testing.T) {
-	host, err := os.Hostname()
+	host, err := objstore.Nodename()
 	rtest.OK(t, err)
 	for _, tt := range []struct {
 		marker string

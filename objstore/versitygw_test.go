@@ -356,3 +356,17 @@ func TestVirtualHostVersitygw(t *testing.T) {
 	defer mu.Unlock()
 	rtest.Equal(t, "dialed", s.Bucket+".s3.test:"+port, dialed[0])
 }
+
+// TestPutVersitygw: Put creates an object and replaces it, one PUT each,
+// where PutIfAbsent would keep the first.
+func TestPutVersitygw(t *testing.T) {
+	s, c := versity(t, s3server.Options{}, Options{})
+	ctx := context.Background()
+	k := InUseKey("st")
+	rtest.OK(t, c.Put(ctx, k, []byte("first")))
+	rtest.OK(t, c.Put(ctx, k, []byte("second")))
+	b, err := os.ReadFile(s.ObjectPath(k))
+	rtest.OK(t, err)
+	rtest.Equal(t, "object after the second Put", "second", string(b))
+	rtest.Equal(t, "requests", Requests{Put: 2}, c.Requests())
+}
