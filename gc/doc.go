@@ -368,7 +368,9 @@
 //     server's clock by the smallest skew the answer allows, so that
 //     LastModified, which the server stamps, is compared in the clock that
 //     stamped it. One GET reads <store>/.in-use: a marker naming another
-//     host stops the run ([ErrS3InUse]).
+//     host than this one's node name as PBS writes it (the UTS node name
+//     up to its first dot, [objstore.Nodename]) stops the run
+//     ([ErrS3InUse]); chunkgc create writes the marker.
 //   - Phase 1 touches the cache files as the filesystem mark does; nothing
 //     goes to S3. A referenced chunk without a local file is handled as
 //     PBS does, under its chunk lock (waited for, at most 10 min: an
