@@ -414,8 +414,14 @@
 //
 // [Status] carries PBS's kebab-case counters; it is written to
 // <base>/.gc-status only after a successful, non-dry run. For an S3
-// datastore the figures are the objects' (disk-chunks and disk-bytes what
-// the listing kept, sizes as listed), as PBS counts them; chunkgc's own
-// (young objects kept, busy keys, foreign keys, requests by method) are
-// in its s3 object.
+// datastore .gc-status is PBS's and nothing more ([PBSStatus]: the fields
+// of GarbageCollectionStatus in its order, cache-stats last, one line
+// without a newline), its figures the listed objects' with their listed
+// sizes as PBS 4.2 counts them (S3SweepCounts.setStatus): in use in
+// disk-* (bad ones in the bytes only), deleted in removed-*, unused but
+// kept for safety in pending-* (an atime before the oldest writer, and
+// the young objects PBS would have deleted; bad ones in still-bad), busy
+// and foreign keys in none. chunkgc's own (young objects kept, busy keys,
+// foreign keys, requests by method) are in the s3 object of the JSON
+// output and the metrics.
 package gc

@@ -133,7 +133,8 @@ func s3Expect(ctx context.Context, store *chunkstore.Store, locks *locking.Dir, 
 
 // sweepS3 is phase 2 of an S3 datastore: the sweep of the bucket's listing
 // (s3Sweep), then phase 3, the local cache. Its figures are the objects'
-// (PBS's .gc-status of an S3 store counts objects and listed sizes).
+// (PBS's .gc-status of an S3 store counts objects and listed sizes;
+// [S3SweepCounts.setStatus]).
 func (r *run) sweepS3(ctx context.Context) error {
 	r.log.Info("start phase 2 (sweep unused objects)", zap.String("bucket-prefix", r.opts.S3.Store+"/.chunks/"))
 	s := &s3Sweep{bucket: r.opts.S3.Bucket, cache: r.store, locks: r.locks, prefix: r.opts.S3.Store + "/.chunks/",
@@ -144,11 +145,7 @@ func (r *run) sweepS3(ctx context.Context) error {
 	s.c.Requests = S3Requests{Get: q.Get - q0.Get, Put: q.Put - q0.Put, Post: q.Post - q0.Post,
 		Head: q.Head - q0.Head, Delete: q.Delete - q0.Delete, Other: q.Other - q0.Other}
 	r.st.S3 = &s.c
-	c := &s.c
-	r.st.RemovedChunks, r.st.RemovedBad, r.st.RemovedBytes = c.Removed-c.RemovedBad, c.RemovedBad, uint64(c.RemovedBytes)
-	r.st.PendingChunks, r.st.PendingBytes = c.Pending, uint64(c.PendingBytes)
-	r.st.DiskChunks = c.Objects - c.Removed
-	r.st.DiskBytes = uint64(c.ObjectBytes - c.RemovedBytes)
+	s.c.setStatus(r.st)
 	if err != nil {
 		if ctx.Err() != nil {
 			return errCanceled(ctx, "phase 2")
