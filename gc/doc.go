@@ -405,7 +405,12 @@
 //     taken once — a cache file without its object would make an
 //     uploader skip the upload.
 //
-// Requests: the HEAD and the GET at the start, ⌈objects/1000⌉ LIST
+// Before the atime probe, which runs before phase 1 unless tuned off, the
+// run reads <store>/.in-use and uploads the probe's zero chunk
+// (chunkstore.Store.InsertZeroChunkS3) before the probe caches it: a cache
+// file that claims a missing object makes uploaders skip the upload.
+//
+// Requests: the GET, the probe's PUT and the HEAD at the start, ⌈objects/1000⌉ LIST
 // requests and ⌈deleted/100⌉ POST requests; nothing per object. Not
 // applied to S3 runs yet: the mass-deletion brake, the deletion journal,
 // the quarantine and resuming an interrupted run.

@@ -21,6 +21,7 @@ import (
 // *objstore.Client is one.
 type S3Bucket interface {
 	s3Bucket
+	chunkstore.S3Putter // the atime probe's chunk
 	ServerTime(ctx context.Context) (objstore.ServerClock, error)
 	Get(ctx context.Context, key string) ([]byte, error)
 	Requests() objstore.Requests
@@ -44,7 +45,6 @@ var ErrS3ClockSkew = errors.New("the S3 server's clock is too far from this host
 // seconds; SPEC §12), so that LastModified is compared in the clock that
 // stamped it.
 func (r *run) s3Clock(ctx context.Context) error {
-	r.s3Req0 = r.opts.S3.Bucket.Requests()
 	sc, err := r.opts.S3.Bucket.ServerTime(ctx)
 	if err != nil {
 		return fmt.Errorf("s3 server clock: %w", err)
@@ -57,9 +57,6 @@ func (r *run) s3Clock(ctx context.Context) error {
 			sc.Server.UTC().Format(time.RFC3339), sc.Sent.UTC().Format(time.RFC3339Nano), lo, hi, bound)
 	}
 	r.s3Cut = time.Unix(r.st.MinAtime, 0).Add(lo)
-	if err := r.s3InUse(ctx); err != nil {
-		return err
-	}
 	r.log.Info("s3 server clock", zap.Time("server-time", sc.Server), zap.Duration("skew-min", lo), zap.Duration("skew-max", hi),
 		zap.Time("object-cutoff", r.s3Cut.UTC()))
 	return nil

@@ -11,13 +11,11 @@ import (
 	"go.uber.org/zap"
 
 	"chunkgc/backup"
-	"chunkgc/blob"
 	"chunkgc/chunkstore"
 	"chunkgc/config"
 	"chunkgc/datastore"
 	"chunkgc/gc"
 	"chunkgc/internal/fsys"
-	"chunkgc/locking"
 	"chunkgc/objstore"
 	"chunkgc/tuning"
 )
@@ -63,7 +61,7 @@ func runCreate(ctx context.Context, e *env, args []string) error {
 	}
 	defer locks.Close()
 	if s3 != nil && t.AtimeSafetyCheck {
-		if err := s3.zeroChunk(ctx, store, locks); err != nil {
+		if err := store.InsertZeroChunkS3(ctx, locks, s3.client, name); err != nil {
 			return fmt.Errorf("datastore %s not registered: %w", name, err)
 		}
 	}
@@ -86,7 +84,6 @@ func runCreate(ctx context.Context, e *env, args []string) error {
 // createS3 is what create does in the bucket of an S3 datastore.
 type createS3 struct {
 	client *objstore.Client
-	store  string
 	key    string // the in-use marker's
 	host   string // this host's node name
 	write  bool   // the marker is to be written
@@ -108,7 +105,7 @@ func (e *env) checkS3InUse(ctx context.Context, name string, a *createArgs, log 
 	if _, err := client.ServerTime(ctx); err != nil {
 		return nil, fmt.Errorf("datastore %s: bucket %s: %w", name, a.s3.Bucket, err)
 	}
-	c := &createS3{client: client, store: name, key: objstore.InUseKey(name)}
+	c := &createS3{client: client, key: objstore.InUseKey(name)}
 	if c.host, err = objstore.Nodename(); err != nil {
 		return nil, fmt.Errorf("datastore %s: %w", name, err)
 	}
@@ -140,22 +137,6 @@ func (e *env) checkS3InUse(ctx context.Context, name string, a *createArgs, log 
 		zap.String("in-use-by", owner), zap.String("hostname", c.host))
 	c.write = true
 	return c, nil
-}
-
-// zeroChunk stores the atime probe's zero chunk as an S3 insert does,
-// before the probe finds it: uploaded under its chunk lock (412: already
-// there), then cached. A cache file must never claim an object that does
-// not exist, or an uploader skips the upload (PBS's atime check uploads it
-// the same way).
-func (c *createS3) zeroChunk(ctx context.Context, store *chunkstore.Store, locks *locking.Dir) error {
-	b, d, err := blob.ZeroChunk(blob.ZeroChunkSize)
-	if err != nil {
-		return err
-	}
-	if _, _, err := store.InsertS3(ctx, locks, c.client, c.store, false, b, d); err != nil {
-		return fmt.Errorf("atime probe chunk: %w", err)
-	}
-	return nil
 }
 
 // writeInUse writes the in-use marker {"hostname":"<node name>"} with
