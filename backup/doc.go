@@ -43,6 +43,10 @@
 // chunks), the manifest before its local file. A failed ingest deletes
 // its snapshot's objects with the partial snapshot.
 //
+// [ForgetS3] forgets in an S3 datastore: every object below
+// <store>/.cnt/<snapshot>/ goes before the local directory, and a removed
+// group's owner object with the group.
+//
 // # Forget
 //
 // Forget refuses a snapshot with .protected ([ErrProtected]), removes the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"iter"
 	"os"
 	"path/filepath"
 	"slices"
@@ -59,6 +60,26 @@ func (b *recBucket) Delete(_ context.Context, keys []string) error {
 		delete(b.objs, k)
 	}
 	return nil
+}
+
+func (b *recBucket) List(_ context.Context, prefix string, _ objstore.ListOptions) iter.Seq2[objstore.Object, error] {
+	b.mu.Lock()
+	b.log = append(b.log, "list "+prefix)
+	var keys []string
+	for k := range b.objs {
+		if strings.HasPrefix(k, prefix) {
+			keys = append(keys, k)
+		}
+	}
+	b.mu.Unlock()
+	slices.Sort(keys)
+	return func(yield func(objstore.Object, error) bool) {
+		for _, k := range keys {
+			if !yield(objstore.Object{Key: k}, nil) {
+				return
+			}
+		}
+	}
 }
 
 func (b *recBucket) has(key string) bool {
@@ -177,6 +198,59 @@ func TestIngestS3UploadFails(t *testing.T) {
 	}
 	if !slices.Contains(b.log, "delete "+objstore.ContentKey("st1", snapRel+"/disk.img.fidx")) {
 		t.Errorf("the uploaded index was not deleted:\n%s", strings.Join(b.log, "\n"))
+	}
+	s.checkS3Objects(t, b)
+}
+
+// TestForgetS3: forgetting a snapshot of an S3 datastore deletes every
+// object below <store>/.cnt/<snapshot>/ (also one ingest did not upload)
+// before the local directory, keeps the other snapshot's, and removing the
+// emptied group deletes its owner object; a protected snapshot keeps its
+// objects. A failed delete keeps the local snapshot.
+func TestForgetS3(t *testing.T) {
+	s := newTestStore(t)
+	b := newRecBucket()
+	g := datastore.Group{Type: "vm", ID: "3"}
+	s1, err := s.ingestS3(t, b, g, t1, writeSource(t, "disk", 100<<10, 5))
+	rtest.OK(t, err)
+	s2, err := s.ingestS3(t, b, g, t2, writeSource(t, "disk", 100<<10, 6))
+	rtest.OK(t, err)
+	b.objs[objstore.ContentKey("st1", s1.RelPath()+"/client.log.blob")] = []byte("from PBS")
+	target := &S3Target{Bucket: b, Store: "st1"}
+	below := func(snap datastore.Snapshot) (n int) {
+		for k := range b.objs {
+			if strings.HasPrefix(k, objstore.ContentKey("st1", snap.RelPath()+"/")) {
+				n++
+			}
+		}
+		return n
+	}
+	rtest.Equal(t, "objects of the first snapshot", 3, below(s1))
+
+	rtest.OK(t, ForgetS3(t.Context(), s.tree, s.lk, s1, target, s.log))
+	rtest.Equal(t, "objects of the forgotten snapshot", 0, below(s1))
+	rtest.Equal(t, "objects of the other snapshot", 2, below(s2))
+	owner := objstore.ContentKey("st1", g.RelPath()+"/owner")
+	if !b.has(owner) {
+		t.Error("owner object deleted while the group has a snapshot")
+	}
+	if exists(t, filepath.Join(s.base, s1.RelPath())) {
+		t.Error("local snapshot kept")
+	}
+	rtest.OK(t, os.WriteFile(filepath.Join(s.base, s2.RelPath(), ".protected"), nil, 0o644))
+	if err := ForgetS3(t.Context(), s.tree, s.lk, s2, target, s.log); !errors.Is(err, ErrProtected) {
+		t.Fatalf("forget a protected snapshot: %v", err)
+	}
+	rtest.Equal(t, "objects of the protected snapshot", 2, below(s2))
+	rtest.OK(t, os.Remove(filepath.Join(s.base, s2.RelPath(), ".protected")))
+
+	rtest.OK(t, ForgetS3(t.Context(), s.tree, s.lk, s2, target, s.log))
+	rtest.Equal(t, "objects of the last snapshot", 0, below(s2))
+	if b.has(owner) {
+		t.Error("owner object of the removed group kept")
+	}
+	if exists(t, filepath.Join(s.base, g.RelPath())) {
+		t.Error("empty group kept")
 	}
 	s.checkS3Objects(t, b)
 }

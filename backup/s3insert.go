@@ -3,6 +3,7 @@ package backup
 import (
 	"context"
 	"fmt"
+	"iter"
 	"time"
 
 	"chunkgc/chunkstore"
@@ -38,6 +39,43 @@ type S3Bucket interface {
 	Put(ctx context.Context, key string, data []byte) error
 	// Delete deletes the objects of keys (a missing key is no error).
 	Delete(ctx context.Context, keys []string) error
+	// List lists the objects whose keys start with prefix, in key order.
+	List(ctx context.Context, prefix string, o objstore.ListOptions) iter.Seq2[objstore.Object, error]
+}
+
+// deletePrefix deletes every object below <store>/.cnt/<rel> (rel ends in
+// "/"), as PBS's snapshot removal does; nothing without a target.
+func (t *S3Target) deletePrefix(ctx context.Context, rel string) error {
+	if t == nil {
+		return nil
+	}
+	prefix := objstore.ContentKey(t.Store, rel)
+	var keys []string
+	for obj, err := range t.Bucket.List(ctx, prefix, objstore.ListOptions{}) {
+		if err != nil {
+			return fmt.Errorf("list %s: %w", prefix, err)
+		}
+		keys = append(keys, obj.Key)
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	if err := t.Bucket.Delete(ctx, keys); err != nil {
+		return fmt.Errorf("delete the objects below %s: %w", prefix, err)
+	}
+	return nil
+}
+
+// deleteOwner deletes the owner object of a removed group g, as PBS does.
+func (t *S3Target) deleteOwner(ctx context.Context, g datastore.Group) error {
+	if t == nil {
+		return nil
+	}
+	key := objstore.ContentKey(t.Store, g.RelPath()+"/"+ownerName)
+	if err := t.Bucket.Delete(ctx, []string{key}); err != nil {
+		return fmt.Errorf("group removed, but its owner object %s: %w", key, err)
+	}
+	return nil
 }
 
 // s3CleanupTimeout bounds the deletion of a failed snapshot's uploads,

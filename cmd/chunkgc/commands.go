@@ -408,7 +408,7 @@ func runForget(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer o.Close()
-	if err := o.forget(ctx, snap, e.log); err != nil {
+	if err := o.forget(ctx, e, snap, e.log); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "removed %s\n", snap.RelPath())

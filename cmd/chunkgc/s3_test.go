@@ -242,7 +242,8 @@ func TestS3BackupsRacingGC(t *testing.T) {
 // versitygw leaves, for every file it wrote below the cache (group owner,
 // index, manifest), an object <store>/.cnt/<relative path> with the same
 // bytes, and the namespace's .namespace markers; a GC afterwards keeps
-// them and every chunk, and the store invariant holds.
+// them and every chunk, and the store invariant holds; forget of a
+// snapshot deletes its objects and its emptied group's owner object.
 func TestS3IngestUploadsContent(t *testing.T) {
 	c := newCLI(t)
 	s := newS3Store(t, c, 0, 0)
@@ -252,7 +253,8 @@ func TestS3IngestUploadsContent(t *testing.T) {
 		data[i] = byte(i/3 + i>>12)
 	}
 	rtest.OK(t, os.WriteFile(src, data, 0o644))
-	wantCode(t, c.run("ingest", "--chunk-size", "65536", "st1", "vm/100", src), exitOK)
+	first := c.run("ingest", "--chunk-size", "65536", "st1", "vm/100", src)
+	wantCode(t, first, exitOK)
 	wantCode(t, c.run("ingest", "--chunk-size", "65536", "--ns", "a/b", "st1", "ct/7", src), exitOK)
 	wantCode(t, c.run("gc", "st1"), exitOK)
 
@@ -280,5 +282,20 @@ func TestS3IngestUploadsContent(t *testing.T) {
 		}))
 	}
 	rtest.Equal(t, "files checked (owner, index and manifest of two groups)", 6, n)
+
+	// forget deletes the snapshot's objects and, with the emptied group,
+	// its owner object; the other group's stay.
+	rel, err := filepath.Rel(s.base, strings.TrimSpace(first.stdout))
+	rtest.OK(t, err)
+	wantCode(t, c.run("forget", "st1", rel), exitOK)
+	for _, k := range []string{rel + "/disk.img.fidx", rel + "/index.json.blob", "vm/100/owner"} {
+		if _, err := os.Stat(s.srv.ObjectPath(objstore.ContentKey("st1", k))); err == nil {
+			t.Errorf("object of %s left after forget", k)
+		}
+	}
+	if _, err := os.Stat(s.srv.ObjectPath(objstore.ContentKey("st1", "ns/a/ns/b/ct/7/owner"))); err != nil {
+		t.Errorf("the other group's owner object: %v", err)
+	}
+	wantCode(t, c.run("gc", "st1"), exitOK)
 	s.invariant(t)
 }
