@@ -35,6 +35,18 @@
 // fsys.Owner, whose Active is the one euid check. If it fails after
 // creating the snapshot directory, it removes the partial snapshot.
 //
+// Into an S3 datastore ([S3Target]) each chunk goes by PBS's insert
+// protocol ([chunkstore.Store.InsertS3]), and the metadata to
+// <store>/.cnt/<relative path> as PBS uploads it: .namespace markers
+// (empty, no replace) before the namespace directories, a new group's
+// owner before its local file, each index once written (after all its
+// chunks), the manifest before its local file. A failed ingest deletes
+// its snapshot's objects with the partial snapshot.
+//
+// [ForgetS3] forgets in an S3 datastore: every object below
+// <store>/.cnt/<snapshot>/ goes before the local directory, and a removed
+// group's owner object with the group.
+//
 // # Forget
 //
 // Forget refuses a snapshot with .protected ([ErrProtected]), removes the

@@ -60,12 +60,24 @@ type forgetHooks struct {
 // holds a snapshot or anything but its owner file, and when rmdir finds it
 // not empty (a snapshot arrived).
 func Forget(ctx context.Context, tree *datastore.Tree, lk *locking.Dir, s datastore.Snapshot, log *zap.Logger) error {
-	return forget(ctx, tree, lk, s, log, forgetHooks{})
+	return forget(ctx, tree, lk, s, nil, log, forgetHooks{})
+}
+
+// ForgetS3 is [Forget] in an S3 datastore whose local cache tree is: as
+// PBS removes a snapshot, under the snapshot's lock and after the
+// protection check it first deletes every object below
+// <store>/.cnt/<snapshot>/ (listed, so also what PBS uploaded there), and
+// only then the local directory (a failed delete keeps it); a group it
+// removes loses its <store>/.cnt/<group>/owner object too, under the
+// group's lock. A .cnt/ index left behind would reference chunks a later
+// GC deletes.
+func ForgetS3(ctx context.Context, tree *datastore.Tree, lk *locking.Dir, s datastore.Snapshot, s3 *S3Target, log *zap.Logger) error {
+	return forget(ctx, tree, lk, s, s3, log, forgetHooks{})
 }
 
 // forget is Forget with test hooks: check, remove the snapshot, remove the
-// group if that left it empty.
-func forget(ctx context.Context, tree *datastore.Tree, lk *locking.Dir, s datastore.Snapshot, log *zap.Logger, hooks forgetHooks) error {
+// group if that left it empty; s3 nil for a filesystem datastore.
+func forget(ctx context.Context, tree *datastore.Tree, lk *locking.Dir, s datastore.Snapshot, s3 *S3Target, log *zap.Logger, hooks forgetHooks) error {
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -73,11 +85,11 @@ func forget(ctx context.Context, tree *datastore.Tree, lk *locking.Dir, s datast
 		return fmt.Errorf("forget snapshot %s: %w", s.RelPath(), err)
 	}
 	log = log.With(zap.String("snapshot", s.RelPath()))
-	if err := removeSnapshot(ctx, tree, lk, s); err != nil {
+	if err := removeSnapshot(ctx, tree, lk, s, s3); err != nil {
 		return err
 	}
 	log.Info("snapshot removed")
-	if err := removeGroupIfEmpty(ctx, tree, lk, s.Group, log, hooks); err != nil {
+	if err := removeGroupIfEmpty(ctx, tree, lk, s.Group, s3, log, hooks); err != nil {
 		return fmt.Errorf("forget snapshot %s: snapshot removed, but: %w", s.RelPath(), err)
 	}
 	return nil
@@ -85,14 +97,14 @@ func forget(ctx context.Context, tree *datastore.Tree, lk *locking.Dir, s datast
 
 // removeSnapshot removes the snapshot directory and its lock file under the
 // snapshot's exclusive lock.
-func removeSnapshot(ctx context.Context, tree *datastore.Tree, lk *locking.Dir, s datastore.Snapshot) (err error) {
+func removeSnapshot(ctx context.Context, tree *datastore.Tree, lk *locking.Dir, s datastore.Snapshot, s3 *S3Target) (err error) {
 	dir := tree.Path(s.RelPath())
 	lock, err := lk.LockSnapshot(ctx, s.NS, s.Type, s.ID, s.TimeString(), locking.Exclusive, 0)
 	if err != nil {
 		return fmt.Errorf("forget snapshot %s: %w", dir, err)
 	}
 	return whileLocked(lock, "forget snapshot "+dir, func() (bool, error) {
-		gone, err := removeLockedSnapshot(tree, s)
+		gone, err := removeLockedSnapshot(ctx, tree, s, s3)
 		if err != nil {
 			return gone, fmt.Errorf("forget snapshot %s: %w", dir, err)
 		}
@@ -104,7 +116,7 @@ func removeSnapshot(ctx context.Context, tree *datastore.Tree, lk *locking.Dir, 
 // protected; the caller holds the snapshot's lock. gone reports whether the
 // directory is gone afterwards (removed, or missing, which is an error
 // matching fs.ErrNotExist all the same).
-func removeLockedSnapshot(tree *datastore.Tree, s datastore.Snapshot) (gone bool, err error) {
+func removeLockedSnapshot(ctx context.Context, tree *datastore.Tree, s datastore.Snapshot, s3 *S3Target) (gone bool, err error) {
 	sys, dir := tree.Syscalls(), tree.Path(s.RelPath())
 	gfd, err := tree.OpenDir(s.Group.RelPath())
 	if err != nil {
@@ -124,6 +136,9 @@ func removeLockedSnapshot(tree *datastore.Tree, s datastore.Snapshot) (gone bool
 	case !errors.Is(err, unix.ENOENT):
 		return false, fmt.Errorf("check protection: %w", fsys.WithPath(err, dir+"/"+protectedName))
 	}
+	if err := s3.deletePrefix(ctx, s.RelPath()+"/"); err != nil {
+		return false, err
+	}
 	if err := removeDir(sys, gfd, s.TimeString(), sfd, dir); err != nil {
 		return false, err
 	}
@@ -135,7 +150,7 @@ func removeLockedSnapshot(tree *datastore.Tree, s datastore.Snapshot) (gone bool
 // group whose lock is held is in use and stays. The group's lock file is
 // removed (while held) only when the directory is gone; a kept group keeps
 // it.
-func removeGroupIfEmpty(ctx context.Context, tree *datastore.Tree, lk *locking.Dir, g datastore.Group, log *zap.Logger, hooks forgetHooks) (err error) {
+func removeGroupIfEmpty(ctx context.Context, tree *datastore.Tree, lk *locking.Dir, g datastore.Group, s3 *S3Target, log *zap.Logger, hooks forgetHooks) (err error) {
 	gdir := tree.Path(g.RelPath())
 	lock, err := lk.LockGroup(ctx, g.NS, g.Type, g.ID, locking.Exclusive, 0)
 	if errors.Is(err, locking.ErrLocked) || errors.Is(err, locking.ErrReplaced) {
@@ -146,7 +161,11 @@ func removeGroupIfEmpty(ctx context.Context, tree *datastore.Tree, lk *locking.D
 		return fmt.Errorf("remove empty group %s: %w", gdir, err)
 	}
 	return whileLocked(lock, "remove empty group "+gdir, func() (bool, error) {
-		return removeLockedGroup(tree, g, log, hooks)
+		gone, err := removeLockedGroup(tree, g, log, hooks)
+		if err == nil && gone {
+			err = s3.deleteOwner(ctx, g)
+		}
+		return gone, err
 	})
 }
 

@@ -199,7 +199,7 @@ func TestForgetGroupRace(t *testing.T) {
 				newSnap, err = Ingest(t.Context(), s.store, other, g, []string{src}, IngestOptions{ChunkSize: MinChunkSize, Now: at(t, t2)}, s.log)
 				rtest.OK(t, err)
 			})
-			rtest.OK(t, forget(t.Context(), s.tree, s.lk, old, s.log, hooks))
+			rtest.OK(t, forget(t.Context(), s.tree, s.lk, old, nil, s.log, hooks))
 			rtest.Equal(t, "hook fired", 1, fired)
 
 			rtest.Equal(t, "old snapshot", false, exists(t, filepath.Join(s.base, old.RelPath())))
@@ -237,7 +237,7 @@ func TestForgetGroupRaceCooperating(t *testing.T) {
 				IngestOptions{ChunkSize: MinChunkSize, Now: at(t, t2)}, s.log)
 		})
 	}}
-	rtest.OK(t, forget(t.Context(), s.tree, s.lk, old, s.log, hooks))
+	rtest.OK(t, forget(t.Context(), s.tree, s.lk, old, nil, s.log, hooks))
 	wg.Wait()
 	rtest.OK(t, ingestErr)
 

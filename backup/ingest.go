@@ -115,6 +115,17 @@ type ingestStats struct {
 // snapshot component that is a symlink or no directory is an error matching
 // [datastore.ErrUnexpectedEntry] that names it, and nothing is written
 // outside the store.
+//
+// Into an S3 datastore ([IngestOptions.S3]) it uploads what PBS 4.2
+// uploads to <store>/.cnt/<relative path>, at the points PBS does: an
+// empty .namespace marker for each level of the namespace (without
+// replacing one) before its directories are made, a new group's owner
+// file before its local one, each index file as written on disk once it
+// is closed, and the manifest before its local one, which finishes the
+// snapshot. Every chunk is uploaded ([chunkstore.Store.InsertS3]) before
+// the first index, so no index object references a missing chunk object.
+// A failed ingest deletes the objects it uploaded for its snapshot, as
+// PBS's snapshot removal deletes <store>/.cnt/<snapshot>.
 func Ingest(ctx context.Context, store *chunkstore.Store, lk *locking.Dir, g datastore.Group, files []string, opts IngestOptions, log *zap.Logger) (datastore.Snapshot, error) {
 	if log == nil {
 		log = zap.NewNop()
@@ -149,6 +160,9 @@ type ingest struct {
 	files    []*os.File
 	archives []string // archive name of each file
 	st       ingestStats
+	// uploads are the keys of the snapshot's files uploaded to S3, which
+	// a failed ingest deletes again.
+	uploads []string
 }
 
 // archiveFile is one entry of the manifest's file list.
@@ -287,7 +301,7 @@ func (in *ingest) run(ctx context.Context) (snap datastore.Snapshot, err error) 
 		return datastore.Snapshot{}, err
 	}
 	defer func() { err = joinCleanup(err, glock.Unlock()) }()
-	gfd, err := in.ensureGroup()
+	gfd, err := in.ensureGroup(ctx)
 	if err != nil {
 		return datastore.Snapshot{}, err
 	}
@@ -298,7 +312,7 @@ func (in *ingest) run(ctx context.Context) (snap datastore.Snapshot, err error) 
 		return datastore.Snapshot{}, err
 	}
 	// created, not snap: a failing return zeroes snap before the cleanup.
-	defer func() { err = in.closeSnapshot(err, gfd, sfd, created, slock) }()
+	defer func() { err = in.closeSnapshot(ctx, err, gfd, sfd, created, slock) }()
 	if err := in.writeSnapshot(ctx, sfd, created); err != nil {
 		return datastore.Snapshot{}, err
 	}
@@ -313,10 +327,14 @@ func (in *ingest) run(ctx context.Context) (snap datastore.Snapshot, err error) 
 // the snapshot was written with error err. A failed snapshot is removed,
 // relative to the group's fd gfd, and then its lock file while still
 // holding it, as Forget does. It returns err with the cleanup's errors.
-func (in *ingest) closeSnapshot(err error, gfd, sfd int, snap datastore.Snapshot, slock *locking.Lock) error {
+func (in *ingest) closeSnapshot(ctx context.Context, err error, gfd, sfd int, snap datastore.Snapshot, slock *locking.Lock) error {
 	if err == nil {
 		unix.Close(sfd)
 		return joinCleanup(err, slock.Unlock())
+	}
+	if derr := in.s3DeleteUploads(ctx); derr != nil {
+		unix.Close(sfd)
+		return errors.Join(err, derr, slock.Unlock())
 	}
 	dir := in.tree.Path(snap.RelPath())
 	if rerr := removeDir(in.sys, gfd, snap.TimeString(), sfd, dir); rerr != nil {
@@ -349,14 +367,19 @@ func (in *ingest) writeSnapshot(ctx context.Context, sfd int, snap datastore.Sna
 		if err != nil {
 			return err
 		}
+		if err := in.s3Upload(ctx, sfd, dir, snap.RelPath(), arch); err != nil {
+			return err
+		}
 		m.Files = append(m.Files, archiveFile{Filename: arch, Size: sizes[i], Csum: hex.EncodeToString(csum[:]), CryptMode: "none"})
 	}
-	return in.writeManifest(sfd, dir, &m)
+	return in.writeManifest(ctx, sfd, dir, snap.RelPath(), &m)
 }
 
 // writeManifest writes the manifest m as the blob index.json.blob into
-// the snapshot directory open as sfd (at dir).
-func (in *ingest) writeManifest(sfd int, dir string, m *manifest) error {
+// the snapshot directory open as sfd (at dir, rel below the base); into an
+// S3 datastore it is uploaded first, as PBS's update_manifest does: the
+// local manifest is what makes the snapshot finished.
+func (in *ingest) writeManifest(ctx context.Context, sfd int, dir, rel string, m *manifest) error {
 	js, err := json.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("encode manifest: %w", err)
@@ -364,6 +387,9 @@ func (in *ingest) writeManifest(sfd int, dir string, m *manifest) error {
 	b, err := blob.Encode(js, true)
 	if err != nil {
 		return fmt.Errorf("encode manifest: %w", err)
+	}
+	if err := in.s3Put(ctx, rel+"/"+manifestName, b, true); err != nil {
+		return err
 	}
 	return atomicfile.WriteBytesAt(sfd, dir, manifestName, b, 0o644, in.own)
 }
@@ -382,9 +408,12 @@ func joinCleanup(err, cerr error) error {
 // fd without following a symlink: a component that is a symlink or not a
 // directory is an error matching [datastore.ErrUnexpectedEntry] that names
 // it.
-func (in *ingest) ensureGroup() (int, error) {
+func (in *ingest) ensureGroup(ctx context.Context) (int, error) {
 	rel := in.g.RelPath()
 	gdir := in.tree.Path(rel)
+	if err := in.s3Namespaces(ctx); err != nil {
+		return -1, err
+	}
 	gfd, err := nofollow.MkdirAll(in.sys, in.tree.FD(), in.tree.Base(), rel, 0o755, in.own)
 	if err != nil {
 		return -1, datastore.Doubt(err)
@@ -401,7 +430,12 @@ func (in *ingest) ensureGroup() (int, error) {
 		unix.Close(gfd)
 		return -1, fsys.WithPath(err, gdir+"/"+ownerName)
 	}
-	if err := atomicfile.WriteBytesAt(gfd, gdir, ownerName, []byte(DefaultOwner+"\n"), 0o644, in.own); err != nil {
+	owner := []byte(DefaultOwner + "\n")
+	if err := in.s3Put(ctx, rel+"/"+ownerName, owner, false); err != nil {
+		unix.Close(gfd)
+		return -1, err
+	}
+	if err := atomicfile.WriteBytesAt(gfd, gdir, ownerName, owner, 0o644, in.own); err != nil {
 		unix.Close(gfd)
 		return -1, err
 	}

@@ -83,3 +83,20 @@ func (s *Store) InsertS3(ctx context.Context, lk *locking.Dir, bucket S3Putter, 
 	}
 	return !created, int64(len(b)), nil
 }
+
+// InsertZeroChunkS3 stores the atime probe's chunk, the 4 MiB zero chunk,
+// in an S3 datastore by [Store.InsertS3] (uploaded, then cached), before
+// [Store.ProbeAtime] inserts it locally: the probe's plain insert would
+// leave a cache file claiming an object that does not exist, and an
+// uploader would then skip the zero chunk's upload — of every image with a
+// 4 MiB run of zeros. PBS's atime check uploads it the same way.
+func (s *Store) InsertZeroChunkS3(ctx context.Context, lk *locking.Dir, bucket S3Putter, store string) error {
+	b, d, err := blob.ZeroChunk(blob.ZeroChunkSize)
+	if err != nil {
+		return fmt.Errorf("atime probe chunk: %w", err)
+	}
+	if _, _, err := s.InsertS3(ctx, lk, bucket, store, false, b, d); err != nil {
+		return fmt.Errorf("atime probe chunk: %w", err)
+	}
+	return nil
+}

@@ -355,6 +355,11 @@ func TestSetDatastoreAppends(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { checkSetDatastore(t, tt.give, def, tt.want) })
 	}
+	t.Run("s3 backend", func(t *testing.T) {
+		s3 := Datastore{Name: "s3st", Path: "/c", Backend: "type=s3,client=ep1,bucket=b1", Comment: "x"}
+		checkSetDatastore(t, "datastore: abc\n\tpath /a\n", s3,
+			"datastore: abc\n\tpath /a\n\ndatastore: s3st\n\tbackend type=s3,client=ep1,bucket=b1\n\tcomment x\n\tpath /c\n")
+	})
 }
 
 // checkSetDatastore asserts that SetDatastore(set) on the config give

@@ -55,7 +55,7 @@ func (d Datastore) Validate() error {
 	if d.Path == "" {
 		return fmt.Errorf("datastore %s: empty path", d.Name)
 	}
-	for _, kv := range [][2]string{{PropPath, d.Path}, {PropTuning, d.Tuning}, {PropComment, d.Comment}} {
+	for _, kv := range [][2]string{{PropPath, d.Path}, {PropTuning, d.Tuning}, {PropComment, d.Comment}, {PropBackend, d.Backend}} {
 		if v := kv[1]; v != strings.TrimSpace(v) || strings.ContainsFunc(v, unicode.IsControl) || !utf8.ValidString(v) {
 			return fmt.Errorf("datastore %s: %s %q has control characters, invalid UTF-8 or surrounding white space", d.Name, kv[0], v)
 		}

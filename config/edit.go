@@ -6,8 +6,8 @@ import (
 	"unicode"
 )
 
-// SetDatastore adds the datastore d.Name, or updates its path, tuning and
-// comment. An updated section keeps its position, its other properties and
+// SetDatastore adds the datastore d.Name, or updates its path, tuning,
+// comment and backend. An updated section keeps its position, its other properties and
 // its comments, and a property whose value does not change keeps its line
 // as it was; an empty field removes the property. A new section goes at the
 // end, its properties sorted by key as PBS writes them.
@@ -20,6 +20,7 @@ func (f *File) SetDatastore(d Datastore) {
 		PropPath:    cleanValue(d.Path),
 		PropTuning:  cleanValue(d.Tuning),
 		PropComment: cleanValue(d.Comment),
+		PropBackend: cleanValue(d.Backend),
 	}
 	p := f.section(d.Name)
 	if p == nil {
@@ -54,7 +55,7 @@ func (f *File) SetDatastore(d Datastore) {
 			lines = append(lines, propLine(leadingSpace(l.raw), l.key, v, eol))
 		}
 	}
-	for _, key := range []string{PropComment, PropPath, PropTuning} {
+	for _, key := range []string{PropBackend, PropComment, PropPath, PropTuning} {
 		v, ok := want[key]
 		if !ok || v == "" {
 			continue

@@ -374,7 +374,9 @@
 //     server's clock by the smallest skew the answer allows, so that
 //     LastModified, which the server stamps, is compared in the clock that
 //     stamped it. One GET reads <store>/.in-use: a marker naming another
-//     host stops the run ([ErrS3InUse]).
+//     host than this one's node name as PBS writes it (the UTS node name
+//     up to its first dot, [objstore.Nodename]) stops the run
+//     ([ErrS3InUse]); chunkgc create writes the marker.
 //   - Phase 1 touches the cache files as the filesystem mark does; nothing
 //     goes to S3. A referenced chunk without a local file is handled as
 //     PBS does, under its chunk lock (waited for, at most 10 min: an
@@ -409,7 +411,12 @@
 //     taken once — a cache file without its object would make an
 //     uploader skip the upload.
 //
-// Requests: the HEAD and the GET at the start, ⌈objects/1000⌉ LIST
+// Before the atime probe, which runs before phase 1 unless tuned off, the
+// run reads <store>/.in-use and uploads the probe's zero chunk
+// (chunkstore.Store.InsertZeroChunkS3) before the probe caches it: a cache
+// file that claims a missing object makes uploaders skip the upload.
+//
+// Requests: the GET, the probe's PUT and the HEAD at the start, ⌈objects/1000⌉ LIST
 // requests and ⌈deleted/100⌉ POST requests; nothing per object. Not
 // applied to S3 runs yet: the mass-deletion brake, the deletion journal,
 // the quarantine and resuming an interrupted run.
@@ -418,8 +425,14 @@
 //
 // [Status] carries PBS's kebab-case counters; it is written to
 // <base>/.gc-status only after a successful, non-dry run. For an S3
-// datastore the figures are the objects' (disk-chunks and disk-bytes what
-// the listing kept, sizes as listed), as PBS counts them; chunkgc's own
-// (young objects kept, busy keys, foreign keys, requests by method) are
-// in its s3 object.
+// datastore .gc-status is PBS's and nothing more ([PBSStatus]: the fields
+// of GarbageCollectionStatus in its order, cache-stats last, one line
+// without a newline), its figures the listed objects' with their listed
+// sizes as PBS 4.2 counts them (S3SweepCounts.setStatus): in use in
+// disk-* (bad ones in the bytes only), deleted in removed-*, unused but
+// kept for safety in pending-* (an atime before the oldest writer, and
+// the young objects PBS would have deleted; bad ones in still-bad), busy
+// and foreign keys in none. chunkgc's own (young objects kept, busy keys,
+// foreign keys, requests by method) are in the s3 object of the JSON
+// output and the metrics.
 package gc

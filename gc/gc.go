@@ -267,6 +267,13 @@ func (r *run) prepare(ctx context.Context) error {
 	if err := r.cutoff(); err != nil {
 		return err
 	}
+	if r.opts.S3 != nil {
+		// Before the probe, which uploads its chunk to the bucket.
+		r.s3Req0 = r.opts.S3.Bucket.Requests()
+		if err := r.s3InUse(ctx); err != nil {
+			return err
+		}
+	}
 	r.startListing(ctx)
 	if err := r.probe(ctx); err != nil {
 		return err
@@ -344,13 +351,21 @@ func (r *run) cutoff() error {
 }
 
 // probe runs the atime safety check unless tuning turned it off, refuses a
-// clock skew above gc-max-clock-skew and applies the measured lag.
+// clock skew above gc-max-clock-skew and applies the measured lag. Of an
+// S3 datastore it first uploads the probe's chunk and caches it
+// ([chunkstore.Store.InsertZeroChunkS3]), so that no cache file claims a
+// missing object.
 func (r *run) probe(ctx context.Context) error {
 	tn := r.opts.Tuning
 	if !tn.AtimeSafetyCheck {
 		r.log.Warn("access time safety check disabled by tuning (gc-atime-safety-check=0)")
 		r.log.Warn("file server clock skew unmeasured: min-atime assumes its clock agrees with this host's")
 		return nil
+	}
+	if r.opts.S3 != nil {
+		if err := r.store.InsertZeroChunkS3(ctx, r.locks, r.opts.S3.Bucket, r.opts.S3.Store); err != nil {
+			return fmt.Errorf("atime safety check: %w", err)
+		}
 	}
 	res, err := r.store.ProbeAtime(ctx)
 	if err != nil {

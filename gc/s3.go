@@ -2,11 +2,9 @@ package gc
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"strings"
 	"time"
 
@@ -23,6 +21,7 @@ import (
 // *objstore.Client is one.
 type S3Bucket interface {
 	s3Bucket
+	chunkstore.S3Putter // the atime probe's chunk
 	ServerTime(ctx context.Context) (objstore.ServerClock, error)
 	Get(ctx context.Context, key string) ([]byte, error)
 	Requests() objstore.Requests
@@ -46,7 +45,6 @@ var ErrS3ClockSkew = errors.New("the S3 server's clock is too far from this host
 // seconds; SPEC §12), so that LastModified is compared in the clock that
 // stamped it.
 func (r *run) s3Clock(ctx context.Context) error {
-	r.s3Req0 = r.opts.S3.Bucket.Requests()
 	sc, err := r.opts.S3.Bucket.ServerTime(ctx)
 	if err != nil {
 		return fmt.Errorf("s3 server clock: %w", err)
@@ -59,9 +57,6 @@ func (r *run) s3Clock(ctx context.Context) error {
 			sc.Server.UTC().Format(time.RFC3339), sc.Sent.UTC().Format(time.RFC3339Nano), lo, hi, bound)
 	}
 	r.s3Cut = time.Unix(r.st.MinAtime, 0).Add(lo)
-	if err := r.s3InUse(ctx); err != nil {
-		return err
-	}
 	r.log.Info("s3 server clock", zap.Time("server-time", sc.Server), zap.Duration("skew-min", lo), zap.Duration("skew-max", hi),
 		zap.Time("object-cutoff", r.s3Cut.UTC()))
 	return nil
@@ -72,11 +67,12 @@ func (r *run) s3Clock(ctx context.Context) error {
 // objects, and this host's local cache does not know the other's chunks.
 var ErrS3InUse = errors.New("the S3 datastore is in use by another host")
 
-// s3InUse reads <store>/.in-use ({"hostname": …}, written when the
-// datastore was created) and refuses a run when it names another host. A
+// s3InUse reads <store>/.in-use ({"hostname":…}, written when the
+// datastore was created) and refuses a run when it names another host
+// than this one's node name as PBS writes it ([objstore.Nodename]). A
 // missing marker is warned about: a datastore PBS created has one.
 func (r *run) s3InUse(ctx context.Context) error {
-	key := r.opts.S3.Store + "/.in-use"
+	key := objstore.InUseKey(r.opts.S3.Store)
 	b, err := r.opts.S3.Bucket.Get(ctx, key)
 	if errors.Is(err, objstore.ErrNotFound) {
 		r.log.Warn("the S3 datastore has no .in-use marker (PBS writes one when it creates a datastore)", zap.String("key", key))
@@ -85,13 +81,11 @@ func (r *run) s3InUse(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("s3 %s: %w", key, err)
 	}
-	var m struct {
-		Hostname string `json:"hostname"`
+	m, err := objstore.ParseInUse(b)
+	if err != nil {
+		return fmt.Errorf("s3 %s: %w", key, err)
 	}
-	if err := json.Unmarshal(b, &m); err != nil {
-		return fmt.Errorf("s3 %s: not an in-use marker: %w", key, err)
-	}
-	host, err := os.Hostname()
+	host, err := objstore.Nodename()
 	if err != nil {
 		return fmt.Errorf("s3 %s: %w", key, err)
 	}
@@ -136,7 +130,8 @@ func s3Expect(ctx context.Context, store *chunkstore.Store, locks *locking.Dir, 
 
 // sweepS3 is phase 2 of an S3 datastore: the sweep of the bucket's listing
 // (s3Sweep), then phase 3, the local cache. Its figures are the objects'
-// (PBS's .gc-status of an S3 store counts objects and listed sizes).
+// (PBS's .gc-status of an S3 store counts objects and listed sizes;
+// [S3SweepCounts.setStatus]).
 func (r *run) sweepS3(ctx context.Context) error {
 	r.log.Info("start phase 2 (sweep unused objects)", zap.String("bucket-prefix", r.opts.S3.Store+"/.chunks/"))
 	s := &s3Sweep{bucket: r.opts.S3.Bucket, cache: r.store, locks: r.locks, prefix: r.opts.S3.Store + "/.chunks/",
@@ -147,11 +142,7 @@ func (r *run) sweepS3(ctx context.Context) error {
 	s.c.Requests = S3Requests{Get: q.Get - q0.Get, Put: q.Put - q0.Put, Post: q.Post - q0.Post,
 		Head: q.Head - q0.Head, Delete: q.Delete - q0.Delete, Other: q.Other - q0.Other}
 	r.st.S3 = &s.c
-	c := &s.c
-	r.st.RemovedChunks, r.st.RemovedBad, r.st.RemovedBytes = c.Removed-c.RemovedBad, c.RemovedBad, uint64(c.RemovedBytes)
-	r.st.PendingChunks, r.st.PendingBytes = c.Pending, uint64(c.PendingBytes)
-	r.st.DiskChunks = c.Objects - c.Removed
-	r.st.DiskBytes = uint64(c.ObjectBytes - c.RemovedBytes)
+	s.c.setStatus(r.st)
 	if err != nil {
 		if ctx.Err() != nil {
 			return errCanceled(ctx, "phase 2")

@@ -46,6 +46,9 @@ type S3SweepCounts struct {
 	KeptYoung      int64 `json:"kept-young"`       // unused by the local evidence, younger than the cutoff on the server
 	KeptYoungBytes int64 `json:"kept-young-bytes"` // their listed sizes
 	Busy           int64 `json:"busy"`             // chunk lock held by another process: skipped
+	BusyBytes      int64 `json:"busy-bytes"`       // their listed sizes
+	PendingBad     int64 `json:"pending-bad"`      // of Pending, bad-chunk objects
+	KeptBad        int64 `json:"kept-bad"`         // bad-chunk objects kept in use (local atime after the oldest writer)
 	Foreign        int64 `json:"foreign"`          // keys that name no chunk: never deleted
 	UsingMarkers   int64 `json:"using-markers"`    // .using markers turned into empty markers
 	LocalRemoved   int64 `json:"local-removed"`    // local files removed before their object
@@ -141,6 +144,7 @@ func (s *s3Sweep) object(ctx context.Context, obj objstore.Object) error {
 	lock, err := s.locks.LockChunk(ctx, hex, 0)
 	if errors.Is(err, locking.ErrLocked) {
 		s.c.Busy++
+		s.c.BusyBytes += obj.Size
 		return nil
 	}
 	if err != nil {
@@ -162,11 +166,18 @@ func (s *s3Sweep) object(ctx context.Context, obj objstore.Object) error {
 		return fmt.Errorf("s3 sweep %s: local cache: %w", obj.Key, err)
 	}
 	e.lastModified = obj.LastModified
+	bad := k.kind == chunkstore.KindBad
 	switch v := decideS3(e, s.cut); v {
 	case s3Keep:
+		if bad {
+			s.c.KeptBad++
+		}
 	case s3Pending:
 		s.c.Pending++
 		s.c.PendingBytes += obj.Size
+		if bad {
+			s.c.PendingBad++
+		}
 	case s3KeepYoung:
 		s.c.KeptYoung++
 		s.c.KeptYoungBytes += obj.Size

@@ -95,16 +95,59 @@ type Status struct {
 	S3         *S3SweepCounts `json:"s3,omitempty"`
 }
 
+// PBSStatus is .gc-status exactly as PBS 4.2 writes it: pbs-api-types'
+// GarbageCollectionStatus, serde_json::to_string of it (kebab-case, in
+// field order, one line, no newline), cache-stats included as every PBS GC
+// fills it. An S3 datastore's .gc-status is this and nothing else
+// (testdata/pbs-gc-status-s3.json); chunkgc's own figures are in the JSON
+// output and the metrics.
+type PBSStatus struct {
+	UPID           string         `json:"upid"`
+	IndexFileCount int64          `json:"index-file-count"`
+	IndexDataBytes uint64         `json:"index-data-bytes"`
+	DiskBytes      uint64         `json:"disk-bytes"`
+	DiskChunks     int64          `json:"disk-chunks"`
+	RemovedBytes   uint64         `json:"removed-bytes"`
+	RemovedChunks  int64          `json:"removed-chunks"`
+	PendingBytes   uint64         `json:"pending-bytes"`
+	PendingChunks  int64          `json:"pending-chunks"`
+	RemovedBad     int64          `json:"removed-bad"`
+	StillBad       int64          `json:"still-bad"`
+	CacheStats     *PBSCacheStats `json:"cache-stats,omitempty"`
+}
+
+// PBSCacheStats is PBS's GarbageCollectionCacheStats: the digest cache's
+// hits and misses in phase 1.
+type PBSCacheStats struct {
+	Hits   int64 `json:"hits"`
+	Misses int64 `json:"misses"`
+}
+
+// PBS returns s's PBS figures as PBS writes them.
+func (s *Status) PBS() PBSStatus {
+	return PBSStatus{UPID: s.UPID, IndexFileCount: s.IndexFileCount, IndexDataBytes: s.IndexDataBytes,
+		DiskBytes: s.DiskBytes, DiskChunks: s.DiskChunks, RemovedBytes: s.RemovedBytes, RemovedChunks: s.RemovedChunks,
+		PendingBytes: s.PendingBytes, PendingChunks: s.PendingChunks, RemovedBad: s.RemovedBad, StillBad: s.StillBad,
+		CacheStats: &PBSCacheStats{Hits: s.CacheHits, Misses: s.CacheLookups - s.CacheHits}}
+}
+
 // writeStatus replaces <base>/.gc-status atomically: tmp file, fsync, chown,
 // rename, fsync of the directory, all relative to the store's base fd, so a
 // symlink planted as .gc-status is replaced, never followed. Every syscall
-// of it but the close goes through the store's seam.
+// of it but the close goes through the store's seam. An S3 datastore's is
+// PBS's ([PBSStatus]), a filesystem datastore's all of st, one line.
 func writeStatus(store *chunkstore.Store, st *Status, o fsys.Owner) error {
-	b, err := json.Marshal(st)
+	var b []byte
+	var err error
+	if st.S3 != nil {
+		b, err = json.Marshal(st.PBS())
+	} else {
+		b, err = json.Marshal(st)
+		b = append(b, '\n')
+	}
 	if err != nil {
 		return fmt.Errorf("encode gc status: %w", err)
 	}
-	b = append(b, '\n')
 	if err := atomicfile.WriteBytesAtSys(store.Syscalls(), store.BaseFD(), store.Base(), StatusFile, b, 0o644, o); err != nil {
 		return fmt.Errorf("gc status: %w", err)
 	}
@@ -115,7 +158,8 @@ func writeStatus(store *chunkstore.Store, st *Status, o fsys.Owner) error {
 // hundred bytes.
 const maxStatusSize = 1 << 20
 
-// ReadStatus reads <base>/.gc-status. A store that was never collected gives
+// ReadStatus reads <base>/.gc-status, chunkgc's or PBS's (whose
+// cache-stats give the cache figures). A store that was never collected gives
 // an error wrapping fs.ErrNotExist. The file is opened without following a
 // symlink and with O_NONBLOCK, and must be a regular file (a FIFO planted
 // there is an error, never a hang).
@@ -125,8 +169,18 @@ func ReadStatus(base string) (*Status, error) {
 		return nil, fmt.Errorf("read gc status: %w", err)
 	}
 	var st Status
+	var pbs struct {
+		CacheStats *PBSCacheStats `json:"cache-stats"`
+	}
 	if err := json.Unmarshal(b, &st); err != nil {
 		return nil, fmt.Errorf("parse gc status %s: %w", filepath.Join(base, StatusFile), err)
+	}
+	if err := json.Unmarshal(b, &pbs); err != nil {
+		return nil, fmt.Errorf("parse gc status %s: %w", filepath.Join(base, StatusFile), err)
+	}
+	if c := pbs.CacheStats; c != nil && st.CacheLookups == 0 {
+		// PBS's (and an S3 datastore's) .gc-status.
+		st.CacheHits, st.CacheLookups = c.Hits, c.Hits+c.Misses
 	}
 	return &st, nil
 }

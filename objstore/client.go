@@ -19,6 +19,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
+	smithyauth "github.com/aws/smithy-go/auth"
 	smithyendpoints "github.com/aws/smithy-go/endpoints"
 	"github.com/aws/smithy-go/middleware"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
@@ -177,8 +179,18 @@ func (s staticCredentials) Retrieve(context.Context) (aws.Credentials, error) {
 // second time for an endpoint with {{bucket}} in it.
 type fixedEndpoint struct{ base url.URL }
 
-func (f fixedEndpoint) ResolveEndpoint(context.Context, s3.EndpointParameters) (smithyendpoints.Endpoint, error) {
-	return smithyendpoints.Endpoint{URI: f.base}, nil
+func (f fixedEndpoint) ResolveEndpoint(_ context.Context, p s3.EndpointParameters) (smithyendpoints.Endpoint, error) {
+	// The SigV4 properties S3's own rules give: without them the signer
+	// escapes the already escaped path again, and every key with a
+	// character to escape (the ':' of every snapshot time in a .cnt/ key,
+	// which goes as %3A) is refused as SignatureDoesNotMatch by S3.
+	var sp smithy.Properties
+	smithyhttp.SetDisableDoubleEncoding(&sp, true)
+	smithyhttp.SetSigV4SigningName(&sp, "s3")
+	smithyhttp.SetSigV4SigningRegion(&sp, aws.ToString(p.Region))
+	var props smithy.Properties
+	smithyauth.SetAuthOptions(&props, []*smithyauth.Option{{SchemeID: smithyauth.SchemeIDSigV4, SignerProperties: sp}})
+	return smithyendpoints.Endpoint{URI: f.base, Properties: props}, nil
 }
 
 // FingerprintError is returned when the server's leaf certificate does not

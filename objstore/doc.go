@@ -39,6 +39,9 @@
 //   - [Client.PutIfAbsent]: PUT with If-None-Match: * and Content-MD5; 412
 //     is a duplicate, not an error. Provider quirk skip-if-none-match-header:
 //     a plain PUT.
+//   - [Client.Put]: an unconditional PUT with Content-MD5, which replaces
+//     the object (PBS's in-use marker and its .cnt/ copies of index files,
+//     manifests and owners).
 //   - [Client.Head], [Client.Get]: one object; 404 matches [ErrNotFound].
 //   - [Client.ServerTime]: the Date of a HEAD on the bucket, with the local
 //     clock around it ([ServerClock]), for the GC's clock-skew bound and its

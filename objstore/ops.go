@@ -194,6 +194,40 @@ func (c *Client) Get(ctx context.Context, key string) ([]byte, error) {
 // (a concurrent conditional write): PBS tries an upload 3 times.
 const putConflictAttempts = 3
 
+// putInput is the PUT of data to key with its Content-MD5, as PBS sends
+// every request with a body.
+func (c *Client) putInput(key string, data []byte) *s3.PutObjectInput {
+	sum := md5.Sum(data)
+	return &s3.PutObjectInput{
+		Bucket:        aws.String(c.bucket),
+		Key:           aws.String(key),
+		Body:          bytes.NewReader(data),
+		ContentLength: aws.Int64(int64(len(data))),
+		ContentMD5:    aws.String(base64.StdEncoding.EncodeToString(sum[:])),
+	}
+}
+
+// Put uploads data to key, replacing any object there: an unconditional
+// PUT with Content-MD5, as PBS uploads what it replaces (the in-use
+// marker, index files, manifests). A 409 is tried again like
+// [Client.PutIfAbsent]'s.
+//
+// An error means the outcome is unknown: the object may have been
+// replaced.
+func (c *Client) Put(ctx context.Context, key string, data []byte) error {
+	for attempt := 1; ; attempt++ {
+		_, err := c.api.PutObject(ctx, c.putInput(key, data))
+		switch st := statusCode(err); {
+		case err == nil:
+			return nil
+		case st == http.StatusConflict && attempt < putConflictAttempts:
+			continue
+		default:
+			return fmt.Errorf("s3 %s: put %s: %w", c.name, key, err)
+		}
+	}
+}
+
 // PutIfAbsent uploads data to key unless an object is there: a PUT with
 // If-None-Match: * and Content-MD5, as PBS uploads a chunk. It returns
 // created false, and no error, when the server answers 412 (the object
@@ -204,16 +238,8 @@ const putConflictAttempts = 3
 //
 // An error means the outcome is unknown: the object may exist.
 func (c *Client) PutIfAbsent(ctx context.Context, key string, data []byte) (created bool, err error) {
-	sum := md5.Sum(data)
-	md5b64 := base64.StdEncoding.EncodeToString(sum[:])
 	for attempt := 1; ; attempt++ {
-		in := &s3.PutObjectInput{
-			Bucket:        aws.String(c.bucket),
-			Key:           aws.String(key),
-			Body:          bytes.NewReader(data),
-			ContentLength: aws.Int64(int64(len(data))),
-			ContentMD5:    aws.String(md5b64),
-		}
+		in := c.putInput(key, data)
 		if !c.skipIfNoneMatch {
 			in.IfNoneMatch = aws.String("*")
 		}

@@ -61,7 +61,7 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"create", "[--reuse] [--owner USER] [--tuning PROPS] [--comment C] NAME PATH   create or adopt; probe; register", runCreate},
+		{"create", "[--reuse] [--owner USER] [--tuning PROPS] [--comment C] [--backend type=s3,client=ID,bucket=B [--overwrite-in-use]] NAME PATH   create or adopt; probe; register", runCreate},
 		{"gc", "[--tuning PROPS] [--dry-run] [--force] [--fresh] [--output text|json] [--metrics-dir DIR] STORE   run garbage collection; resumes an interrupted one unless --fresh", runGC},
 		{"check-atime", "[--tuning PROPS] STORE                           run the atime probe only; print the clock skew", runCheckAtime},
 		{"status", "[--output text|json] STORE                            print the last GC result", runStatus},

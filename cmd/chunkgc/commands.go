@@ -23,7 +23,8 @@ import (
 // runCreate creates (or with --reuse adopts) a chunk store, checks that its
 // file server updates atimes with a clock close to this host's, registers
 // it in the config and prepares its lock directory. Nothing is registered
-// unless every check passed.
+// unless every check passed. With --backend type=s3,… the store is the
+// local cache of an S3 datastore: see createS3.
 func runCreate(ctx context.Context, e *env, args []string) error {
 	a, err := parseCreateArgs(e, args)
 	if err != nil {
@@ -40,27 +41,114 @@ func runCreate(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	log := e.log.With(zap.String("store", name), zap.String("path", path))
+	var s3 *createS3
+	if a.s3 != nil {
+		if s3, err = e.checkS3InUse(ctx, name, a, log); err != nil {
+			return err
+		}
+	}
 	store, err := openOrCreateStore(ctx, path, a.reuse, chunkstore.Options{Log: log, Owner: owner, SyncLevel: t.SyncLevel})
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	if err := checkNewStoreAtime(ctx, store, t, log); err != nil {
-		return fmt.Errorf("datastore %s not registered: %w", name, err)
-	}
-	ds := config.Datastore{Name: name, Path: path, Tuning: a.props.String(), Comment: a.comment}
-	if err := e.register(cfg, ds, owner, log); err != nil {
-		return err
-	}
 	// Prepare the store's lock directory now, while running as root, so
 	// that a GC running as the backup user (the shipped unit) finds it
 	// owned by the backup user.
 	locks, err := e.openLockDir(name, owner)
 	if err != nil {
-		return fmt.Errorf("datastore %s registered, but its lock directory: %w", name, err)
+		return fmt.Errorf("datastore %s not registered: its lock directory: %w", name, err)
 	}
-	locks.Close()
+	defer locks.Close()
+	if s3 != nil && t.AtimeSafetyCheck {
+		if err := store.InsertZeroChunkS3(ctx, locks, s3.client, name); err != nil {
+			return fmt.Errorf("datastore %s not registered: %w", name, err)
+		}
+	}
+	if err := checkNewStoreAtime(ctx, store, t, log); err != nil {
+		return fmt.Errorf("datastore %s not registered: %w", name, err)
+	}
+	if s3 != nil {
+		if err := s3.writeInUse(ctx, log); err != nil {
+			return fmt.Errorf("datastore %s not registered: %w", name, err)
+		}
+	}
+	ds := config.Datastore{Name: name, Path: path, Tuning: a.props.String(), Comment: a.comment, Backend: a.backend}
+	if err := e.register(cfg, ds, owner, log); err != nil {
+		return err
+	}
 	fmt.Fprintf(e.stdout, "datastore %s created at %s\n", name, path)
+	return nil
+}
+
+// createS3 is what create does in the bucket of an S3 datastore.
+type createS3 struct {
+	client *objstore.Client
+	key    string // the in-use marker's
+	host   string // this host's node name
+	write  bool   // the marker is to be written
+}
+
+// checkS3InUse reaches the bucket of the S3 datastore name (HEAD, through
+// the endpoint's s3.cfg entry and its fingerprint) and reads its in-use
+// marker <name>/.in-use, before anything is written. A marker naming this
+// host (an interrupted create run again) is kept; one naming another host,
+// none, or content that is no marker is refused, matching gc.ErrS3InUse
+// and naming the store, the key and the host, unless --overwrite-in-use.
+// PBS refuses every existing marker unless overwrite-in-use, this host's
+// too.
+func (e *env) checkS3InUse(ctx context.Context, name string, a *createArgs, log *zap.Logger) (*createS3, error) {
+	client, err := e.s3Client(&storeRef{name: name, s3: a.s3}, log)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := client.ServerTime(ctx); err != nil {
+		return nil, fmt.Errorf("datastore %s: bucket %s: %w", name, a.s3.Bucket, err)
+	}
+	c := &createS3{client: client, key: objstore.InUseKey(name)}
+	if c.host, err = objstore.Nodename(); err != nil {
+		return nil, fmt.Errorf("datastore %s: %w", name, err)
+	}
+	b, err := client.Get(ctx, c.key)
+	if errors.Is(err, objstore.ErrNotFound) {
+		c.write = true
+		return c, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("datastore %s: bucket %s: %w", name, a.s3.Bucket, err)
+	}
+	m, perr := objstore.ParseInUse(b)
+	if perr == nil && m.Hostname == c.host {
+		log.Info("s3 in-use marker names this host", zap.String("key", c.key), zap.String("hostname", m.Hostname))
+		return c, nil
+	}
+	owner := fmt.Sprintf("host %q", m.Hostname)
+	switch {
+	case perr != nil:
+		owner = fmt.Sprintf("an unknown host (%v)", perr)
+	case m.Hostname == "":
+		owner = "an unknown host (no hostname)"
+	}
+	if !a.overwriteInUse {
+		return nil, fmt.Errorf("datastore %s: %w: bucket %s key %s: in use by %s, this is %q (--overwrite-in-use replaces the marker)",
+			name, gc.ErrS3InUse, a.s3.Bucket, c.key, owner, c.host)
+	}
+	log.Warn("s3 in-use marker of another host will be overwritten (--overwrite-in-use)", zap.String("key", c.key),
+		zap.String("in-use-by", owner), zap.String("hostname", c.host))
+	c.write = true
+	return c, nil
+}
+
+// writeInUse writes the in-use marker {"hostname":"<node name>"} with
+// replace, as PBS does at creation, unless it names this host already.
+func (c *createS3) writeInUse(ctx context.Context, log *zap.Logger) error {
+	if !c.write {
+		return nil
+	}
+	if err := c.client.Put(ctx, c.key, objstore.InUse{Hostname: c.host}.Marshal()); err != nil {
+		return fmt.Errorf("s3 in-use marker: %w", err)
+	}
+	log.Info("s3 in-use marker written", zap.String("key", c.key), zap.String("hostname", c.host))
 	return nil
 }
 
@@ -71,6 +159,11 @@ type createArgs struct {
 	ownerName  string
 	comment    string
 	props      tuning.Props
+	// backend is --backend as given; s3 its parsed S3 backend, nil for a
+	// filesystem datastore.
+	backend        string
+	s3             *config.Backend
+	overwriteInUse bool
 }
 
 // parseCreateArgs parses create's command line and checks NAME and PATH as
@@ -82,6 +175,8 @@ func parseCreateArgs(e *env, args []string) (*createArgs, error) {
 	fs.StringVar(&a.ownerName, "owner", "backup", "user (and its group) that owns the chunk store")
 	fs.StringVar(&a.comment, "comment", "", "comment stored in the config")
 	fs.Var(&a.props, "tuning", "tuning property string, e.g. gc-atime-safety-check=0")
+	fs.StringVar(&a.backend, "backend", "", "datastore backend as in PBS's datastore.cfg, e.g. type=s3,client=ID,bucket=B (PATH is then the local cache)")
+	fs.BoolVar(&a.overwriteInUse, "overwrite-in-use", false, "S3 datastore: replace an in-use marker that names another host")
 	if err := e.parse(fs, args); err != nil {
 		return nil, err
 	}
@@ -91,6 +186,18 @@ func parseCreateArgs(e *env, args []string) (*createArgs, error) {
 	a.name, a.path = fs.Arg(0), fs.Arg(1)
 	if err := config.ValidateStoreName(a.name); err != nil {
 		return nil, usagef("%v", err)
+	}
+	if a.backend != "" {
+		b, err := config.Datastore{Name: a.name, Backend: a.backend}.ParseBackend()
+		if err != nil {
+			return nil, usagef("--backend: %v", err)
+		}
+		if b.Type == config.BackendS3 {
+			a.s3 = &b
+		}
+	}
+	if a.overwriteInUse && a.s3 == nil {
+		return nil, usagef("--overwrite-in-use: only for an S3 datastore (--backend type=s3,…)")
 	}
 	if err := config.CheckStorePath(a.path); err != nil {
 		return nil, usagef("%v", err)
@@ -301,7 +408,7 @@ func runForget(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer o.Close()
-	if err := o.forget(ctx, snap, e.log); err != nil {
+	if err := o.forget(ctx, e, snap, e.log); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "removed %s\n", snap.RelPath())

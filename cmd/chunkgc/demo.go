@@ -64,7 +64,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	if err := ageChunks(base, time.Now().Add(-48*time.Hour)); err != nil {
 		return err
 	}
-	if err := forget(ctx, store, locks, snaps[0], log); err != nil {
+	if err := forget(ctx, store, locks, snaps[0], nil, log); err != nil {
 		return err
 	}
 	log.Info("demo store ready: 3 nightly snapshots, the oldest forgotten, 6 stray chunks, all chunks aged 48 h")

@@ -43,13 +43,25 @@ func newS3Store(t *testing.T, c *cli, referenced, garbage int) *s3Store {
 		rtest.OK(t, err)
 		srv.Age(k, time.Now().Add(-72*time.Hour))
 	}
+	writeS3Config(t, c, srv)
+	cfg := fmt.Sprintf("datastore: st1\n\tbackend %s\n\tpath %s\n\ttuning gc-atime-safety-check=false\n", s3Backend(srv), base)
+	rtest.OK(t, os.WriteFile(c.config, []byte(cfg), 0o644))
+	return s
+}
+
+// writeS3Config writes the s3.cfg beside c's datastore.cfg: srv's
+// endpoint, its certificate pinned.
+func writeS3Config(t *testing.T, c *cli, srv *s3server.Server) {
+	t.Helper()
 	ep := srv.Endpoint()
 	s3cfg := fmt.Sprintf("s3-endpoint: %s\n\taccess-key %s\n\tendpoint %s\n\tfingerprint %s\n\tpath-style true\n\tport %d\n\tregion %s\n\tsecret-key %s\n",
 		ep.ID, ep.AccessKey, ep.Endpoint, ep.Fingerprint, ep.Port, ep.Region, ep.SecretKey)
 	rtest.OK(t, os.WriteFile(filepath.Join(filepath.Dir(c.config), "s3.cfg"), []byte(s3cfg), 0o600))
-	cfg := fmt.Sprintf("datastore: st1\n\tbackend type=s3,client=%s,bucket=%s\n\tpath %s\n\ttuning gc-atime-safety-check=false\n", ep.ID, srv.Bucket, base)
-	rtest.OK(t, os.WriteFile(c.config, []byte(cfg), 0o644))
-	return s
+}
+
+// s3Backend is the backend property of a datastore in srv's bucket.
+func s3Backend(srv *s3server.Server) string {
+	return fmt.Sprintf("type=s3,client=%s,bucket=%s", srv.Endpoint().ID, srv.Bucket)
 }
 
 // key is the object key of the chunk file at p.
@@ -147,12 +159,24 @@ func (s *s3Store) ageObjects(t *testing.T, when time.Time) {
 // object, and every cache file has its object.
 func (s *s3Store) invariant(t *testing.T) {
 	t.Helper()
-	storetest.CheckObjects(t, s.base, func(d blob.Digest) bool { return s.hasObject(s.base + "/.chunks/" + d.String()[:4] + "/" + d.String()) })
-	err := filepath.WalkDir(filepath.Join(s.base, ".chunks"), func(p string, d os.DirEntry, err error) error {
+	checkS3Store(t, s.srv, "st1", s.base)
+}
+
+// checkS3Store is the S3 store invariant of datastore store in srv's
+// bucket with its cache at base: every chunk of every finished index of the
+// cache exists as an object, and every cache file has its object.
+func checkS3Store(t *testing.T, srv *s3server.Server, store, base string) {
+	t.Helper()
+	has := func(p string) bool {
+		_, err := os.Stat(srv.ObjectPath(store + "/.chunks/" + filepath.Base(filepath.Dir(p)) + "/" + filepath.Base(p)))
+		return err == nil
+	}
+	storetest.CheckObjects(t, base, func(d blob.Digest) bool { return has(base + "/.chunks/" + d.String()[:4] + "/" + d.String()) })
+	err := filepath.WalkDir(filepath.Join(base, ".chunks"), func(p string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if kind, _ := chunkstore.Classify([]byte(d.Name())); kind == chunkstore.KindChunk && !s.hasObject(p) {
+		if kind, _ := chunkstore.Classify([]byte(d.Name())); kind == chunkstore.KindChunk && !has(p) {
 			t.Errorf("cache file %s has no object", p)
 		}
 		return nil
@@ -202,4 +226,66 @@ func TestS3BackupsRacingGC(t *testing.T) {
 			t.Fatalf("round %d lost chunks", round)
 		}
 	}
+}
+
+// TestS3IngestUploadsContent: chunkgc ingest into an S3 datastore on
+// versitygw leaves, for every file it wrote below the cache (group owner,
+// index, manifest), an object <store>/.cnt/<relative path> with the same
+// bytes, and the namespace's .namespace markers; a GC afterwards keeps
+// them and every chunk, and the store invariant holds; forget of a
+// snapshot deletes its objects and its emptied group's owner object.
+func TestS3IngestUploadsContent(t *testing.T) {
+	c := newCLI(t)
+	s := newS3Store(t, c, 0, 0)
+	src := filepath.Join(t.TempDir(), "disk")
+	data := make([]byte, 5*64<<10+1000)
+	for i := range data {
+		data[i] = byte(i/3 + i>>12)
+	}
+	rtest.OK(t, os.WriteFile(src, data, 0o644))
+	first := c.run("ingest", "--chunk-size", "65536", "st1", "vm/100", src)
+	wantCode(t, first, exitOK)
+	wantCode(t, c.run("ingest", "--chunk-size", "65536", "--ns", "a/b", "st1", "ct/7", src), exitOK)
+	wantCode(t, c.run("gc", "st1"), exitOK)
+
+	for _, k := range []string{"st1/.cnt/ns/a/.namespace", "st1/.cnt/ns/a/ns/b/.namespace"} {
+		if fi, err := os.Stat(s.srv.ObjectPath(k)); err != nil || fi.Size() != 0 {
+			t.Errorf("namespace marker %s: %v", k, err)
+		}
+	}
+	var n int
+	for _, g := range []string{"vm/100", "ns/a/ns/b/ct/7"} {
+		rtest.OK(t, filepath.WalkDir(filepath.Join(s.base, g), func(p string, d os.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return err
+			}
+			rel, err := filepath.Rel(s.base, p)
+			rtest.OK(t, err)
+			local, err := os.ReadFile(p)
+			rtest.OK(t, err)
+			obj, err := os.ReadFile(s.srv.ObjectPath(objstore.ContentKey("st1", rel)))
+			if err != nil || string(obj) != string(local) {
+				t.Errorf("object of %s: %v, %d bytes, local %d bytes", rel, err, len(obj), len(local))
+			}
+			n++
+			return nil
+		}))
+	}
+	rtest.Equal(t, "files checked (owner, index and manifest of two groups)", 6, n)
+
+	// forget deletes the snapshot's objects and, with the emptied group,
+	// its owner object; the other group's stay.
+	rel, err := filepath.Rel(s.base, strings.TrimSpace(first.stdout))
+	rtest.OK(t, err)
+	wantCode(t, c.run("forget", "st1", rel), exitOK)
+	for _, k := range []string{rel + "/disk.img.fidx", rel + "/index.json.blob", "vm/100/owner"} {
+		if _, err := os.Stat(s.srv.ObjectPath(objstore.ContentKey("st1", k))); err == nil {
+			t.Errorf("object of %s left after forget", k)
+		}
+	}
+	if _, err := os.Stat(s.srv.ObjectPath(objstore.ContentKey("st1", "ns/a/ns/b/ct/7/owner"))); err != nil {
+		t.Errorf("the other group's owner object: %v", err)
+	}
+	wantCode(t, c.run("gc", "st1"), exitOK)
+	s.invariant(t)
 }

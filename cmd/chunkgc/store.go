@@ -188,17 +188,30 @@ func (e *env) open(arg string, cli tuning.Props) (*opened, error) {
 
 func (o *opened) Close() error { return errors.Join(o.locks.Close(), o.store.Close()) }
 
-// forget forgets snapshot snap of the open store.
-func (o *opened) forget(ctx context.Context, snap datastore.Snapshot, log *zap.Logger) error {
-	return forget(ctx, o.store, o.locks, snap, log)
+// forget forgets snapshot snap of the open store; of an S3 datastore, its
+// .cnt/ objects too (backup.ForgetS3).
+func (o *opened) forget(ctx context.Context, e *env, snap datastore.Snapshot, log *zap.Logger) error {
+	var s3 *backup.S3Target
+	if o.s3 != nil {
+		client, err := e.s3Client(o.storeRef, log)
+		if err != nil {
+			return err
+		}
+		s3 = &backup.S3Target{Bucket: client, Store: o.name}
+	}
+	return forget(ctx, o.store, o.locks, snap, s3, log)
 }
 
-// forget forgets snapshot snap of store (backup.Forget on the store's tree).
-func forget(ctx context.Context, store *chunkstore.Store, locks *locking.Dir, snap datastore.Snapshot, log *zap.Logger) error {
+// forget forgets snapshot snap of store (backup.Forget, or with s3
+// backup.ForgetS3, on the store's tree).
+func forget(ctx context.Context, store *chunkstore.Store, locks *locking.Dir, snap datastore.Snapshot, s3 *backup.S3Target, log *zap.Logger) error {
 	tree, err := datastore.NewTree(store.BaseFD(), store.Base(), datastore.TreeOptions{})
 	if err != nil {
 		return err
 	}
 	defer tree.Close()
+	if s3 != nil {
+		return backup.ForgetS3(ctx, tree, locks, snap, s3, log)
+	}
 	return backup.Forget(ctx, tree, locks, snap, log)
 }
