@@ -138,8 +138,9 @@ func s3Expect(ctx context.Context, store *chunkstore.Store, locks *locking.Dir, 
 // (s3Sweep), then phase 3, the local cache. Its figures are the objects'
 // (PBS's .gc-status of an S3 store counts objects and listed sizes).
 func (r *run) sweepS3(ctx context.Context) error {
-	r.log.Info("start phase 2 (sweep unused objects)", zap.String("bucket-prefix", r.opts.S3.Store+"/.chunks/"))
-	s := &s3Sweep{bucket: r.opts.S3.Bucket, cache: r.store, locks: r.locks, prefix: r.opts.S3.Store + "/.chunks/",
+	r.log.Info("start phase 2 (sweep unused objects)", zap.String("bucket-prefix", r.opts.S3.Store+"/.chunks/"),
+		zap.Int("key-ranges", r.opts.Tuning.S3ListRanges))
+	s := &s3Sweep{bucket: r.opts.S3.Bucket, cache: r.store, locks: r.locks, prefix: r.opts.S3.Store + "/.chunks/", ranges: r.opts.Tuning.S3ListRanges,
 		cut: s3Cutoffs{minAtime: r.st.MinAtime, oldestWriter: r.st.OldestWriter, objCutoff: r.s3Cut},
 		log: r.log.With(zap.String("phase", "sweep")), now: r.now, dryRun: r.opts.DryRun, before: r.opts.hooks.s3BeforeObject}
 	err := s.run(ctx)

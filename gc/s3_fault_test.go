@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -185,14 +186,29 @@ func slowDown(share float64) s3proxy.Rule {
 
 // TestS3RequestBudget: a GC of 550 objects (250 garbage) in pages of 100
 // sends, as the proxy counts them, one HEAD (the server's clock), one GET
-// (.in-use), ⌈550/100⌉ LIST and ⌈250/100⌉ POST requests, and nothing else.
+// (.in-use), the LIST requests of its key ranges (s3ListPages: one listing
+// ⌈550/100⌉, 16 ranges at most ⌈550/100⌉ + 16) and ⌈250/100⌉ POST requests
+// (the ranges share full batches), and nothing else.
 func TestS3RequestBudget(t *testing.T) {
-	s := newS3Real(t, 300, 250)
-	s.proxy.SetRule(nil)
-	st, err := s.run(t)
-	rtest.OK(t, err)
-	want := map[s3proxy.Op]int{s3proxy.OpHead: 1, s3proxy.OpGet: 1, s3proxy.OpList: (550 + s3PageSize - 1) / s3PageSize, s3proxy.OpBatch: 3}
-	rtest.Equal(t, "requests", want, s.proxy.Counts())
-	rtest.Equal(t, "removed", int64(250), st.RemovedChunks)
-	s.invariant(t)
+	for _, ranges := range []int{1, 16} {
+		t.Run(fmt.Sprint("ranges=", ranges), func(t *testing.T) {
+			s := newS3Real(t, 300, 250)
+			s.ranges = ranges
+			s.proxy.SetRule(nil)
+			st, err := s.run(t)
+			rtest.OK(t, err)
+			keys := slices.Clone(s.garbage)
+			for _, d := range s.refs {
+				keys = append(keys, s.key(d, ""))
+			}
+			lists := s3ListPages(keys, s3PageSize, ranges)
+			if bound := (len(keys)+s3PageSize-1)/s3PageSize + ranges; lists > bound || ranges == 1 && lists != 6 {
+				t.Fatalf("s3ListPages %d for %d ranges: beyond the bound", lists, ranges)
+			}
+			want := map[s3proxy.Op]int{s3proxy.OpHead: 1, s3proxy.OpGet: 1, s3proxy.OpList: lists, s3proxy.OpBatch: 3}
+			rtest.Equal(t, "requests", want, s.proxy.Counts())
+			rtest.Equal(t, "removed", int64(250), st.RemovedChunks)
+			s.invariant(t)
+		})
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,6 +41,13 @@ type fakeBucket struct {
 	// failDelete, when set, is asked before each Delete; an error fails it
 	// with nothing deleted.
 	failDelete func(call int, keys []string) error
+	// listHook, when set, is asked before a listing yields its n-th key
+	// (from 0); an error is yielded instead and ends the listing.
+	listHook func(ctx context.Context, o objstore.ListOptions, n int, key string) error
+	// deleteGate, when set, is waited for by each Delete, outside the
+	// lock; inflight and maxInflight count the Deletes under way.
+	deleteGate            chan struct{}
+	inflight, maxInflight atomic.Int32
 }
 
 func newFakeBucket() *fakeBucket {
@@ -76,13 +84,19 @@ func (b *fakeBucket) List(ctx context.Context, prefix string, o objstore.ListOpt
 		b.mu.Lock()
 		var keys []string
 		for k := range b.objs {
-			if strings.HasPrefix(k, prefix) && k > o.StartAfter {
+			if strings.HasPrefix(k, prefix) && k > o.StartAfter && (o.Before == "" || k < o.Before) {
 				keys = append(keys, k)
 			}
 		}
 		slices.Sort(keys)
 		b.mu.Unlock()
-		for _, k := range keys {
+		for n, k := range keys {
+			if b.listHook != nil {
+				if err := b.listHook(ctx, o, n, k); err != nil {
+					yield(objstore.Object{}, err)
+					return
+				}
+			}
 			b.mu.Lock()
 			obj, ok := b.objs[k]
 			b.mu.Unlock()
@@ -94,6 +108,17 @@ func (b *fakeBucket) List(ctx context.Context, prefix string, o objstore.ListOpt
 }
 
 func (b *fakeBucket) Delete(ctx context.Context, keys []string) error {
+	n := b.inflight.Add(1)
+	for p := b.maxInflight.Load(); n > p && !b.maxInflight.CompareAndSwap(p, n); p = b.maxInflight.Load() {
+	}
+	defer b.inflight.Add(-1)
+	if b.deleteGate != nil {
+		select {
+		case <-b.deleteGate:
+		case <-ctx.Done():
+			return &objstore.DeleteError{Endpoint: "fake", Unknown: keys, Err: ctx.Err()}
+		}
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	call := len(b.deletes)
@@ -124,6 +149,9 @@ type s3Fixture struct {
 	now time.Time
 	cut s3Cutoffs
 	seq int
+	// ranges is gc-s3-list-ranges of the fixture's sweeps and runs; 0:
+	// the default.
+	ranges int
 }
 
 const s3Prefix = "store1/.chunks/"
@@ -212,9 +240,17 @@ func (f *s3Fixture) local(d blob.Digest, suffix string, size int, age time.Durat
 }
 
 func (f *s3Fixture) sweep(bucket s3Bucket) (*s3Sweep, error) {
-	s := &s3Sweep{bucket: bucket, cache: f.cache, locks: f.locks, prefix: s3Prefix, cut: f.cut,
+	s := &s3Sweep{bucket: bucket, cache: f.cache, locks: f.locks, prefix: s3Prefix, ranges: f.listRanges(), cut: f.cut,
 		log: zaptest.NewLogger(f.t), now: time.Now}
 	return s, s.run(context.Background())
+}
+
+// listRanges is the fixture's gc-s3-list-ranges.
+func (f *s3Fixture) listRanges() int {
+	if f.ranges > 0 {
+		return f.ranges
+	}
+	return tuning.Defaults().S3ListRanges
 }
 
 func exists(p string) bool {
@@ -550,6 +586,7 @@ func (f *s3Fixture) run(t *testing.T, bucket S3Bucket) (*Status, error) {
 	t.Helper()
 	tun := tuning.Defaults()
 	tun.AtimeSafetyCheck = false
+	tun.S3ListRanges = f.listRanges()
 	return Run(context.Background(), f.cache, f.locks, Options{Log: zaptest.NewLogger(t), StoreName: "store1", Tuning: tun,
 		S3: &S3{Bucket: bucket, Store: "store1"}})
 }
