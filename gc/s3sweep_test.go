@@ -138,7 +138,7 @@ func (b *fakeBucket) Delete(ctx context.Context, keys []string) error {
 // built by storetest with the store invariant at cleanup), its lock dir and
 // a fake bucket, with the run's cutoffs.
 type s3Fixture struct {
-	t      *testing.T
+	t      testing.TB
 	st     *storetest.Store
 	cache  *chunkstore.Store
 	locks  *locking.Dir
@@ -156,7 +156,7 @@ type s3Fixture struct {
 
 const s3Prefix = "store1/.chunks/"
 
-func newS3Fixture(t *testing.T) *s3Fixture {
+func newS3Fixture(t testing.TB) *s3Fixture {
 	t.Helper()
 	base := filepath.Join(testfs.Tmpfs(t, ""), "cache")
 	st := storetest.Build(t, storetest.At(base))
