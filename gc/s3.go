@@ -128,10 +128,10 @@ func s3Expect(ctx context.Context, store *chunkstore.Store, locks *locking.Dir, 
 		return false, err
 	}
 	defer dir.Close()
-	if err := dir.Touch(hex + usingSuffix); err == nil || !errors.Is(err, fs.ErrNotExist) {
+	if err := dir.Touch(hex + chunkstore.UsingSuffix); err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return false, err
 	}
-	return false, dir.WriteMarker(hex + usingSuffix)
+	return false, dir.WriteMarker(hex + chunkstore.UsingSuffix)
 }
 
 // sweepS3 is phase 2 of an S3 datastore: the sweep of the bucket's listing
@@ -216,7 +216,7 @@ func sweepS3Cache(ctx context.Context, store *chunkstore.Store, locks *locking.D
 
 // sweepS3CacheEntry removes entry name of dir if phase 3 should.
 func sweepS3CacheEntry(ctx context.Context, dir *chunkstore.PrefixDir, locks *locking.Dir, name string, minAtime int64, dryRun bool, stx *unix.Statx_t) (bool, error) {
-	base, using := strings.CutSuffix(name, usingSuffix)
+	base, using := strings.CutSuffix(name, chunkstore.UsingSuffix)
 	kind, d := chunkstore.Classify([]byte(base))
 	if kind == chunkstore.KindOther || (using && kind != chunkstore.KindChunk) {
 		return false, nil

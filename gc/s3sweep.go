@@ -268,6 +268,37 @@ type s3Range struct {
 	opts objstore.ListOptions
 	c    S3SweepCounts
 	err  error
+	dir  *chunkstore.PrefixDir // the cache's prefix dir of the last chunk key
+}
+
+// prefixDir returns the cache's prefix dir p, kept open across the
+// consecutive keys of one prefix dir: a range lists them one after the
+// other, and no other range lists any of them. It is taken from the
+// store's fd cache, where the prefix dir check before phase 2 left it (no
+// open at all), else opened; a dir the check found missing is asked for
+// again, as a plain open would.
+func (w *s3Range) prefixDir(p uint16) (*chunkstore.PrefixDir, error) {
+	if w.dir != nil && w.dir.Prefix() == p {
+		return w.dir, nil
+	}
+	w.closeDir()
+	dir, err := w.s.cache.TakePrefix(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		dir, err = w.s.cache.OpenPrefix(p)
+	}
+	if err != nil {
+		return nil, err
+	}
+	w.dir = dir
+	return dir, nil
+}
+
+// closeDir closes the range's open prefix dir, if any.
+func (w *s3Range) closeDir() {
+	if w.dir != nil {
+		w.dir.Close()
+		w.dir = nil
+	}
 }
 
 // run lists and decides the range's keys. ctx stops it (another range's
@@ -275,6 +306,7 @@ type s3Range struct {
 // a batch in flight is answered before its locks go.
 func (w *s3Range) run(ctx, sendCtx context.Context) error {
 	s := w.s
+	defer w.closeDir()
 	for obj, lerr := range s.bucket.List(ctx, s.prefix, w.opts) {
 		if lerr != nil {
 			return lerr
@@ -332,11 +364,10 @@ func (w *s3Range) object(ctx context.Context, obj objstore.Object) (full []s3Que
 			lock.Unlock()
 		}
 	}()
-	dir, err := s.cache.OpenPrefix(k.digest.Prefix())
+	dir, err := w.prefixDir(k.digest.Prefix())
 	if err != nil {
 		return nil, fmt.Errorf("s3 sweep %s: local cache: %w", obj.Key, err)
 	}
-	defer dir.Close()
 	e, err := s3LocalEvidence(dir, k)
 	if err != nil {
 		return nil, fmt.Errorf("s3 sweep %s: local cache: %w", obj.Key, err)
@@ -359,7 +390,7 @@ func (w *s3Range) object(ctx context.Context, obj objstore.Object) (full []s3Que
 		if err := dir.WriteMarker(k.name); err != nil {
 			return nil, fmt.Errorf("s3 sweep %s: %w", obj.Key, err)
 		}
-		if err := dir.Unlink(k.name + usingSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := dir.Unlink(k.name + chunkstore.UsingSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("s3 sweep %s: %w", obj.Key, err)
 		}
 		w.c.UsingMarkers++
@@ -395,9 +426,6 @@ func (w *s3Range) object(ctx context.Context, obj objstore.Object) (full []s3Que
 	return nil, nil
 }
 
-// usingSuffix marks a chunk phase 1 found referenced and not cached.
-const usingSuffix = ".using"
-
 // s3LocalEvidence stats the local file of k's name in dir without following
 // a symlink and, for a chunk without one, its .using marker. Anything but a
 // regular file under either name is doubt: an error naming it.
@@ -415,11 +443,11 @@ func s3LocalEvidence(dir *chunkstore.PrefixDir, k s3Key) (s3Evidence, error) {
 	case k.kind != chunkstore.KindChunk:
 		return s3Evidence{local: localMissing}, nil
 	}
-	err = dir.StatFresh(k.name+usingSuffix, &stx)
+	err = dir.StatFresh(k.name+chunkstore.UsingSuffix, &stx)
 	switch {
 	case err == nil:
 		if stx.Mode&unix.S_IFMT != unix.S_IFREG {
-			return s3Evidence{}, fmt.Errorf("%s/%s%s: not a regular file (mode %#o)", dir.Name(), k.name, usingSuffix, stx.Mode)
+			return s3Evidence{}, fmt.Errorf("%s/%s%s: not a regular file (mode %#o)", dir.Name(), k.name, chunkstore.UsingSuffix, stx.Mode)
 		}
 		return s3Evidence{local: localUsing}, nil
 	case errors.Is(err, fs.ErrNotExist):
