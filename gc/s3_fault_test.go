@@ -34,6 +34,11 @@ type s3Real struct {
 	refs         []blob.Digest
 	garbage      []string // keys
 	garbageLocal []string // cache files
+	// killed, when set by killOn, is closed once the server was killed
+	// (and restarted): the test waits for it before it touches the
+	// server again, since only the network orders the kill before the
+	// run's end.
+	killed chan struct{}
 }
 
 const s3PageSize = 100
@@ -131,23 +136,10 @@ func TestS3FaultProxy(t *testing.T) {
 			return s3proxy.Every(func(n int) bool { return n == 2 }, s3proxy.Fault{TruncateBody: 1500, ResetBody: true}, s3proxy.OpList)
 		}, nil},
 		{"kill -9 between list pages", func(s *s3Real) s3proxy.Rule {
-			hold, held := make(chan struct{}), make(chan struct{})
-			go func() {
-				<-held
-				s.srv.Kill()
-				s.srv.Restart()
-				close(hold)
-			}()
-			return s3proxy.Every(func(n int) bool { return n == 2 }, s3proxy.Fault{Hold: hold, Held: held}, s3proxy.OpList)
+			return killOn(s, s3proxy.OpList, 2, true)
 		}, nil},
 		{"kill -9 with DeleteObjects in flight", func(s *s3Real) s3proxy.Rule {
-			hold, held := make(chan struct{}), make(chan struct{})
-			go func() {
-				<-held
-				s.srv.Kill()
-				close(hold)
-			}()
-			return s3proxy.Every(func(n int) bool { return n == 1 }, s3proxy.Fault{Hold: hold, Held: held}, s3proxy.OpBatch)
+			return killOn(s, s3proxy.OpBatch, 1, false)
 		}, func(s *s3Real) { s.srv.Restart() }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -155,6 +147,9 @@ func TestS3FaultProxy(t *testing.T) {
 			s.proxy.SetRule(tt.rule(s))
 			_, err := s.run(t)
 			t.Logf("faulty run: %v (requests %s, faults %d)", err, s3proxy.String(s.proxy.Counts()), s.proxy.Faults())
+			if s.killed != nil {
+				<-s.killed
+			}
 			if tt.after != nil {
 				tt.after(s)
 			}
@@ -170,6 +165,24 @@ func TestS3FaultProxy(t *testing.T) {
 			}
 		})
 	}
+}
+
+// killOn holds the n-th request of op in the proxy, kills the server with
+// SIGKILL meanwhile (restarting it on the same dir when restart is set),
+// then lets the request go on: to the restarted server, or to none.
+func killOn(s *s3Real, op s3proxy.Op, n int, restart bool) s3proxy.Rule {
+	hold, held := make(chan struct{}), make(chan struct{})
+	s.killed = make(chan struct{})
+	go func() {
+		defer close(s.killed)
+		<-held
+		s.srv.Kill()
+		if restart {
+			s.srv.Restart()
+		}
+		close(hold)
+	}()
+	return s3proxy.Every(func(i int) bool { return i == n }, s3proxy.Fault{Hold: hold, Held: held}, op)
 }
 
 // slowDown answers 503 SlowDown to a share of all requests, seeded so that
