@@ -426,8 +426,11 @@
 // beyond its keys (to see the first key past its end): ⌊n_i/1000⌋ + 1
 // pages, which sums to at most ⌈objects/1000⌉ + R. A range decides its
 // keys in key order, one at a time, each under its chunk lock exactly as a
-// single listing does; the ranges share nothing but the delete queue and
-// the figures, which each range keeps and the run adds up at the end.
+// single listing does, and keeps the cache's prefix dir open across the
+// consecutive keys of one prefix dir (taken from the store's fd cache,
+// which the prefix dir check filled, so usually not opened at all). The
+// ranges share nothing but the delete queue and the figures, which each
+// range keeps and the run adds up at the end.
 //
 // The delete batches are shared, not per range: the range whose key fills
 // the open batch (100 keys), or finds its first key older than 30 s, takes

@@ -245,8 +245,11 @@ func (s *s3Sweep) run(ctx context.Context) error {
 		}
 	}
 	err := errors.Join(errs...)
-	if ctx.Err() != nil {
+	switch {
+	case ctx.Err() != nil:
 		err = ctx.Err()
+	case err == nil && rctx.Err() != nil:
+		err = context.Cause(rctx) // fail closed, though only an error cancels rctx
 	}
 	if last := s.b.due(s.now(), true); last != nil {
 		if err != nil {
@@ -322,6 +325,10 @@ func (w *s3Range) run(ctx, sendCtx context.Context) error {
 			full = s.b.due(s.now(), false)
 		}
 		if full != nil {
+			if err := ctx.Err(); err != nil {
+				s.b.drop(full) // another range failed: nothing more is sent
+				return err
+			}
 			if err := s.send(sendCtx, full); err != nil {
 				return err
 			}
