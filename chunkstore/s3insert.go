@@ -20,6 +20,11 @@ type S3Putter interface {
 	PutIfAbsent(ctx context.Context, key string, data []byte) (created bool, err error)
 }
 
+// UsingSuffix ends the name of an S3 datastore cache's <hex>.using marker
+// (0 bytes): GC's phase 1 found the chunk referenced and not cached, so
+// its object is expected; PBS accepts exactly this suffix.
+const UsingSuffix = ".using"
+
 // S3ChunkLockTimeout bounds an insert's wait for a chunk lock (GC holds
 // one until the DeleteObjects of its batch is answered; PBS writers wait
 // up to 3 h).
@@ -78,7 +83,7 @@ func (s *Store) InsertS3(ctx context.Context, lk *locking.Dir, bucket S3Putter, 
 	if err != nil {
 		return !created, 0, fmt.Errorf("insert chunk %s: local file after the upload: %w", hex, err)
 	}
-	if err := dir.Unlink(hex + ".using"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := dir.Unlink(hex + UsingSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return !created, 0, fmt.Errorf("insert chunk %s: %w", hex, err)
 	}
 	return !created, int64(len(b)), nil

@@ -382,9 +382,9 @@
 //     PBS does, under its chunk lock (waited for, at most 10 min: an
 //     upload holds it): touched again, else its bad copies, else marked
 //     <hex>.using.
-//   - Phase 2 streams the listing of <store>/.chunks/ (one page in memory)
-//     and decides each key under its chunk lock, taken once without
-//     waiting (busy: kept, counted). Only keys of exactly 64 lowercase hex
+//   - Phase 2 streams the listing of <store>/.chunks/ (one page in memory
+//     per key range, see "S3 key ranges") and decides each key under its
+//     chunk lock, taken once without waiting (busy: kept, counted). Only keys of exactly 64 lowercase hex
 //     digits (or that and .N.bad) under their own prefix dir are chunks;
 //     every other key is foreign and never deleted. A bad key's local
 //     file is <hex>.N.bad (PBS appends the suffix twice and then deletes
@@ -404,7 +404,8 @@
 //     the server refused or left unanswered stops the run naming it; what
 //     such a crash leaves, an object without a local file, is harmless
 //     (an uploader re-uploads and gets 412) and goes in a later run once
-//     both proofs hold.
+//     both proofs hold. So do the keys queued when the run stops on an
+//     error: they are not sent.
 //   - Phase 3 sweeps the cache without a request to S3: every .using
 //     marker goes (phase 2 acted on it), and every cache file or bad copy
 //     with an atime before min_atime, re-stat'ed under its chunk lock
@@ -416,10 +417,59 @@
 // (chunkstore.Store.InsertZeroChunkS3) before the probe caches it: a cache
 // file that claims a missing object makes uploaders skip the upload.
 //
-// Requests: the GET, the probe's PUT and the HEAD at the start, ⌈objects/1000⌉ LIST
-// requests and ⌈deleted/100⌉ POST requests; nothing per object. Not
-// applied to S3 runs yet: the mass-deletion brake, the deletion journal,
-// the quarantine and resuming an interrupted run.
+// Requests: the GET, the probe's PUT and the HEAD at the start, at most ⌈objects/1000⌉ + R
+// LIST requests for R key ranges (exactly ⌈objects/1000⌉ with one) and
+// ⌈deleted/100⌉ POST requests (more only for batches the 30 s limit sent
+// early); nothing per object. Not applied to S3 runs yet: the
+// mass-deletion brake, the deletion journal, the quarantine and resuming
+// an interrupted run.
+//
+// # S3 key ranges
+//
+// Phase 2 lists gc-s3-list-ranges key ranges (default 16; 1 is PBS's single
+// listing) in parallel, split at the first hex digit of the prefix dir:
+// with digit boundaries d_i = ⌊i·16/R⌋, range i holds the keys k with
+// <store>/.chunks/d_i < k ≤ <store>/.chunks/d_{i+1} — ListObjectsV2's
+// start-after for the lower bound (exclusive, as S3 has it) and, for the
+// upper, the end of the iteration at the first key ≥ that bound plus a NUL
+// byte, the least string above it. The first range starts at the
+// listing's start, the last runs to its end, so every key of the listing,
+// a foreign one too, is listed by exactly one range, and every chunk key
+// of prefix dirs d… by the range of d. A range's listing reads one page
+// beyond its keys (to see the first key past its end): ⌊n_i/1000⌋ + 1
+// pages, which sums to at most ⌈objects/1000⌉ + R. A range decides its
+// keys in key order, one at a time, each under its chunk lock exactly as a
+// single listing does, and keeps the cache's prefix dir open across the
+// consecutive keys of one prefix dir (taken from the store's fd cache,
+// which the prefix dir check filled, so usually not opened at all). The
+// ranges share nothing but the delete queue and the figures, which each
+// range keeps and the run adds up at the end.
+//
+// The delete batches are shared, not per range: the range whose key fills
+// the open batch (100 keys), or finds its first key older than 30 s, takes
+// it and sends it while the others go on. Shared, so that every batch but
+// the last is full and the POSTs stay ⌈deleted/100⌉ (per-range batches
+// would add up to R − 1 partial ones), and so that a writer waiting on a
+// queued chunk's lock does not wait for a slow range to fill its own
+// batch. Each queued key holds its chunk lock, one open fd, until its
+// batch is answered; a key takes a place in the queue before its local
+// file is removed, and the places are bounded at 400 (four batches, filled
+// or in flight), so that with a lock per range being decided and a prefix
+// dir per range a sweep holds at most 400 + 2·16 fds beside its HTTP
+// connections whatever R is: inside the 2,048 fds chunkstore keeps out of
+// its prefix dir cache, and inside a 1,024 soft limit. A range that finds
+// no place waits for a batch in flight to be answered.
+//
+// The first error in any range — a listing, a local file, a key the server
+// refused or left unanswered — cancels the others and stops the run with
+// that error (the others' cancels are not reported). A DeleteObjects
+// already in flight is cancelled neither by it nor by the run's context (a
+// signal): its locks are released only once the server has answered (or
+// after 60 s without an answer), so that no uploader takes a lock, gets
+// 412 for an object the server is about to delete and caches it; nothing
+// more is sent. A dry run decides and counts as a real one and queues
+// nothing. The test hook that runs before each key is called one key at a
+// time.
 //
 // # Status
 //

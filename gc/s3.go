@@ -122,10 +122,10 @@ func s3Expect(ctx context.Context, store *chunkstore.Store, locks *locking.Dir, 
 		return false, err
 	}
 	defer dir.Close()
-	if err := dir.Touch(hex + usingSuffix); err == nil || !errors.Is(err, fs.ErrNotExist) {
+	if err := dir.Touch(hex + chunkstore.UsingSuffix); err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return false, err
 	}
-	return false, dir.WriteMarker(hex + usingSuffix)
+	return false, dir.WriteMarker(hex + chunkstore.UsingSuffix)
 }
 
 // sweepS3 is phase 2 of an S3 datastore: the sweep of the bucket's listing
@@ -133,8 +133,9 @@ func s3Expect(ctx context.Context, store *chunkstore.Store, locks *locking.Dir, 
 // (PBS's .gc-status of an S3 store counts objects and listed sizes;
 // [S3SweepCounts.setStatus]).
 func (r *run) sweepS3(ctx context.Context) error {
-	r.log.Info("start phase 2 (sweep unused objects)", zap.String("bucket-prefix", r.opts.S3.Store+"/.chunks/"))
-	s := &s3Sweep{bucket: r.opts.S3.Bucket, cache: r.store, locks: r.locks, prefix: r.opts.S3.Store + "/.chunks/",
+	r.log.Info("start phase 2 (sweep unused objects)", zap.String("bucket-prefix", r.opts.S3.Store+"/.chunks/"),
+		zap.Int("key-ranges", r.opts.Tuning.S3ListRanges))
+	s := &s3Sweep{bucket: r.opts.S3.Bucket, cache: r.store, locks: r.locks, prefix: r.opts.S3.Store + "/.chunks/", ranges: r.opts.Tuning.S3ListRanges,
 		cut: s3Cutoffs{minAtime: r.st.MinAtime, oldestWriter: r.st.OldestWriter, objCutoff: r.s3Cut},
 		log: r.log.With(zap.String("phase", "sweep")), now: r.now, dryRun: r.opts.DryRun, before: r.opts.hooks.s3BeforeObject}
 	err := s.run(ctx)
@@ -206,7 +207,7 @@ func sweepS3Cache(ctx context.Context, store *chunkstore.Store, locks *locking.D
 
 // sweepS3CacheEntry removes entry name of dir if phase 3 should.
 func sweepS3CacheEntry(ctx context.Context, dir *chunkstore.PrefixDir, locks *locking.Dir, name string, minAtime int64, dryRun bool, stx *unix.Statx_t) (bool, error) {
-	base, using := strings.CutSuffix(name, usingSuffix)
+	base, using := strings.CutSuffix(name, chunkstore.UsingSuffix)
 	kind, d := chunkstore.Classify([]byte(base))
 	if kind == chunkstore.KindOther || (using && kind != chunkstore.KindChunk) {
 		return false, nil

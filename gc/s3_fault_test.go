@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -33,6 +34,11 @@ type s3Real struct {
 	refs         []blob.Digest
 	garbage      []string // keys
 	garbageLocal []string // cache files
+	// killed, when set by killOn, is closed once the server was killed
+	// (and restarted): the test waits for it before it touches the
+	// server again, since only the network orders the kill before the
+	// run's end.
+	killed chan struct{}
 }
 
 const s3PageSize = 100
@@ -130,23 +136,10 @@ func TestS3FaultProxy(t *testing.T) {
 			return s3proxy.Every(func(n int) bool { return n == 2 }, s3proxy.Fault{TruncateBody: 1500, ResetBody: true}, s3proxy.OpList)
 		}, nil},
 		{"kill -9 between list pages", func(s *s3Real) s3proxy.Rule {
-			hold, held := make(chan struct{}), make(chan struct{})
-			go func() {
-				<-held
-				s.srv.Kill()
-				s.srv.Restart()
-				close(hold)
-			}()
-			return s3proxy.Every(func(n int) bool { return n == 2 }, s3proxy.Fault{Hold: hold, Held: held}, s3proxy.OpList)
+			return killOn(s, s3proxy.OpList, 2, true)
 		}, nil},
 		{"kill -9 with DeleteObjects in flight", func(s *s3Real) s3proxy.Rule {
-			hold, held := make(chan struct{}), make(chan struct{})
-			go func() {
-				<-held
-				s.srv.Kill()
-				close(hold)
-			}()
-			return s3proxy.Every(func(n int) bool { return n == 1 }, s3proxy.Fault{Hold: hold, Held: held}, s3proxy.OpBatch)
+			return killOn(s, s3proxy.OpBatch, 1, false)
 		}, func(s *s3Real) { s.srv.Restart() }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -154,6 +147,9 @@ func TestS3FaultProxy(t *testing.T) {
 			s.proxy.SetRule(tt.rule(s))
 			_, err := s.run(t)
 			t.Logf("faulty run: %v (requests %s, faults %d)", err, s3proxy.String(s.proxy.Counts()), s.proxy.Faults())
+			if s.killed != nil {
+				<-s.killed
+			}
 			if tt.after != nil {
 				tt.after(s)
 			}
@@ -171,6 +167,24 @@ func TestS3FaultProxy(t *testing.T) {
 	}
 }
 
+// killOn holds the n-th request of op in the proxy, kills the server with
+// SIGKILL meanwhile (restarting it on the same dir when restart is set),
+// then lets the request go on: to the restarted server, or to none.
+func killOn(s *s3Real, op s3proxy.Op, n int, restart bool) s3proxy.Rule {
+	hold, held := make(chan struct{}), make(chan struct{})
+	s.killed = make(chan struct{})
+	go func() {
+		defer close(s.killed)
+		<-held
+		s.srv.Kill()
+		if restart {
+			s.srv.Restart()
+		}
+		close(hold)
+	}()
+	return s3proxy.Every(func(i int) bool { return i == n }, s3proxy.Fault{Hold: hold, Held: held}, op)
+}
+
 // slowDown answers 503 SlowDown to a share of all requests, seeded so that
 // a failure can be replayed.
 func slowDown(share float64) s3proxy.Rule {
@@ -185,14 +199,29 @@ func slowDown(share float64) s3proxy.Rule {
 
 // TestS3RequestBudget: a GC of 550 objects (250 garbage) in pages of 100
 // sends, as the proxy counts them, one HEAD (the server's clock), one GET
-// (.in-use), ⌈550/100⌉ LIST and ⌈250/100⌉ POST requests, and nothing else.
+// (.in-use), the LIST requests of its key ranges (s3ListPages: one listing
+// ⌈550/100⌉, 16 ranges at most ⌈550/100⌉ + 16) and ⌈250/100⌉ POST requests
+// (the ranges share full batches), and nothing else.
 func TestS3RequestBudget(t *testing.T) {
-	s := newS3Real(t, 300, 250)
-	s.proxy.SetRule(nil)
-	st, err := s.run(t)
-	rtest.OK(t, err)
-	want := map[s3proxy.Op]int{s3proxy.OpHead: 1, s3proxy.OpGet: 1, s3proxy.OpList: (550 + s3PageSize - 1) / s3PageSize, s3proxy.OpBatch: 3}
-	rtest.Equal(t, "requests", want, s.proxy.Counts())
-	rtest.Equal(t, "removed", int64(250), st.RemovedChunks)
-	s.invariant(t)
+	for _, ranges := range []int{1, 16} {
+		t.Run(fmt.Sprint("ranges=", ranges), func(t *testing.T) {
+			s := newS3Real(t, 300, 250)
+			s.ranges = ranges
+			s.proxy.SetRule(nil)
+			st, err := s.run(t)
+			rtest.OK(t, err)
+			keys := slices.Clone(s.garbage)
+			for _, d := range s.refs {
+				keys = append(keys, s.key(d, ""))
+			}
+			lists := s3ListPages(keys, s3PageSize, ranges)
+			if bound := (len(keys)+s3PageSize-1)/s3PageSize + ranges; lists > bound || ranges == 1 && lists != 6 {
+				t.Fatalf("s3ListPages %d for %d ranges: beyond the bound", lists, ranges)
+			}
+			want := map[s3proxy.Op]int{s3proxy.OpHead: 1, s3proxy.OpGet: 1, s3proxy.OpList: lists, s3proxy.OpBatch: 3}
+			rtest.Equal(t, "requests", want, s.proxy.Counts())
+			rtest.Equal(t, "removed", int64(250), st.RemovedChunks)
+			s.invariant(t)
+		})
+	}
 }

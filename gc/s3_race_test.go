@@ -76,9 +76,15 @@ func TestS3UploadsDuringGC(t *testing.T) {
 			re = append(re, reupload{data, d, b})
 		}
 		// More old garbage, so that the sweep has keys to decide after
-		// the re-upload of the early chunk.
-		for range 30 {
-			f.tb.put(f.key(f.digest(), ""), 10, f.now.Add(-old))
+		// the re-upload of the early chunk, two of them after it in its
+		// key range (the ranges are listed in parallel, each in order).
+		earlyKey := f.key(re[1].d, "")
+		for n := 0; n < 2; {
+			k := f.key(f.digest(), "")
+			if k[len(s3Prefix)] == earlyKey[len(s3Prefix)] && k > earlyKey {
+				n++
+			}
+			f.tb.put(k, 10, f.now.Add(-old))
 		}
 		var keys []string
 		inserted := map[blob.Digest]bool{}
@@ -98,11 +104,11 @@ func TestS3UploadsDuringGC(t *testing.T) {
 				rtest.OK(t, err)
 				inserted[re[0].d] = true
 			}
-			if !inserted[re[1].d] && key > f.key(re[1].d, "") {
-				// The early chunk: the sweep has passed it and holds its
-				// lock until its deletion is answered. A writer is
-				// another process: it waits for the lock while the sweep
-				// goes on.
+			if !inserted[re[1].d] && key > earlyKey && key[len(s3Prefix)] == earlyKey[len(s3Prefix)] {
+				// The early chunk: the sweep of its range (first hex
+				// digit) has passed it and holds its lock until its
+				// deletion is answered. A writer is another process: it
+				// waits for the lock while the sweep goes on.
 				inserted[re[1].d] = true
 				go func() {
 					pre, _, err := f.cache.InsertS3(ctx, f.locks, f.tb, "store1", false, re[1].b, re[1].d)

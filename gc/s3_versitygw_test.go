@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"chunkgc/internal/testkit/s3server"
 	"chunkgc/internal/testkit/storetest"
 	"chunkgc/objstore"
+	"chunkgc/tuning"
 )
 
 func gc3Requests(r objstore.Requests) S3Requests {
@@ -27,8 +29,9 @@ func gc3Requests(r objstore.Requests) S3Requests {
 // evidence (a no-cache upload whose index is not finished) and a young
 // object whose cache file is old (a lost and re-created cache). Referenced
 // and young objects stay, old garbage goes with its cache files, and the
-// run sends one HEAD (the server's clock), ⌈objects/1000⌉ LIST and
-// ⌈deleted/100⌉ POST requests and nothing else.
+// run sends one HEAD (the server's clock), one GET (.in-use), the LIST
+// requests of its 16 key ranges (s3ListPages, at most ⌈objects/1000⌉ + 16)
+// and ⌈deleted/100⌉ POST requests and nothing else.
 func TestS3RunVersitygw(t *testing.T) {
 	srv := s3server.Start(t, s3server.Options{TLS: true})
 	client, err := objstore.New(srv.Endpoint(), srv.Bucket, objstore.Options{Log: zaptest.NewLogger(t)})
@@ -72,6 +75,15 @@ func TestS3RunVersitygw(t *testing.T) {
 	recreatedKey := put(recreated, time.Minute)
 	f.local(recreated, "", 0, old)
 	objects := int64(len(refs) + len(garbage) + 2)
+	keys := append(slices.Clone(garbage), noCache, recreatedKey)
+	for _, d := range refs {
+		keys = append(keys, f.key(d, ""))
+	}
+	ranges := tuning.Defaults().S3ListRanges
+	lists := int64(s3ListPages(keys, 1000, ranges))
+	if bound := (objects+999)/1000 + int64(ranges); lists > bound {
+		t.Fatalf("s3ListPages %d: beyond ⌈objects/1000⌉ + %d = %d", lists, ranges, bound)
+	}
 
 	before := client.Requests()
 	st, err := f.run(t, client)
@@ -83,7 +95,7 @@ func TestS3RunVersitygw(t *testing.T) {
 	req.Put -= before.Put
 	req.Delete -= before.Delete
 	// The HEAD reads the server's clock, one GET the .in-use marker.
-	want := objstore.Requests{Head: 1, Get: 1 + (objects+999)/1000, Post: (int64(len(garbage)) + 99) / 100}
+	want := objstore.Requests{Head: 1, Get: 1 + lists, Post: (int64(len(garbage)) + 99) / 100}
 	req.Other -= before.Other
 	rtest.Equal(t, "requests", want, req)
 

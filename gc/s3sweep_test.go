@@ -7,9 +7,11 @@ import (
 	"iter"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,6 +42,13 @@ type fakeBucket struct {
 	// failDelete, when set, is asked before each Delete; an error fails it
 	// with nothing deleted.
 	failDelete func(call int, keys []string) error
+	// listHook, when set, is asked before a listing yields its n-th key
+	// (from 0); an error is yielded instead and ends the listing.
+	listHook func(ctx context.Context, o objstore.ListOptions, n int, key string) error
+	// deleteGate, when set, is waited for by each Delete, outside the
+	// lock; inflight and maxInflight count the Deletes under way.
+	deleteGate            chan struct{}
+	inflight, maxInflight atomic.Int32
 }
 
 func newFakeBucket() *fakeBucket {
@@ -76,13 +85,19 @@ func (b *fakeBucket) List(ctx context.Context, prefix string, o objstore.ListOpt
 		b.mu.Lock()
 		var keys []string
 		for k := range b.objs {
-			if strings.HasPrefix(k, prefix) && k > o.StartAfter {
+			if strings.HasPrefix(k, prefix) && k > o.StartAfter && (o.Before == "" || k < o.Before) {
 				keys = append(keys, k)
 			}
 		}
 		slices.Sort(keys)
 		b.mu.Unlock()
-		for _, k := range keys {
+		for n, k := range keys {
+			if b.listHook != nil {
+				if err := b.listHook(ctx, o, n, k); err != nil {
+					yield(objstore.Object{}, err)
+					return
+				}
+			}
 			b.mu.Lock()
 			obj, ok := b.objs[k]
 			b.mu.Unlock()
@@ -94,6 +109,17 @@ func (b *fakeBucket) List(ctx context.Context, prefix string, o objstore.ListOpt
 }
 
 func (b *fakeBucket) Delete(ctx context.Context, keys []string) error {
+	n := b.inflight.Add(1)
+	for p := b.maxInflight.Load(); n > p && !b.maxInflight.CompareAndSwap(p, n); p = b.maxInflight.Load() {
+	}
+	defer b.inflight.Add(-1)
+	if b.deleteGate != nil {
+		select {
+		case <-b.deleteGate:
+		case <-ctx.Done():
+			return &objstore.DeleteError{Endpoint: "fake", Unknown: keys, Err: ctx.Err()}
+		}
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	call := len(b.deletes)
@@ -113,7 +139,7 @@ func (b *fakeBucket) Delete(ctx context.Context, keys []string) error {
 // built by storetest with the store invariant at cleanup), its lock dir and
 // a fake bucket, with the run's cutoffs.
 type s3Fixture struct {
-	t      *testing.T
+	t      testing.TB
 	st     *storetest.Store
 	cache  *chunkstore.Store
 	locks  *locking.Dir
@@ -124,11 +150,14 @@ type s3Fixture struct {
 	now time.Time
 	cut s3Cutoffs
 	seq int
+	// ranges is gc-s3-list-ranges of the fixture's sweeps and runs; 0:
+	// the default.
+	ranges int
 }
 
 const s3Prefix = "store1/.chunks/"
 
-func newS3Fixture(t *testing.T) *s3Fixture {
+func newS3Fixture(t testing.TB) *s3Fixture {
 	t.Helper()
 	base := filepath.Join(testfs.Tmpfs(t, ""), "cache")
 	st := storetest.Build(t, storetest.At(base))
@@ -212,9 +241,17 @@ func (f *s3Fixture) local(d blob.Digest, suffix string, size int, age time.Durat
 }
 
 func (f *s3Fixture) sweep(bucket s3Bucket) (*s3Sweep, error) {
-	s := &s3Sweep{bucket: bucket, cache: f.cache, locks: f.locks, prefix: s3Prefix, cut: f.cut,
+	s := &s3Sweep{bucket: bucket, cache: f.cache, locks: f.locks, prefix: s3Prefix, ranges: f.listRanges(), cut: f.cut,
 		log: zaptest.NewLogger(f.t), now: time.Now}
 	return s, s.run(context.Background())
+}
+
+// listRanges is the fixture's gc-s3-list-ranges.
+func (f *s3Fixture) listRanges() int {
+	if f.ranges > 0 {
+		return f.ranges
+	}
+	return tuning.Defaults().S3ListRanges
 }
 
 func exists(p string) bool {
@@ -551,6 +588,7 @@ func (f *s3Fixture) run(t *testing.T, bucket S3Bucket) (*Status, error) {
 	t.Helper()
 	tun := tuning.Defaults()
 	tun.AtimeSafetyCheck = false
+	tun.S3ListRanges = f.listRanges()
 	return Run(context.Background(), f.cache, f.locks, Options{Log: zaptest.NewLogger(t), StoreName: "store1", Tuning: tun,
 		S3: &S3{Bucket: bucket, Store: "store1"}})
 }
@@ -560,4 +598,78 @@ func (f *s3Fixture) run(t *testing.T, bucket S3Bucket) (*Status, error) {
 func (f *s3Fixture) checkObjects(t *testing.T) {
 	t.Helper()
 	storetest.CheckObjects(t, f.cache.Base(), func(d blob.Digest) bool { return f.tb.has(f.key(d, "")) })
+}
+
+// TestS3SweepCountsAdd: add sums every figure of the ranges (a field added
+// to S3SweepCounts and forgotten in add fails here). Requests are the
+// client's, set once per run, not summed.
+func TestS3SweepCountsAdd(t *testing.T) {
+	var o S3SweepCounts
+	ov := reflect.ValueOf(&o).Elem()
+	for i := range ov.NumField() {
+		if ov.Field(i).Kind() == reflect.Int64 {
+			ov.Field(i).SetInt(int64(i + 1))
+		}
+	}
+	var c S3SweepCounts
+	c.add(&o)
+	c.add(&o)
+	cv := reflect.ValueOf(c)
+	for i := range cv.NumField() {
+		if cv.Field(i).Kind() == reflect.Int64 {
+			rtest.Equal(t, cv.Type().Field(i).Name, int64(2*(i+1)), cv.Field(i).Int())
+		}
+	}
+}
+
+// TestS3SweepCancelWaitsForDelete: a run cancelled (a signal) while a
+// DeleteObjects is in flight waits for the server's answer before it lets
+// the batch's chunk locks go: an uploader that took a lock meanwhile could
+// get 412 for an object the server is about to delete and cache it. The
+// request's context is not cancelled with the run; the answer counts.
+func TestS3SweepCancelWaitsForDelete(t *testing.T) {
+	f := newS3Fixture(t)
+	var keys []string
+	var digests []blob.Digest
+	for range S3DeleteBatch {
+		d := f.digest()
+		k := f.key(d, "")
+		f.bucket.put(k, 10, f.now.Add(-72*time.Hour))
+		f.local(d, "", 0, 72*time.Hour)
+		keys, digests = append(keys, k), append(digests, d)
+	}
+	f.bucket.deleteGate = make(chan struct{})
+	ctx, cancel := context.WithCancel(t.Context())
+	s := &s3Sweep{bucket: f.bucket, cache: f.cache, locks: f.locks, prefix: s3Prefix, ranges: f.listRanges(), cut: f.cut,
+		log: zaptest.NewLogger(t), now: time.Now}
+	done := make(chan error, 1)
+	go func() { done <- s.run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for f.bucket.inflight.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no DeleteObjects was sent")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		t.Fatalf("the sweep returned (%v) with its DeleteObjects unanswered", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	for _, d := range digests[:3] {
+		_, err := f.locks.LockChunk(t.Context(), d.String(), 0)
+		rtest.ErrorIs(t, err, locking.ErrLocked)
+	}
+	close(f.bucket.deleteGate)
+	err := <-done
+	t.Logf("sweep: %v", err)
+	for _, k := range keys {
+		rtest.Equal(t, "deleted "+k, false, f.bucket.has(k))
+	}
+	for _, d := range digests {
+		l, err := f.locks.LockChunk(t.Context(), d.String(), 0)
+		rtest.OK(t, err)
+		rtest.OK(t, l.Unlock())
+	}
 }

@@ -21,9 +21,11 @@
 //	chunk-order            none / inode               inode
 //	gc-concurrency         workers, 0 = automatic     0           0..256
 //	gc-max-clock-skew      seconds                    30          0..3600
+//	gc-s3-list-ranges      key ranges                 16          1..16
 //
-// gc-concurrency and gc-max-clock-skew are chunkgc extensions; the others
-// are PBS's. Booleans
+// gc-concurrency, gc-max-clock-skew and gc-s3-list-ranges are chunkgc
+// extensions (as are the gc-brake-*, gc-journal-keep, gc-quarantine-hours
+// and gc-resume-max-age keys documented on [Tuning]); the others are PBS's. Booleans
 // accept 1/0, true/false, yes/no and on/off in any case; numbers are decimal
 // integers; the names of sync-level and chunk-order are lowercase. White
 // space around items, keys and values is ignored and the empty string sets

@@ -18,7 +18,7 @@ import (
 func TestDefaults(t *testing.T) {
 	const documented = "gc-atime-safety-check=true,gc-atime-cutoff=1445,gc-cache-capacity=1048576,sync-level=filesystem," +
 		"chunk-order=inode,gc-concurrency=0,gc-max-clock-skew=30,gc-brake-percent=50,gc-brake-min-chunks=1000," +
-		"gc-journal-keep=20,gc-quarantine-hours=0,gc-resume-max-age=168"
+		"gc-journal-keep=20,gc-quarantine-hours=0,gc-resume-max-age=168,gc-s3-list-ranges=16"
 	p, err := Parse(documented)
 	rtest.OK(t, err)
 	rtest.Equal(t, "keys in the documented defaults", Keys(), p.keys())
@@ -28,7 +28,7 @@ func TestDefaults(t *testing.T) {
 
 func TestKeys(t *testing.T) {
 	rtest.Equal(t, "Keys", []string{"gc-atime-safety-check", "gc-atime-cutoff", "gc-cache-capacity", "sync-level", "chunk-order", "gc-concurrency", "gc-max-clock-skew",
-		"gc-brake-percent", "gc-brake-min-chunks", "gc-journal-keep", "gc-quarantine-hours", "gc-resume-max-age"}, Keys())
+		"gc-brake-percent", "gc-brake-min-chunks", "gc-journal-keep", "gc-quarantine-hours", "gc-resume-max-age", "gc-s3-list-ranges"}, Keys())
 	k := Keys()
 	k[0] = "changed"
 	if Keys()[0] != KeyAtimeSafetyCheck {
@@ -123,6 +123,9 @@ func TestParseGood(t *testing.T) {
 		{"gc-quarantine-hours=8760", with(func(t *Tuning) { t.QuarantineHours = 8760 }), "gc-quarantine-hours=8760"},
 		{"gc-resume-max-age=0", with(func(t *Tuning) { t.ResumeMaxAge = 0 }), "gc-resume-max-age=0"},
 		{"gc-resume-max-age=720", with(func(t *Tuning) { t.ResumeMaxAge = 720 * time.Hour }), "gc-resume-max-age=720"},
+		{"gc-s3-list-ranges=1", with(func(t *Tuning) { t.S3ListRanges = 1 }), "gc-s3-list-ranges=1"},
+		{"gc-s3-list-ranges=7", with(func(t *Tuning) { t.S3ListRanges = 7 }), "gc-s3-list-ranges=7"},
+		{"gc-s3-list-ranges=16", d, "gc-s3-list-ranges=16"},
 
 		{
 			"gc-atime-safety-check=0,gc-atime-cutoff=60",
@@ -184,7 +187,7 @@ func TestParseBad(t *testing.T) {
 
 		{
 			give: "a=", wantKey: &keyErr{Key: "a", Value: ""},
-			wantMsg: `tuning a=: unknown key (known keys: gc-atime-safety-check, gc-atime-cutoff, gc-cache-capacity, sync-level, chunk-order, gc-concurrency, gc-max-clock-skew, gc-brake-percent, gc-brake-min-chunks, gc-journal-keep, gc-quarantine-hours, gc-resume-max-age)`,
+			wantMsg: `tuning a=: unknown key (known keys: gc-atime-safety-check, gc-atime-cutoff, gc-cache-capacity, sync-level, chunk-order, gc-concurrency, gc-max-clock-skew, gc-brake-percent, gc-brake-min-chunks, gc-journal-keep, gc-quarantine-hours, gc-resume-max-age, gc-s3-list-ranges)`,
 		},
 		{give: "foo=1", wantKey: &keyErr{Key: "foo", Value: "1"}, wantIn: []string{"tuning foo=1", "unknown key", "gc-atime-cutoff", "gc-concurrency"}},
 		{give: "GC-ATIME-CUTOFF=60", wantKey: &keyErr{Key: "GC-ATIME-CUTOFF", Value: "60"}, wantIn: []string{"unknown key"}},
@@ -223,6 +226,9 @@ func TestParseBad(t *testing.T) {
 		{give: "gc-quarantine-hours=8761", wantKey: &keyErr{Key: "gc-quarantine-hours", Value: "8761"}, wantMsg: "tuning gc-quarantine-hours=8761: out of range 0..8760 (hours, 0 = off)"},
 		{give: "gc-max-clock-skew=-1", wantKey: &keyErr{Key: "gc-max-clock-skew", Value: "-1"}, wantMsg: "tuning gc-max-clock-skew=-1: out of range 0..3600 (seconds)"},
 		{give: "gc-max-clock-skew=3601", wantKey: &keyErr{Key: "gc-max-clock-skew", Value: "3601"}, wantMsg: "tuning gc-max-clock-skew=3601: out of range 0..3600 (seconds)"},
+		{give: "gc-s3-list-ranges=0", wantKey: &keyErr{Key: "gc-s3-list-ranges", Value: "0"}, wantMsg: "tuning gc-s3-list-ranges=0: out of range 1..16 (key ranges, 1 = one listing as PBS)"},
+		{give: "gc-s3-list-ranges=17", wantKey: &keyErr{Key: "gc-s3-list-ranges", Value: "17"}, wantMsg: "tuning gc-s3-list-ranges=17: out of range 1..16 (key ranges, 1 = one listing as PBS)"},
+		{give: "gc-s3-list-ranges=auto", wantKey: &keyErr{Key: "gc-s3-list-ranges", Value: "auto"}, wantIn: []string{"not a decimal integer", "1..16"}},
 		{give: "gc-max-clock-skew=30s", wantKey: &keyErr{Key: "gc-max-clock-skew", Value: "30s"}, wantIn: []string{"not a decimal integer", "0..3600 (seconds)"}},
 
 		{give: "sync-level=", wantKey: &keyErr{Key: "sync-level", Value: ""}, wantIn: []string{"unknown value", "none, filesystem, file"}},

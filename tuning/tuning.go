@@ -119,6 +119,12 @@ type Tuning struct {
 	// runs"); an older one is ignored with a warning, and 0 never
 	// resumes. A chunkgc extension, not a PBS key.
 	ResumeMaxAge time.Duration
+	// S3ListRanges (gc-s3-list-ranges, default 16, range 1..16) is how many
+	// key ranges phase 2 of an S3 datastore lists in parallel, split by the
+	// first hex digit of the prefix dir (package gc, "S3 datastores"); 1 is
+	// PBS's single listing. Each range costs at most one LIST request more
+	// than its keys need. A chunkgc extension, not a PBS key.
+	S3ListRanges int
 }
 
 // Defaults returns the tuning used when no property overrides a key.
@@ -136,6 +142,7 @@ func Defaults() Tuning {
 		JournalKeep:      20,
 		QuarantineHours:  0,
 		ResumeMaxAge:     168 * time.Hour,
+		S3ListRanges:     16,
 	}
 }
 
@@ -153,6 +160,7 @@ const (
 	KeyJournalKeep      = "gc-journal-keep"
 	KeyQuarantineHours  = "gc-quarantine-hours"
 	KeyResumeMaxAge     = "gc-resume-max-age"
+	KeyS3ListRanges     = "gc-s3-list-ranges"
 )
 
 type kind uint8
@@ -200,6 +208,8 @@ var specs = []spec{
 		set: func(t *Tuning, v int64) { t.QuarantineHours = int(v) }},
 	{key: KeyResumeMaxAge, kind: kindInt, min: 0, max: 720, unit: "hours, 0 = never resume",
 		set: func(t *Tuning, v int64) { t.ResumeMaxAge = time.Duration(v) * time.Hour }},
+	{key: KeyS3ListRanges, kind: kindInt, min: 1, max: 16, unit: "key ranges, 1 = one listing as PBS",
+		set: func(t *Tuning, v int64) { t.S3ListRanges = int(v) }},
 }
 
 func lookup(key string) *spec {

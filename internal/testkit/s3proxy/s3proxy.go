@@ -9,6 +9,7 @@ package s3proxy
 
 import (
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -87,7 +88,6 @@ type Rule func(op Op, n int, r *http.Request) Fault
 type Proxy struct {
 	Addr string // 127.0.0.1:PORT
 
-	t        testing.TB
 	upstream *url.URL
 	tr       *http.Transport
 	srv      *http.Server
@@ -102,23 +102,49 @@ type Proxy struct {
 // when the test ends.
 func Start(t testing.TB, upstream string) *Proxy {
 	t.Helper()
+	p, err := Listen(upstream, ListenOptions{})
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// ListenOptions configure [Listen].
+type ListenOptions struct {
+	// TLS, when set, makes the proxy speak HTTPS with this certificate.
+	TLS *tls.Certificate
+	// UpstreamTLS is the client TLS config for an https:// upstream.
+	UpstreamTLS *tls.Config
+}
+
+// Listen starts a proxy to upstream (http:// or https://) on a free
+// 127.0.0.1 port outside a test, for the benchmarks in bench/; Close stops
+// it.
+func Listen(upstream string, o ListenOptions) (*Proxy, error) {
 	u, err := url.Parse(upstream)
 	if err != nil {
-		t.Fatalf("s3proxy: upstream %q: %v", upstream, err)
+		return nil, fmt.Errorf("s3proxy: upstream %q: %w", upstream, err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("s3proxy: listen: %v", err)
+		return nil, fmt.Errorf("s3proxy: listen: %w", err)
 	}
-	p := &Proxy{Addr: ln.Addr().String(), t: t, upstream: u, counts: map[Op]int{},
-		tr: &http.Transport{Proxy: nil, DisableCompression: true, MaxIdleConnsPerHost: 16}}
+	p := &Proxy{Addr: ln.Addr().String(), upstream: u, counts: map[Op]int{},
+		tr: &http.Transport{Proxy: nil, DisableCompression: true, MaxIdleConnsPerHost: 16, TLSClientConfig: o.UpstreamTLS}}
 	p.srv = &http.Server{Handler: http.HandlerFunc(p.serve), ReadHeaderTimeout: 30 * time.Second}
+	if o.TLS != nil {
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{*o.TLS}})
+	}
 	go p.srv.Serve(ln)
-	t.Cleanup(func() {
-		p.srv.Close()
-		p.tr.CloseIdleConnections()
-	})
-	return p
+	return p, nil
+}
+
+// Close stops the proxy and closes its connections.
+func (p *Proxy) Close() error {
+	err := p.srv.Close()
+	p.tr.CloseIdleConnections()
+	return err
 }
 
 // SetRule replaces the rule (nil: forward everything) and resets the
