@@ -67,6 +67,7 @@ type variant struct {
 type config struct {
 	dir, mnt, bin, floor, genstore, lockDir string
 	nofile                                  int
+	floorWorkers                            int
 	chunks, indexes, garbage                int
 	runs, runsSeq                           int
 	sweep                                   []int
@@ -87,6 +88,7 @@ func main() {
 	flag.IntVar(&c.indexes, "indexes", 20, "genstore -indexes")
 	flag.IntVar(&c.garbage, "garbage", 2000, "genstore -garbage-chunks")
 	flag.IntVar(&c.runs, "runs", 3, "runs per variant")
+	flag.IntVar(&c.floorWorkers, "floor-workers", 0, "run the floor with this many workers in the rotation with the others (0: after them, with the best fixed one's)")
 	flag.IntVar(&c.nofile, "nofile", 12288, "RLIMIT_NOFILE of the GC and the floor (prlimit), well below the harness's own; 0 leaves it")
 	flag.IntVar(&c.runsSeq, "runs-seq", 1, "runs of the sequential GC (slow: requests x delay)")
 	flag.BoolVar(&c.noSeq, "no-seq", false, "skip the sequential GC")
@@ -138,6 +140,13 @@ func (c *config) runDelay(delay time.Duration) error {
 		fixed = append(fixed, v)
 		vs = append(vs, v)
 	}
+	var floor *variant
+	if c.floorWorkers > 0 {
+		// Known beforehand: the floor joins the rotation, so that a
+		// drift of the machine hits it as it hits the others.
+		floor = &variant{name: fmt.Sprintf("floor-%d", c.floorWorkers), concurrency: c.floorWorkers, floor: true, store: "store"}
+		vs = append(vs, floor)
+	}
 	if !c.noSeq {
 		vs = append(vs, seq)
 	}
@@ -158,10 +167,12 @@ func (c *config) runDelay(delay time.Duration) error {
 			best = v
 		}
 	}
-	floor := &variant{name: fmt.Sprintf("floor-%d", best.concurrency), concurrency: best.concurrency, floor: true, store: "store"}
-	for range c.runs {
-		if err := c.runOne(f, floor); err != nil {
-			return err
+	if floor == nil {
+		floor = &variant{name: fmt.Sprintf("floor-%d", best.concurrency), concurrency: best.concurrency, floor: true, store: "store"}
+		for range c.runs {
+			if err := c.runOne(f, floor); err != nil {
+				return err
+			}
 		}
 	}
 	var empty *variant

@@ -291,6 +291,17 @@ func runCheckAtime(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer o.Close()
+	if o.s3 != nil {
+		// As gc does: upload the probe's chunk before the probe caches
+		// it, or its cache file would claim an object that is not there.
+		client, err := e.s3Client(o.storeRef, e.log)
+		if err != nil {
+			return err
+		}
+		if err := o.store.InsertZeroChunkS3(ctx, o.locks, client, o.name); err != nil {
+			return err
+		}
+	}
 	res, err := o.store.ProbeAtime(ctx)
 	if err != nil {
 		return err

@@ -289,3 +289,21 @@ func TestS3IngestUploadsContent(t *testing.T) {
 	wantCode(t, c.run("gc", "st1"), exitOK)
 	s.invariant(t)
 }
+
+// TestCheckAtimeS3Datastore: check-atime of an S3 datastore uploads the
+// probe's zero chunk before the probe caches it, as gc and create do: a
+// cache file without its object would make every uploader skip the zero
+// chunk. The cache file and the object both exist afterwards.
+func TestCheckAtimeS3Datastore(t *testing.T) {
+	c := newCLI(t)
+	s := newS3Store(t, c, 2, 0)
+	_, zero, err := blob.ZeroChunk(blob.ZeroChunkSize)
+	rtest.OK(t, err)
+	local := filepath.Join(s.base, ".chunks", zero.String()[:4], zero.String())
+	wantCode(t, c.run("check-atime", "--tuning", "gc-atime-safety-check=1", "st1"), exitOK, "atime probe passed")
+	if _, err := os.Stat(local); err != nil {
+		t.Fatalf("the probe's chunk is not cached: %v", err)
+	}
+	rtest.Equal(t, "zero chunk object exists", true, s.hasObject(local))
+	s.invariant(t)
+}
