@@ -201,7 +201,7 @@ func (c *Client) putInput(key string, data []byte) *s3.PutObjectInput {
 	return &s3.PutObjectInput{
 		Bucket:        aws.String(c.bucket),
 		Key:           aws.String(key),
-		Body:          bytes.NewReader(data),
+		Body:          newRequestBody(data),
 		ContentLength: aws.Int64(int64(len(data))),
 		ContentMD5:    aws.String(base64.StdEncoding.EncodeToString(sum[:])),
 	}
@@ -423,7 +423,7 @@ func addContentMD5(stack *middleware.Stack) error {
 					return middleware.FinalizeOutput{}, middleware.Metadata{}, fmt.Errorf("content-md5: read body: %w", err)
 				}
 				body = b
-				r, err := req.SetStream(bytes.NewReader(b))
+				r, err := req.SetStream(newRequestBody(b))
 				if err != nil {
 					return middleware.FinalizeOutput{}, middleware.Metadata{}, fmt.Errorf("content-md5: %w", err)
 				}
@@ -440,3 +440,20 @@ func addContentMD5(stack *middleware.Stack) error {
 			return next.HandleFinalize(ctx, in)
 		}), "Signing", middleware.Before)
 }
+
+// requestBody is a request body that reads and seeks (the SDK rewinds it
+// for a retry) but has no WriteTo. smithy-go wraps a body that has one in
+// a closer whose WriteTo returns io.EOF once the SDK closed it, which it
+// does as soon as the response headers are in; net/http's transport, still
+// checking for bytes beyond Content-Length, takes that io.EOF for a write
+// error and closes the connection under the response body being read
+// ("use of closed network connection"): a request the server carried out
+// is sent again (io.WriterTo must not return io.EOF, golang/go#44411). A
+// Read's io.EOF is the end the check expects.
+type requestBody struct{ r *bytes.Reader }
+
+func newRequestBody(b []byte) *requestBody { return &requestBody{bytes.NewReader(b)} }
+
+func (b *requestBody) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+func (b *requestBody) Seek(off int64, whence int) (int64, error) { return b.r.Seek(off, whence) }
