@@ -259,7 +259,7 @@ func (r *run) takeLocks() (release func(), err error) {
 // file server's clock skew and lowers min_atime by it.
 func (r *run) prepare(ctx context.Context) error {
 	startTime := r.now()
-	r.st = &Status{StartTime: startTime.Unix(), DryRun: r.opts.DryRun, UPID: upid(r.opts.StoreName, startTime)}
+	r.st = &Status{PBSFigures: PBSFigures{UPID: upid(r.opts.StoreName, startTime)}, StartTime: startTime.Unix(), DryRun: r.opts.DryRun}
 	r.id = newRunID(r.st.StartTime)
 	r.prog.begin(startTime)
 	r.log.Info("starting garbage collection", zap.String("base", r.store.Base()), zap.String("upid", r.st.UPID),

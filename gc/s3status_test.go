@@ -104,9 +104,9 @@ func TestS3GCStatusAsPBS(t *testing.T) {
 		var p PBSStatus
 		rtest.OK(t, json.Unmarshal(got, &p))
 		rtest.Equal(t, "values", PBSStatus{
-			UPID: st.UPID, IndexFileCount: 1, IndexDataBytes: st.IndexDataBytes,
-			DiskChunks: 4, DiskBytes: 4000, RemovedChunks: 3, RemovedBytes: 6000,
-			PendingChunks: 2, PendingBytes: 750, RemovedBad: 0, StillBad: 1,
+			PBSFigures: PBSFigures{UPID: st.UPID, IndexFileCount: 1, IndexDataBytes: st.IndexDataBytes,
+				DiskChunks: 4, DiskBytes: 4000, RemovedChunks: 3, RemovedBytes: 6000,
+				PendingChunks: 2, PendingBytes: 750, RemovedBad: 0, StillBad: 1},
 			CacheStats: &PBSCacheStats{Hits: 0, Misses: 4},
 		}, p)
 		rtest.Equal(t, "values are the run's", st.PBS(), p)

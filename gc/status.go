@@ -18,9 +18,10 @@ import (
 // StatusFile is the name of the GC result file in the store's base directory.
 const StatusFile = ".gc-status"
 
-// Status is the result of a GC run, as written to .gc-status. The first
-// eleven fields carry PBS's names and meaning; the rest are chunkgc's.
-type Status struct {
+// PBSFigures are the fields of PBS's GarbageCollectionStatus but its
+// cache-stats, with PBS's names, meaning and order: they head both
+// [Status] and [PBSStatus].
+type PBSFigures struct {
 	UPID           string `json:"upid"`
 	IndexFileCount int64  `json:"index-file-count"`
 	IndexDataBytes uint64 `json:"index-data-bytes"`
@@ -32,6 +33,12 @@ type Status struct {
 	PendingChunks  int64  `json:"pending-chunks"`
 	RemovedBad     int64  `json:"removed-bad"`
 	StillBad       int64  `json:"still-bad"`
+}
+
+// Status is the result of a GC run, as written to .gc-status. Its
+// [PBSFigures] carry PBS's names and meaning; the rest are chunkgc's.
+type Status struct {
+	PBSFigures
 
 	MissingChunks     int64   `json:"missing-chunks"`
 	StrangeIndexFiles int64   `json:"strange-index-files"`
@@ -102,18 +109,8 @@ type Status struct {
 // (testdata/pbs-gc-status-s3.json); chunkgc's own figures are in the JSON
 // output and the metrics.
 type PBSStatus struct {
-	UPID           string         `json:"upid"`
-	IndexFileCount int64          `json:"index-file-count"`
-	IndexDataBytes uint64         `json:"index-data-bytes"`
-	DiskBytes      uint64         `json:"disk-bytes"`
-	DiskChunks     int64          `json:"disk-chunks"`
-	RemovedBytes   uint64         `json:"removed-bytes"`
-	RemovedChunks  int64          `json:"removed-chunks"`
-	PendingBytes   uint64         `json:"pending-bytes"`
-	PendingChunks  int64          `json:"pending-chunks"`
-	RemovedBad     int64          `json:"removed-bad"`
-	StillBad       int64          `json:"still-bad"`
-	CacheStats     *PBSCacheStats `json:"cache-stats,omitempty"`
+	PBSFigures
+	CacheStats *PBSCacheStats `json:"cache-stats,omitempty"`
 }
 
 // PBSCacheStats is PBS's GarbageCollectionCacheStats: the digest cache's
@@ -125,9 +122,7 @@ type PBSCacheStats struct {
 
 // PBS returns s's PBS figures as PBS writes them.
 func (s *Status) PBS() PBSStatus {
-	return PBSStatus{UPID: s.UPID, IndexFileCount: s.IndexFileCount, IndexDataBytes: s.IndexDataBytes,
-		DiskBytes: s.DiskBytes, DiskChunks: s.DiskChunks, RemovedBytes: s.RemovedBytes, RemovedChunks: s.RemovedChunks,
-		PendingBytes: s.PendingBytes, PendingChunks: s.PendingChunks, RemovedBad: s.RemovedBad, StillBad: s.StillBad,
+	return PBSStatus{PBSFigures: s.PBSFigures,
 		CacheStats: &PBSCacheStats{Hits: s.CacheHits, Misses: s.CacheLookups - s.CacheHits}}
 }
 

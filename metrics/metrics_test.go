@@ -40,9 +40,10 @@ func ptr[T any](v T) *T { return &v }
 // clock skew included.
 func fullStatus() *gc.Status {
 	return &gc.Status{
-		UPID: "UPID:host:00000001:00000000:00000000:6765D5C0:garbage_collection:store1:root@pam:", IndexFileCount: 3,
-		IndexDataBytes: 3 << 30, DiskBytes: 1 << 30, DiskChunks: 256, RemovedBytes: 5 << 20, RemovedChunks: 7,
-		PendingBytes: 4096, PendingChunks: 2, RemovedBad: 1, StillBad: 1, MissingChunks: 1, StrangeIndexFiles: 1,
+		PBSFigures: gc.PBSFigures{UPID: "UPID:host:00000001:00000000:00000000:6765D5C0:garbage_collection:store1:root@pam:", IndexFileCount: 3,
+			IndexDataBytes: 3 << 30, DiskBytes: 1 << 30, DiskChunks: 256, RemovedBytes: 5 << 20, RemovedChunks: 7,
+			PendingBytes: 4096, PendingChunks: 2, RemovedBad: 1, StillBad: 1},
+		MissingChunks: 1, StrangeIndexFiles: 1,
 		NewIndexFiles: 1, NotChunks: 1, KeptUntouched: 1, KeptLinked: 1, CacheHits: 10, CacheLookups: 20,
 		StartTime: 1_766_000_000, MinAtime: 1_765_913_300, OldestWriter: 1_766_000_000,
 		DurationPhase1: 1.5, DurationPhase2: 2.25, ClockSkewMs: ptr(int64(-1250)), JournalRun: "20251217T193320Z-1",
@@ -81,10 +82,15 @@ func absent(t *testing.T, p *Previous, names ...string) {
 	}
 }
 
-// jsonFields are the JSON names of t's fields.
+// jsonFields are the JSON names of t's fields, an embedded struct's
+// fields in its place as encoding/json writes them.
 func jsonFields(t reflect.Type, prefix string) []string {
 	var f []string
 	for i := range t.NumField() {
+		if sf := t.Field(i); sf.Anonymous {
+			f = append(f, jsonFields(sf.Type, prefix)...)
+			continue
+		}
 		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
 		f = append(f, prefix+name)
 	}

@@ -99,26 +99,34 @@ type deleteReq struct {
 	Quiet   bool
 }
 
+// answerDelete answers the DeleteObjects request body with one entry per
+// key as entry gives it ("" leaves the key out).
+func answerDelete(w http.ResponseWriter, body []byte, entry func(key string) string) {
+	var d deleteReq
+	if err := xml.Unmarshal(body, &d); err != nil {
+		s3Error(w, 400, "MalformedXML")
+		return
+	}
+	var b strings.Builder
+	b.WriteString(`<?xml version="1.0" encoding="UTF-8"?><DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">`)
+	for _, o := range d.Objects {
+		b.WriteString(entry(o.Key))
+	}
+	b.WriteString("</DeleteResult>")
+	io.WriteString(w, b.String())
+}
+
 func TestDeleteObjectsRequest(t *testing.T) {
 	s, ep := startScript(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
-		var d deleteReq
-		if err := xml.Unmarshal(body, &d); err != nil {
-			s3Error(w, 400, "MalformedXML")
-			return
-		}
-		var b strings.Builder
-		b.WriteString(`<?xml version="1.0" encoding="UTF-8"?><DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">`)
-		for _, o := range d.Objects {
+		answerDelete(w, body, func(key string) string {
 			switch {
-			case strings.HasSuffix(o.Key, "refused"):
-				fmt.Fprintf(&b, "<Error><Key>%s</Key><Code>AccessDenied</Code><Message>no</Message></Error>", o.Key)
-			case strings.HasSuffix(o.Key, "silent"):
-			default:
-				fmt.Fprintf(&b, "<Deleted><Key>%s</Key></Deleted>", o.Key)
+			case strings.HasSuffix(key, "refused"):
+				return fmt.Sprintf("<Error><Key>%s</Key><Code>AccessDenied</Code><Message>no</Message></Error>", key)
+			case strings.HasSuffix(key, "silent"):
+				return ""
 			}
-		}
-		b.WriteString("</DeleteResult>")
-		io.WriteString(w, b.String())
+			return fmt.Sprintf("<Deleted><Key>%s</Key></Deleted>", key)
+		})
 	})
 	c := newPlain(t, ep, Options{})
 	var keys []string
@@ -417,18 +425,7 @@ func TestAnsweredRequestsNotRetried(t *testing.T) {
 		if r.Method == http.MethodPut {
 			return
 		}
-		var d deleteReq
-		if err := xml.Unmarshal(body, &d); err != nil {
-			s3Error(w, 400, "MalformedXML")
-			return
-		}
-		var b strings.Builder
-		b.WriteString(`<?xml version="1.0" encoding="UTF-8"?><DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">`)
-		for _, o := range d.Objects {
-			fmt.Fprintf(&b, "<Deleted><Key>%s</Key></Deleted>", o.Key)
-		}
-		b.WriteString("</DeleteResult>")
-		io.WriteString(w, b.String())
+		answerDelete(w, body, func(key string) string { return fmt.Sprintf("<Deleted><Key>%s</Key></Deleted>", key) })
 	})
 	core, logs := observer.New(zap.WarnLevel)
 	c := newPlain(t, ep, Options{Log: zap.New(core)})
