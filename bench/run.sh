@@ -8,17 +8,11 @@
 #   RUNS=7 WORKERS=16 bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N=${N:-1000000}
-M=${M:-100}
 RUNS=${RUNS:-5}
 WORKERS=${WORKERS:-0}
-WORK=${WORK:-/var/tmp/chunkgc-bench}
-mkdir -p "$WORK"
-go build -o "$WORK/chunkgc" ./cmd/chunkgc
+. bench/store.sh
 go build -o "$WORK/floor" ./bench/floor
 go build -o "$WORK/compare" ./bench/compare
-
-. bench/store.sh
 mount_fixture
 "$WORK/compare" -store "$mnt/store" -bin "$WORK/chunkgc" -floor "$WORK/floor" -runs "$RUNS" -workers "$WORKERS" -lock-dir "$WORK/locks"
 if [ "$(id -u)" = 0 ] && [ "${COLD:-1}" = 1 ]; then

@@ -1,7 +1,15 @@
 # Sourced by bench/run.sh and bench/usage.sh: the perf fixture, a store of N
 # chunks referenced once each from M fixed indexes on a loop-mounted image
 # in $WORK (FS=ext4, the default, or FS=xfs), built once (bench/genstore)
-# and mounted at $mnt until the sourcing script exits.
+# and mounted at $mnt until the sourcing script exits. Sourcing it sets the
+# defaults N=1000000 M=100 WORK=/var/tmp/chunkgc-bench and builds chunkgc
+# into $WORK.
+N=${N:-1000000}
+M=${M:-100}
+WORK=${WORK:-/var/tmp/chunkgc-bench}
+mkdir -p "$WORK"
+go build -o "$WORK/chunkgc" ./cmd/chunkgc
+
 mount_fixture() {
 	go build -o "$WORK/genstore" ./bench/genstore
 	FS=${FS:-ext4}

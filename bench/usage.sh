@@ -7,13 +7,7 @@
 #   N=4000000 sudo bench/usage.sh        # 4M chunks
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N=${N:-1000000}
-M=${M:-100}
 SPILL_MIB=${SPILL_MIB:-16}
-WORK=${WORK:-/var/tmp/chunkgc-bench}
-mkdir -p "$WORK"
-go build -o "$WORK/chunkgc" ./cmd/chunkgc
-
 . bench/store.sh
 mount_fixture
 for mib in 256 "$SPILL_MIB"; do

@@ -447,13 +447,7 @@ func TestDatastoreValidate(t *testing.T) {
 // noTmp fails when dir holds anything but the names in want.
 func noTmp(t *testing.T, dir string, want ...string) {
 	t.Helper()
-	entries, err := os.ReadDir(dir)
-	rtest.OK(t, err)
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	rtest.Equal(t, "directory entries", want, names)
+	rtest.Equal(t, "directory entries", want, rtest.DirNames(t, dir))
 }
 
 func TestWriteFile(t *testing.T) {

@@ -25,18 +25,6 @@ func names(infos []Info) []string {
 	return ns
 }
 
-// listDir returns the names in dir, sorted.
-func listDir(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	rtest.OK(t, err)
-	var ns []string
-	for _, e := range ents {
-		ns = append(ns, e.Name())
-	}
-	return ns
-}
-
 // TestListAndFind: List orders journals by start time then run ID, the
 // unreadable first, reports incomplete and corrupt ones; Find finds a
 // digest in the runs that removed it.
@@ -135,18 +123,18 @@ func TestPrune(t *testing.T) {
 	n, err = Prune(fsys.Real{}, dirfd, dir, 3, "r1")
 	rtest.OK(t, err)
 	rtest.Equal(t, "removed keeping 3", 1, n)
-	rtest.Equal(t, "left keeping 3", journals("r1", "r3", "r4", "r5"), listDir(t, dir))
+	rtest.Equal(t, "left keeping 3", journals("r1", "r3", "r4", "r5"), rtest.DirNames(t, dir))
 
 	rtest.OK(t, os.WriteFile(filepath.Join(dir, "bad.journal"), []byte("torn"), 0o640))
 	n, err = Prune(fsys.Real{}, dirfd, dir, 3, "")
 	rtest.OK(t, err)
 	rtest.Equal(t, "removed with a bad one", 2, n)
-	rtest.Equal(t, "left with a bad one", journals("r3", "r4", "r5"), listDir(t, dir))
+	rtest.Equal(t, "left with a bad one", journals("r3", "r4", "r5"), rtest.DirNames(t, dir))
 
 	for _, keep := range []int{0, -1} {
 		n, err = Prune(fsys.Real{}, dirfd, dir, keep, "")
 		rtest.OK(t, err)
-		rtest.Equal(t, "left keeping <1", journals("r5"), listDir(t, dir))
+		rtest.Equal(t, "left keeping <1", journals("r5"), rtest.DirNames(t, dir))
 		_ = n
 	}
 }
@@ -163,7 +151,7 @@ func TestPruneFault(t *testing.T) {
 	n, err := Prune(set, rtest.DirFD(t, dir), dir, 1, "")
 	rtest.ErrorAt(t, "Prune", err, filepath.Join(dir, "r1.journal"), os.ErrPermission)
 	rtest.Equal(t, "removed", 1, n)
-	rtest.Equal(t, "left", []string{"r1.journal", "r3.journal"}, listDir(t, dir))
+	rtest.Equal(t, "left", []string{"r1.journal", "r3.journal"}, rtest.DirNames(t, dir))
 }
 
 // TestReadAtDirFD: ReadFile, List and Find resolve names from the
@@ -221,7 +209,7 @@ func TestReadRefusesNonRegular(t *testing.T) {
 			writeJournal(t, dir, "real", 100, recs(0, 2), true)
 			bad := filepath.Join(dir, "bad.journal")
 			tt.plant(t, bad, elsewhere)
-			outside := listDir(t, elsewhere)
+			outside := rtest.DirNames(t, elsewhere)
 			dirfd := rtest.DirFD(t, dir)
 
 			j, err := ReadFile(dirfd, dir, "bad.journal")
@@ -244,8 +232,8 @@ func TestReadRefusesNonRegular(t *testing.T) {
 			n, err := Prune(nil, dirfd, dir, 1, "")
 			rtest.OK(t, err)
 			rtest.Equal(t, "pruned", 0, n)
-			rtest.Equal(t, "left", []string{"bad.journal", "real.journal"}, listDir(t, dir))
-			rtest.Equal(t, "left elsewhere", outside, listDir(t, elsewhere))
+			rtest.Equal(t, "left", []string{"bad.journal", "real.journal"}, rtest.DirNames(t, dir))
+			rtest.Equal(t, "left elsewhere", outside, rtest.DirNames(t, elsewhere))
 		})
 	}
 }

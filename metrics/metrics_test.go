@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -24,6 +23,7 @@ import (
 	"chunkgc/chunkstore"
 	"chunkgc/gc"
 	"chunkgc/internal/testkit/leakcheck"
+	"chunkgc/internal/testkit/promcheck"
 	"chunkgc/internal/testkit/rtest"
 	"chunkgc/locking"
 )
@@ -390,10 +390,7 @@ func TestCurrent(t *testing.T) {
 // prometheus) on textfiles of every kind of run: it checks the format and
 // the naming conventions.
 func TestPromtoolCheckMetrics(t *testing.T) {
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		rtest.SkipOrFail(t, "promtool not installed (Debian package prometheus; .ci/run installs it)")
-	}
+	promtool := promcheck.Promtool(t)
 	end := time.Unix(1_766_000_100, 0)
 	skewErr := &chunkstore.ClockSkewError{Skew: -45 * time.Second}
 	for _, in := range []Input{
@@ -405,16 +402,7 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 		dir := t.TempDir()
 		path, err := WriteTextfile(dir, in.Store, Build(in))
 		rtest.OK(t, err)
-		f, err := os.Open(path)
-		rtest.OK(t, err)
-		cmd := exec.Command(promtool, "check", "metrics")
-		cmd.Stdin = f
-		out, err := cmd.CombinedOutput()
-		f.Close()
-		if err != nil || len(bytes.TrimSpace(out)) > 0 {
-			b, _ := os.ReadFile(path)
-			t.Errorf("promtool check metrics: %v\n%s\nfile:\n%s", err, out, b)
-		}
+		promcheck.Check(t, promtool, path)
 	}
 }
 

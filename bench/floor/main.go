@@ -102,19 +102,21 @@ func run(base string, workers int) (*result, error) {
 		budget.Store(int64(rl.Cur - fdReserve))
 	}
 	var kept [65536]atomic.Int32 // fd+1 of a prefix dir phase 1 kept open
-	openPrefix := func(p uint64) (int, error) {
+	var firstErr atomic.Value
+	// openPrefix opens prefix dir p, or records the error and returns -1.
+	openPrefix := func(p uint64) int {
 		name := fmt.Sprintf("%04x", p)
 		fd, err := unix.Openat(chunks, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return -1, fmt.Errorf("open %s: %w", name, err)
+			firstErr.CompareAndSwap(nil, fmt.Errorf("open %s: %w", name, err))
+			return -1
 		}
-		return fd, nil
+		return fd
 	}
 
 	t0 := time.Now()
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	var firstErr atomic.Value
 	ts := []unix.Timespec{{Nsec: unix.UTIME_NOW}, {Nsec: unix.UTIME_OMIT}}
 	var touchedDirs atomic.Int64
 	for range workers {
@@ -128,9 +130,7 @@ func run(base string, workers int) (*result, error) {
 				p, _ := strconv.ParseUint(path[:4], 16, 16)
 				fd, transient := int(kept[p].Load())-1, false
 				if fd < 0 {
-					var err error
-					if fd, err = openPrefix(p); err != nil {
-						firstErr.CompareAndSwap(nil, err)
+					if fd = openPrefix(p); fd < 0 {
 						return
 					}
 					switch {
@@ -176,9 +176,7 @@ func run(base string, workers int) (*result, error) {
 				}
 				fd := int(kept[p].Load()) - 1
 				if fd < 0 {
-					var err error
-					if fd, err = openPrefix(p); err != nil {
-						firstErr.CompareAndSwap(nil, err)
+					if fd = openPrefix(p); fd < 0 {
 						return
 					}
 				}

@@ -8,19 +8,16 @@
 package main
 
 import (
-	"encoding/binary"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"chunkgc/bench/fixture"
 	"chunkgc/blob"
-	"chunkgc/index"
 )
 
 func main() {
@@ -47,67 +44,30 @@ func main() {
 }
 
 func run(base string, n, m, garbage int, size int, age time.Duration, workers int) error {
-	chunkDir := filepath.Join(base, ".chunks")
-	if err := os.MkdirAll(chunkDir, 0o750); err != nil {
-		return err
-	}
-	for p := range 65536 {
-		if err := os.Mkdir(filepath.Join(chunkDir, fmt.Sprintf("%04x", p)), 0o750); err != nil && !os.IsExist(err) {
-			return err
-		}
-	}
-	if err := os.WriteFile(filepath.Join(base, ".lock"), nil, 0o644); err != nil {
+	chunkDir, err := fixture.Layout(base)
+	if err != nil {
 		return err
 	}
 	old := unix.NsecToTimespec(time.Now().Add(-age).UnixNano())
 	times := []unix.Timespec{old, old}
-	digests := make([]blob.Digest, n)
-	var next atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			data := make([]byte, size)
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(n) {
-					return
-				}
-				binary.LittleEndian.PutUint64(data, uint64(i))
-				binary.LittleEndian.PutUint64(data[8:], 0x6368756e6b6763) // "chunkgc"
-				d := blob.Sum(data)
-				digests[i] = d
-				b, err := blob.Encode(data, false)
-				if err == nil {
-					h := d.String()
-					p := filepath.Join(chunkDir, h[:4], h)
-					err = os.WriteFile(p, b, 0o644)
-					if err == nil {
-						err = unix.UtimesNano(p, times)
-					}
-				}
-				if err != nil {
-					firstErr.CompareAndSwap(nil, err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if err, _ := firstErr.Load().(error); err != nil {
+	digests, err := fixture.Chunks(n, size, workers, 0x6368756e6b6763 /* "chunkgc" */, func(d blob.Digest, data []byte) error {
+		b, err := blob.Encode(data, false)
+		if err != nil {
+			return err
+		}
+		h := d.String()
+		p := filepath.Join(chunkDir, h[:4], h)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			return err
+		}
+		return unix.UtimesNano(p, times)
+	})
+	if err != nil {
 		return err
 	}
 	refs := digests[:n-garbage]
-	per := (len(refs) + m - 1) / m
-	for i := range m {
-		part := refs[min(i*per, len(refs)):min((i+1)*per, len(refs))]
-		dir := filepath.Join(base, "vm", fmt.Sprint(1000+i), "2025-01-01T00:00:00Z")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-		if err := index.WriteFixedFile(filepath.Join(dir, "drive-scsi0.img.fidx"), uint64(len(part))*4096, 4096, part); err != nil {
-			return err
-		}
+	if err := fixture.Indexes(base, refs, m); err != nil {
+		return err
 	}
 	fmt.Printf("genstore: %d chunks (%d referenced) in %d indexes at %s\n", n, len(refs), m, base)
 	return nil

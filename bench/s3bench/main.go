@@ -23,7 +23,6 @@ package main
 
 import (
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -32,14 +31,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"chunkgc/bench/fixture"
 	"chunkgc/blob"
-	"chunkgc/index"
 	"chunkgc/internal/testkit/s3proxy"
 )
 
@@ -78,65 +75,26 @@ func gen(args []string) error {
 		return errors.New("usage: s3bench gen [-objects N] [-garbage F] [-indexes M] [-store S] [-age D] CACHE BUCKETDIR")
 	}
 	cache, bucket := fl.Arg(0), fl.Arg(1)
-	cacheChunks := filepath.Join(cache, ".chunks")
+	cacheChunks, err := fixture.Layout(cache)
+	if err != nil {
+		return err
+	}
 	objChunks := filepath.Join(bucket, *store, ".chunks")
-	for _, d := range []string{cacheChunks, objChunks} {
-		if err := os.MkdirAll(d, 0o750); err != nil {
-			return err
-		}
-	}
-	for p := range 65536 {
-		if err := os.Mkdir(filepath.Join(cacheChunks, fmt.Sprintf("%04x", p)), 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
-			return err
-		}
-	}
-	if err := os.WriteFile(filepath.Join(cache, ".lock"), nil, 0o644); err != nil {
+	if err := os.MkdirAll(objChunks, 0o750); err != nil {
 		return err
 	}
 	old := unix.NsecToTimespec(time.Now().Add(-*age).UnixNano())
 	times := []unix.Timespec{old, old}
 	n := *objects
-	digests := make([]blob.Digest, n)
-	var next atomic.Int64
-	var mu sync.Mutex
-	var first error
-	var wg sync.WaitGroup
-	for range *workers {
-		wg.Go(func() {
-			data := make([]byte, 64)
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(n) {
-					return
-				}
-				binary.LittleEndian.PutUint64(data, uint64(i))
-				binary.LittleEndian.PutUint64(data[8:], 0x733362656e6368) // "s3bench"
-				d := blob.Sum(data)
-				digests[i] = d
-				if err := writeObject(d, data, cacheChunks, objChunks, times); err != nil {
-					mu.Lock()
-					first = errors.Join(first, err)
-					mu.Unlock()
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if first != nil {
-		return first
+	digests, err := fixture.Chunks(n, 64, *workers, 0x733362656e6368 /* "s3bench" */, func(d blob.Digest, data []byte) error {
+		return writeObject(d, data, cacheChunks, objChunks, times)
+	})
+	if err != nil {
+		return err
 	}
 	refs := digests[:n-int(float64(n)**garbage)]
-	per := (len(refs) + *indexes - 1) / *indexes
-	for i := range *indexes {
-		part := refs[min(i*per, len(refs)):min((i+1)*per, len(refs))]
-		dir := filepath.Join(cache, "vm", fmt.Sprint(1000+i), "2025-01-01T00:00:00Z")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-		if err := index.WriteFixedFile(filepath.Join(dir, "drive-scsi0.img.fidx"), uint64(len(part))*4096, 4096, part); err != nil {
-			return err
-		}
+	if err := fixture.Indexes(cache, refs, *indexes); err != nil {
+		return err
 	}
 	fmt.Printf("s3bench gen: %d objects (%d referenced, %d garbage) in %s, cache %s\n", n, len(refs), n-len(refs), objChunks, cache)
 	return nil

@@ -24,6 +24,7 @@ import (
 
 	"chunkgc/config"
 	"chunkgc/internal/fsys"
+	"chunkgc/internal/testkit/promcheck"
 	"chunkgc/internal/testkit/rtest"
 	"chunkgc/locking"
 	"chunkgc/metrics"
@@ -327,10 +328,7 @@ func TestMetricsNodeExporterScrape(t *testing.T) {
 	if err != nil {
 		rtest.SkipOrFail(t, "prometheus-node-exporter not installed (Debian package prometheus-node-exporter; .ci/run installs it)")
 	}
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		rtest.SkipOrFail(t, "promtool not installed (Debian package prometheus; .ci/run installs it)")
-	}
+	promtool := promcheck.Promtool(t)
 	s := ext4Store(t, 256<<20, 30, 20)
 	c := newCLI(t)
 	registerStore(t, c, "store1", s.base)
@@ -353,15 +351,7 @@ func TestMetricsNodeExporterScrape(t *testing.T) {
 	rtest.Equal(t, "probe passed", 1.0, mustSample(t, m, "chunkgc_last_run_atime_probe_result", "store=store1", "result=passed"))
 	mustSample(t, m, "chunkgc_phase_duration_seconds", "store=store1", "phase=sweep")
 
-	f, err := os.Open(filepath.Join(dir, "chunkgc_store1.prom"))
-	rtest.OK(t, err)
-	check := exec.Command(promtool, "check", "metrics")
-	check.Stdin = f
-	out, err := check.CombinedOutput()
-	f.Close()
-	if err != nil || len(bytes.TrimSpace(out)) > 0 {
-		t.Errorf("promtool check metrics: %v\n%s", err, out)
-	}
+	promcheck.Check(t, promtool, filepath.Join(dir, "chunkgc_store1.prom"))
 
 	release := holdStore(t, s.base)
 	wantCode(t, c.run("gc", "--metrics-dir", dir, "store1"), exitBusy)

@@ -99,6 +99,39 @@ func DirFD(t testing.TB, dir string) int {
 	return fd
 }
 
+// DirNames returns the names in dir as [os.ReadDir] sorts them, nil for an
+// empty dir; it fails t at once when dir cannot be read.
+func DirNames(t testing.TB, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	OK(t, err)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// Recorder is a [testing.TB] that records Fatalf, Errorf and Skip instead
+// of acting on them, for the tests of test helpers; the embedded TB serves
+// every other method. After a recorded Fatalf or Skip the helper goes on.
+type Recorder struct {
+	testing.TB
+	FatalText  string   // the last Fatalf's message
+	SkipText   string   // the last Skip's message
+	ErrorTexts []string // every Errorf's message
+}
+
+func (r *Recorder) Helper() {}
+
+func (r *Recorder) Fatalf(format string, args ...any) { r.FatalText = fmt.Sprintf(format, args...) }
+
+func (r *Recorder) Skip(args ...any) { r.SkipText = fmt.Sprint(args...) }
+
+func (r *Recorder) Errorf(format string, args ...any) {
+	r.ErrorTexts = append(r.ErrorTexts, fmt.Sprintf(format, args...))
+}
+
 // InCI reports whether the tests run under CI (the environment variable CI
 // is set): there a missing capability is a failure, not a skip.
 func InCI() bool { return os.Getenv("CI") != "" }

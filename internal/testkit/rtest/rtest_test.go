@@ -5,73 +5,56 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
 
-// recorder is a testing.TB that records Fatalf and Skip instead of stopping
-// the test; the embedded TB serves every other method.
-type recorder struct {
-	testing.TB
-	fatal, skip string
-	errors      []string
-}
-
-func (r *recorder) Helper() {}
-
-func (r *recorder) Fatalf(format string, args ...any) { r.fatal = fmt.Sprintf(format, args...) }
-
-func (r *recorder) Skip(args ...any) { r.skip = fmt.Sprint(args...) }
-
-func (r *recorder) Errorf(format string, args ...any) {
-	r.errors = append(r.errors, fmt.Sprintf(format, args...))
-}
-
 func TestOK(t *testing.T) {
-	r := &recorder{TB: t}
+	r := &Recorder{TB: t}
 	OK(r, nil)
-	if r.fatal != "" {
-		t.Fatalf("OK(nil) failed: %s", r.fatal)
+	if r.FatalText != "" {
+		t.Fatalf("OK(nil) failed: %s", r.FatalText)
 	}
 	OK(r, errors.New("boom"))
-	if !strings.Contains(r.fatal, "boom") {
-		t.Fatalf("OK(err) did not fail naming the error: %q", r.fatal)
+	if !strings.Contains(r.FatalText, "boom") {
+		t.Fatalf("OK(err) did not fail naming the error: %q", r.FatalText)
 	}
 }
 
 func TestEqual(t *testing.T) {
-	r := &recorder{TB: t}
+	r := &Recorder{TB: t}
 	Equal(r, "list", []string{"a", "b"}, []string{"a", "b"})
-	if r.fatal != "" {
-		t.Fatalf("Equal of equal slices failed: %s", r.fatal)
+	if r.FatalText != "" {
+		t.Fatalf("Equal of equal slices failed: %s", r.FatalText)
 	}
 	Equal(r, "count", 1, 2)
-	if r.fatal != "count: want 1, got 2" {
-		t.Fatalf("Equal(1, 2): got %q", r.fatal)
+	if r.FatalText != "count: want 1, got 2" {
+		t.Fatalf("Equal(1, 2): got %q", r.FatalText)
 	}
 }
 
 func TestContains(t *testing.T) {
-	r := &recorder{TB: t}
+	r := &Recorder{TB: t}
 	Contains(r, "error", "open /a: no such file", "/a", "no such")
-	if len(r.errors) != 0 {
-		t.Fatalf("Contains of present strings failed: %q", r.errors)
+	if len(r.ErrorTexts) != 0 {
+		t.Fatalf("Contains of present strings failed: %q", r.ErrorTexts)
 	}
 	Contains(r, "error", "open /a", "/a", "/b", "EIO")
 	want := []string{`error "open /a" lacks "/b"`, `error "open /a" lacks "EIO"`}
-	if fmt.Sprint(r.errors) != fmt.Sprint(want) {
-		t.Fatalf("Contains with two missing: got %q, want %q", r.errors, want)
+	if fmt.Sprint(r.ErrorTexts) != fmt.Sprint(want) {
+		t.Fatalf("Contains with two missing: got %q, want %q", r.ErrorTexts, want)
 	}
 }
 
 func TestErrorIs(t *testing.T) {
-	r := &recorder{TB: t}
+	r := &Recorder{TB: t}
 	ErrorIs(r, &fs.PathError{Op: "open", Path: "p", Err: fs.ErrNotExist}, fs.ErrNotExist)
-	if r.fatal != "" {
-		t.Fatalf("ErrorIs of a wrapped match failed: %s", r.fatal)
+	if r.FatalText != "" {
+		t.Fatalf("ErrorIs of a wrapped match failed: %s", r.FatalText)
 	}
 	ErrorIs(r, nil, fs.ErrNotExist)
-	if r.fatal == "" {
+	if r.FatalText == "" {
 		t.Fatal("ErrorIs(nil, target) did not fail")
 	}
 }
@@ -79,13 +62,13 @@ func TestErrorIs(t *testing.T) {
 func TestSkipOrFail(t *testing.T) {
 	for _, ci := range []string{"", "true"} {
 		t.Setenv("CI", ci)
-		r := &recorder{TB: t}
+		r := &Recorder{TB: t}
 		SkipOrFail(r, "needs a thing")
-		if ci == "" && (r.skip != "needs a thing" || r.fatal != "") {
-			t.Errorf("outside CI: want a skip, got skip %q fatal %q", r.skip, r.fatal)
+		if ci == "" && (r.SkipText != "needs a thing" || r.FatalText != "") {
+			t.Errorf("outside CI: want a skip, got skip %q fatal %q", r.SkipText, r.FatalText)
 		}
-		if ci != "" && (r.skip != "" || !strings.Contains(r.fatal, "needs a thing")) {
-			t.Errorf("under CI: want a failure, got skip %q fatal %q", r.skip, r.fatal)
+		if ci != "" && (r.SkipText != "" || !strings.Contains(r.FatalText, "needs a thing")) {
+			t.Errorf("under CI: want a failure, got skip %q fatal %q", r.SkipText, r.FatalText)
 		}
 	}
 }
@@ -108,4 +91,18 @@ func TestHelper(t *testing.T) {
 		t.Fatalf("helper: want exit code 3, got %v", err)
 	}
 	Equal(t, "helper output", "hello helper\n", string(out))
+}
+
+func TestDirNames(t *testing.T) {
+	dir := t.TempDir()
+	Equal(t, "empty dir", []string(nil), DirNames(t, dir))
+	for _, n := range []string{"b", "a", "c"} {
+		OK(t, os.WriteFile(filepath.Join(dir, n), nil, 0o600))
+	}
+	Equal(t, "sorted names", []string{"a", "b", "c"}, DirNames(t, dir))
+	r := &Recorder{TB: t}
+	DirNames(r, filepath.Join(dir, "missing"))
+	if !strings.Contains(r.FatalText, "missing") {
+		t.Errorf("DirNames of a missing dir: fatal %q, want it to name the dir", r.FatalText)
+	}
 }
