@@ -412,12 +412,29 @@
 //     taken once — a cache file without its object would make an
 //     uploader skip the upload.
 //
+// Before anything is marked the run checks that the cache holds the
+// datastore's indexes: it lists <store>/.cnt/, where PBS and chunkgc's
+// ingest keep a copy of every metadata file, and refuses the run
+// (ErrS3CacheIncomplete, naming the keys) when an index object (.fidx,
+// .didx) has no regular file at its relative path in the cache (opened
+// O_PATH without following a symlink; a key that is no plain relative
+// path counts as missing). Phase 1 marks from the cache's indexes only: a
+// cache that lost them — its disk replaced, re-created empty — leaves
+// their chunks unmarked while their objects are old, and both proofs
+// would hold for every one of them. Writers keep the cache a superset of
+// the objects (an ingest writes an index before it uploads it; forget and
+// a failed ingest delete the objects before the local files), so a
+// complete cache always passes. PBS has no such check; its reuse of a
+// datastore refreshes the cache's metadata from the bucket, which is the
+// way out of a refused run.
+//
 // Before the atime probe, which runs before phase 1 unless tuned off, the
 // run reads <store>/.in-use and uploads the probe's zero chunk
 // (chunkstore.Store.InsertZeroChunkS3) before the probe caches it: a cache
 // file that claims a missing object makes uploaders skip the upload.
 //
-// Requests: the GET, the probe's PUT and the HEAD at the start, at most ⌈objects/1000⌉ + R
+// Requests: the GET, ⌈metadata objects/1000⌉ LIST (at least one) of
+// .cnt/, the probe's PUT and the HEAD at the start, at most ⌈objects/1000⌉ + R
 // LIST requests for R key ranges (exactly ⌈objects/1000⌉ with one) and
 // ⌈deleted/100⌉ POST requests (more only for batches the 30 s limit sent
 // early); nothing per object. Not applied to S3 runs yet: the

@@ -273,6 +273,9 @@ func (r *run) prepare(ctx context.Context) error {
 		if err := r.s3InUse(ctx); err != nil {
 			return err
 		}
+		if err := r.s3Indexes(ctx); err != nil {
+			return err
+		}
 	}
 	r.startListing(ctx)
 	if err := r.probe(ctx); err != nil {

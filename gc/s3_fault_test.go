@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"testing"
@@ -72,7 +73,10 @@ func newS3Real(t *testing.T, refs, garbage int) *s3Real {
 		s.refs = append(s.refs, s.st.Digest(n))
 		put(s.st.Digest(n))
 	}
-	s.st.Snapshot("vm/100/2025-01-01T00:00:00Z", "drive-scsi0.img.fidx", s.refs...)
+	const index = "vm/100/2025-01-01T00:00:00Z/drive-scsi0.img.fidx"
+	b, err := os.ReadFile(s.st.Snapshot(filepath.Dir(index), filepath.Base(index), s.refs...))
+	rtest.OK(t, err)
+	rtest.OK(t, direct.Put(context.Background(), objstore.ContentKey("store1", index), b)) // as an ingest uploads it
 	for i := range garbage {
 		d := s.digest()
 		s.garbage = append(s.garbage, put(d))
@@ -126,17 +130,19 @@ func TestS3FaultProxy(t *testing.T) {
 		{"DeleteObjects answer lost", func(s *s3Real) s3proxy.Rule {
 			return s3proxy.Every(func(n int) bool { return n == 0 }, s3proxy.Fault{DropResponse: true}, s3proxy.OpBatch)
 		}, nil},
+		// LIST 0 is the run's listing of <store>/.cnt/ (s3Indexes), the
+		// chunk listing's pages come after it.
 		{"+2 s on a list page", func(s *s3Real) s3proxy.Rule {
-			return s3proxy.Every(func(n int) bool { return n == 1 }, s3proxy.Fault{Delay: 2 * time.Second}, s3proxy.OpList)
+			return s3proxy.Every(func(n int) bool { return n == 2 }, s3proxy.Fault{Delay: 2 * time.Second}, s3proxy.OpList)
 		}, nil},
 		{"list page truncated", func(s *s3Real) s3proxy.Rule {
-			return s3proxy.Every(func(n int) bool { return n == 1 }, s3proxy.Fault{TruncateBody: 700}, s3proxy.OpList)
+			return s3proxy.Every(func(n int) bool { return n == 2 }, s3proxy.Fault{TruncateBody: 700}, s3proxy.OpList)
 		}, nil},
 		{"reset mid-page", func(s *s3Real) s3proxy.Rule {
-			return s3proxy.Every(func(n int) bool { return n == 2 }, s3proxy.Fault{TruncateBody: 1500, ResetBody: true}, s3proxy.OpList)
+			return s3proxy.Every(func(n int) bool { return n == 3 }, s3proxy.Fault{TruncateBody: 1500, ResetBody: true}, s3proxy.OpList)
 		}, nil},
 		{"kill -9 between list pages", func(s *s3Real) s3proxy.Rule {
-			return killOn(s, s3proxy.OpList, 2, true)
+			return killOn(s, s3proxy.OpList, 3, true)
 		}, nil},
 		{"kill -9 with DeleteObjects in flight", func(s *s3Real) s3proxy.Rule {
 			return killOn(s, s3proxy.OpBatch, 1, false)
@@ -218,7 +224,8 @@ func TestS3RequestBudget(t *testing.T) {
 			if bound := (len(keys)+s3PageSize-1)/s3PageSize + ranges; lists > bound || ranges == 1 && lists != 6 {
 				t.Fatalf("s3ListPages %d for %d ranges: beyond the bound", lists, ranges)
 			}
-			want := map[s3proxy.Op]int{s3proxy.OpHead: 1, s3proxy.OpGet: 1, s3proxy.OpList: lists, s3proxy.OpBatch: 3}
+			// One LIST more: <store>/.cnt/, its one index (s3Indexes).
+			want := map[s3proxy.Op]int{s3proxy.OpHead: 1, s3proxy.OpGet: 1, s3proxy.OpList: 1 + lists, s3proxy.OpBatch: 3}
 			rtest.Equal(t, "requests", want, s.proxy.Counts())
 			rtest.Equal(t, "removed", int64(250), st.RemovedChunks)
 			s.invariant(t)

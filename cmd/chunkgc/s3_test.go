@@ -307,3 +307,70 @@ func TestCheckAtimeS3Datastore(t *testing.T) {
 	rtest.Equal(t, "zero chunk object exists", true, s.hasObject(local))
 	s.invariant(t)
 }
+
+// TestGCS3LostCache: the cache of an S3 datastore loses its snapshots (a
+// cache disk replaced and re-created empty) while the bucket keeps their
+// indexes under st1/.cnt/ and every object and cache file is old. chunkgc
+// gc refuses the run (exit 1) naming an index key and deletes no object:
+// both proofs of the sweep would hold for every chunk of the lost
+// snapshots. With the cache's indexes restored from the bucket, the run
+// collects and every referenced object stays.
+func TestGCS3LostCache(t *testing.T) {
+	c := newCLI(t)
+	s := newS3Store(t, c, 0, 0)
+	src := filepath.Join(t.TempDir(), "disk")
+	data := make([]byte, 3*64<<10)
+	for i := range data {
+		data[i] = byte(i/5 + i>>10)
+	}
+	rtest.OK(t, os.WriteFile(src, data, 0o644))
+	wantCode(t, c.run("ingest", "--chunk-size", "65536", "st1", "vm/100", src), exitOK)
+	wantCode(t, c.run("ingest", "--chunk-size", "65536", "--ns", "a", "st1", "ct/7", src), exitOK)
+	old := time.Now().Add(-72 * time.Hour)
+	s.ageObjects(t, old)
+	chunkObjects := func() []string {
+		var keys []string
+		rtest.OK(t, filepath.WalkDir(s.srv.ObjectPath("st1/.chunks"), func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() {
+				keys = append(keys, filepath.Base(p))
+			}
+			return err
+		}))
+		return keys
+	}
+	rtest.OK(t, filepath.WalkDir(filepath.Join(s.base, ".chunks"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			err = os.Chtimes(p, old, old)
+		}
+		return err
+	}))
+	before := chunkObjects()
+	if len(before) < 3 {
+		t.Fatalf("%d chunk objects after the ingests, want at least 3", len(before))
+	}
+
+	for _, g := range []string{"vm", "ns"} {
+		rtest.OK(t, os.RemoveAll(filepath.Join(s.base, g)))
+	}
+	r := c.run("gc", "st1")
+	wantCode(t, r, exitError, "lacks index files the bucket holds", "st1/.cnt/", "st1")
+	rtest.Equal(t, "chunk objects after the refused run", before, chunkObjects())
+
+	// The cache's metadata restored from the bucket, as PBS's reuse of a
+	// datastore does.
+	cnt := s.srv.ObjectPath("st1/.cnt")
+	rtest.OK(t, filepath.WalkDir(cnt, func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() || d.Name() == ".namespace" {
+			return err
+		}
+		rel, err := filepath.Rel(cnt, p)
+		rtest.OK(t, err)
+		b, err := os.ReadFile(p)
+		rtest.OK(t, err)
+		rtest.OK(t, os.MkdirAll(filepath.Dir(filepath.Join(s.base, rel)), 0o755))
+		return os.WriteFile(filepath.Join(s.base, rel), b, 0o644)
+	}))
+	wantCode(t, c.run("gc", "st1"), exitOK)
+	rtest.Equal(t, "chunk objects after the run with the cache restored", before, chunkObjects())
+	s.invariant(t)
+}
