@@ -338,12 +338,7 @@ func TestGCS3LostCache(t *testing.T) {
 		}))
 		return keys
 	}
-	rtest.OK(t, filepath.WalkDir(filepath.Join(s.base, ".chunks"), func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			err = os.Chtimes(p, old, old)
-		}
-		return err
-	}))
+	ageAll(t, s.base, old)
 	before := chunkObjects()
 	if len(before) < 3 {
 		t.Fatalf("%d chunk objects after the ingests, want at least 3", len(before))
